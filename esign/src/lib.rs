@@ -1,0 +1,1 @@
+//! Canonical statements, signatures, archive packing, the transparency log and the verifier. Pure: no I/O runtime, no network, no database.

@@ -1,0 +1,1 @@
+//! The SFU: rooms, participants, peer connections, forwarding, layer choice, recording. Knows nothing of cases or users.

@@ -1,0 +1,1 @@
+//! HTTP API, WebSocket signaling, case workflow, accounts and storage.

@@ -1,0 +1,1 @@
+//! The browser app (agent, approver, supervisor, auditor pages), embedded in the binary.
