@@ -1,5 +1,366 @@
-//! `cloudhelp`: the command line. Parses flags and config, builds the parts, runs them.
+//! `cloudhelp`: the command line. Parses flags and configuration, builds the parts, runs them.
 
-fn main() {
-    println!("cloudhelp");
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use signaling::accounts::{self, NewUser};
+use signaling::catalogue::{self, PointKind};
+use signaling::workflow::Role;
+use signaling::{AppState, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "cloudhelp",
+    version,
+    about = "云帮办: remote video assistance for public-security government service"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Configuration file (default: ./cloudhelp.toml when it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data folder: database, blobs, keys, certificate [env: CLOUDHELP_DATA_DIR].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve(ServeArgs),
+    /// Manages user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manages service points.
+    #[command(subcommand)]
+    Point(PointCommand),
+    /// Manages departments.
+    #[command(subcommand)]
+    Department(DepartmentCommand),
+    /// Manages the catalogue of service items.
+    #[command(subcommand)]
+    Item(ItemCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A real TLS certificate chain (PEM).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP: only behind a reverse proxy that terminates TLS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Seed demo departments, points, items and one user of each role, and print their logins.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a user. The password is read from stdin with --password-stdin, else one is generated and printed.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        /// agent, approver, expert, supervisor, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// Service point code (agents).
+        #[arg(long)]
+        point: Option<String>,
+        /// Department code (approvers and experts).
+        #[arg(long)]
+        department: Option<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lists users.
+    List,
+    /// Disables a user and ends its sessions.
+    Disable { username: String },
+}
+
+#[derive(Subcommand)]
+enum PointCommand {
+    /// Adds a service point.
+    Add {
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// service_hall, police_station, village_point or backpack.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        township: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DepartmentCommand {
+    /// Adds a department.
+    Add {
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ItemCommand {
+    /// Adds a service item (事项).
+    Add {
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// The deciding department's code.
+        #[arg(long)]
+        department: String,
+        /// Required materials, separated by ';'.
+        #[arg(long, default_value = "")]
+        materials: String,
+        /// A simple item with the 10-minute target.
+        #[arg(long)]
+        simple: bool,
+    },
+}
+
+/// Defaults, then the file, then CLOUDHELP_* variables, then flags.
+fn load_config(common: &Common, serve: Option<&ServeArgs>) -> Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match &common.config {
+        Some(path) if !path.is_file() => bail!("--config {}: no such file", path.display()),
+        Some(path) => figment = figment.merge(Toml::file(path)),
+        None => figment = figment.merge(Toml::file("cloudhelp.toml")),
+    }
+    figment = figment.merge(Env::prefixed("CLOUDHELP_"));
+    let mut flags = serde_json::Map::new();
+    if let Some(d) = &common.data_dir {
+        flags.insert("data_dir".into(), d.display().to_string().into());
+    }
+    if common.log_json {
+        flags.insert("log_json".into(), true.into());
+    }
+    if let Some(s) = serve {
+        if let Some(l) = s.listen {
+            flags.insert("listen".into(), l.to_string().into());
+        }
+        if let Some(c) = &s.tls_cert {
+            flags.insert("tls_cert".into(), c.display().to_string().into());
+        }
+        if let Some(k) = &s.tls_key {
+            flags.insert("tls_key".into(), k.display().to_string().into());
+        }
+        if s.plain_http {
+            flags.insert("plain_http".into(), true.into());
+        }
+    }
+    let config: Config = figment
+        .merge(Serialized::defaults(serde_json::Value::Object(flags)))
+        .extract()
+        .context("configuration (cloudhelp.toml, CLOUDHELP_* variables or flags)")?;
+    config
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("configuration")?;
+    Ok(config)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLOUDHELP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn now_ms() -> i64 {
+    use signaling::config::Clock;
+    signaling::config::SystemClock.now_ms()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let serve_args = match &cli.command {
+        Command::Serve(args) => Some(args),
+        _ => None,
+    };
+    let config = load_config(&cli.common, serve_args)?;
+    init_logging(config.log_json);
+    match cli.command {
+        Command::Serve(args) => serve(config, args.demo),
+        Command::User(cmd) => user(config, cmd),
+        Command::Point(PointCommand::Add {
+            code,
+            name,
+            kind,
+            township,
+        }) => {
+            let kind = PointKind::parse(&kind).with_context(|| {
+                format!(
+                    "--kind {kind}: use service_hall, police_station, village_point or backpack"
+                )
+            })?;
+            let state = AppState::open(config)?;
+            state
+                .db
+                .call_blocking(|c| catalogue::add_point(c, &code, &name, kind, &township))?;
+            println!("added service point {code}");
+            Ok(())
+        }
+        Command::Department(DepartmentCommand::Add { code, name }) => {
+            let state = AppState::open(config)?;
+            state
+                .db
+                .call_blocking(|c| catalogue::add_department(c, &code, &name))?;
+            println!("added department {code}");
+            Ok(())
+        }
+        Command::Item(ItemCommand::Add {
+            code,
+            name,
+            department,
+            materials,
+            simple,
+        }) => {
+            let materials: Vec<String> = materials
+                .split(';')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect();
+            let state = AppState::open(config)?;
+            state.db.call_blocking(|c| {
+                catalogue::add_item(c, &code, &name, &department, &materials, simple)
+            })?;
+            println!("added service item {code}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config, demo: bool) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let state = AppState::open(config.clone())?;
+    if demo {
+        let seeded = state
+            .db
+            .call_blocking(|c| signaling::demo::seed(c, now_ms()))?;
+        println!(
+            "{}",
+            if seeded {
+                "demo data seeded. Demo logins:"
+            } else {
+                "demo data already present. Demo logins:"
+            }
+        );
+        for login in signaling::demo::DEMO_LOGINS {
+            println!(
+                "  {:<10} {:<11} password {:<22} {}",
+                login.role.as_str(),
+                login.username,
+                login.password,
+                login.note
+            );
+        }
+        println!("  (demo passwords are public: never use --demo with real data)");
+    }
+    println!("data folder: {}", config.data_dir.display());
+    runtime.block_on(signaling::server::serve(state, |addr, scheme| {
+        use std::io::Write;
+        println!("cloudhelp listening on {scheme}://{addr}");
+        let _ = std::io::stdout().flush();
+    }))?;
+    Ok(())
+}
+
+fn user(config: Config, cmd: UserCommand) -> Result<()> {
+    let state = AppState::open(config)?;
+    match cmd {
+        UserCommand::Add {
+            username,
+            display_name,
+            role,
+            point,
+            department,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role {role}: use agent, approver, expert, supervisor, auditor or admin")
+            })?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut line)
+                    .context("reading the password from stdin")?;
+                (line.lines().next().unwrap_or("").to_string(), false)
+            } else {
+                (accounts::random_token()?.chars().take(16).collect(), true)
+            };
+            let new = NewUser {
+                username,
+                display_name,
+                role,
+                point_code: point,
+                department_code: department,
+                password: password.clone(),
+            };
+            let user = state
+                .db
+                .call_blocking(|c| accounts::add_user(c, &new, now_ms()))?;
+            println!("added {} ({})", user.username, user.role.as_str());
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in state.db.call_blocking(|c| accounts::list_users(c))? {
+                let status = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<16} {:<10} {:<8} {}",
+                    u.username,
+                    u.role.as_str(),
+                    status,
+                    u.display_name
+                );
+            }
+        }
+        UserCommand::Disable { username } => {
+            let user = state
+                .db
+                .call_blocking(|c| accounts::disable_user(c, &username))?;
+            println!("disabled {}", user.username);
+        }
+    }
+    Ok(())
 }

@@ -1,1 +1,30 @@
-//! HTTP API, WebSocket signaling, case workflow, accounts and storage.
+//! HTTP API, WebSocket signaling, the case workflow, accounts and storage.
+//!
+//! `api::app(state)` is the whole application as a router; `server::serve` runs it over HTTPS.
+//! The workflow (`workflow`) is pure; the modules around it load, apply and persist.
+
+pub mod accounts;
+pub mod api;
+pub mod audit;
+pub mod blobs;
+pub mod cases;
+pub mod catalogue;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod materials;
+pub mod metrics;
+pub mod personal;
+pub mod ratings;
+pub mod server;
+pub mod state;
+pub mod stats;
+pub mod tls;
+pub mod workflow;
+pub mod ws;
+
+pub use api::app;
+pub use config::Config;
+pub use error::Error;
+pub use state::AppState;

@@ -1,0 +1,194 @@
+//! The HTTP API: `app(state) -> Router`, the request extractors that authenticate callers and
+//! turn malformed input into `{code, message}` errors, and the OpenAPI document.
+
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use crate::accounts::{self, Session, SessionKind, User};
+use crate::error::Error;
+use crate::state::AppState;
+
+pub mod admin;
+pub mod auth;
+pub mod cases;
+pub mod ops;
+
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "cloudhelp_session";
+/// The header that carries the CSRF token on state-changing cookie requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/token", post(auth::token))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/catalogue", get(cases::catalogue))
+        .route("/experts", get(cases::experts))
+        .route("/queue", get(cases::queue))
+        .route("/cases", get(cases::list).post(cases::open))
+        .route("/cases/{id}", get(cases::get))
+        .route("/cases/{id}/actions/{action}", post(cases::action))
+        .route(
+            "/cases/{id}/materials",
+            get(cases::materials)
+                .post(cases::upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/cases/{id}/materials/{material_id}", get(cases::download))
+        .route("/cases/{id}/rating", post(cases::rate))
+        .route("/followups", get(cases::followups))
+        .route("/followups/{id}/close", post(cases::close_followup))
+        .route("/audit", get(ops::audit_export))
+        .route("/stats", get(ops::stats))
+        .route("/admin/users", get(admin::list_users).post(admin::add_user))
+        .route("/admin/users/{username}/disable", post(admin::disable_user))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { Error::NotFound("endpoint") });
+    Router::new()
+        .nest("/api", api)
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::static_asset)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .with_state(state)
+}
+
+/// A JSON body whose rejections become `{code, message}` errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A path whose rejections become `{code, message}` errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);
+
+/// A query string whose rejections become `{code, message}` errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
+impl From<JsonRejection> for Error {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Error::TooLarge(format!("the JSON body is larger than {JSON_LIMIT} bytes"));
+        }
+        let code = match r {
+            JsonRejection::MissingJsonContentType(_) => "expected_json",
+            JsonRejection::JsonSyntaxError(_) => "malformed_json",
+            _ => "invalid_json",
+        };
+        Error::bad(code, r.body_text())
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(r: PathRejection) -> Self {
+        Error::bad("invalid_path", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(r: QueryRejection) -> Self {
+        Error::bad("invalid_query", r.body_text())
+    }
+}
+
+/// An authenticated caller. State-changing requests made with the session cookie must carry the
+/// session's CSRF token in `X-CSRF-Token`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user.
+    pub user: User,
+    /// The session.
+    pub session: Session,
+}
+
+impl Caller {
+    /// The workflow's view of the caller.
+    pub fn actor(&self) -> crate::workflow::Actor {
+        self.user.actor()
+    }
+
+    /// Refuses callers whose role is not among `roles`.
+    pub fn require(&self, roles: &[crate::workflow::Role]) -> Result<(), Error> {
+        if roles.contains(&self.user.role) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(Error::Forbidden(format!(
+                "this needs the role {}",
+                names.join(" or ")
+            )))
+        }
+    }
+}
+
+/// The session token of a request: `Authorization: Bearer …` or the session cookie.
+pub fn request_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = request_token(&parts.headers).ok_or(Error::Unauthenticated("log in first"))?;
+        let now = state.now();
+        let session = state
+            .db
+            .call(move |c| accounts::session(c, &token, now))
+            .await?;
+        if session.kind == SessionKind::Cookie && !parts.method.is_safe() {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
+                return Err(Error::denied(
+                    "csrf_failed",
+                    "missing or wrong X-CSRF-Token for this session; reload the page",
+                ));
+            }
+        }
+        Ok(Caller {
+            user: session.user.clone(),
+            session,
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! The content-addressed blob folder: `sha256/ab/abcdef…` under the data folder.
+//!
+//! An upload streams into `tmp/`, hashed as it goes, is fsynced, and only then renamed into place
+//! (and the folder fsynced). The caller commits its database row after that and acknowledges last,
+//! so an acknowledged material always has its bytes on disk. Leftovers in `tmp/` from a crash are
+//! removed at start; a blob with no row is inert and is reused by the next upload of the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes as BodyChunk;
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+
+/// How many leading bytes are kept to recognise the file type.
+const HEAD_LEN: usize = 8192;
+
+/// The blob folder.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// A fully received, fsynced upload not yet moved into place.
+#[derive(Debug)]
+pub struct Received {
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The first bytes, for type detection.
+    pub head: Vec<u8>,
+    temp: tempfile::TempPath,
+}
+
+impl BlobStore {
+    /// Opens the folder under `root`, creating it, and clears unfinished uploads.
+    pub fn open(root: &Path) -> Result<BlobStore> {
+        let store = BlobStore {
+            root: root.to_path_buf(),
+        };
+        std::fs::create_dir_all(store.root.join("sha256"))?;
+        let tmp = store.root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(store)
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        let prefix = sha256.get(..2).unwrap_or("xx");
+        self.root.join("sha256").join(prefix).join(sha256)
+    }
+
+    /// Streams `body` into a temporary file, hashing it, refusing more than `limit` bytes, and
+    /// fsyncs it. Nothing is visible to anyone until [`BlobStore::commit`].
+    pub async fn receive<S, E>(&self, mut body: S, limit: u64) -> Result<Received>
+    where
+        S: Stream<Item = std::result::Result<BodyChunk, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let temp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?.into_temp_path();
+        let mut file = tokio::fs::File::create(&temp).await?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut head = Vec::with_capacity(HEAD_LEN);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::bad(
+                    "body_interrupted",
+                    format!("the upload was interrupted: {e}"),
+                )
+            })?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(Error::TooLarge(format!(
+                    "the material is larger than the limit of {limit} bytes (max_material_bytes)"
+                )));
+            }
+            if head.len() < HEAD_LEN {
+                let take = (HEAD_LEN - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.sync_all().await?;
+        drop(file);
+        Ok(Received {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+            head,
+            temp,
+        })
+    }
+
+    /// Moves a received upload into place (or drops it when the same bytes are already stored)
+    /// and fsyncs the folder, so the blob survives a crash from here on.
+    pub fn commit(&self, received: Received) -> Result<()> {
+        let target = self.path(&received.sha256);
+        if target.exists() {
+            return Ok(()); // the temp file is removed when `received.temp` drops
+        }
+        let folder = target
+            .parent()
+            .ok_or_else(|| Error::Internal("blob path without a folder".into()))?
+            .to_path_buf();
+        std::fs::create_dir_all(&folder)?;
+        received
+            .temp
+            .persist(&target)
+            .map_err(|e| Error::Io(e.error))?;
+        std::fs::File::open(&folder)?.sync_all()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> impl Stream<Item = std::result::Result<BodyChunk, std::io::Error>> + Unpin {
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(BodyChunk::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_received_blob_is_hashed_while_streaming_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let got = store
+            .receive(chunks(&[b"hello ", b"world"]), 100)
+            .await
+            .unwrap();
+        assert_eq!(got.sha256, hex::encode(Sha256::digest(b"hello world")));
+        assert_eq!(got.size, 11);
+        let digest = got.sha256.clone();
+        store.commit(got).unwrap();
+        let again = store.receive(chunks(&[b"hello world"]), 100).await.unwrap();
+        store.commit(again).unwrap();
+        assert_eq!(std::fs::read(store.path(&digest)).unwrap(), b"hello world");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_upload_is_refused_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let err = store
+            .receive(chunks(&[b"0123456789", b"0123456789"]), 15)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! Server configuration: one struct with defaults; the binary layers a file, the environment and
+//! flags over it, then [`Config::validate`] names any bad setting and its fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The data folder: database, blobs, keys, certificate.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// A real certificate chain (PEM); when absent a self-signed one is made and kept.
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP, for running behind a TLS-terminating reverse proxy only.
+    pub plain_http: bool,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+    /// Largest accepted material, in bytes.
+    pub max_material_bytes: u64,
+    /// Most materials per case.
+    pub max_materials_per_case: u32,
+    /// How long a login lasts, in hours.
+    pub session_hours: u32,
+    /// Failed logins in a row that lock an account.
+    pub login_max_failures: u32,
+    /// How long a locked account stays locked, in minutes.
+    pub lockout_minutes: u32,
+    /// Days a supervisor has to close a follow-up of a bad rating.
+    pub followup_days: u32,
+    /// The target for simple items, in minutes (10 by the service standard).
+    pub simple_target_minutes: u32,
+    /// Extra browser origins allowed to open `/ws` (the server's own origin always is).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("cloudhelp-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            plain_http: false,
+            log_json: false,
+            max_material_bytes: 50 * 1024 * 1024,
+            max_materials_per_case: 60,
+            session_hours: 12,
+            login_max_failures: 5,
+            lockout_minutes: 15,
+            followup_days: 3,
+            simple_target_minutes: 10,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings together; the error names the setting and how to fix it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(
+                "tls_cert and tls_key go together: set both (--tls-cert and --tls-key) or neither"
+                    .into(),
+            );
+        }
+        if self.plain_http && self.tls_cert.is_some() {
+            return Err("plain_http serves without TLS, so tls_cert/tls_key would be ignored: drop one of them".into());
+        }
+        for (name, value) in [
+            (
+                "max_materials_per_case",
+                u64::from(self.max_materials_per_case),
+            ),
+            ("max_material_bytes", self.max_material_bytes),
+            ("session_hours", u64::from(self.session_hours)),
+            ("login_max_failures", u64::from(self.login_max_failures)),
+            ("followup_days", u64::from(self.followup_days)),
+            (
+                "simple_target_minutes",
+                u64::from(self.simple_target_minutes),
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("cloudhelp.db")
+    }
+}
+
+/// Where time comes from, so that tests can set it.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn at(ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+    /// Moves the clock forward.
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time into epoch milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_half_a_tls_pair_is_refused_by_name() {
+        assert!(Config::default().validate().is_ok());
+        let half = Config {
+            tls_cert: Some("c.pem".into()),
+            ..Config::default()
+        };
+        assert!(half.validate().unwrap_err().contains("tls_key"));
+        let zero = Config {
+            max_materials_per_case: 0,
+            ..Config::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .contains("max_materials_per_case")
+        );
+    }
+
+    #[test]
+    fn times_round_trip_through_rfc3339() {
+        let ms = 1_795_000_000_123;
+        assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+    }
+}

@@ -1,0 +1,225 @@
+//! The SQLite database: opening in WAL mode, versioned migrations, and running queries off the
+//! async runtime.
+//!
+//! One connection behind a mutex: SQLite has one writer anyway, and serialising here makes every
+//! read-modify-write (accept, rate, close a follow-up) atomic without retry loops. Queries run on
+//! tokio's blocking pool so they never stall the reactor.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// The schema, one entry per version. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, catalogue, cases, materials, ratings, follow-ups, audit.
+    r#"
+    CREATE TABLE departments (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE service_points (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        township TEXT NOT NULL
+    );
+    CREATE TABLE service_items (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        department_id INTEGER NOT NULL REFERENCES departments(id),
+        required_materials TEXT NOT NULL,
+        simple INTEGER NOT NULL
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        point_id INTEGER REFERENCES service_points(id),
+        department_id INTEGER REFERENCES departments(id),
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE cases (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL UNIQUE,
+        item_id INTEGER NOT NULL REFERENCES service_items(id),
+        department_id INTEGER NOT NULL REFERENCES departments(id),
+        point_id INTEGER NOT NULL REFERENCES service_points(id),
+        agent_id INTEGER NOT NULL REFERENCES users(id),
+        approver_id INTEGER REFERENCES users(id),
+        state TEXT NOT NULL,
+        applicant_name TEXT NOT NULL,
+        applicant_id_number TEXT NOT NULL,
+        note TEXT NOT NULL,
+        identity_checked INTEGER NOT NULL DEFAULT 0,
+        decision_reason TEXT,
+        opened_at INTEGER NOT NULL,
+        queued_at INTEGER NOT NULL,
+        accepted_at INTEGER,
+        decided_at INTEGER,
+        ended_at INTEGER,
+        version INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX cases_by_department_state ON cases(department_id, state);
+    CREATE INDEX cases_by_point ON cases(point_id);
+    CREATE TABLE case_experts (
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        invited_at INTEGER NOT NULL,
+        PRIMARY KEY (case_id, user_id)
+    );
+    CREATE TABLE materials (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        media_type TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        uploaded_by INTEGER NOT NULL REFERENCES users(id),
+        uploaded_at INTEGER NOT NULL
+    );
+    CREATE INDEX materials_by_case ON materials(case_id);
+    CREATE TABLE ratings (
+        case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+        score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+        comment TEXT NOT NULL,
+        recorded_by INTEGER NOT NULL REFERENCES users(id),
+        recorded_at INTEGER NOT NULL
+    );
+    CREATE TABLE followups (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL UNIQUE REFERENCES cases(id),
+        opened_at INTEGER NOT NULL,
+        due_at INTEGER NOT NULL,
+        closed_at INTEGER,
+        closed_by INTEGER REFERENCES users(id),
+        outcome TEXT
+    );
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor_id INTEGER,
+        actor_role TEXT,
+        case_id INTEGER,
+        kind TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_case ON audit_events(case_id);
+    CREATE TRIGGER audit_events_are_append_only_update BEFORE UPDATE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TRIGGER audit_events_are_append_only_delete BEFORE DELETE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    "#,
+];
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (or creates) the database file, switches it to WAL and brings the schema up to date.
+    pub fn open(path: &Path) -> Result<Db> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.call_blocking(f))
+            .await
+            .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` with the connection on this thread (CLI commands, start-up).
+    pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        // A poisoned lock means a query panicked mid-way; SQLite rolled the transaction back when
+        // the statement was dropped, so the connection itself is still consistent.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    /// Checkpoints the WAL into the main file, so a clean stop leaves one self-contained file.
+    pub fn close(&self) -> Result<()> {
+        self.call_blocking(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}
+
+/// Applies every migration newer than the file's `user_version`, each in its own transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "the database has schema version {current}, newer than this program knows ({}); run a newer cloudhelp",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_audit_events_cannot_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        Db::open(&path).unwrap();
+        let db = Db::open(&path).unwrap();
+        db.call_blocking(|c| {
+            let version: usize = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            assert_eq!(version, MIGRATIONS.len());
+            c.execute(
+                "INSERT INTO audit_events (at, kind, details) VALUES (1, 'x', '{}')",
+                [],
+            )?;
+            let update = c.execute("UPDATE audit_events SET kind = 'y'", []);
+            assert!(update.unwrap_err().to_string().contains("append-only"));
+            let delete = c.execute("DELETE FROM audit_events", []);
+            assert!(delete.unwrap_err().to_string().contains("append-only"));
+            Ok(())
+        })
+        .unwrap();
+    }
+}

@@ -1,0 +1,94 @@
+//! Running the server: HTTPS (or loudly-announced plain HTTP behind a proxy), graceful shutdown on
+//! SIGINT/SIGTERM, and a clean database close.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::api::app;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+use crate::tls;
+
+/// How long in-flight requests get to finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Installs the ring crypto provider for rustls once per process (webrtc uses ring as well).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Serves until SIGINT or SIGTERM; calls `on_listening` with the bound address and URL scheme.
+pub async fn serve(
+    state: AppState,
+    on_listening: impl FnOnce(SocketAddr, &'static str) + Send + 'static,
+) -> Result<()> {
+    install_crypto_provider();
+    let config = state.config.clone();
+    let handle: Handle<SocketAddr> = Handle::new();
+    tokio::spawn(stop_on_signal(handle.clone()));
+    let scheme = if config.plain_http { "http" } else { "https" };
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Some(addr) = handle.listening().await {
+                on_listening(addr, scheme);
+            }
+        });
+    }
+    let service = app(state.clone()).into_make_service();
+    let served = if config.plain_http {
+        tracing::warn!(
+            "PLAIN HTTP: serving without TLS. Only run this behind a reverse proxy that terminates TLS; \
+             passwords and personal data would otherwise cross the network in clear"
+        );
+        axum_server::bind(config.listen)
+            .handle(handle)
+            .serve(service)
+            .await
+    } else {
+        let cert = tls::certificate(&config)?;
+        if cert.self_signed {
+            tracing::info!(cert = %cert.cert.display(), "using the self-signed certificate kept in the data folder");
+        }
+        let rustls = RustlsConfig::from_pem_file(&cert.cert, &cert.key)
+            .await
+            .map_err(|e| {
+                Error::Internal(format!("TLS certificate {}: {e}", cert.cert.display()))
+            })?;
+        axum_server::bind_rustls(config.listen, rustls)
+            .handle(handle)
+            .serve(service)
+            .await
+    };
+    served.map_err(|e| {
+        Error::Internal(format!(
+            "cannot serve on {}: {e} (change listen / --listen)",
+            config.listen
+        ))
+    })?;
+    state.db.close()?;
+    tracing::info!("stopped; database closed");
+    Ok(())
+}
+
+async fn stop_on_signal(handle: Handle<SocketAddr>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("stop signal: finishing requests");
+    handle.graceful_shutdown(Some(GRACE));
+}

@@ -1,0 +1,123 @@
+//! The shared state handed to every handler, and the live notices sent over `/ws`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::blobs::BlobStore;
+use crate::config::{Clock, Config, SystemClock};
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::workflow::{DepartmentId, PointId, Role, UserId};
+
+/// Who should receive a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Approvers of a department, and supervisors (queue events).
+    Queue(DepartmentId),
+    /// The people of a case: its point's agents, its approver, its experts.
+    Case {
+        /// Service point.
+        point_id: PointId,
+        /// Approver and experts.
+        users: Vec<UserId>,
+    },
+}
+
+impl Audience {
+    /// Whether a connected user is in the audience.
+    pub fn includes(
+        &self,
+        user: UserId,
+        role: Role,
+        point: Option<PointId>,
+        department: Option<DepartmentId>,
+    ) -> bool {
+        match self {
+            Audience::Queue(d) => {
+                role == Role::Supervisor || (role == Role::Approver && department == Some(*d))
+            }
+            Audience::Case { point_id, users } => {
+                users.contains(&user) || (role == Role::Agent && point == Some(*point_id))
+            }
+        }
+    }
+}
+
+/// A message for the connected clients of an audience.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// Who gets it.
+    pub audience: Audience,
+    /// The JSON message.
+    pub message: Arc<serde_json::Value>,
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The database.
+    pub db: Db,
+    /// The blob folder.
+    pub blobs: BlobStore,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Prometheus series.
+    pub metrics: Arc<Metrics>,
+    /// Live notices for `/ws`.
+    pub notices: broadcast::Sender<Notice>,
+    /// The server's seal key.
+    pub seal_key: Arc<esign::keys::SealKey>,
+}
+
+impl AppState {
+    /// Opens the data folder (database, blobs, seal key) with the system clock.
+    pub fn open(config: Config) -> Result<AppState> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens the data folder with a given clock (tests).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!(
+                "cannot create the data folder {}: {e} (set data_dir / --data-dir)",
+                config.data_dir.display()
+            ))
+        })?;
+        let db = Db::open(&config.database_path())?;
+        let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
+        let keys = config.data_dir.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let seal_key = esign::keys::SealKey::load_or_create(&keys.join("seal.key"))
+            .map_err(|e| Error::Internal(format!("seal key: {e}")))?;
+        let (notices, _) = broadcast::channel(1024);
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            blobs,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            notices,
+            seal_key: Arc::new(seal_key),
+        })
+    }
+
+    /// Now, in epoch ms.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Sends a notice to the connected clients of an audience (none connected is fine).
+    pub fn notify(&self, audience: Audience, message: impl Serialize) {
+        if let Ok(value) = serde_json::to_value(message) {
+            let _ = self.notices.send(Notice {
+                audience,
+                message: Arc::new(value),
+            });
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `/ws`: the authenticated WebSocket. Today it carries live queue and case events; call
+//! signaling joins it later. Messages are JSON with `"v": 1` and a `"type"`; see
+//! `docs/signaling.md`.
+//!
+//! The session logic is written over a `Sink`/`Stream` of messages so that it can be driven by
+//! channels in tests as well as by a real socket.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::accounts::User;
+use crate::api::Caller;
+use crate::cases;
+use crate::error::{Error, Result};
+use crate::state::{AppState, Notice};
+use crate::workflow::Role;
+
+/// Largest client message accepted, in bytes.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// Whether a browser's `Origin` is this server (or configured); tools send none.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    origin_host == host || allowed.iter().any(|a| a == origin)
+}
+
+/// Upgrades an authenticated request to the WebSocket.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response> {
+    if !origin_allowed(&headers, &state.config.allowed_origins) {
+        return Err(Error::Forbidden(
+            "this page's origin may not open the WebSocket; add it to allowed_origins".into(),
+        ));
+    }
+    let user = caller.user;
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket: WebSocket| async move {
+            let (sink, stream) = socket.split();
+            state.metrics.ws_clients.inc();
+            run(state.clone(), user, sink, stream).await;
+            state.metrics.ws_clients.dec();
+        }))
+}
+
+/// The queue snapshot a user should see on connect (or after missing notices).
+async fn snapshot(state: &AppState, user: &User) -> Result<Option<serde_json::Value>> {
+    let department = match user.role {
+        Role::Approver => user.department_id,
+        Role::Supervisor => None,
+        _ => return Ok(None),
+    };
+    let now = state.now();
+    let items = state
+        .db
+        .call(move |c| cases::queue(c, department, now))
+        .await?;
+    Ok(Some(
+        json!({ "v": 1, "type": "queue.snapshot", "items": items }),
+    ))
+}
+
+/// Runs one connection until the client leaves.
+pub async fn run<W, R>(state: AppState, user: User, mut sink: W, mut stream: R)
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = std::result::Result<Message, axum::Error>> + Unpin,
+{
+    let mut notices = state.notices.subscribe();
+    let send = |value: serde_json::Value| Message::Text(value.to_string().into());
+    let hello = json!({ "v": 1, "type": "hello", "user": { "id": user.id, "role": user.role, "display_name": user.display_name } });
+    if sink.send(send(hello)).await.is_err() {
+        return;
+    }
+    if let Ok(Some(snap)) = snapshot(&state, &user).await {
+        if sink.send(send(snap)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            notice = notices.recv() => match notice {
+                Ok(Notice { audience, message }) => {
+                    if audience.includes(user.id, user.role, user.point_id, user.department_id)
+                        && sink.send(Message::Text(message.to_string().into())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed notices: send the whole queue again rather than a wrong picture.
+                    if let Ok(Some(snap)) = snapshot(&state, &user).await {
+                        if sink.send(send(snap)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            incoming = stream.next() => {
+                let reply = match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(text))) => handle_client_message(&text),
+                    Some(Ok(Message::Binary(_))) => Some(error_message("bad_message", "send JSON text messages, not binary")),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                };
+                if let Some(reply) = reply {
+                    if sink.send(send(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error_message(code: &str, message: &str) -> serde_json::Value {
+    json!({ "v": 1, "type": "error", "code": code, "message": message })
+}
+
+/// Answers one client message; malformed ones get an error message and the socket stays open.
+fn handle_client_message(text: &str) -> Option<serde_json::Value> {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Some(error_message("bad_message", &format!("not JSON: {e}"))),
+    };
+    match value.get("type").and_then(|t| t.as_str()) {
+        Some("ping") => Some(json!({ "v": 1, "type": "pong", "id": value.get("id") })),
+        Some(other) => Some(error_message(
+            "unknown_type",
+            &format!("unknown message type {other:?}"),
+        )),
+        None => Some(error_message("bad_message", "a message needs a \"type\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_and_unknown_client_messages_get_an_error_with_a_code() {
+        assert_eq!(handle_client_message("{").unwrap()["code"], "bad_message");
+        assert_eq!(handle_client_message("{}").unwrap()["code"], "bad_message");
+        assert_eq!(
+            handle_client_message(r#"{"type":"fly"}"#).unwrap()["code"],
+            "unknown_type"
+        );
+        assert_eq!(
+            handle_client_message(r#"{"type":"ping","id":7}"#).unwrap()["id"],
+            7
+        );
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused_and_the_own_origin_allowed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:8443".parse().unwrap());
+        assert!(origin_allowed(&h, &[]));
+        h.insert(header::ORIGIN, "https://127.0.0.1:8443".parse().unwrap());
+        assert!(origin_allowed(&h, &[]));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!origin_allowed(&h, &[]));
+        assert!(origin_allowed(&h, &["https://evil.example".to_string()]));
+    }
+}
