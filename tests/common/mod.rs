@@ -1,0 +1,271 @@
+//! Helpers for the end-to-end tests: an app on a temporary data folder, driven through
+//! `tower::ServiceExt::oneshot` (no socket), plus logins as each demo role.
+#![allow(dead_code)] // each test binary uses a different part of the helpers
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use signaling::accounts::{self, NewUser};
+use signaling::config::ManualClock;
+use signaling::workflow::Role;
+use signaling::{AppState, Config, app};
+use tower::ServiceExt;
+
+/// A valid, made-up resident ID number (GB 11643 check character X).
+pub const ID_NUMBER: &str = "11010119900307109X";
+/// A made-up applicant name.
+pub const APPLICANT: &str = "张小明";
+
+/// The start time of every test clock: 2026-11-26T09:00:00+08:00.
+pub const T0: i64 = 1_795_654_800_000;
+
+/// An app on a fresh data folder with the demo seed and a hand-moved clock.
+pub struct TestApp {
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+/// An HTTP answer: status, headers and body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Cookie {
+        session: String,
+        csrf: Option<String>,
+    },
+}
+
+impl TestApp {
+    pub fn new() -> TestApp {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let clock = Arc::new(ManualClock::at(T0));
+        let state = AppState::open_with_clock(config, clock.clone()).unwrap();
+        state
+            .db
+            .call_blocking(|c| signaling::demo::seed(c, T0))
+            .unwrap();
+        TestApp { state, clock, dir }
+    }
+
+    /// Adds a user in a department or at a point; the password is `password-<username>`.
+    pub fn add_user(
+        &self,
+        username: &str,
+        role: Role,
+        point: Option<&str>,
+        department: Option<&str>,
+    ) {
+        let new = NewUser {
+            username: username.into(),
+            display_name: username.into(),
+            role,
+            point_code: point.map(Into::into),
+            department_code: department.map(Into::into),
+            password: format!("password-{username}"),
+        };
+        self.state
+            .db
+            .call_blocking(|c| accounts::add_user(c, &new, T0))
+            .unwrap();
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> Answer {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.raw(method, path, auth, bytes, Some("application/json"))
+            .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Answer {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:8443");
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"))
+            }
+            Auth::Cookie { session, csrf } => {
+                builder = builder.header(header::COOKIE, format!("cloudhelp_session={session}"));
+                if let Some(csrf) = csrf {
+                    builder = builder.header("x-csrf-token", csrf);
+                }
+            }
+        }
+        if let (Some(ct), Some(_)) = (content_type, &body) {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        let request = builder
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A bearer token for a user.
+    pub async fn token(&self, username: &str, password: &str) -> Auth {
+        let a = self
+            .request(
+                "POST",
+                "/api/auth/token",
+                &Auth::None,
+                Some(json!({ "username": username, "password": password })),
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "login {username}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        Auth::Bearer(a.json()["token"].as_str().unwrap().to_string())
+    }
+
+    /// A bearer token for a demo user.
+    pub async fn demo(&self, username: &str) -> Auth {
+        let login = signaling::demo::DEMO_LOGINS
+            .iter()
+            .find(|l| l.username == username)
+            .unwrap();
+        self.token(username, login.password).await
+    }
+
+    /// A browser login: the session cookie and CSRF token.
+    pub async fn browser(&self, username: &str, password: &str) -> Auth {
+        let a = self
+            .request(
+                "POST",
+                "/api/auth/login",
+                &Auth::None,
+                Some(json!({ "username": username, "password": password })),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        let cookie = a
+            .headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let session = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("cloudhelp_session=")
+            .to_string();
+        Auth::Cookie {
+            session,
+            csrf: Some(a.json()["csrf_token"].as_str().unwrap().to_string()),
+        }
+    }
+
+    /// Opens a case for the demo agent; returns its id.
+    pub async fn open_case(&self, agent: &Auth, item: &str) -> i64 {
+        let a = self
+            .request("POST", "/api/cases", agent, Some(json!({ "item": item, "applicant_name": APPLICANT, "applicant_id_number": ID_NUMBER, "note": "" })))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a.json()["id"].as_i64().unwrap()
+    }
+
+    /// Runs a workflow action and asserts its status.
+    pub async fn act(
+        &self,
+        who: &Auth,
+        case: i64,
+        action: &str,
+        body: Value,
+        want: StatusCode,
+    ) -> Answer {
+        let a = self
+            .request(
+                "POST",
+                &format!("/api/cases/{case}/actions/{action}"),
+                who,
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            want,
+            "{action}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        a
+    }
+}
+
+/// A tiny valid PNG (1x1), for uploads.
+pub fn png() -> Vec<u8> {
+    let mut v = vec![
+        0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R',
+    ];
+    v.extend_from_slice(&[
+        0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1F, 0x15, 0xC4, 0x89,
+    ]);
+    v.extend_from_slice(b"\0\0\0\0IEND\xAE\x42\x60\x82");
+    v
+}
