@@ -229,13 +229,13 @@ pub fn add_user(conn: &Connection, new: &NewUser, now: i64) -> Result<User> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![username, new.display_name.trim(), new.role.as_str(), point_id, department_id, hash, now],
     );
-    if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
-        if e.code == rusqlite::ErrorCode::ConstraintViolation {
-            return Err(Error::conflict(
-                "username_taken",
-                format!("username {username} is already taken"),
-            ));
-        }
+    if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
+        && e.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return Err(Error::conflict(
+            "username_taken",
+            format!("username {username} is already taken"),
+        ));
     }
     inserted?;
     user_by_id(conn, conn.last_insert_rowid())?.ok_or(Error::NotFound("user"))

@@ -41,6 +41,19 @@ pub struct Material {
     pub uploaded_at: String,
 }
 
+/// A durable blob about to be recorded as a material.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type recognised from the bytes.
+    pub media_type: &'static str,
+    /// The uploader's file name (checked).
+    pub filename: String,
+}
+
 /// Recognises the type of a file from its first bytes; refuses anything not accepted.
 pub fn sniff(head: &[u8]) -> Result<&'static str> {
     let kind = infer::get(head).map(|k| k.mime_type());
@@ -88,12 +101,15 @@ pub fn insert(
     conn: &mut Connection,
     case_id: i64,
     actor: &Actor,
-    sha256: &str,
-    size: u64,
-    media_type: &str,
-    filename: &str,
+    blob: &StoredBlob,
     now: i64,
 ) -> Result<Material> {
+    let StoredBlob {
+        sha256,
+        size,
+        media_type,
+        filename,
+    } = blob;
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO materials (case_id, sha256, size, media_type, filename, uploaded_by, uploaded_at)

@@ -91,10 +91,10 @@ where
     if sink.send(send(hello)).await.is_err() {
         return;
     }
-    if let Ok(Some(snap)) = snapshot(&state, &user).await {
-        if sink.send(send(snap)).await.is_err() {
-            return;
-        }
+    if let Ok(Some(snap)) = snapshot(&state, &user).await
+        && sink.send(send(snap)).await.is_err()
+    {
+        return;
     }
     loop {
         tokio::select! {
@@ -108,10 +108,10 @@ where
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed notices: send the whole queue again rather than a wrong picture.
-                    if let Ok(Some(snap)) = snapshot(&state, &user).await {
-                        if sink.send(send(snap)).await.is_err() {
-                            return;
-                        }
+                    if let Ok(Some(snap)) = snapshot(&state, &user).await
+                        && sink.send(send(snap)).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -123,10 +123,10 @@ where
                     Some(Ok(Message::Binary(_))) => Some(error_message("bad_message", "send JSON text messages, not binary")),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 };
-                if let Some(reply) = reply {
-                    if sink.send(send(reply)).await.is_err() {
-                        return;
-                    }
+                if let Some(reply) = reply
+                    && sink.send(send(reply)).await.is_err()
+                {
+                    return;
                 }
             }
         }

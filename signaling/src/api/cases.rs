@@ -434,7 +434,13 @@ pub async fn upload(
     let facts = state.db.call(check.clone()).await?;
     let received = state.blobs.receive(body.into_data_stream(), limit).await?;
     let media_type = materials::sniff(&received.head)?;
-    let (sha256, size) = (received.sha256.clone(), received.size);
+    let blob = materials::StoredBlob {
+        sha256: received.sha256.clone(),
+        size: received.size,
+        media_type,
+        filename,
+    };
+    let size = blob.size;
     let blobs = state.blobs.clone();
     tokio::task::spawn_blocking(move || blobs.commit(received))
         .await
@@ -444,7 +450,7 @@ pub async fn upload(
         .db
         .call(move |c| {
             check(c)?; // the case may have moved on while the bytes streamed
-            materials::insert(c, id, &actor, &sha256, size, media_type, &filename, now)
+            materials::insert(c, id, &actor, &blob, now)
         })
         .await?;
     state.metrics.materials.inc();

@@ -1,0 +1,436 @@
+//! `cloudhelp serve --demo` as a real process on an ephemeral port, driven over real HTTPS:
+//! a whole case, crashes around an upload's acknowledgement, and a graceful stop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const ID_NUMBER: &str = "33068219850612321X";
+const APPLICANT: &str = "欧阳春花";
+
+/// A server process on a data folder; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut base = None;
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("cloudhelp listening on ") {
+                base = Some(url.to_string());
+                break;
+            }
+        }
+        let base = base.expect("the server prints the address it listens on");
+        Server {
+            child,
+            base,
+            client: https_client(&data.join("tls/cert.pem")),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn token(&self, username: &str, password: &str) -> String {
+        let r = self
+            .client
+            .post(self.url("/api/auth/token"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no chance to clean up
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that trusts exactly the server's kept self-signed certificate.
+fn https_client(cert: &Path) -> reqwest::Client {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+fn photo(size: usize) -> Vec<u8> {
+    // A JPEG header followed by varied bytes: recognised as a photo, unique per size.
+    let mut v = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00,
+    ];
+    v.extend((0..size).map(|i| (i * 31 % 251) as u8));
+    v
+}
+
+fn data_dir(tmp: &tempfile::TempDir) -> PathBuf {
+    tmp.path().join("data")
+}
+
+async fn open_case(server: &Server, agent: &str) -> i64 {
+    let (status, case) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/cases",
+            agent,
+            Some(json!({ "item": "id-loss", "applicant_name": APPLICANT, "applicant_id_number": ID_NUMBER, "note": "身份证遗失" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{case}");
+    case["id"].as_i64().unwrap()
+}
+
+async fn upload(server: &Server, token: &str, case: i64, bytes: Vec<u8>) -> (u16, Value) {
+    let r = server
+        .client
+        .post(server.url(&format!("/api/cases/{case}/materials?filename=id-card.jpg")))
+        .bearer_auth(token)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_whole_case_runs_over_real_https_and_the_log_holds_no_personal_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&data_dir(&tmp));
+    use reqwest::Method;
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let approver = server.token("approver", "demo-approver-2026").await;
+    let auditor = server.token("auditor", "demo-auditor-2026").await;
+    let case = open_case(&server, &agent).await;
+    let accept = server
+        .call(
+            Method::POST,
+            &format!("/api/cases/{case}/actions/accept"),
+            &approver,
+            None,
+        )
+        .await;
+    assert_eq!(accept.0, 200);
+    assert_eq!(
+        accept.1["applicant_id_number"], ID_NUMBER,
+        "the holding approver sees the applicant"
+    );
+    let (status, material) = upload(&server, &agent, case, photo(200_000)).await;
+    assert_eq!(status, 201);
+    let check = json!({ "methods": ["id_card_captured", "face_compared"] });
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                &format!("/api/cases/{case}/actions/identity-check"),
+                &approver,
+                Some(check)
+            )
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                &format!("/api/cases/{case}/actions/approve"),
+                &approver,
+                Some(json!({ "reason": "同意" }))
+            )
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                &format!("/api/cases/{case}/actions/issue"),
+                &approver,
+                None
+            )
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call(
+                Method::POST,
+                &format!("/api/cases/{case}/rating"),
+                &agent,
+                Some(json!({ "score": 5, "comment": "很方便" }))
+            )
+            .await
+            .0,
+        201
+    );
+    let export = server
+        .client
+        .get(server.url(&format!("/api/audit?case_id={case}")))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        export.headers()["content-type"],
+        "application/x-ndjson; charset=utf-8"
+    );
+    let lines = export.text().await.unwrap();
+    for kind in [
+        "case.opened",
+        "case.accepted",
+        "material.uploaded",
+        "case.identity_checked",
+        "case.approved",
+        "case.issued",
+        "case.rated",
+    ] {
+        assert!(lines.contains(kind), "{kind} missing from the audit export");
+    }
+    assert!(lines.contains(material["sha256"].as_str().unwrap()));
+    let health = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    drop(server);
+    let log = std::fs::read_to_string(data_dir(&tmp).with_extension("log")).unwrap();
+    assert!(log.contains("case opened"), "the log records the flow");
+    assert!(
+        !log.contains(ID_NUMBER) && !log.contains(APPLICANT),
+        "personal data leaked into the log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_upload_survives_sigkill_with_its_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&data_dir(&tmp));
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let case = open_case(&server, &agent).await;
+    let bytes = photo(3 * 1024 * 1024);
+    let expected = hex::encode(sha2::Sha256::digest(&bytes));
+    let (status, material) = upload(&server, &agent, case, bytes).await;
+    assert_eq!(status, 201);
+    assert_eq!(material["sha256"], expected);
+    server.kill();
+
+    let server = Server::start(&data_dir(&tmp));
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let (status, listed) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/cases/{case}/materials"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["sha256"], expected);
+    let body = server
+        .client
+        .get(server.url(&format!("/api/cases/{case}/materials/{}", listed[0]["id"])))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), expected);
+}
+
+#[tokio::test]
+async fn a_crash_before_the_acknowledgement_leaves_no_row_and_no_visible_orphan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let mut server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let case = open_case(&server, &agent).await;
+
+    // Stream the first part of an upload, then hold the rest back.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let request = server
+        .client
+        .post(server.url(&format!("/api/cases/{case}/materials?filename=half.jpg")))
+        .bearer_auth(&agent)
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let pending = tokio::spawn(request);
+    tx.send(photo(256 * 1024)).await.unwrap();
+    // Wait until the server has written part of it to its temporary folder, then kill it.
+    let tmp_folder = data.join("blobs/tmp");
+    let mut seen = false;
+    for _ in 0..500 {
+        let partial = std::fs::read_dir(&tmp_folder)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false));
+        if partial {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(seen, "the server began writing the upload");
+    server.kill();
+    let outcome = pending.await.unwrap();
+    assert!(
+        outcome.map(|r| !r.status().is_success()).unwrap_or(true),
+        "never acknowledged"
+    );
+
+    let server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let (_, listed) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/cases/{case}/materials"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(listed, json!([]), "no row for the unacknowledged upload");
+    assert_eq!(
+        std::fs::read_dir(&tmp_folder).unwrap().count(),
+        0,
+        "the partial file is gone"
+    );
+    let stored = walk_files(&data.join("blobs/sha256"));
+    assert_eq!(stored, 0, "no blob was committed");
+    assert_eq!(
+        upload(&server, &agent, case, photo(1000)).await.0,
+        201,
+        "uploads work after the restart"
+    );
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_and_the_data_folder_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let mut server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let case = open_case(&server, &agent).await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "a graceful stop exits 0, got {exit}");
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log.contains("database closed"));
+    // The WAL was checkpointed into the main file on close.
+    let wal = data.join("cloudhelp.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    let server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    assert_eq!(
+        server
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/cases/{case}"),
+                &agent,
+                None
+            )
+            .await
+            .0,
+        200
+    );
+}

@@ -1,0 +1,183 @@
+//! `/ws` over a real socket: the live queue for approvers and case updates for participants.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Auth, TestApp};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn serve(app: &TestApp) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = signaling::app(app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    auth: &Auth,
+    origin: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    if let Auth::Bearer(token) = auth {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+/// The next JSON message, failing the test if none comes within 5 s (a hang, not a timing claim).
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn approvers_see_their_queue_live_and_agents_see_their_case_change() {
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let approver = app.demo("approver").await;
+    let approver2 = app.demo("approver2").await;
+    let waiting = app.open_case(&agent, "id-renew").await;
+
+    let mut watcher = connect(addr, &approver, None).await.unwrap();
+    assert_eq!(next(&mut watcher).await["type"], "hello");
+    let snapshot = next(&mut watcher).await;
+    assert_eq!(snapshot["type"], "queue.snapshot");
+    assert_eq!(snapshot["items"][0]["case_id"], waiting);
+    let mut agent_socket = connect(addr, &agent, None).await.unwrap();
+    assert_eq!(next(&mut agent_socket).await["type"], "hello");
+
+    let case = app.open_case(&agent, "id-loss").await;
+    let added = next(&mut watcher).await;
+    assert_eq!(
+        (added["type"].as_str(), added["item"]["case_id"].as_i64()),
+        (Some("queue.added"), Some(case))
+    );
+    assert_eq!(added["item"]["applicant_name"], "张**");
+
+    app.act(
+        &approver2,
+        case,
+        "accept",
+        json!({}),
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    let taken = next(&mut watcher).await;
+    assert_eq!(
+        (taken["type"].as_str(), taken["case_id"].as_i64()),
+        (Some("queue.taken"), Some(case))
+    );
+    let update = next(&mut agent_socket).await;
+    assert_eq!(
+        (update["type"].as_str(), update["state"].as_str()),
+        (Some("case.updated"), Some("in_call"))
+    );
+
+    app.act(
+        &agent,
+        waiting,
+        "cancel",
+        json!({}),
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    let cancelled = next(&mut watcher).await;
+    assert_eq!(
+        (cancelled["type"].as_str(), cancelled["case_id"].as_i64()),
+        (Some("queue.cancelled"), Some(waiting))
+    );
+}
+
+#[tokio::test]
+async fn other_departments_do_not_hear_of_a_case() {
+    let app = TestApp::new();
+    app.add_user(
+        "approver-jj",
+        signaling::workflow::Role::Approver,
+        None,
+        Some("jiaojing"),
+    );
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let outsider = app.token("approver-jj", "password-approver-jj").await;
+    let mut socket = connect(addr, &outsider, None).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "hello");
+    assert_eq!(next(&mut socket).await["items"], json!([]));
+    app.open_case(&agent, "id-loss").await; // 户政: not for 交警
+    let own = app.open_case(&agent, "inspection-mark").await; // 交警车驾管
+    let added = next(&mut socket).await;
+    assert_eq!(
+        added["item"]["case_id"], own,
+        "the first notice is the own department's case"
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_an_error_and_the_socket_stays_open() {
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let mut socket = connect(addr, &agent, None).await.unwrap();
+    next(&mut socket).await;
+    socket
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await["code"], "bad_message");
+    socket
+        .send(Message::Text(r#"{"type":"launch"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await["code"], "unknown_type");
+    socket
+        .send(Message::Text(r#"{"type":"ping","id":1}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn unauthenticated_or_foreign_origin_upgrades_are_refused() {
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let err = connect(addr, &Auth::None, None)
+        .await
+        .expect_err("no login, no socket");
+    assert!(err.to_string().contains("401"), "{err}");
+    let agent = app.demo("agent").await;
+    let err = connect(addr, &agent, Some("https://evil.example"))
+        .await
+        .expect_err("foreign origin refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    assert!(
+        connect(addr, &agent, Some(&format!("http://{addr}")))
+            .await
+            .is_ok()
+    );
+}
