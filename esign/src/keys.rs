@@ -122,7 +122,9 @@ mod tests {
         let path = dir.path().join("seal.key");
         SealKey::load_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = SealKey::load(&path).err().expect("a 0644 key must be refused");
+        let err = SealKey::load(&path)
+            .err()
+            .expect("a 0644 key must be refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 

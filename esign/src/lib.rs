@@ -1,9 +1,12 @@
 //! Canonical statements, signatures, archive packing, the transparency log and the verifier.
 //!
 //! Pure: no async runtime, no network, no database. The same code verifies on the server and in the
-//! offline CLI. The only I/O it does is reading and writing key files, which must be 0600.
+//! offline CLI. The only I/O it does is reading and writing key files (0600) and archive streams.
 
 pub mod error;
+pub mod jcs;
 pub mod keys;
+pub mod merkle;
+pub mod sig;
 
 pub use error::Error;
