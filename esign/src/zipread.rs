@@ -200,12 +200,13 @@ pub(crate) fn read_directory<R: Read + Seek>(
     // Local headers: each must repeat its central header, and the entries must tile the file.
     central.sort_by_key(|(_, offset, _)| *offset);
     let mut expected_offset = 0u64;
+    let mut previous = String::from("(start of file)");
     let mut total_bytes = 0u64;
     for (fields, offset, name) in central {
         let at_name = format!("entry {name:?}");
         if offset != expected_offset {
             return Err(format!(
-                "{at_name}: local header at {offset}, but the previous entry ends at {expected_offset} (gap, overlap or hidden data)"
+                "{at_name}: local header at {offset}, but the entry before it, {previous:?}, ends at {expected_offset} (a declared size lies, or there is a gap, overlap or hidden data)"
             ));
         }
         let local = read_at(r, offset, LOCAL_LEN)?;
@@ -249,6 +250,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
                 limits.max_total_bytes
             ));
         }
+        previous.clone_from(&name);
         entries.push(ZipEntry {
             name,
             data_offset,
