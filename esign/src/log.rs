@@ -102,7 +102,7 @@ mod tests {
         }
         let old = log.checkpoint_at(4).unwrap();
         let new = log.checkpoint().unwrap();
-        let new_cp = open_checkpoint(new.note.as_bytes(), &[verifier.clone()]).unwrap();
+        let new_cp = open_checkpoint(new.note.as_bytes(), std::slice::from_ref(&verifier)).unwrap();
         let old_cp = open_checkpoint(old.note.as_bytes(), &[verifier]).unwrap();
         let proof = log.inclusion_proof(7, new_cp.size).unwrap();
         verify_inclusion(7, new_cp.size, &leaves[7], &proof, &new_cp.root).unwrap();

@@ -214,7 +214,7 @@ impl<S: LogStore> MerkleTree<S> {
     /// below `n` (always so in RFC 6962's recursion): the left part is one stored node, so only the
     /// right edge recurses, O(log n) reads.
     fn subtree_root(&self, start: u64, n: u64) -> Result<Hash, Error> {
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as u8;
             return self.required_node(level, start >> level);
         }
