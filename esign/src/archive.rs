@@ -249,6 +249,23 @@ pub(crate) fn bag_info_text(
     )
 }
 
+/// True for `YYYY-MM-DD` shaped text.
+fn is_date(text: &str) -> bool {
+    text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
+
+/// True for 64 lowercase hex digits.
+pub(crate) fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -367,23 +384,22 @@ impl<W: Write + Seek> ArchiveWriter<W> {
 
     /// Writes `data/decision.json`, the manifests and `bag-info.txt`, and builds the statement.
     pub fn finish_payload(mut self, summary: PayloadSummary) -> Result<PendingArchive<W>, Error> {
+        if !is_date(&summary.bagging_date) {
+            return Err(Error::Misuse("bagging date must be YYYY-MM-DD".into()));
+        }
+        if let Some(previous) = &summary.previous_statement {
+            if !is_sha256_hex(previous) {
+                return Err(Error::Misuse(
+                    "previous statement must be 64 lowercase hex digits".into(),
+                ));
+            }
+        }
         let decision_bytes = canonicalize(&summary.decision)?;
         self.add_payload(names::DECISION, &mut &decision_bytes[..])?;
         let files: Vec<FileDigest> = self.files.values().cloned().collect();
         let manifest = manifest_text(files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())));
         let octets = files.iter().map(|f| f.size).sum();
         let bag_info = bag_info_text(&self.case_id, &summary.bagging_date, octets, files.len());
-        if summary.bagging_date.len() != 10
-            || !summary.bagging_date.bytes().enumerate().all(|(i, b)| {
-                if i == 4 || i == 7 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            })
-        {
-            return Err(Error::Misuse("bagging date must be YYYY-MM-DD".into()));
-        }
         let bagit_digest = sha256_hex(BAGIT_TXT.as_bytes());
         let info_digest = sha256_hex(bag_info.as_bytes());
         let manifest_digest = sha256_hex(manifest.as_bytes());

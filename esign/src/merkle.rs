@@ -88,19 +88,22 @@ impl LogStore for MemoryStore {
     }
 
     fn append(&mut self, nodes: &[Node]) -> Result<(), Error> {
+        // Check every node first, so a bad batch changes nothing.
         for node in nodes {
-            let level = usize::from(node.level);
-            if self.levels.len() <= level {
-                self.levels.resize_with(level + 1, Vec::new);
-            }
-            let row = &mut self.levels[level];
-            if row.len() as u64 != node.index {
+            let have = self.levels.get(usize::from(node.level)).map_or(0, Vec::len);
+            if have as u64 != node.index {
                 return Err(Error::Misuse(format!(
                     "node ({}, {}) appended out of order",
                     node.level, node.index
                 )));
             }
-            row.push(node.hash);
+        }
+        for node in nodes {
+            let level = usize::from(node.level);
+            if self.levels.len() <= level {
+                self.levels.resize_with(level + 1, Vec::new);
+            }
+            self.levels[level].push(node.hash);
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::Error;
 use crate::archive::{
     BAGIT_TXT, FileDigest, KeyEvidence, KeysFile, LogProof, ProofFile, STATEMENT_VERSION,
-    Statement, check_case_id, check_entry_name, names, sha256_hex,
+    Statement, check_case_id, check_entry_name, is_sha256_hex, names, sha256_hex,
 };
 use crate::entry::{KeyRole, LogEntry, to_canonical};
 use crate::jcs::{canonicalize, parse_canonical};
@@ -509,6 +509,20 @@ fn parse_statement(bytes: &[u8]) -> CheckResult<Statement> {
         ));
     }
     check_case_id(&statement.case_id).map_err(|e| format!("{file}: case_id: {e}"))?;
+    if !is_sha256_hex(&statement.tagmanifest_sha256) {
+        return Err(format!(
+            "{file}: tagmanifest_sha256 is not 64 lowercase hex digits"
+        ));
+    }
+    if let Some(previous) = statement
+        .previous_statement
+        .as_deref()
+        .filter(|p| !is_sha256_hex(p))
+    {
+        return Err(format!(
+            "{file}: previous_statement {previous:?} is not 64 lowercase hex digits"
+        ));
+    }
     let detail = format!("{file} is RFC 8785 canonical; case {}", statement.case_id);
     Ok((statement, detail))
 }

@@ -730,3 +730,157 @@ fn garbage_and_empty_input_are_rejected_without_panicking() {
         assert_rejected(&fx.verify(input), "zip.container", "");
     }
 }
+
+fn writer() -> ArchiveWriter<Cursor<Vec<u8>>> {
+    ArchiveWriter::new(Cursor::new(Vec::new()), "case-009").unwrap()
+}
+
+#[test]
+fn the_packer_refuses_unsafe_reserved_and_duplicate_paths() {
+    let mut w = writer();
+    for bad in [
+        "data/../bagit.txt",
+        "/data/a.txt",
+        "data\\a.txt",
+        "data//a.txt",
+        "materials/a.txt",
+        "data/decision.json",
+        "data/a\nb.txt",
+        "data/100%.txt",
+    ] {
+        assert!(w.add_bytes(bad, b"x").is_err(), "{bad:?} was accepted");
+    }
+    w.add_bytes("data/a.txt", b"x").unwrap();
+    assert!(w.add_bytes("data/a.txt", b"y").is_err());
+    assert!(w.add_bytes("data/A.TXT", b"y").is_err());
+}
+
+#[test]
+fn the_packer_refuses_a_case_id_that_could_break_bag_info() {
+    for bad in ["", "case\n1", "case/1", "案件1"] {
+        assert!(
+            ArchiveWriter::new(Cursor::new(Vec::new()), bad).is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn sealing_refuses_an_approver_signature_that_does_not_verify() {
+    let fx = Fixture::new();
+    let mut w = writer();
+    w.add_bytes("data/events.jsonl", b"{}\n").unwrap();
+    let pending = w
+        .finish_payload(PayloadSummary {
+            decision: json!({"outcome": "approved"}),
+            signers: Signers {
+                approver: key_id(&fx.approver.verifying_key()),
+                seal: fx.seal.key_id(),
+            },
+            previous_statement: None,
+            bagging_date: "2026-11-26".into(),
+        })
+        .unwrap();
+    // Signed over the bare statement instead of the PAE bytes: refused.
+    let wrong = fx.approver.sign(pending.statement_bytes());
+    let err = pending
+        .seal(&wrong, &fx.approver.verifying_key(), &fx.seal)
+        .err()
+        .expect("a signature over the wrong bytes must be refused");
+    assert!(err.to_string().contains("verify_strict"), "{err}");
+}
+
+#[test]
+fn a_decision_with_a_float_cannot_be_packed() {
+    let fx = Fixture::new();
+    let w = writer();
+    let result = w.finish_payload(PayloadSummary {
+        decision: json!({"score": 0.5}),
+        signers: Signers {
+            approver: key_id(&fx.approver.verifying_key()),
+            seal: fx.seal.key_id(),
+        },
+        previous_statement: None,
+        bagging_date: "2026-11-26".into(),
+    });
+    assert!(result.is_err());
+}
+
+#[test]
+fn finishing_refuses_log_evidence_for_another_statement() {
+    let mut fx = Fixture::new();
+    let mut w = writer();
+    w.add_bytes("data/events.jsonl", b"{}\n").unwrap();
+    let pending = w
+        .finish_payload(PayloadSummary {
+            decision: json!({"outcome": "approved"}),
+            signers: Signers {
+                approver: key_id(&fx.approver.verifying_key()),
+                seal: fx.seal.key_id(),
+            },
+            previous_statement: Some("ab".repeat(32)),
+            bagging_date: "2026-11-26".into(),
+        })
+        .unwrap();
+    let signature = fx.approver.sign(&pending.signing_bytes());
+    let sealed = pending
+        .seal(&signature, &fx.approver.verifying_key(), &fx.seal)
+        .unwrap();
+    // Append something else and present its proof as the statement's.
+    let other = fx
+        .log
+        .append(&LogEntry::Statement(b"{\"other\":1}".to_vec()))
+        .unwrap();
+    let checkpoint = fx.log.checkpoint().unwrap();
+    let size = checkpoint.checkpoint.size;
+    let evidence = LogEvidence {
+        statement: LogProof::new(other, &fx.log.inclusion_proof(other, size).unwrap()),
+        keys: vec![],
+        checkpoint,
+    };
+    assert!(sealed.finish(evidence).is_err());
+}
+
+#[test]
+fn a_large_payload_is_streamed_and_verifies() {
+    let mut fx = Fixture::new();
+    let mut w = writer();
+    let size = 8 << 20;
+    let digest = w
+        .add_file(
+            "data/recordings/call.webm",
+            &mut std::io::repeat(0x5a).take(size),
+        )
+        .unwrap();
+    assert_eq!(digest.size, size);
+    let pending = w
+        .finish_payload(PayloadSummary {
+            decision: json!({"outcome": "approved"}),
+            signers: Signers {
+                approver: key_id(&fx.approver.verifying_key()),
+                seal: fx.seal.key_id(),
+            },
+            previous_statement: None,
+            bagging_date: "2026-11-26".into(),
+        })
+        .unwrap();
+    let signature = fx.approver.sign(&pending.signing_bytes());
+    let sealed = pending
+        .seal(&signature, &fx.approver.verifying_key(), &fx.seal)
+        .unwrap();
+    let index = fx.log.append(&sealed.log_entry()).unwrap();
+    let checkpoint = fx.log.checkpoint().unwrap();
+    let n = checkpoint.checkpoint.size;
+    let signers = sealed.statement().signers.clone();
+    let evidence = LogEvidence {
+        statement: LogProof::new(index, &fx.log.inclusion_proof(index, n).unwrap()),
+        keys: vec![
+            fx.evidence(&signers.approver, n),
+            fx.evidence(&signers.seal, n),
+        ],
+        checkpoint,
+    };
+    let archive = sealed.finish(evidence).unwrap().into_inner();
+    let report = fx.verify(&archive);
+    assert!(report.passed(), "{report}");
+}
