@@ -387,12 +387,12 @@ impl<W: Write + Seek> ArchiveWriter<W> {
         if !is_date(&summary.bagging_date) {
             return Err(Error::Misuse("bagging date must be YYYY-MM-DD".into()));
         }
-        if let Some(previous) = &summary.previous_statement {
-            if !is_sha256_hex(previous) {
-                return Err(Error::Misuse(
-                    "previous statement must be 64 lowercase hex digits".into(),
-                ));
-            }
+        if let Some(previous) = &summary.previous_statement
+            && !is_sha256_hex(previous)
+        {
+            return Err(Error::Misuse(
+                "previous statement must be 64 lowercase hex digits".into(),
+            ));
         }
         let decision_bytes = canonicalize(&summary.decision)?;
         self.add_payload(names::DECISION, &mut &decision_bytes[..])?;
