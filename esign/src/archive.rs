@@ -296,6 +296,7 @@ fn stored() -> SimpleFileOptions {
     SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
         .unix_permissions(0o644)
+        .last_modified_time(zip::DateTime::default())
         .large_file(false)
 }
 

@@ -4,7 +4,9 @@
 //! then every local header, and accepts only what the packer writes: stored entries, no encryption,
 //! no data descriptors, no zip64, no comments, no extra fields, local and central headers that agree,
 //! and entries that tile the file exactly up to the central directory (no gaps, no overlaps, nothing
-//! hidden between them). Content is not read here: [`EntryReader`] streams it with a CRC check.
+//! hidden between them). Header fields that carry no content (versions, times, attributes) must have
+//! the one value format 1 writes, so the container has a single byte form and a changed byte anywhere
+//! is a rejection, not an ignored detail. Content is not read here: [`EntryReader`] streams it with a CRC check.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -45,8 +47,17 @@ const LOCAL_SIG: u32 = 0x0403_4b50;
 const EOCD_LEN: u64 = 22;
 const CENTRAL_LEN: usize = 46;
 const LOCAL_LEN: usize = 30;
-/// General-purpose flags we accept: bit 11 (UTF-8 names) only.
-const ALLOWED_FLAGS: u16 = 1 << 11;
+/// General-purpose flag bit 11: the name is UTF-8. Set exactly when the name is not ASCII.
+const UTF8_FLAG: u16 = 1 << 11;
+/// "Version made by": Unix, zip 1.0 (what format 1 writes).
+const MADE_BY: u16 = 0x030a;
+/// "Version needed to extract": 1.0 (stored entries, no zip64).
+const VERSION_NEEDED: u16 = 10;
+/// Modification time and date: 1980-01-01 00:00, the DOS epoch (archives are reproducible).
+const DOS_TIME: u16 = 0;
+const DOS_DATE: u16 = 0x0021;
+/// External attributes: a regular file, mode 0644.
+const EXTERNAL_ATTRIBUTES: u32 = 0o100_644 << 16;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
@@ -67,6 +78,7 @@ fn read_at<R: Read + Seek>(r: &mut R, offset: u64, len: usize) -> Result<Vec<u8>
 /// Fields shared by local and central headers, compared between the two.
 #[derive(Debug, PartialEq, Eq)]
 struct HeaderFields {
+    needed: u16,
     flags: u16,
     method: u16,
     time: u16,
@@ -125,6 +137,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
         let h = &cd[at..];
         let made_by = u16_at(h, 4);
         let fields = HeaderFields {
+            needed: u16_at(h, 6),
             flags: u16_at(h, 8),
             method: u16_at(h, 10),
             time: u16_at(h, 12),
@@ -139,6 +152,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
             usize::from(u16_at(h, 30)),
             usize::from(u16_at(h, 32)),
         );
+        let internal = u16_at(h, 36);
         let external = u32_at(h, 38);
         let local_offset = u64::from(u32_at(h, 42));
         let variable = name_len + extra_len + comment_len;
@@ -151,13 +165,16 @@ pub(crate) fn read_directory<R: Read + Seek>(
         let name = String::from_utf8(name_bytes.clone())
             .map_err(|_| format!("entry {i}: name is not UTF-8"))?;
         let at_name = format!("entry {name:?}");
-        if !name.is_ascii() && fields.flags & (1 << 11) == 0 {
-            return Err(format!("{at_name}: non-ASCII name without the UTF-8 flag"));
-        }
-        if fields.flags & !ALLOWED_FLAGS != 0 {
+        let utf8 = if name.is_ascii() { 0 } else { UTF8_FLAG };
+        if fields.flags & !UTF8_FLAG != 0 {
             return Err(format!(
                 "{at_name}: flags {:#06x} (encryption, data descriptor or unknown) are not allowed",
                 fields.flags
+            ));
+        }
+        if fields.flags != utf8 {
+            return Err(format!(
+                "{at_name}: the UTF-8 name flag must be set exactly for non-ASCII names"
             ));
         }
         if fields.method != 0 {
@@ -180,9 +197,20 @@ pub(crate) fn read_directory<R: Read + Seek>(
                 "{at_name}: extra fields and comments are not allowed"
             ));
         }
-        let unix_type = (external >> 16) & 0o170_000;
-        if made_by >> 8 == 3 && unix_type != 0 && unix_type != 0o100_000 {
-            return Err(format!("{at_name}: not a regular file (symlink or device)"));
+        if external != EXTERNAL_ATTRIBUTES {
+            return Err(format!(
+                "{at_name}: external attributes {external:#010x} are not those of a regular 0644 file"
+            ));
+        }
+        if made_by != MADE_BY
+            || fields.needed != VERSION_NEEDED
+            || fields.time != DOS_TIME
+            || fields.date != DOS_DATE
+            || internal != 0
+        {
+            return Err(format!(
+                "{at_name}: version, time or attribute fields are not the values format 1 writes"
+            ));
         }
         at += CENTRAL_LEN + variable;
         central.push((
@@ -218,6 +246,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
             usize::from(u16_at(&local, 28)),
         );
         let local_fields = HeaderFields {
+            needed: u16_at(&local, 4),
             flags: u16_at(&local, 6),
             method: u16_at(&local, 8),
             time: u16_at(&local, 10),

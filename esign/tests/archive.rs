@@ -884,3 +884,85 @@ fn a_large_payload_is_streamed_and_verifies() {
     let report = fx.verify(&archive);
     assert!(report.passed(), "{report}");
 }
+
+/// A small deterministic generator (xorshift64*), so mutation runs are the same every time.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn random_mutations_of_an_archive_never_panic_and_never_pass() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    // Mutate where it matters most: headers, tag files and esign/ (everything but the big photo).
+    let (photo, _) = headers(&archive, "data/materials/id-card.jpg");
+    let skip = photo + 100..photo + 200_000;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..1000 {
+        let mut mutated = archive.clone();
+        for _ in 0..1 + rng.below(3) {
+            let mut at = rng.below(mutated.len());
+            while skip.contains(&at) {
+                at = rng.below(mutated.len());
+            }
+            match rng.below(3) {
+                0 => mutated[at] ^= 1 << rng.below(8),
+                1 => mutated[at] = rng.next() as u8,
+                _ => {
+                    mutated.remove(at);
+                }
+            }
+        }
+        let report = fx.verify(&mutated);
+        if report.passed() {
+            let diff: Vec<usize> = (0..archive.len().min(mutated.len()))
+                .filter(|&i| archive[i] != mutated[i])
+                .take(3)
+                .collect();
+            let (_, cd) = headers(&archive, "bagit.txt");
+            panic!(
+                "round {round}: a mutated archive passed; first differences at {diff:?} (len {} -> {}), central directory at {cd}",
+                archive.len(),
+                mutated.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn random_bytes_never_panic_the_parsers() {
+    let mut rng = Rng(42);
+    let verifier = LogKey::from_signing_key(LOG_NAME, SigningKey::from_bytes(&[1; 32]))
+        .unwrap()
+        .verifier();
+    let seeds: [&[u8]; 4] = [
+        b"{\"a\":[1,2,{\"b\":null}]}",
+        b"cloudhelp.test/log\n3\nCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n\n\xe2\x80\x94 x AAAA\n",
+        b"DSSEv1 40 application/vnd.cloudhelp.statement+json 2 {}",
+        b"{\"log_keys\":[\"a+00000000+AQ==\"]}",
+    ];
+    for _ in 0..2000 {
+        let seed = seeds[rng.below(seeds.len())];
+        let mut input = seed.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(input.len());
+            input[at] = rng.next() as u8;
+        }
+        let _ = esign::jcs::parse_canonical(&input);
+        let _ = esign::note::open_note(&input, std::slice::from_ref(&verifier));
+        let _ = std::str::from_utf8(&input).map(esign::note::Checkpoint::parse);
+        let _ = LogEntry::decode(&input);
+        let _ = Trust::from_json(&input);
+    }
+}
