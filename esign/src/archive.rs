@@ -24,6 +24,9 @@ use crate::log::SignedCheckpoint;
 use crate::merkle::{Hash, verify_inclusion};
 use crate::sig::{self, PayloadType};
 
+/// Format 1 has no zip64: the packer stops before the archive could reach 4 GiB. The headroom is
+/// for headers, manifests and `esign/`.
+pub const MAX_PAYLOAD_BYTES: u64 = u32::MAX as u64 - (64 << 20);
 /// The statement format version written and accepted.
 pub const STATEMENT_VERSION: u64 = 1;
 /// `bagit.txt`, exactly.
@@ -277,6 +280,8 @@ pub struct ArchiveWriter<W: Write + Seek> {
     case_id: String,
     files: BTreeMap<String, FileDigest>,
     folded_names: BTreeSet<String>,
+    /// Bytes written so far, headers included.
+    written: u64,
 }
 
 /// What the statement needs besides the payload files.
@@ -313,6 +318,7 @@ impl<W: Write + Seek> ArchiveWriter<W> {
             case_id: case_id.to_string(),
             files: BTreeMap::new(),
             folded_names: BTreeSet::new(),
+            written: 0,
         };
         writer.put(names::BAGIT, BAGIT_TXT.as_bytes())?;
         Ok(writer)
@@ -338,6 +344,7 @@ impl<W: Write + Seek> ArchiveWriter<W> {
     fn add_payload(&mut self, path: &str, reader: &mut dyn Read) -> Result<FileDigest, Error> {
         self.claim(path)?;
         self.zip.start_file(path, stored()).map_err(zip_err)?;
+        self.written += 30 + path.len() as u64;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -348,14 +355,17 @@ impl<W: Write + Seek> ArchiveWriter<W> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::stream(format!("reading {path}"), e)),
             };
+            self.written += n as u64;
+            if self.written > MAX_PAYLOAD_BYTES {
+                return Err(Error::Misuse(format!(
+                    "{path}: the archive would exceed 4 GiB, which format 1 (no zip64) cannot hold; this writer is now unusable"
+                )));
+            }
             hasher.update(&buf[..n]);
             self.zip
                 .write_all(&buf[..n])
                 .map_err(|e| Error::stream(format!("writing {path}"), e))?;
             size += n as u64;
-        }
-        if size > crate::jcs::MAX_SAFE_INTEGER {
-            return Err(Error::Misuse(format!("{path} is too large")));
         }
         let digest = FileDigest {
             path: path.to_string(),

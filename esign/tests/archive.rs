@@ -9,7 +9,7 @@ use esign::archive::{
 };
 use esign::entry::{KeyRegistration, KeyRevocation, KeyRole, LogEntry};
 use esign::keys::{LogKey, SealKey, key_id};
-use esign::log::TransparencyLog;
+use esign::log::{KeyRecord, TransparencyLog};
 use esign::merkle::MemoryStore;
 use esign::verify::{Limits, Report, Trust, verify, verify_with_limits};
 use serde_json::json;
@@ -869,17 +869,17 @@ fn a_large_payload_is_streamed_and_verifies() {
         .seal(&signature, &fx.approver.verifying_key(), &fx.seal)
         .unwrap();
     let index = fx.log.append(&sealed.log_entry()).unwrap();
-    let checkpoint = fx.log.checkpoint().unwrap();
-    let n = checkpoint.checkpoint.size;
-    let signers = sealed.statement().signers.clone();
-    let evidence = LogEvidence {
-        statement: LogProof::new(index, &fx.log.inclusion_proof(index, n).unwrap()),
-        keys: vec![
-            fx.evidence(&signers.approver, n),
-            fx.evidence(&signers.seal, n),
-        ],
-        checkpoint,
-    };
+    // The one call the server makes for the evidence, from its own key records.
+    let records: Vec<KeyRecord> = fx
+        .registrations
+        .iter()
+        .map(|(registration, at)| KeyRecord {
+            registration: registration.clone(),
+            registered_at: *at,
+            revocation: None,
+        })
+        .collect();
+    let evidence = fx.log.evidence(index, &records).unwrap();
     let archive = sealed.finish(evidence).unwrap().into_inner();
     let report = fx.verify(&archive);
     assert!(report.passed(), "{report}");
