@@ -134,7 +134,7 @@ impl LogEntry {
             .strip_prefix(b"DSSEv1 ")
             .ok_or_else(|| bad("no DSSEv1 prefix"))?;
         let (type_len, rest) = split_decimal(rest).ok_or_else(|| bad("bad type length"))?;
-        if rest.len() < type_len + 1 || rest[type_len] != b' ' {
+        if rest.len() <= type_len || rest[type_len] != b' ' {
             return Err(bad("truncated payload type"));
         }
         let (payload_type, rest) = (&rest[..type_len], &rest[type_len + 1..]);
@@ -224,6 +224,14 @@ mod tests {
         r.key_id = "ed25519:0000000000000000".into();
         assert!(r.verifying_key().is_err());
         assert!(registration().verifying_key().is_ok());
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_refused_without_overflow() {
+        let input = b"DSSEv1 18446744073709551615 x 0 ";
+        assert!(LogEntry::decode(input).is_err());
+        let input = b"DSSEv1 1 x 18446744073709551615 {}";
+        assert!(LogEntry::decode(input).is_err());
     }
 
     #[test]
