@@ -91,6 +91,11 @@ impl Fixture {
 
     /// Packs a case the way the server does: payload, statement, browser signature, seal, log, finish.
     fn pack(&mut self, case_id: &str) -> Vec<u8> {
+        self.pack_with(case_id, |_| {})
+    }
+
+    /// As [`Fixture::pack`], running `after_append` once the statement is in the log.
+    fn pack_with(&mut self, case_id: &str, after_append: impl FnOnce(&mut Self)) -> Vec<u8> {
         let mut writer = ArchiveWriter::new(Cursor::new(Vec::new()), case_id).unwrap();
         let photo: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         writer
@@ -126,6 +131,7 @@ impl Fixture {
             )
             .unwrap();
         let index = self.log.append(&sealed.log_entry()).unwrap();
+        after_append(self);
         let checkpoint = self.log.checkpoint().unwrap();
         let size = checkpoint.checkpoint.size;
         let signers = sealed.statement().signers.clone();
@@ -965,4 +971,64 @@ fn random_bytes_never_panic_the_parsers() {
         let _ = LogEntry::decode(&input);
         let _ = Trust::from_json(&input);
     }
+}
+
+#[test]
+fn a_key_registered_only_after_the_statement_is_rejected() {
+    let mut fx = Fixture::new();
+    let late = SigningKey::from_bytes(&[11; 32]);
+    fx.approver = late.clone();
+    let archive = fx.pack_with("case-001", |fx| {
+        fx.register(&late.verifying_key(), "account-9", KeyRole::Approver);
+    });
+    assert_rejected(
+        &fx.verify(&archive),
+        "log.approver_key_registered",
+        "not before the statement",
+    );
+}
+
+#[test]
+fn a_seal_key_revoked_before_the_statement_is_rejected() {
+    let mut fx = Fixture::new();
+    let seal = fx.seal.verifying_key();
+    fx.revoke(&seal);
+    let archive = fx.pack("case-001");
+    assert_rejected(
+        &fx.verify(&archive),
+        "log.seal_key_not_revoked",
+        "revoked at log index",
+    );
+}
+
+#[test]
+fn a_key_whose_id_does_not_match_its_public_key_is_rejected() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let mut keys: serde_json::Value = serde_json::from_slice(&get(&archive, "esign/keys")).unwrap();
+    let other = SigningKey::from_bytes(&[12; 32]).verifying_key();
+    keys["keys"][0]["registration"]["public_key"] = esign::sig::public_key_to_base64(&other).into();
+    let tampered = replace(
+        &archive,
+        "esign/keys",
+        esign::jcs::canonicalize(&keys).unwrap(),
+    );
+    assert_rejected(
+        &fx.verify(&tampered),
+        "keys.file",
+        "is not the id of its public key",
+    );
+}
+
+#[test]
+fn a_revocation_left_out_of_the_archive_is_caught_by_the_log_not_the_archive() {
+    // The limit of offline verification, stated as a test: an archive whose server omitted a
+    // revocation still verifies; a log monitor that reads every entry is what catches it.
+    let mut fx = Fixture::new();
+    let approver = fx.approver.verifying_key();
+    fx.revoke(&approver);
+    let revocations = std::mem::take(&mut fx.revocations);
+    let archive = fx.pack("case-001");
+    assert!(fx.verify(&archive).passed());
+    assert_eq!(revocations.len(), 1);
 }
