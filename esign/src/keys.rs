@@ -188,6 +188,24 @@ mod tests {
     }
 
     #[test]
+    fn log_key_is_made_once_with_mode_0600_and_keeps_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.key");
+        let first = LogKey::load_or_create(&path, "cloudhelp.test/log").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = LogKey::load_or_create(&path, "cloudhelp.test/log").unwrap();
+        assert_eq!(first.verifier(), second.verifier());
+        assert!(
+            second
+                .verifier()
+                .to_string()
+                .starts_with("cloudhelp.test/log+")
+        );
+        assert!(LogKey::load_or_create(&path, "bad name").is_err());
+    }
+
+    #[test]
     fn key_file_readable_by_others_is_refused_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seal.key");

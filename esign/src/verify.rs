@@ -572,8 +572,8 @@ fn statement_files(
         .iter()
         .map(|f| (f.path.as_str(), f))
         .collect();
-    if listed.len() != statement.files.len() {
-        return Err("statement.files lists a path twice".into());
+    if !statement.files.windows(2).all(|w| w[0].path < w[1].path) {
+        return Err("statement.files is not sorted by path, or lists a path twice".into());
     }
     for (path, f) in &listed {
         match payload.get(*path) {
@@ -626,6 +626,15 @@ fn parse_keys(bytes: &[u8]) -> CheckResult<KeysFile> {
     if to_canonical(&keys).map_err(|e| format!("{file}: {e}"))? != bytes {
         return Err(format!(
             "{file}: a field is missing or not of the keys form"
+        ));
+    }
+    if !keys
+        .keys
+        .windows(2)
+        .all(|w| w[0].registration.key_id < w[1].registration.key_id)
+    {
+        return Err(format!(
+            "{file}: keys are not sorted by key id, or one is listed twice"
         ));
     }
     let mut ids = BTreeSet::new();

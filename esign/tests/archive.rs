@@ -1032,3 +1032,17 @@ fn a_revocation_left_out_of_the_archive_is_caught_by_the_log_not_the_archive() {
     assert!(fx.verify(&archive).passed());
     assert_eq!(revocations.len(), 1);
 }
+
+#[test]
+fn a_statement_with_its_files_reordered_is_rejected() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let mut statement: serde_json::Value =
+        serde_json::from_slice(&get(&archive, "esign/statement.json")).unwrap();
+    statement["files"].as_array_mut().unwrap().reverse();
+    let bytes = esign::jcs::canonicalize(&statement).unwrap();
+    let tampered = replace(&archive, "esign/statement.json", bytes);
+    let report = fx.verify(&tampered);
+    assert_rejected(&report, "statement.files", "not sorted by path");
+    assert_rejected(&report, "signature.approver", "esign/approver.sig");
+}
