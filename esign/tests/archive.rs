@@ -1046,3 +1046,26 @@ fn a_statement_with_its_files_reordered_is_rejected() {
     assert_rejected(&report, "statement.files", "not sorted by path");
     assert_rejected(&report, "signature.approver", "esign/approver.sig");
 }
+
+#[test]
+fn the_whole_esign_folder_of_another_case_is_rejected() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let other = fx.pack("case-002");
+    let tampered = edit(&archive, |all| {
+        for (name, bytes) in all.iter_mut() {
+            if name.starts_with("esign/") {
+                *bytes = get(&other, name);
+            }
+        }
+    });
+    let report = fx.verify(&tampered);
+    assert!(report.check("signature.approver").unwrap().passed);
+    assert_rejected(&report, "bag.info", "External-Identifier");
+    assert_rejected(
+        &report,
+        "statement.tag_manifest_digest",
+        "tagmanifest-sha256.txt",
+    );
+    assert_rejected(&report, "statement.decision", "data/decision.json");
+}
