@@ -114,10 +114,11 @@ impl Report {
         self.checks.iter().find(|c| c.name == name)
     }
 
-    /// The report as JSON (for `--json`).
+    /// The report as JSON (for `--json`): `{"valid": bool, "checks": [{name, passed, detail}]}`.
     pub fn to_json(&self) -> String {
+        let value = serde_json::json!({ "valid": self.passed(), "checks": self.checks });
         // Serializing strings and booleans cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        serde_json::to_string_pretty(&value).unwrap_or_default()
     }
 }
 
