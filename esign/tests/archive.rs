@@ -278,6 +278,10 @@ fn the_report_is_deterministic() {
         fx.verify(&tampered).to_json(),
         fx.verify(&tampered).to_json()
     );
+    let json: serde_json::Value = serde_json::from_str(&fx.verify(&tampered).to_json()).unwrap();
+    assert_eq!(json["valid"], false);
+    let json: serde_json::Value = serde_json::from_str(&fx.verify(&archive).to_json()).unwrap();
+    assert_eq!(json["valid"], true);
 }
 
 #[test]
