@@ -24,9 +24,6 @@ use crate::log::SignedCheckpoint;
 use crate::merkle::{Hash, verify_inclusion};
 use crate::sig::{self, PayloadType};
 
-/// Format 1 has no zip64: the packer stops before the archive could reach 4 GiB. The headroom is
-/// for headers, manifests and `esign/`.
-pub const MAX_PAYLOAD_BYTES: u64 = u32::MAX as u64 - (64 << 20);
 /// The statement format version written and accepted.
 pub const STATEMENT_VERSION: u64 = 1;
 /// `bagit.txt`, exactly.
@@ -280,8 +277,6 @@ pub struct ArchiveWriter<W: Write + Seek> {
     case_id: String,
     files: BTreeMap<String, FileDigest>,
     folded_names: BTreeSet<String>,
-    /// Bytes written so far, headers included.
-    written: u64,
 }
 
 /// What the statement needs besides the payload files.
@@ -318,7 +313,6 @@ impl<W: Write + Seek> ArchiveWriter<W> {
             case_id: case_id.to_string(),
             files: BTreeMap::new(),
             folded_names: BTreeSet::new(),
-            written: 0,
         };
         writer.put(names::BAGIT, BAGIT_TXT.as_bytes())?;
         Ok(writer)
@@ -333,18 +327,33 @@ impl<W: Write + Seek> ArchiveWriter<W> {
                 names::DECISION
             )));
         }
-        self.add_payload(path, reader)
+        self.add_payload(path, reader, true)
     }
 
     /// Adds one payload file from memory (events.jsonl, call-quality.json).
     pub fn add_bytes(&mut self, path: &str, bytes: &[u8]) -> Result<FileDigest, Error> {
-        self.add_file(path, &mut &bytes[..])
+        if !path.starts_with("data/") || path == names::DECISION {
+            return Err(Error::Misuse(format!(
+                "payload path {path:?} must begin data/ and not be {}",
+                names::DECISION
+            )));
+        }
+        if bytes.len() as u64 >= u64::from(u32::MAX) {
+            return self.add_payload(path, &mut &bytes[..], true);
+        }
+        self.add_payload(path, &mut &bytes[..], false)
     }
 
-    fn add_payload(&mut self, path: &str, reader: &mut dyn Read) -> Result<FileDigest, Error> {
+    fn add_payload(
+        &mut self,
+        path: &str,
+        reader: &mut dyn Read,
+        zip64: bool,
+    ) -> Result<FileDigest, Error> {
         self.claim(path)?;
-        self.zip.start_file(path, stored()).map_err(zip_err)?;
-        self.written += 30 + path.len() as u64;
+        // A stream's length is unknown until its end, so its entry always has zip64 sizes.
+        let options = stored().large_file(zip64);
+        self.zip.start_file(path, options).map_err(zip_err)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -355,17 +364,14 @@ impl<W: Write + Seek> ArchiveWriter<W> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::stream(format!("reading {path}"), e)),
             };
-            self.written += n as u64;
-            if self.written > MAX_PAYLOAD_BYTES {
-                return Err(Error::Misuse(format!(
-                    "{path}: the archive would exceed 4 GiB, which format 1 (no zip64) cannot hold; this writer is now unusable"
-                )));
-            }
             hasher.update(&buf[..n]);
             self.zip
                 .write_all(&buf[..n])
                 .map_err(|e| Error::stream(format!("writing {path}"), e))?;
             size += n as u64;
+        }
+        if size > crate::jcs::MAX_SAFE_INTEGER {
+            return Err(Error::Misuse(format!("{path} is larger than 2^53 bytes")));
         }
         let digest = FileDigest {
             path: path.to_string(),
@@ -406,7 +412,7 @@ impl<W: Write + Seek> ArchiveWriter<W> {
             ));
         }
         let decision_bytes = canonicalize(&summary.decision)?;
-        self.add_payload(names::DECISION, &mut &decision_bytes[..])?;
+        self.add_payload(names::DECISION, &mut &decision_bytes[..], false)?;
         let files: Vec<FileDigest> = self.files.values().cloned().collect();
         let manifest = manifest_text(files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())));
         let octets = files.iter().map(|f| f.size).sum();

@@ -1,8 +1,9 @@
-//! A strict reader for the zip container of a case archive.
+//! A strict reader for the zip container of a case archive (zip64 included).
 //!
 //! Owns the parsing of untrusted zip structure. It reads the end record and the central directory,
 //! then every local header, and accepts only what the packer writes: stored entries, no encryption,
-//! no data descriptors, no zip64, no comments, no extra fields, local and central headers that agree,
+//! no data descriptors, no comments, no extra fields but zip64 ones holding exactly the values their
+//! header defers to them, zip64 end records only when needed, local and central headers that agree,
 //! and entries that tile the file exactly up to the central directory (no gaps, no overlaps, nothing
 //! hidden between them). Header fields that carry no content (versions, times, attributes) must have
 //! the one value format 1 writes, so the container has a single byte form and a changed byte anywhere
@@ -41,18 +42,28 @@ pub(crate) struct ZipEntry {
 }
 
 const EOCD_SIG: u32 = 0x0605_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
 const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 const CENTRAL_SIG: u32 = 0x0201_4b50;
 const LOCAL_SIG: u32 = 0x0403_4b50;
 const EOCD_LEN: u64 = 22;
+const ZIP64_EOCD_LEN: u64 = 56;
+const ZIP64_LOCATOR_LEN: u64 = 20;
 const CENTRAL_LEN: usize = 46;
 const LOCAL_LEN: usize = 30;
+/// The 32-bit "look in the zip64 field" sentinel, and the threshold for using zip64 at all.
+const SENTINEL: u32 = u32::MAX;
+const ZIP64_THRESHOLD: u64 = u32::MAX as u64;
+/// Zip64 extended information extra field id.
+const ZIP64_EXTRA_ID: u16 = 0x0001;
 /// General-purpose flag bit 11: the name is UTF-8. Set exactly when the name is not ASCII.
 const UTF8_FLAG: u16 = 1 << 11;
-/// "Version made by": Unix, zip 1.0 (what format 1 writes).
-const MADE_BY: u16 = 0x030a;
-/// "Version needed to extract": 1.0 (stored entries, no zip64).
-const VERSION_NEEDED: u16 = 10;
+/// "Version made by" / "needed": Unix, 1.0 for plain entries; 4.5 for entries with zip64 sizes
+/// (payload files streamed by the packer, whose size is not known in advance).
+const MADE_BY_PLAIN: u16 = 0x030a;
+const MADE_BY_ZIP64: u16 = 0x032d;
+const NEEDED_PLAIN: u16 = 10;
+const NEEDED_ZIP64: u16 = 45;
 /// Modification time and date: 1980-01-01 00:00, the DOS epoch (archives are reproducible).
 const DOS_TIME: u16 = 0;
 const DOS_DATE: u16 = 0x0021;
@@ -65,6 +76,12 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(bytes)
 }
 
 fn read_at<R: Read + Seek>(r: &mut R, offset: u64, len: usize) -> Result<Vec<u8>, String> {
@@ -89,11 +106,19 @@ struct HeaderFields {
     name: Vec<u8>,
 }
 
-/// Reads and cross-checks the whole directory. Errors name the entry at fault.
-pub(crate) fn read_directory<R: Read + Seek>(
-    r: &mut R,
-    limits: &Limits,
-) -> Result<Vec<ZipEntry>, String> {
+/// Where the central directory is, from the end records.
+struct Directory {
+    offset: u64,
+    size: u64,
+    entries: u64,
+    /// Where the end records begin (the central directory must end exactly there).
+    ends_at: u64,
+    /// The largest "version needed" the zip64 end record claims, checked against the entries.
+    zip64_needed: Option<u16>,
+}
+
+/// Reads the end-of-central-directory record (and the zip64 one, if the archive needs it).
+fn read_end<R: Read + Seek>(r: &mut R) -> Result<Directory, String> {
     let len = r
         .seek(SeekFrom::End(0))
         .map_err(|e| format!("cannot seek: {e}"))?;
@@ -105,32 +130,94 @@ pub(crate) fn read_directory<R: Read + Seek>(
     if u32_at(&eocd, 0) != EOCD_SIG {
         return Err("no end-of-central-directory record at the end (archive comments and trailing bytes are not allowed)".into());
     }
-    if eocd_at >= 20 && u32_at(&read_at(r, eocd_at - 20, 4)?, 0) == ZIP64_LOCATOR_SIG {
-        return Err("zip64 archives are not supported".into());
-    }
     let (disk, cd_disk) = (u16_at(&eocd, 4), u16_at(&eocd, 6));
     let (on_disk, total) = (u16_at(&eocd, 8), u16_at(&eocd, 10));
-    let (cd_size, cd_offset) = (u64::from(u32_at(&eocd, 12)), u64::from(u32_at(&eocd, 16)));
+    let (size32, offset32) = (u32_at(&eocd, 12), u32_at(&eocd, 16));
     if disk != 0 || cd_disk != 0 || on_disk != total {
         return Err("multi-disk archives are not supported".into());
     }
-    if usize::from(total) > limits.max_entries {
+    let tail = ZIP64_EOCD_LEN + ZIP64_LOCATOR_LEN;
+    let has_locator = eocd_at >= ZIP64_LOCATOR_LEN
+        && u32_at(&read_at(r, eocd_at - ZIP64_LOCATOR_LEN, 4)?, 0) == ZIP64_LOCATOR_SIG;
+    if !has_locator {
+        let dir = Directory {
+            offset: u64::from(offset32),
+            size: u64::from(size32),
+            entries: u64::from(total),
+            ends_at: eocd_at,
+            zip64_needed: None,
+        };
+        // Without zip64 records the 32-bit fields are literal, even at their largest values.
+        return Ok(dir);
+    }
+    if eocd_at < tail {
+        return Err("zip64 end records do not fit in the file".into());
+    }
+    let locator = read_at(r, eocd_at - ZIP64_LOCATOR_LEN, ZIP64_LOCATOR_LEN as usize)?;
+    let record_at = eocd_at - tail;
+    if u32_at(&locator, 4) != 0 || u64_at(&locator, 8) != record_at || u32_at(&locator, 16) != 1 {
+        return Err("zip64 locator does not point at the zip64 end record just before it".into());
+    }
+    let record = read_at(r, record_at, ZIP64_EOCD_LEN as usize)?;
+    let needed = u16_at(&record, 14);
+    let ok = u32_at(&record, 0) == ZIP64_EOCD_SIG
+        && u64_at(&record, 4) == ZIP64_EOCD_LEN - 12
+        && u16_at(&record, 12) == needed
+        && u32_at(&record, 16) == 0
+        && u32_at(&record, 20) == 0
+        && u64_at(&record, 24) == u64_at(&record, 32);
+    if !ok {
+        return Err("zip64 end record is malformed or claims several disks".into());
+    }
+    let dir = Directory {
+        entries: u64_at(&record, 32),
+        size: u64_at(&record, 40),
+        offset: u64_at(&record, 48),
+        ends_at: record_at,
+        zip64_needed: Some(needed),
+    };
+    // The one form a writer uses: zip64 only when needed, and then 32-bit fields set as follows.
+    let needs_zip64 =
+        dir.entries > u64::from(u16::MAX) || dir.size.max(dir.offset) > ZIP64_THRESHOLD;
+    let canonical = needs_zip64
+        && u64::from(total) == dir.entries.min(u64::from(u16::MAX))
+        && size32 == SENTINEL
+        && u64::from(offset32) == dir.offset.min(ZIP64_THRESHOLD);
+    if !canonical {
+        return Err(
+            "zip64 end records where none are needed, or 32-bit fields that disagree".into(),
+        );
+    }
+    Ok(dir)
+}
+
+/// Reads and cross-checks the whole directory. Errors name the entry at fault.
+pub(crate) fn read_directory<R: Read + Seek>(
+    r: &mut R,
+    limits: &Limits,
+) -> Result<Vec<ZipEntry>, String> {
+    let dir = read_end(r)?;
+    if dir.entries > limits.max_entries as u64 {
         return Err(format!(
-            "{total} entries is over the limit of {}",
-            limits.max_entries
+            "{} entries is over the limit of {}",
+            dir.entries, limits.max_entries
         ));
     }
-    if cd_offset + cd_size != eocd_at {
+    if dir.offset.checked_add(dir.size) != Some(dir.ends_at) {
         return Err(format!(
-            "central directory ({cd_size} bytes at {cd_offset}) does not end where the end record begins ({eocd_at})"
+            "central directory ({} bytes at {}) does not end where the end records begin ({})",
+            dir.size, dir.offset, dir.ends_at
         ));
     }
-    let cd_len = usize::try_from(cd_size).map_err(|_| "central directory too large".to_string())?;
-    let cd = read_at(r, cd_offset, cd_len)?;
+    let cd_len = usize::try_from(dir.size)
+        .ok()
+        .filter(|&n| n <= limits.max_entries.saturating_mul(CENTRAL_LEN + 512 + 24))
+        .ok_or_else(|| "central directory is larger than the entry limit allows".to_string())?;
+    let cd = read_at(r, dir.offset, cd_len)?;
     let mut at = 0usize;
-    let mut entries = Vec::with_capacity(usize::from(total));
-    let mut central = Vec::with_capacity(usize::from(total));
-    for i in 0..total {
+    let mut central = Vec::new();
+    let mut max_needed = NEEDED_PLAIN;
+    for i in 0..dir.entries {
         if cd.len() - at < CENTRAL_LEN || u32_at(&cd, at) != CENTRAL_SIG {
             return Err(format!("central directory entry {i} is malformed"));
         }
@@ -154,7 +241,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
         );
         let internal = u16_at(h, 36);
         let external = u32_at(h, 38);
-        let local_offset = u64::from(u32_at(h, 42));
+        let offset32 = u32_at(h, 42);
         let variable = name_len + extra_len + comment_len;
         if cd.len() - at - CENTRAL_LEN < variable {
             return Err(format!(
@@ -162,6 +249,7 @@ pub(crate) fn read_directory<R: Read + Seek>(
             ));
         }
         let name_bytes = h[CENTRAL_LEN..CENTRAL_LEN + name_len].to_vec();
+        let extra = &h[CENTRAL_LEN + name_len..CENTRAL_LEN + name_len + extra_len];
         let name = String::from_utf8(name_bytes.clone())
             .map_err(|_| format!("entry {i}: name is not UTF-8"))?;
         let at_name = format!("entry {name:?}");
@@ -189,48 +277,124 @@ pub(crate) fn read_directory<R: Read + Seek>(
                 fields.compressed, fields.uncompressed
             ));
         }
-        if fields.compressed == u32::MAX {
-            return Err(format!("{at_name}: zip64 sizes are not supported"));
-        }
-        if extra_len != 0 || comment_len != 0 {
-            return Err(format!(
-                "{at_name}: extra fields and comments are not allowed"
-            ));
+        if comment_len != 0 {
+            return Err(format!("{at_name}: comments are not allowed"));
         }
         if external != EXTERNAL_ATTRIBUTES {
             return Err(format!(
                 "{at_name}: external attributes {external:#010x} are not those of a regular 0644 file"
             ));
         }
-        if made_by != MADE_BY
-            || fields.needed != VERSION_NEEDED
+        let zip64_sizes = fields.needed == NEEDED_ZIP64;
+        let expected_made_by = if zip64_sizes {
+            MADE_BY_ZIP64
+        } else {
+            MADE_BY_PLAIN
+        };
+        if made_by != expected_made_by
+            || !matches!(fields.needed, NEEDED_PLAIN | NEEDED_ZIP64)
             || fields.time != DOS_TIME
             || fields.date != DOS_DATE
             || internal != 0
         {
             return Err(format!(
-                "{at_name}: version, time or attribute fields are not the values format 1 writes"
+                "{at_name}: version, time or attribute fields are not the values the packer writes"
             ));
         }
+        max_needed = max_needed.max(fields.needed);
+        let (size, offset) = central_zip64(&fields, zip64_sizes, offset32, extra)
+            .map_err(|why| format!("{at_name}: {why}"))?;
         at += CENTRAL_LEN + variable;
         central.push((
             HeaderFields {
                 name: name_bytes,
                 ..fields
             },
-            local_offset,
+            size,
+            offset,
             name,
         ));
     }
     if at != cd.len() {
         return Err("central directory has bytes after its last entry".into());
     }
-    // Local headers: each must repeat its central header, and the entries must tile the file.
-    central.sort_by_key(|(_, offset, _)| *offset);
+    if dir.zip64_needed.is_some_and(|n| n != max_needed) {
+        return Err("zip64 end record's version disagrees with the entries".into());
+    }
+    tile_local_headers(r, central, dir.offset, limits)
+}
+
+/// The entry's size and local header offset, from the 32-bit fields and the zip64 extra field,
+/// which must hold exactly the values the 32-bit fields mark with the sentinel.
+fn central_zip64(
+    fields: &HeaderFields,
+    zip64_sizes: bool,
+    offset32: u32,
+    extra: &[u8],
+) -> Result<(u64, u64), String> {
+    let mut want_len = 0;
+    if zip64_sizes {
+        if fields.compressed != SENTINEL {
+            return Err("a zip64 entry must mark its sizes with the sentinel".into());
+        }
+        want_len += 16;
+    } else if fields.compressed == SENTINEL {
+        return Err("sizes marked zip64 in an entry that is not".into());
+    }
+    if offset32 == SENTINEL {
+        want_len += 8;
+    }
+    if want_len == 0 {
+        return if extra.is_empty() {
+            Ok((u64::from(fields.compressed), u64::from(offset32)))
+        } else {
+            Err("extra fields are not allowed".into())
+        };
+    }
+    if extra.len() != 4 + want_len
+        || u16_at(extra, 0) != ZIP64_EXTRA_ID
+        || usize::from(u16_at(extra, 2)) != want_len
+    {
+        return Err(
+            "the zip64 extra field is not exactly the values the header defers to it".into(),
+        );
+    }
+    let mut at = 4;
+    let mut size = u64::from(fields.compressed);
+    if zip64_sizes {
+        let (uncompressed, compressed) = (u64_at(extra, at), u64_at(extra, at + 8));
+        if uncompressed != compressed {
+            return Err(format!(
+                "stored entry declares {compressed} compressed but {uncompressed} uncompressed bytes"
+            ));
+        }
+        size = compressed;
+        at += 16;
+    }
+    let mut offset = u64::from(offset32);
+    if offset32 == SENTINEL {
+        offset = u64_at(extra, at);
+        if offset < ZIP64_THRESHOLD {
+            return Err("a zip64 offset that fits in 32 bits".into());
+        }
+    }
+    Ok((size, offset))
+}
+
+/// Reads every local header: each must repeat its central header, and the entries must tile the
+/// file from offset 0 to the central directory with nothing between them.
+fn tile_local_headers<R: Read + Seek>(
+    r: &mut R,
+    mut central: Vec<(HeaderFields, u64, u64, String)>,
+    cd_offset: u64,
+    limits: &Limits,
+) -> Result<Vec<ZipEntry>, String> {
+    central.sort_by_key(|(_, _, offset, _)| *offset);
+    let mut entries = Vec::with_capacity(central.len());
     let mut expected_offset = 0u64;
     let mut previous = String::from("(start of file)");
     let mut total_bytes = 0u64;
-    for (fields, offset, name) in central {
+    for (fields, size, offset, name) in central {
         let at_name = format!("entry {name:?}");
         if offset != expected_offset {
             return Err(format!(
@@ -261,18 +425,32 @@ pub(crate) fn read_directory<R: Read + Seek>(
                 "{at_name}: local header disagrees with the central directory"
             ));
         }
-        if extra_len != 0 {
-            return Err(format!("{at_name}: local extra fields are not allowed"));
-        }
-        let data_offset = offset + (LOCAL_LEN + name_len) as u64;
-        let size = u64::from(fields.compressed);
-        expected_offset = data_offset + size;
-        if expected_offset > cd_offset {
+        // The local zip64 field holds both sizes (and only them) exactly when the central one does.
+        let local_extra = read_at(r, offset + (LOCAL_LEN + name_len) as u64, extra_len)?;
+        let expected_extra: Vec<u8> = if fields.needed == NEEDED_ZIP64 {
+            [
+                &ZIP64_EXTRA_ID.to_le_bytes()[..],
+                &16u16.to_le_bytes(),
+                &size.to_le_bytes(),
+                &size.to_le_bytes(),
+            ]
+            .concat()
+        } else {
+            Vec::new()
+        };
+        if local_extra != expected_extra {
             return Err(format!(
-                "{at_name}: declared size {size} runs into the central directory"
+                "{at_name}: local extra field disagrees with the central directory"
             ));
         }
-        total_bytes += size;
+        let data_offset = offset + (LOCAL_LEN + name_len + extra_len) as u64;
+        expected_offset = data_offset
+            .checked_add(size)
+            .filter(|&end| end <= cd_offset)
+            .ok_or_else(|| {
+                format!("{at_name}: declared size {size} runs into the central directory")
+            })?;
+        total_bytes = total_bytes.saturating_add(size);
         if total_bytes > limits.max_total_bytes {
             return Err(format!(
                 "entries exceed the limit of {} bytes in total",
