@@ -39,6 +39,11 @@ fn sha256sum(path: &Path) -> Duration {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("esign benchmark: run it with `cargo bench -p esign`");
+        return;
+    }
     let mib = env_u64("ESIGN_BENCH_MIB", 1024);
     let log_size = env_u64("ESIGN_BENCH_LOG", 1_000_000);
     let dir = tempfile::tempdir_in(std::env::var("ESIGN_BENCH_DIR").unwrap_or("/tmp".into()))
