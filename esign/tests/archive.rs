@@ -1102,9 +1102,10 @@ fn streamed_payload_entries_carry_zip64_sizes_and_a_lie_there_is_rejected() {
     assert_rejected(&fx.verify(&tampered), "zip.container", name);
 }
 
-/// Slow (writes and hashes 4.2 GiB): run with `cargo test --release -p esign -- --ignored`.
+/// Writes and hashes 4.2 GiB of disk, so it runs on demand with the benchmarks
+/// (`cargo test --release -p esign --features slow-tests --test archive`), not in every test run.
+#[cfg(feature = "slow-tests")]
 #[test]
-#[ignore]
 fn an_archive_beyond_4_gib_uses_zip64_and_verifies() {
     let mut fx = Fixture::new();
     let dir = tempfile::tempdir().unwrap();
