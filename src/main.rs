@@ -55,6 +55,39 @@ enum Command {
     /// Manages the catalogue of service items.
     #[command(subcommand)]
     Item(ItemCommand),
+    /// Verifies a case archive offline against a pinned trust file; exits 0 only when every check passes.
+    Verify {
+        /// The archive (.zip).
+        archive: PathBuf,
+        /// The trust file pinning the log's public key (from /api/log/trust, checked out of band).
+        #[arg(long)]
+        trust: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The transparency log: checkpoints and consistency between them.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Prints the current signed checkpoint of the log in the data folder (servers publish it at /api/log/checkpoint).
+    Checkpoint,
+    /// Proves that the log at checkpoint NEW extends the log at checkpoint OLD (both signed notes).
+    Consistency {
+        /// The earlier checkpoint (signed note file).
+        old: PathBuf,
+        /// The later checkpoint (signed note file).
+        new: PathBuf,
+        /// The trust file pinning the log's public key.
+        #[arg(long)]
+        trust: PathBuf,
+        /// The proof as served by /api/log/consistency?old=OLD_SIZE&new=NEW_SIZE (JSON).
+        #[arg(long)]
+        proof: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -211,6 +244,21 @@ fn now_ms() -> i64 {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // Offline commands: no configuration, no data folder, no network.
+    match &cli.command {
+        Command::Verify {
+            archive,
+            trust,
+            json,
+        } => std::process::exit(verify(archive, trust, *json)?),
+        Command::Log(LogCommand::Consistency {
+            old,
+            new,
+            trust,
+            proof,
+        }) => return consistency(old, new, trust, proof),
+        _ => {}
+    }
     let serve_args = match &cli.command {
         Command::Serve(args) => Some(args),
         _ => None,
@@ -246,6 +294,18 @@ fn main() -> Result<()> {
             println!("added department {code}");
             Ok(())
         }
+        Command::Log(LogCommand::Checkpoint) => {
+            let state = AppState::open(config)?;
+            let key = state.log_key.clone();
+            let signed = state
+                .db
+                .call_blocking(|c| signaling::tlog::checkpoint(c, &key))?;
+            print!("{}", signed.note);
+            Ok(())
+        }
+        Command::Verify { .. } | Command::Log(LogCommand::Consistency { .. }) => {
+            unreachable!("handled before configuration is loaded")
+        }
         Command::Item(ItemCommand::Add {
             code,
             name,
@@ -267,6 +327,45 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn verify(archive: &std::path::Path, trust: &std::path::Path, json: bool) -> Result<i32> {
+    let trust = esign::verify::Trust::load(trust)
+        .with_context(|| format!("--trust {}", trust.display()))?;
+    let report = esign::verify::verify_file(archive, &trust);
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{report}");
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+fn consistency(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    trust: &std::path::Path,
+    proof: &std::path::Path,
+) -> Result<()> {
+    let trust = esign::verify::Trust::load(trust)
+        .with_context(|| format!("--trust {}", trust.display()))?;
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let proof: signaling::api::esign::ConsistencyProof = serde_json::from_slice(&read(proof)?)
+        .context("--proof: expected the JSON of /api/log/consistency")?;
+    let hashes = signaling::api::esign::decode_proof(&proof)?;
+    let (old, new) = esign::log::verify_checkpoint_consistency(
+        &read(old)?,
+        &read(new)?,
+        &hashes,
+        trust.log_keys(),
+    )
+    .context("the newer checkpoint does NOT provably extend the older one")?;
+    println!(
+        "consistent: the log at size {} extends the log at size {} (origin {})",
+        new.size, old.size, new.origin
+    );
+    Ok(())
 }
 
 fn serve(config: Config, demo: bool) -> Result<()> {

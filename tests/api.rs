@@ -102,14 +102,7 @@ async fn a_case_goes_from_opening_to_rating_and_every_step_is_in_the_audit_trail
     )
     .await;
     app.clock.advance_ms(120_000);
-    app.act(
-        &approver,
-        case,
-        "approve",
-        json!({ "reason": "材料齐全" }),
-        OK,
-    )
-    .await;
+    app.decide(&approver, case, "approve", "材料齐全").await;
     let issued = app
         .act(&approver, case, "issue", json!({}), OK)
         .await
@@ -177,6 +170,7 @@ async fn a_case_goes_from_opening_to_rating_and_every_step_is_in_the_audit_trail
             "case.resumed",
             "case.identity_checked",
             "case.approved",
+            "case.sealed",
             "case.issued",
             "case.rated",
             "followup.opened",
@@ -480,17 +474,17 @@ async fn every_role_sees_and_does_only_what_its_relation_to_the_case_allows() {
     }
     let refusals: &[(&str, Value, [u16; 11])] = &[
         (
-            "approve",
-            json!({}),
+            "decision",
+            json!({ "decision": "approve", "key_id": "ed25519:0000000000000000" }),
             [403, 404, 0, 404, 404, 403, 404, 403, 403, 404, 401],
         ),
         (
-            "cancel",
+            "actions/cancel",
             json!({}),
             [0, 404, 403, 404, 404, 403, 404, 403, 403, 404, 401],
         ),
         (
-            "transfer",
+            "actions/transfer",
             json!({ "department": "zhian" }),
             [403, 404, 0, 404, 404, 403, 404, 403, 403, 404, 401],
         ),
@@ -503,7 +497,7 @@ async fn every_role_sees_and_does_only_what_its_relation_to_the_case_allows() {
             let got = app
                 .request(
                     "POST",
-                    &format!("/api/cases/{case}/actions/{action}"),
+                    &format!("/api/cases/{case}/{action}"),
                     auth,
                     Some(body.clone()),
                 )
@@ -525,7 +519,7 @@ async fn every_role_sees_and_does_only_what_its_relation_to_the_case_allows() {
     assert_eq!(after["department_name"], "户政");
 
     // Ratings: only the case's agent, and only once the case has ended.
-    app.act(&cast.approver_holding, case, "approve", json!({}), OK)
+    app.decide(&cast.approver_holding, case, "approve", "")
         .await;
     app.act(&cast.approver_holding, case, "issue", json!({}), OK)
         .await;
@@ -559,10 +553,22 @@ async fn refused_transitions_answer_409_naming_the_current_state() {
             .contains("waiting")
     );
     app.act(&approver, case, "accept", json!({}), OK).await;
+    let (_, key_id) = app.register_key(&approver).await;
     let unchecked = app
-        .act(&approver, case, "approve", json!({}), CONFLICT)
-        .await;
+        .prepare(&approver, case, "approve", "", &key_id)
+        .await
+        .expect_err("approving before the identity check is refused");
     assert_eq!(unchecked.code(), "precondition_failed");
+    let unsigned = app
+        .act(
+            &approver,
+            case,
+            "approve",
+            json!({}),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(unsigned.code(), "signed_decision_required");
     app.act(
         &agent,
         case,
@@ -1018,14 +1024,8 @@ async fn a_rating_is_taken_once_after_the_case_ends_and_scores_are_checked() {
     let rate = |score: i64| app.request("POST", &path, &agent, Some(json!({ "score": score })));
     assert_eq!(rate(5).await.status, CONFLICT);
     app.act(&approver, case, "accept", json!({}), OK).await;
-    app.act(
-        &approver,
-        case,
-        "reject",
-        json!({ "reason": "不符合办理条件" }),
-        OK,
-    )
-    .await;
+    app.decide(&approver, case, "reject", "不符合办理条件")
+        .await;
     assert_eq!(rate(0).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(rate(6).await.status, StatusCode::BAD_REQUEST);
     let good = rate(4).await;

@@ -126,6 +126,50 @@ fn https_client(cert: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// Decides a case as the approver's browser does: a fresh Ed25519 key registered in the log, the
+/// prepared statement signed, then sealed.
+async fn decide(server: &Server, approver: &str, case: i64) -> Value {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = ed25519_dalek::SigningKey::from_bytes(
+        &sha2::Sha256::digest(format!("process test {case}")).into(),
+    );
+    let (status, registered) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/keys",
+            approver,
+            Some(json!({ "public_key": b64.encode(key.verifying_key().as_bytes()) })),
+        )
+        .await;
+    assert_eq!(status, 201, "{registered}");
+    let body = json!({ "decision": "approve", "reason": "同意", "key_id": registered["key_id"] });
+    let (status, prepared) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/cases/{case}/decision"),
+            approver,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{prepared}");
+    let bytes = b64
+        .decode(prepared["signing_bytes"].as_str().unwrap())
+        .unwrap();
+    let signature = b64.encode(key.sign(&bytes).to_bytes());
+    let (status, sealed) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/cases/{case}/decision/seal"),
+            approver,
+            Some(json!({ "signature": signature })),
+        )
+        .await;
+    assert_eq!(status, 200, "{sealed}");
+    sealed
+}
+
 fn photo(size: usize) -> Vec<u8> {
     // A JPEG header followed by varied bytes: recognised as a photo, unique per size.
     let mut v = vec![
@@ -201,18 +245,8 @@ async fn a_whole_case_runs_over_real_https_and_the_log_holds_no_personal_data() 
             .0,
         200
     );
-    assert_eq!(
-        server
-            .call(
-                Method::POST,
-                &format!("/api/cases/{case}/actions/approve"),
-                &approver,
-                Some(json!({ "reason": "同意" }))
-            )
-            .await
-            .0,
-        200
-    );
+    let sealed = decide(&server, &approver, case).await;
+    assert_eq!(sealed["case"]["state"], "approved");
     assert_eq!(
         server
             .call(

@@ -71,6 +71,7 @@ impl SealKey {
 /// The transparency log's key, which signs checkpoints as C2SP signed notes under `name`.
 ///
 /// It is a different key from the seal key: the trust file pins it, and it signs nothing else.
+#[derive(Clone)]
 pub struct LogKey {
     name: String,
     signing: SigningKey,

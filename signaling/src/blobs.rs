@@ -98,6 +98,24 @@ impl BlobStore {
         })
     }
 
+    /// The folder for files not yet in place (emptied at start).
+    pub fn tmp_folder(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes a finished, fsynced file made in [`BlobStore::tmp_folder`] into the store by its
+    /// digest; returns the digest and size.
+    pub fn adopt(&self, temp: tempfile::TempPath) -> Result<(String, u64)> {
+        let (sha256, size) = hash_file(&temp)?;
+        self.commit(Received {
+            sha256: sha256.clone(),
+            size,
+            head: Vec::new(),
+            temp,
+        })?;
+        Ok((sha256, size))
+    }
+
     /// Moves a received upload into place (or drops it when the same bytes are already stored)
     /// and fsyncs the folder, so the blob survives a crash from here on.
     pub fn commit(&self, received: Received) -> Result<()> {
@@ -116,6 +134,32 @@ impl BlobStore {
             .map_err(|e| Error::Io(e.error))?;
         std::fs::File::open(&folder)?.sync_all()?;
         Ok(())
+    }
+}
+
+/// SHA-256 (hex) and size of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The path of a received upload before it is committed (to verify it in place, say).
+impl Received {
+    /// Where the bytes are.
+    pub fn path(&self) -> &Path {
+        &self.temp
     }
 }
 

@@ -264,7 +264,21 @@ pub fn transition(
     now: i64,
 ) -> Result<Transitioned> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let before = facts(&tx, id)?.ok_or(Error::NotFound("case"))?;
+    let transitioned = transition_in(&tx, id, actor, command, now)?;
+    tx.commit()?;
+    Ok(transitioned)
+}
+
+/// [`transition`] inside the caller's transaction, for changes that commit together with other
+/// writes (a signed decision commits with its log entry and archive row).
+pub fn transition_in(
+    tx: &Connection,
+    id: i64,
+    actor: &Actor,
+    command: &Command,
+    now: i64,
+) -> Result<Transitioned> {
+    let before = facts(tx, id)?.ok_or(Error::NotFound("case"))?;
     let outcome = workflow::apply(&before, actor, command)?;
     let after = &outcome.facts;
     let reason = match command {
@@ -310,14 +324,13 @@ pub fn transition(
         )?;
     }
     audit::append(
-        &tx,
+        tx,
         now,
         Some(actor),
         Some(id),
         outcome.event,
         &outcome.details,
     )?;
-    tx.commit()?;
     Ok(Transitioned { before, outcome })
 }
 

@@ -38,6 +38,10 @@ pub struct Config {
     pub simple_target_minutes: u32,
     /// Extra browser origins allowed to open `/ws` (the server's own origin always is).
     pub allowed_origins: Vec<String>,
+    /// The transparency log's origin: the name in its checkpoints and trust file.
+    pub log_origin: String,
+    /// Largest archive accepted for verification by upload, in bytes.
+    pub max_verify_bytes: u64,
 }
 
 impl Default for Config {
@@ -57,6 +61,8 @@ impl Default for Config {
             followup_days: 3,
             simple_target_minutes: 10,
             allowed_origins: Vec::new(),
+            log_origin: "cloudhelp.local/log".to_string(),
+            max_verify_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +79,7 @@ impl Config {
         if self.plain_http && self.tls_cert.is_some() {
             return Err("plain_http serves without TLS, so tls_cert/tls_key would be ignored: drop one of them".into());
         }
+        esign::note::check_key_name(&self.log_origin).map_err(|e| format!("log_origin: {e}"))?;
         for (name, value) in [
             (
                 "max_materials_per_case",

@@ -128,6 +128,49 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_events_are_append_only_delete BEFORE DELETE ON audit_events
         BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
     "#,
+    // 2: the transparency log, signing keys and sealed archives.
+    r#"
+    CREATE TABLE log_nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE log_entries (
+        idx INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        entry BLOB NOT NULL,
+        case_id INTEGER REFERENCES cases(id),
+        at INTEGER NOT NULL
+    );
+    CREATE TABLE signing_keys (
+        key_id TEXT PRIMARY KEY,
+        user_id INTEGER REFERENCES users(id),
+        role TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        log_index INTEGER NOT NULL,
+        revoked_at INTEGER,
+        revocation_log_index INTEGER,
+        revocation_reason TEXT
+    );
+    CREATE TABLE archives (
+        case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        statement_sha256 TEXT NOT NULL,
+        log_index INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TRIGGER log_nodes_are_append_only_update BEFORE UPDATE ON log_nodes
+        BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+    CREATE TRIGGER log_nodes_are_append_only_delete BEFORE DELETE ON log_nodes
+        BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+    CREATE TRIGGER log_entries_are_append_only_update BEFORE UPDATE ON log_entries
+        BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+    CREATE TRIGGER log_entries_are_append_only_delete BEFORE DELETE ON log_entries
+        BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

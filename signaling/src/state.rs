@@ -72,6 +72,12 @@ pub struct AppState {
     pub notices: broadcast::Sender<Notice>,
     /// The server's seal key.
     pub seal_key: Arc<esign::keys::SealKey>,
+    /// The transparency log's key.
+    pub log_key: Arc<esign::keys::LogKey>,
+    /// The trust file auditors pin (the log's public key).
+    pub trust: Arc<esign::verify::Trust>,
+    /// Decisions prepared and waiting for the approver's signature.
+    pub pending: Arc<crate::sealing::PendingDecisions>,
 }
 
 impl AppState {
@@ -94,6 +100,13 @@ impl AppState {
         std::fs::create_dir_all(&keys)?;
         let seal_key = esign::keys::SealKey::load_or_create(&keys.join("seal.key"))
             .map_err(|e| Error::Internal(format!("seal key: {e}")))?;
+        let log_key =
+            esign::keys::LogKey::load_or_create(&keys.join("log.key"), &config.log_origin)
+                .map_err(|e| Error::Internal(format!("log key: {e}")))?;
+        let now = clock.now_ms();
+        db.call_blocking(|c| crate::tlog::ensure_seal_key(c, &log_key, &seal_key, now))?;
+        let trust = esign::verify::Trust::new(vec![log_key.verifier()]);
+        std::fs::write(config.data_dir.join("trust.json"), trust.to_json())?;
         let (notices, _) = broadcast::channel(1024);
         Ok(AppState {
             config: Arc::new(config),
@@ -103,6 +116,9 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             notices,
             seal_key: Arc::new(seal_key),
+            log_key: Arc::new(log_key),
+            trust: Arc::new(trust),
+            pending: Arc::new(crate::sealing::PendingDecisions::default()),
         })
     }
 

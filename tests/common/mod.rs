@@ -231,6 +231,92 @@ impl TestApp {
         a.json()["id"].as_i64().unwrap()
     }
 
+    /// Registers a fresh browser-style Ed25519 key for an approver; returns it and its id.
+    pub async fn register_key(&self, approver: &Auth) -> (ed25519_dalek::SigningKey, String) {
+        let key = fresh_key();
+        let public_key = b64(key.verifying_key().as_bytes());
+        let a = self
+            .request(
+                "POST",
+                "/api/keys",
+                approver,
+                Some(json!({ "public_key": public_key })),
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let id = a.json()["key_id"].as_str().unwrap().to_string();
+        (key, id)
+    }
+
+    /// Prepares a decision with `key`; returns the bytes to sign, or the refusal.
+    pub async fn prepare(
+        &self,
+        approver: &Auth,
+        case: i64,
+        decision: &str,
+        reason: &str,
+        key_id: &str,
+    ) -> Result<Vec<u8>, Answer> {
+        let body = json!({ "decision": decision, "reason": reason, "key_id": key_id });
+        let a = self
+            .request(
+                "POST",
+                &format!("/api/cases/{case}/decision"),
+                approver,
+                Some(body),
+            )
+            .await;
+        if a.status != StatusCode::OK {
+            return Err(a);
+        }
+        Ok(unb64(a.json()["signing_bytes"].as_str().unwrap()))
+    }
+
+    /// Sends a signature for the prepared decision.
+    pub async fn seal(&self, approver: &Auth, case: i64, signature: &[u8]) -> Answer {
+        let body = json!({ "signature": b64(signature) });
+        self.request(
+            "POST",
+            &format!("/api/cases/{case}/decision/seal"),
+            approver,
+            Some(body),
+        )
+        .await
+    }
+
+    /// Decides a case the way the approver's browser does: register a key, prepare, sign, seal.
+    /// Asserts success; returns the sealed answer (`{case, archive}`).
+    pub async fn decide(&self, approver: &Auth, case: i64, decision: &str, reason: &str) -> Value {
+        use ed25519_dalek::Signer;
+        let (key, key_id) = self.register_key(approver).await;
+        let bytes = match self
+            .prepare(approver, case, decision, reason, &key_id)
+            .await
+        {
+            Ok(b) => b,
+            Err(a) => panic!(
+                "prepare {decision}: {} {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            ),
+        };
+        let sealed = self
+            .seal(approver, case, &key.sign(&bytes).to_bytes())
+            .await;
+        assert_eq!(
+            sealed.status,
+            StatusCode::OK,
+            "seal {decision}: {}",
+            String::from_utf8_lossy(&sealed.body)
+        );
+        sealed.json()
+    }
+
     /// Runs a workflow action and asserts its status.
     pub async fn act(
         &self,
@@ -256,6 +342,30 @@ impl TestApp {
         );
         a
     }
+}
+
+/// A new Ed25519 key (distinct per call within a test run).
+pub fn fresh_key() -> ed25519_dalek::SigningKey {
+    use sha2::Digest;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let seed: [u8; 32] =
+        sha2::Sha256::digest(format!("test key {n} {:?}", std::time::SystemTime::now())).into();
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+}
+
+/// Standard base64.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64.
+pub fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
 
 /// A tiny valid PNG (1x1), for uploads.

@@ -195,7 +195,7 @@ pub async fn action(
     let actor = caller.actor();
     let now = state.now();
     let action_name = action.clone();
-    let (transitioned, view, item, timing) = state
+    let (transitioned, after) = state
         .db
         .call(move |c| {
             let reason = body.reason.clone().unwrap_or_default();
@@ -217,8 +217,12 @@ pub async fn action(
                 "request-material" => Command::RequestMaterial { reason },
                 "resume" => Command::Resume,
                 "identity-check" => Command::RecordIdentityCheck { methods: body.methods.clone().ok_or_else(|| missing("methods", &action))? },
-                "approve" => Command::Approve { reason },
-                "reject" => Command::Reject { reason },
+                "approve" | "reject" => {
+                    return Err(Error::bad(
+                        "signed_decision_required",
+                        format!("{action}: decisions are signed; use POST /api/cases/{id}/decision and then /decision/seal"),
+                    ));
+                }
                 "issue" => Command::Issue,
                 "cancel" => Command::Cancel { reason },
                 other => {
@@ -229,27 +233,71 @@ pub async fn action(
                 }
             };
             let transitioned = cases::transition(c, id, &actor, &command, now)?;
-            let timing: Timing = c.query_row(
-                "SELECT d.name, i.simple, c.opened_at, c.queued_at FROM cases c
-                 JOIN departments d ON d.id = ?2 JOIN service_items i ON i.id = c.item_id WHERE c.id = ?1",
-                [id, transitioned.before.department_id],
-                |r| Ok(Timing { department: r.get(0)?, simple: r.get(1)?, opened_at: r.get(2)?, queued_at: r.get(3)? }),
-            )?;
-            // After a transfer the former approver no longer sees the case.
-            let view = match cases::view(c, id, &actor, now) {
-                Ok(v) => Some(v),
-                Err(Error::NotFound(_)) => None,
-                Err(e) => return Err(e),
-            };
-            let item = cases::queue_item(c, id, now)?;
-            Ok((transitioned, view, item, timing))
+            let after = After::load(c, id, &transitioned, &actor, now)?;
+            Ok((transitioned, after))
         })
         .await?;
+    let view = announce(&state, caller.user.id, id, &transitioned, after, now);
+    Ok(Json(view.ok_or_else(|| {
+        Error::conflict(
+            "no_longer_visible",
+            format!("{action_name} done; the case has left your view"),
+        )
+    })?))
+}
+
+/// What is read after a transition to tell the caller, the watchers and the metrics.
+pub(crate) struct After {
+    view: Option<CaseView>,
+    item: Option<QueueItem>,
+    timing: Timing,
+}
+
+impl After {
+    /// Reads it in the transition's connection.
+    pub(crate) fn load(
+        c: &rusqlite::Connection,
+        id: i64,
+        t: &cases::Transitioned,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<After> {
+        let timing: Timing = c.query_row(
+            "SELECT d.name, i.simple, c.opened_at, c.queued_at FROM cases c
+             JOIN departments d ON d.id = ?2 JOIN service_items i ON i.id = c.item_id WHERE c.id = ?1",
+            [id, t.before.department_id],
+            |r| Ok(Timing { department: r.get(0)?, simple: r.get(1)?, opened_at: r.get(2)?, queued_at: r.get(3)? }),
+        )?;
+        // After a transfer the former approver no longer sees the case.
+        let view = match cases::view(c, id, actor, now) {
+            Ok(v) => Some(v),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(After {
+            view,
+            item: cases::queue_item(c, id, now)?,
+            timing,
+        })
+    }
+}
+
+/// Records a transition in the metrics and tells the queue watchers and the case's people;
+/// returns the caller's view of the case, if it still sees it.
+pub(crate) fn announce(
+    state: &AppState,
+    by: i64,
+    id: i64,
+    transitioned: &cases::Transitioned,
+    after_read: After,
+    now: i64,
+) -> Option<CaseView> {
+    let After { view, item, timing } = after_read;
     let before = &transitioned.before;
     let after = &transitioned.outcome.facts;
     let event = transitioned.outcome.event;
     tracing::info!(case_id = id, event, "case transition");
-    record_metrics(&state, before, after, event, &timing, now);
+    record_metrics(state, before, after, event, &timing, now);
     // Queue watchers: the case left one queue and/or entered another.
     if before.state == CaseState::Waiting
         && (after.state != CaseState::Waiting || after.department_id != before.department_id)
@@ -261,7 +309,7 @@ pub async fn action(
         };
         state.notify(
             Audience::Queue(before.department_id),
-            json!({ "v": 1, "type": kind, "case_id": id, "by": caller.user.id }),
+            json!({ "v": 1, "type": kind, "case_id": id, "by": by }),
         );
     }
     if let Some(item) = item.filter(|_| before.state != CaseState::Waiting) {
@@ -281,12 +329,7 @@ pub async fn action(
         Audience::Case { point_id: after.point_id, users },
         json!({ "v": 1, "type": "case.updated", "case_id": id, "state": after.state, "event": event }),
     );
-    Ok(Json(view.ok_or_else(|| {
-        Error::conflict(
-            "no_longer_visible",
-            format!("{action_name} done; the case has left your view"),
-        )
-    })?))
+    view
 }
 
 /// What the metrics need to know of a case's times.
@@ -332,7 +375,7 @@ fn record_metrics(
     }
 }
 
-fn check_material_access(actor: &Actor, facts: &CaseFacts, write: bool) -> Result<()> {
+pub(crate) fn check_material_access(actor: &Actor, facts: &CaseFacts, write: bool) -> Result<()> {
     let participant = match actor.role {
         Role::Agent => true, // can_see already checked the point
         Role::Approver => workflow::holds(actor, facts),

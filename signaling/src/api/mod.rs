@@ -16,6 +16,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod auth;
 pub mod cases;
+pub mod esign;
 pub mod ops;
 
 /// The name of the session cookie.
@@ -46,6 +47,18 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/cases/{id}/materials/{material_id}", get(cases::download))
         .route("/cases/{id}/rating", post(cases::rate))
+        .route("/cases/{id}/decision", post(esign::prepare_decision))
+        .route("/cases/{id}/decision/seal", post(esign::seal_decision))
+        .route("/cases/{id}/archive", get(esign::download_archive))
+        .route("/keys", get(esign::list_keys).post(esign::register_key))
+        .route("/keys/{key_id}/revoke", post(esign::revoke_key))
+        .route(
+            "/verify",
+            post(esign::verify_archive).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/log/checkpoint", get(esign::checkpoint))
+        .route("/log/consistency", get(esign::consistency))
+        .route("/log/trust", get(esign::trust))
         .route("/followups", get(cases::followups))
         .route("/followups/{id}/close", post(cases::close_followup))
         .route("/audit", get(ops::audit_export))
