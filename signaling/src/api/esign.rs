@@ -16,6 +16,14 @@ use crate::state::AppState;
 use crate::tlog::{self, SigningKeyInfo};
 use crate::workflow::{Command, Role};
 
+fn sealer(state: &AppState) -> sealing::Sealer<'_> {
+    sealing::Sealer {
+        blobs: &state.blobs,
+        seal: &state.seal_key,
+        log: &state.log_key,
+    }
+}
+
 /// A browser's public key to register.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,10 +160,10 @@ pub async fn prepare_decision(
     };
     let actor = caller.actor();
     let now = state.now();
-    let (blobs, seal) = (state.blobs.clone(), state.seal_key.clone());
+    let keys = state.clone();
     let (pending, prepared) = state
         .db
-        .call(move |c| sealing::prepare(c, &blobs, id, &actor, command, &body.key_id, &seal, now))
+        .call(move |c| sealer(&keys).prepare(c, id, &actor, command, &body.key_id, now))
         .await?;
     state.pending.put(id, pending);
     Ok(Json(prepared))
@@ -199,37 +207,23 @@ pub async fn seal_decision(
     }
     let actor = caller.actor();
     let now = state.now();
-    let (blobs, seal, log_key, pending_store) = (
-        state.blobs.clone(),
-        state.seal_key.clone(),
-        state.log_key.clone(),
-        state.pending.clone(),
-    );
+    let keys = state.clone();
     let (transitioned, archive, after) = state
         .db
-        .call(move |c| {
-            match sealing::seal(
-                c,
-                &blobs,
-                pending,
-                &body.signature,
-                &actor,
-                &seal,
-                &log_key,
-                now,
-            ) {
+        .call(
+            move |c| match sealer(&keys).seal(c, pending, &body.signature, &actor, now) {
                 Ok((transitioned, archive)) => {
                     let after = After::load(c, id, &transitioned, &actor, now)?;
                     Ok((transitioned, archive, after))
                 }
-                Err((e, back)) => {
-                    if let Some(back) = back {
-                        pending_store.put(id, back);
+                Err(failure) => {
+                    if let Some(back) = failure.pending {
+                        keys.pending.put(id, back);
                     }
-                    Err(e)
+                    Err(failure.error)
                 }
-            }
-        })
+            },
+        )
         .await?;
     tracing::info!(
         case_id = id,
