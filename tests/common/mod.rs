@@ -30,6 +30,7 @@ pub struct TestApp {
 }
 
 /// An HTTP answer: status, headers and body.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,

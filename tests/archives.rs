@@ -1,0 +1,466 @@
+//! Signed decisions and archives through the API: keys in the log, the two-step decision, what a
+//! bad signature, a revoked key or a moved-on case does, archives for auditors, the public log,
+//! and an independent BagIt validator.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Auth, TestApp, b64, png, unb64};
+use ed25519_dalek::Signer;
+use serde_json::{Value, json};
+
+/// A case in a call, identity checked, with one material: ready for a decision.
+async fn ready_case(app: &TestApp) -> (Auth, Auth, i64) {
+    let agent = app.demo("agent").await;
+    let approver = app.demo("approver").await;
+    let case = app.open_case(&agent, "id-loss").await;
+    app.act(&approver, case, "accept", json!({}), StatusCode::OK)
+        .await;
+    app.act(
+        &approver,
+        case,
+        "identity-check",
+        json!({ "methods": ["id_card_shown"] }),
+        StatusCode::OK,
+    )
+    .await;
+    let path = format!("/api/cases/{case}/materials?filename=id.png");
+    assert_eq!(
+        app.raw(
+            "POST",
+            &path,
+            &agent,
+            Some(png()),
+            Some("application/octet-stream")
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    (agent, approver, case)
+}
+
+async fn log_size(app: &TestApp) -> u64 {
+    let note = String::from_utf8(
+        app.raw("GET", "/api/log/checkpoint", &Auth::None, None, None)
+            .await
+            .body,
+    )
+    .unwrap();
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+async fn state_of(app: &TestApp, who: &Auth, case: i64) -> Value {
+    app.request("GET", &format!("/api/cases/{case}"), who, None)
+        .await
+        .json()["state"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_wrong_signature_decides_nothing_and_the_right_one_can_follow() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let (key, key_id) = app.register_key(&approver).await;
+    let bytes = app
+        .prepare(&approver, case, "approve", "同意", &key_id)
+        .await
+        .unwrap();
+    let size = log_size(&app).await;
+
+    let forged = app
+        .seal(&approver, case, &key.sign(b"something else").to_bytes())
+        .await;
+    assert_eq!(
+        (forged.status, forged.code().as_str()),
+        (StatusCode::BAD_REQUEST, "signature_invalid")
+    );
+    let garbage = app.seal(&approver, case, b"short").await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    assert_eq!(state_of(&app, &agent, case).await, "in_call");
+    assert_eq!(log_size(&app).await, size, "nothing was logged");
+    let other_key = common::fresh_key();
+    let wrong_key = app
+        .seal(&approver, case, &other_key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(
+        wrong_key.code(),
+        "signature_invalid",
+        "a signature by an unregistered key is refused"
+    );
+
+    let sealed = app
+        .seal(&approver, case, &key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(
+        sealed.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&sealed.body)
+    );
+    let sealed = sealed.json();
+    assert_eq!(sealed["case"]["state"], "approved");
+    assert_eq!(sealed["archive"]["log_index"], size);
+    assert_eq!(log_size(&app).await, size + 1);
+    let again = app
+        .seal(&approver, case, &key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(again.code(), "not_prepared");
+}
+
+#[tokio::test]
+async fn a_revoked_key_can_neither_prepare_nor_seal() {
+    let app = TestApp::new();
+    let (_, approver, case) = ready_case(&app).await;
+    let (key, key_id) = app.register_key(&approver).await;
+    let bytes = app
+        .prepare(&approver, case, "approve", "", &key_id)
+        .await
+        .unwrap();
+    let revoked = app
+        .request(
+            "POST",
+            &format!("/api/keys/{key_id}/revoke"),
+            &approver,
+            Some(json!({ "reason": "设备丢失" })),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert!(revoked.json()["revocation_log_index"].is_u64());
+    let sealed = app
+        .seal(&approver, case, &key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(sealed.code(), "key_revoked");
+    let prepared = app
+        .prepare(&approver, case, "approve", "", &key_id)
+        .await
+        .expect_err("revoked");
+    assert_eq!(prepared.code(), "key_revoked");
+    // A new key works.
+    app.decide(&approver, case, "approve", "").await;
+}
+
+#[tokio::test]
+async fn a_case_that_moved_on_after_preparing_cannot_be_sealed() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let (key, key_id) = app.register_key(&approver).await;
+    let bytes = app
+        .prepare(&approver, case, "approve", "", &key_id)
+        .await
+        .unwrap();
+    app.act(
+        &agent,
+        case,
+        "cancel",
+        json!({ "reason": "群众离开" }),
+        StatusCode::OK,
+    )
+    .await;
+    let size = log_size(&app).await;
+    let sealed = app
+        .seal(&approver, case, &key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(sealed.status, StatusCode::CONFLICT);
+    assert!(
+        sealed.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled")
+    );
+    assert_eq!(log_size(&app).await, size, "no statement was logged");
+    let auditor = app.demo("auditor").await;
+    assert_eq!(
+        app.request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn only_the_approver_who_prepared_may_seal_and_keys_are_checked() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let (key, key_id) = app.register_key(&approver).await;
+    let bytes = app
+        .prepare(&approver, case, "reject", "材料不符", &key_id)
+        .await
+        .unwrap();
+    let approver2 = app.demo("approver2").await;
+    assert_eq!(
+        app.seal(&approver2, case, &key.sign(&bytes).to_bytes())
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Someone else's key id cannot be used to prepare.
+    let (_, other_key_id) = app.register_key(&approver2).await;
+    let borrowed = app
+        .prepare(&approver, case, "reject", "材料不符", &other_key_id)
+        .await
+        .expect_err("not its key");
+    assert!(
+        borrowed.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("key_id")
+    );
+    // Bad keys are refused by name; agents register none.
+    let bad = app
+        .request(
+            "POST",
+            "/api/keys",
+            &approver,
+            Some(json!({ "public_key": "not base64!" })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let twice = app
+        .request(
+            "POST",
+            "/api/keys",
+            &approver,
+            Some(json!({ "public_key": b64(key.verifying_key().as_bytes()) })),
+        )
+        .await;
+    assert_eq!(twice.code(), "key_exists");
+    assert_eq!(
+        app.request(
+            "POST",
+            "/api/keys",
+            &agent,
+            Some(json!({ "public_key": b64(&[7; 32]) }))
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let mine = app
+        .request("GET", "/api/keys", &approver, None)
+        .await
+        .json();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.seal(&approver, case, &key.sign(&bytes).to_bytes())
+            .await
+            .json()["case"]["state"],
+        "rejected"
+    );
+}
+
+#[tokio::test]
+async fn archives_go_to_the_case_people_and_auditors_and_the_server_verifies_uploads() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let sealed = app.decide(&approver, case, "approve", "同意").await;
+    let auditor = app.demo("auditor").await;
+    let path = format!("/api/cases/{case}/archive");
+    let archive = app.request("GET", &path, &auditor, None).await;
+    assert_eq!(archive.status, StatusCode::OK);
+    assert_eq!(archive.headers["content-type"], "application/zip");
+    assert_eq!(
+        archive.headers["x-content-sha256"],
+        sealed["archive"]["sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        app.request("GET", &path, &agent, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.request("GET", &path, &app.demo("supervisor").await, None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.request("GET", &path, &app.demo("approver2").await, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let report = app
+        .raw(
+            "POST",
+            "/api/verify",
+            &auditor,
+            Some(archive.body.clone()),
+            Some("application/zip"),
+        )
+        .await
+        .json();
+    assert_eq!(report["valid"], true, "{report}");
+    let mut tampered = archive.body.clone();
+    let last = tampered.len() / 2;
+    tampered[last] ^= 0x20;
+    let report = app
+        .raw(
+            "POST",
+            "/api/verify",
+            &auditor,
+            Some(tampered),
+            Some("application/zip"),
+        )
+        .await
+        .json();
+    assert_eq!(report["valid"], false);
+    assert_eq!(
+        app.raw(
+            "POST",
+            "/api/verify",
+            &agent,
+            Some(archive.body),
+            Some("application/zip")
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_archive_is_a_bag_that_an_independent_bagit_validator_accepts() {
+    let app = TestApp::new();
+    let (_, approver, case) = ready_case(&app).await;
+    app.decide(&approver, case, "approve", "同意").await;
+    let auditor = app.demo("auditor").await;
+    let archive = app
+        .request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
+        .await
+        .body;
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("case.zip");
+    std::fs::write(&zip, &archive).unwrap();
+    let bag = dir.path().join("bag");
+    let script = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])";
+    let unzip = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .arg(&bag)
+        .status()
+        .unwrap();
+    assert!(unzip.success());
+    for payload in [
+        "data/decision.json",
+        "data/events.jsonl",
+        "data/materials/001.png",
+        "data/call-quality.json",
+    ] {
+        assert!(bag.join(payload).is_file(), "{payload} in the bag");
+    }
+    // bagit-python (Library of Congress), installed by scripts/test.
+    let validate = std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "bagit-python refused the bag: {}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // ...and notices a changed payload file.
+    std::fs::write(bag.join("data/decision.json"), b"{}").unwrap();
+    let changed = std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&bag)
+        .output()
+        .unwrap();
+    assert!(!changed.status.success());
+}
+
+#[tokio::test]
+async fn the_public_log_proves_a_newer_checkpoint_extends_an_older_one() {
+    let app = TestApp::new();
+    let (_, approver, case) = ready_case(&app).await;
+    app.decide(&approver, case, "approve", "同意").await;
+    let old_note = app
+        .raw("GET", "/api/log/checkpoint", &Auth::None, None, None)
+        .await
+        .body;
+    let old_size = log_size(&app).await;
+    let (_, approver2, second) = {
+        let agent = app.demo("agent").await;
+        let approver2 = app.demo("approver2").await;
+        let second = app.open_case(&agent, "id-renew").await;
+        app.act(&approver2, second, "accept", json!({}), StatusCode::OK)
+            .await;
+        (agent, approver2, second)
+    };
+    app.decide(&approver2, second, "reject", "不符合条件").await;
+    let new_note = app
+        .raw("GET", "/api/log/checkpoint", &Auth::None, None, None)
+        .await
+        .body;
+    let new_size = log_size(&app).await;
+    assert!(new_size > old_size);
+    let proof = app
+        .request(
+            "GET",
+            &format!("/api/log/consistency?old={old_size}&new={new_size}"),
+            &Auth::None,
+            None,
+        )
+        .await;
+    assert_eq!(proof.status, StatusCode::OK);
+    let trust = app
+        .raw("GET", "/api/log/trust", &Auth::None, None, None)
+        .await
+        .body;
+    let bad = app
+        .request(
+            "GET",
+            &format!("/api/log/consistency?old={new_size}&new={old_size}"),
+            &Auth::None,
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("old.note", &old_note),
+        ("new.note", &new_note),
+        ("trust.json", &trust),
+        ("proof.json", &proof.body),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let run = |old: &str, new: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+            .current_dir(dir.path())
+            .env_clear()
+            .args([
+                "log",
+                "consistency",
+                old,
+                new,
+                "--trust",
+                "trust.json",
+                "--proof",
+                "proof.json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = run("old.note", "new.note");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&format!(
+        "size {new_size} extends the log at size {old_size}"
+    )));
+    // A forked history: the proof does not fit checkpoints it was not made for.
+    let mut forged: Value = serde_json::from_slice(&proof.body).unwrap();
+    let first = unb64(forged["proof"][0].as_str().unwrap());
+    let mut flipped = first.clone();
+    flipped[0] ^= 1;
+    forged["proof"][0] = json!(b64(&flipped));
+    std::fs::write(dir.path().join("proof.json"), forged.to_string()).unwrap();
+    let refused = run("old.note", "new.note");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("NOT provably extend"));
+}
