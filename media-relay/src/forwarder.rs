@@ -1,0 +1,169 @@
+//! One task per published track: reads the publisher's RTP and writes it to each subscriber's own
+//! local track, rewritten for that leg. Owns its subscriber list (no shared lock); the room
+//! changes it through commands. Asks the publisher for keyframes through the rate limiter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
+use crate::messages::{MediaKind, ParticipantId};
+use crate::metrics::RelayMetrics;
+use crate::rewrite::DownstreamRewriter;
+use crate::vp8;
+
+/// What the room tells a forwarder.
+pub(crate) enum ForwardCommand {
+    /// Start forwarding to a subscriber leg (its negotiation is complete).
+    Subscribe {
+        subscriber: ParticipantId,
+        local: Arc<TrackLocalStaticRTP>,
+        rewriter: DownstreamRewriter,
+    },
+    /// Stop forwarding to every leg of this subscriber.
+    Unsubscribe { subscriber: ParticipantId },
+    /// Someone (a subscriber's PLI/FIR) wants a keyframe.
+    RequestKeyframe,
+    /// Drop (or resume) the publisher's packets.
+    SetMuted(bool),
+}
+
+struct Leg {
+    subscriber: ParticipantId,
+    local: Arc<TrackLocalStaticRTP>,
+    rewriter: DownstreamRewriter,
+}
+
+/// Runs until the publisher's track ends or the room drops the command sender.
+pub(crate) async fn run_forwarder(
+    track: Arc<dyn TrackRemote>,
+    kind: MediaKind,
+    mut commands: mpsc::UnboundedReceiver<ForwardCommand>,
+    keyframe_interval: Duration,
+    metrics: Arc<RelayMetrics>,
+) {
+    let video = kind == MediaKind::Video;
+    let mut legs: Vec<Leg> = Vec::new();
+    let mut limiter = KeyframeRequestLimiter::new(keyframe_interval);
+    let mut media_ssrc: Option<u32> = None;
+    let mut muted = false;
+    loop {
+        let deadline = limiter.next_deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                match command {
+                    ForwardCommand::Subscribe { subscriber, local, rewriter } => {
+                        legs.push(Leg { subscriber, local, rewriter });
+                        if video {
+                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
+                        }
+                    }
+                    ForwardCommand::Unsubscribe { subscriber } => {
+                        legs.retain(|leg| leg.subscriber != subscriber);
+                    }
+                    ForwardCommand::RequestKeyframe => {
+                        if video {
+                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
+                        }
+                    }
+                    ForwardCommand::SetMuted(now_muted) => {
+                        if now_muted && !muted {
+                            for leg in &mut legs {
+                                leg.rewriter.pause(video);
+                            }
+                        }
+                        if !now_muted && muted && video {
+                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
+                        }
+                        muted = now_muted;
+                    }
+                }
+            }
+            event = track.poll() => {
+                match event {
+                    None | Some(TrackRemoteEvent::OnEnded) => break,
+                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                        RelayMetrics::inc(&metrics.packets_received);
+                        media_ssrc = Some(packet.header.ssrc);
+                        if muted {
+                            continue;
+                        }
+                        let keyframe = video && vp8::is_keyframe_start(&packet.payload);
+                        if keyframe {
+                            limiter.keyframe_forwarded(Instant::now());
+                        }
+                        forward(&packet, keyframe, &mut legs, &metrics).await;
+                    }
+                    Some(_) => {}
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if limiter.poll(Instant::now()) {
+                    send_pli(&track, media_ssrc, &metrics).await;
+                }
+            }
+        }
+    }
+    tracing::debug!(legs = legs.len(), "forwarder stopped");
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn forward(packet: &rtp::Packet, keyframe: bool, legs: &mut [Leg], metrics: &RelayMetrics) {
+    for leg in legs.iter_mut() {
+        let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
+            continue;
+        };
+        let bytes = out.payload.len() as u64;
+        // write_rtp only fails once the subscriber's connection is gone; the room removes the leg.
+        if let Err(err) = leg.local.write_rtp(out).await {
+            tracing::debug!(subscriber = %leg.subscriber, %err, "forward failed");
+            continue;
+        }
+        RelayMetrics::inc(&metrics.packets_forwarded);
+        metrics
+            .bytes_forwarded
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn request_keyframe(
+    track: &Arc<dyn TrackRemote>,
+    limiter: &mut KeyframeRequestLimiter,
+    media_ssrc: Option<u32>,
+    metrics: &RelayMetrics,
+) {
+    if limiter.request(Instant::now()) == KeyframeDecision::SendNow {
+        send_pli(track, media_ssrc, metrics).await;
+    }
+}
+
+async fn send_pli(track: &Arc<dyn TrackRemote>, media_ssrc: Option<u32>, metrics: &RelayMetrics) {
+    let media_ssrc = match media_ssrc {
+        Some(ssrc) => ssrc,
+        None => match track.ssrcs().await.first() {
+            Some(ssrc) => *ssrc,
+            None => return,
+        },
+    };
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    match track.write_rtcp(vec![Box::new(pli)]).await {
+        Ok(()) => RelayMetrics::inc(&metrics.plis_sent),
+        Err(err) => tracing::debug!(%err, "PLI not sent"),
+    }
+}

@@ -1,0 +1,116 @@
+//! Small pure checks and rewrites over SDP text, done before handing it to the WebRTC stack, so a
+//! peer gets a precise error code and the public (1:1 NAT) address reaches the browser.
+
+use std::net::IpAddr;
+
+/// What an SDP offers that the relay can forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsableMedia {
+    /// An audio m-section offers Opus.
+    pub opus: bool,
+    /// A video m-section offers VP8.
+    pub vp8: bool,
+}
+
+/// Reads which forwardable codecs the SDP's m-sections offer (by `a=rtpmap`).
+pub fn usable_media(sdp: &str) -> UsableMedia {
+    let mut usable = UsableMedia::default();
+    let mut section = "";
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            section = rest.split(' ').next().unwrap_or("");
+            continue;
+        }
+        let Some(rtpmap) = line.strip_prefix("a=rtpmap:") else {
+            continue;
+        };
+        let encoding = rtpmap.split_once(' ').map_or("", |(_, e)| e);
+        let name = encoding.split('/').next().unwrap_or("");
+        match section {
+            "audio" if name.eq_ignore_ascii_case("opus") => usable.opus = true,
+            "video" if name.eq_ignore_ascii_case("vp8") => usable.vp8 = true,
+            _ => {}
+        }
+    }
+    usable
+}
+
+/// Replaces the connection address of a host candidate with `public_ip` (1:1 NAT: same port).
+/// Other candidate types and unparsable lines are returned unchanged.
+pub fn rewrite_candidate_address(candidate: &str, public_ip: IpAddr) -> String {
+    let fields: Vec<&str> = candidate.split(' ').collect();
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+    if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
+        return candidate.to_owned();
+    }
+    let public = public_ip.to_string();
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| if i == 4 { public.as_str() } else { f })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Applies [`rewrite_candidate_address`] to every `a=candidate:` line of an SDP.
+pub fn rewrite_sdp_candidates(sdp: &str, public_ip: IpAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix("\r\n") {
+            Some(body) => (body, "\r\n"),
+            None => match line.strip_suffix('\n') {
+                Some(body) => (body, "\n"),
+                None => (line, ""),
+            },
+        };
+        match body.strip_prefix("a=") {
+            Some(candidate) if candidate.starts_with("candidate:") => {
+                out.push_str("a=");
+                out.push_str(&rewrite_candidate_address(candidate, public_ip));
+            }
+            _ => out.push_str(body),
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BROWSER_LIKE: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+
+    #[test]
+    fn opus_and_vp8_are_found_in_their_own_sections() {
+        assert_eq!(usable_media(BROWSER_LIKE), UsableMedia { opus: true, vp8: true });
+    }
+
+    #[test]
+    fn pcmu_and_h264_only_offer_nothing_usable() {
+        let sdp = "v=0\r\nm=audio 9 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert_eq!(usable_media(sdp), UsableMedia::default());
+        // VP8 listed under an audio section does not count.
+        assert_eq!(usable_media("m=audio 9 X 96\na=rtpmap:96 VP8/90000\n"), UsableMedia::default());
+    }
+
+    #[test]
+    fn host_candidates_get_the_public_address_and_others_are_untouched() {
+        let ip: IpAddr = "203.0.113.7".parse().expect("literal address");
+        assert_eq!(
+            rewrite_candidate_address("candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host", ip),
+            "candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"
+        );
+        let srflx = "candidate:2 1 udp 1 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 40000";
+        assert_eq!(rewrite_candidate_address(srflx, ip), srflx);
+        assert_eq!(rewrite_candidate_address("garbage", ip), "garbage");
+        let sdp = "v=0\r\na=candidate:1 1 udp 9 10.0.0.5 40000 typ host\r\na=mid:0\r\n";
+        assert_eq!(
+            rewrite_sdp_candidates(sdp, ip),
+            "v=0\r\na=candidate:1 1 udp 9 203.0.113.7 40000 typ host\r\na=mid:0\r\n"
+        );
+    }
+}
