@@ -1,0 +1,147 @@
+//! Calls through the relay with real webrtc-rs peers over UDP on 127.0.0.1, driven through the
+//! relay's signaling API (no server in between).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, join, receives_from, relay};
+use media_relay::test_peer::TestPeerConfig;
+use media_relay::{LeaveReason, MediaKind, ParticipantId, ServerMessage};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_frames_in_order() {
+    let relay = relay();
+    let agent = join(&relay, "case-1", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-1", "approver", TestPeerConfig::default()).await;
+
+    for (peer, other) in [(&agent, "approver"), (&approver, "agent")] {
+        let report = peer
+            .wait_until(PATIENCE, |r| receives_from(r, &[other], 100, 30))
+            .await
+            .unwrap_or_else(|r| panic!("no media from {other}: {r:#?}"));
+        let video = report
+            .live_tracks(MediaKind::Video)
+            .next()
+            .expect("checked above");
+        assert!(video.counts.keyframes >= 1, "{video:#?}");
+        assert_eq!(video.counts.frames_incomplete, 0, "{video:#?}");
+        assert_eq!(video.counts.out_of_order, 0, "{video:#?}");
+        assert_eq!(video.counts.frames_decodable, video.counts.frames_complete, "{video:#?}");
+        let audio = report
+            .live_tracks(MediaKind::Audio)
+            .next()
+            .expect("checked above");
+        assert_eq!(audio.counts.out_of_order, 0, "{audio:#?}");
+    }
+    let metrics = relay.metrics().snapshot();
+    assert!(metrics.packets_forwarded > 0 && metrics.plis_sent > 0, "{metrics:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_party_room_every_participant_receives_three_audio_and_three_video_streams() {
+    let relay = relay();
+    let names = ["agent", "approver", "expert-1", "expert-2"];
+    let config = TestPeerConfig {
+        video_fps: 15,
+        ..TestPeerConfig::default()
+    };
+    let mut peers = Vec::new();
+    for name in names {
+        peers.push((name, join(&relay, "case-4", name, config.clone()).await));
+    }
+    for (name, peer) in &peers {
+        let others: Vec<&str> = names.iter().copied().filter(|n| n != name).collect();
+        peer.wait_until(PATIENCE, |r| receives_from(r, &others, 50, 10))
+            .await
+            .unwrap_or_else(|r| panic!("{name} lacks streams from {others:?}: {r:#?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_receives_a_keyframe_within_one_second() {
+    let relay = relay();
+    // Periodic keyframes far apart: only the relay's PLI can bring one to the late joiner soon.
+    let config = TestPeerConfig {
+        keyframe_interval: Duration::from_secs(600),
+        ..TestPeerConfig::default()
+    };
+    let agent = join(&relay, "case-late", "agent", config.clone()).await;
+    let approver = join(&relay, "case-late", "approver", config.clone()).await;
+    agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 50, 30))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+
+    let expert = join(&relay, "case-late", "expert", config).await;
+    let report = expert
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks(MediaKind::Video).count() == 2
+                && r.live_tracks(MediaKind::Video)
+                    .all(|t| t.first_keyframe_at.is_some())
+        })
+        .await
+        .unwrap_or_else(|r| panic!("late joiner got no keyframes: {r:#?}"));
+    for track in report.live_tracks(MediaKind::Video) {
+        let at = track.first_keyframe_at.expect("checked above");
+        let after = at.duration_since(expert.started_at());
+        assert!(
+            after < Duration::from_secs(1),
+            "keyframe from {} after {after:?}",
+            track.publisher
+        );
+        assert_eq!(
+            track.counts.frames_decodable, track.counts.frames_complete,
+            "the first frame forwarded to a new subscriber is a keyframe: {track:#?}"
+        );
+    }
+    let publishers_asked = [&agent, &approver]
+        .iter()
+        .filter(|p| p.report().keyframe_requests > 0)
+        .count();
+    assert_eq!(publishers_asked, 2, "each publisher got a PLI");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_participant_s_tracks_are_removed_from_the_others() {
+    let relay = relay();
+    let agent = join(&relay, "case-leave", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-leave", "approver", TestPeerConfig::default()).await;
+    let expert = join(&relay, "case-leave", "expert", TestPeerConfig::default()).await;
+    for (peer, others) in [
+        (&agent, ["approver", "expert"]),
+        (&approver, ["agent", "expert"]),
+    ] {
+        peer.wait_until(PATIENCE, |r| receives_from(r, &others, 20, 5))
+            .await
+            .unwrap_or_else(|r| panic!("room did not start: {r:#?}"));
+    }
+
+    expert.leave().await;
+
+    for (peer, other) in [(&agent, "approver"), (&approver, "agent")] {
+        let report = peer
+            .wait_until(PATIENCE, |r| {
+                r.live_tracks_of("expert").count() == 0
+                    && r.messages.iter().any(|m| {
+                        matches!(m, ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Left }
+                            if *participant_id == ParticipantId::from("expert"))
+                    })
+            })
+            .await
+            .unwrap_or_else(|r| panic!("expert's tracks not removed: {r:#?}"));
+        assert_eq!(report.live_tracks_of(other).count(), 2, "{report:#?}");
+    }
+    // The remaining call goes on.
+    let before = agent
+        .report()
+        .live_tracks_of("approver")
+        .map(|t| t.counts.packets)
+        .sum::<u64>();
+    agent
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks_of("approver").map(|t| t.counts.packets).sum::<u64>() > before + 50
+        })
+        .await
+        .unwrap_or_else(|r| panic!("call stopped after the leave: {r:#?}"));
+}
