@@ -134,6 +134,9 @@ struct Member {
     pump: JoinHandle<()>,
     /// The first offer/answer exchange is done.
     connected_signaling: bool,
+    /// DTLS/SRTP is up: packets written now reach the peer (earlier ones are dropped, and a
+    /// keyframe dropped that way would leave a new subscriber without a picture).
+    media_connected: bool,
     offer_outstanding: bool,
     needs_offer: bool,
     published: Vec<Published>,
@@ -267,17 +270,17 @@ impl Room {
     }
 
     async fn join(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
+        if self.member_index(&participant).is_some() {
+            return Err(RelayError::AlreadyInRoom {
+                room: self.id.clone(),
+                participant,
+            });
+        }
         let max = self.relay.config.max_participants;
         if self.members.len() >= max {
             return Err(RelayError::RoomFull {
                 room: self.id.clone(),
                 max,
-            });
-        }
-        if self.member_index(&participant).is_some() {
-            return Err(RelayError::AlreadyInRoom {
-                room: self.id.clone(),
-                participant,
             });
         }
         let commands = self.commands.upgrade().ok_or(RelayError::Gone)?;
@@ -320,6 +323,7 @@ impl Room {
             out,
             pump,
             connected_signaling: false,
+            media_connected: false,
             offer_outstanding: false,
             needs_offer: false,
             published: Vec::new(),
@@ -536,6 +540,10 @@ impl Room {
                 self.send_to(index, ServerMessage::Candidate { candidate });
             }
             PcEvent::State(state) => {
+                if state == RTCPeerConnectionState::Connected {
+                    self.members[index].media_connected = true;
+                    self.activate_legs(index).await;
+                }
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -632,6 +640,9 @@ impl Room {
 
     /// Starts forwarding on every negotiated leg of member `index` not yet forwarding.
     async fn activate_legs(&mut self, index: usize) {
+        if !self.members[index].media_connected {
+            return;
+        }
         let subscriber = self.members[index].id.clone();
         let mut activated = Vec::new();
         for (leg_index, leg) in self.members[index].downs.iter().enumerate() {

@@ -76,6 +76,43 @@ pub fn rewrite_sdp_candidates(sdp: &str, public_ip: IpAddr) -> String {
     out
 }
 
+/// The `msid` track ids of the m-sections in which the SDP's author sends media (direction
+/// `sendrecv` or `sendonly`, port not 0). A receiver applying a relay offer uses this to tell
+/// which forwarded tracks are gone, as a browser's `removetrack` does.
+pub fn sending_track_ids(sdp: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut section: Option<(bool, bool, Option<String>)> = None; // (port ok, sends, track id)
+    let mut flush = |section: &mut Option<(bool, bool, Option<String>)>| {
+        if let Some((true, true, Some(id))) = section.take() {
+            ids.push(id);
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            flush(&mut section);
+            let port_ok = rest.split(' ').nth(1).is_some_and(|port| port != "0");
+            // RFC 3264: sendrecv unless a direction attribute says otherwise.
+            section = Some((port_ok, true, None));
+            continue;
+        }
+        let Some((_, sends, track)) = section.as_mut() else {
+            continue;
+        };
+        match line {
+            "a=sendrecv" | "a=sendonly" => *sends = true,
+            "a=recvonly" | "a=inactive" => *sends = false,
+            _ => {
+                if let Some(msid) = line.strip_prefix("a=msid:") {
+                    *track = msid.split(' ').nth(1).map(str::to_owned);
+                }
+            }
+        }
+    }
+    flush(&mut section);
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +132,15 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264
         assert_eq!(usable_media(sdp), UsableMedia::default());
         // VP8 listed under an audio section does not count.
         assert_eq!(usable_media("m=audio 9 X 96\na=rtpmap:96 VP8/90000\n"), UsableMedia::default());
+    }
+
+    #[test]
+    fn only_sections_that_send_name_their_tracks() {
+        let sdp = "v=0\r\nm=audio 9 X 111\r\na=sendonly\r\na=msid:alice alice-audio-0\r\n\
+m=video 9 X 96\r\na=inactive\r\na=msid:bob bob-video-0\r\n\
+m=video 0 X 96\r\na=sendonly\r\na=msid:carol carol-video-0\r\n\
+m=video 9 X 96\r\na=msid:dave dave-video-0\r\n";
+        assert_eq!(sending_track_ids(sdp), ["alice-audio-0", "dave-video-0"]);
     }
 
     #[test]

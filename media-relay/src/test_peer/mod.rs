@@ -96,6 +96,8 @@ pub struct PeerReport {
     pub messages: Vec<ServerMessage>,
     /// The peer connection reached `connected`.
     pub connected: bool,
+    /// When it did (peer clock).
+    pub connected_at: Option<Instant>,
     /// Keyframe requests (PLI/FIR) the relay sent this peer.
     pub keyframe_requests: u64,
     /// Packets this peer published.
@@ -161,7 +163,11 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         if state == RTCPeerConnectionState::Connected {
-            self.shared.update(|r| r.connected = true);
+            let now = Instant::now();
+            self.shared.update(|r| {
+                r.connected = true;
+                r.connected_at.get_or_insert(now);
+            });
             self.shared.connected.send_replace(true);
         }
     }
@@ -459,6 +465,15 @@ async fn handle_relay_message(
             None
         }
         ServerMessage::Offer { sdp } => {
+            // Tracks no longer sent by the relay are gone (webrtc-rs does not end them itself).
+            let sending = crate::sdp::sending_track_ids(&sdp);
+            shared.update(|r| {
+                for track in r.tracks.iter_mut() {
+                    if !sending.contains(&track.track_id) {
+                        track.ended = true;
+                    }
+                }
+            });
             let offer = RTCSessionDescription::offer(sdp).ok()?;
             if let Err(err) = pc.set_remote_description(offer).await {
                 tracing::warn!(%err, "test peer: relay offer refused");

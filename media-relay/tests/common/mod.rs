@@ -13,7 +13,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
         )
         .with_test_writer()
         .try_init();
