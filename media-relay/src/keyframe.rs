@@ -127,7 +127,10 @@ mod tests {
         );
         assert!(!limiter.poll(t0 + 499 * MS));
         assert!(limiter.poll(t0 + 500 * MS));
-        assert!(!limiter.poll(t0 + 501 * MS), "a deferred request goes out once");
+        assert!(
+            !limiter.poll(t0 + 501 * MS),
+            "a deferred request goes out once"
+        );
     }
 
     #[test]

@@ -219,10 +219,19 @@ mod tests {
             r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
         )
         .expect("valid json");
-        assert!(matches!(candidate, ClientMessage::Candidate { candidate } if candidate.sdp_mline_index == Some(0)));
+        assert!(
+            matches!(candidate, ClientMessage::Candidate { candidate } if candidate.sdp_mline_index == Some(0))
+        );
         let mute: ClientMessage =
-            serde_json::from_str(r#"{"type":"mute","kind":"video","muted":true}"#).expect("valid json");
-        assert_eq!(mute, ClientMessage::Mute { kind: MediaKind::Video, muted: true });
+            serde_json::from_str(r#"{"type":"mute","kind":"video","muted":true}"#)
+                .expect("valid json");
+        assert_eq!(
+            mute,
+            ClientMessage::Mute {
+                kind: MediaKind::Video,
+                muted: true
+            }
+        );
         let leave: ClientMessage = serde_json::from_str(r#"{"type":"leave"}"#).expect("valid json");
         assert_eq!(leave, ClientMessage::Leave);
     }
@@ -234,6 +243,9 @@ mod tests {
             message: "x".into(),
         })
         .expect("serializable");
-        assert_eq!(json, r#"{"type":"error","code":"no_usable_codec","message":"x"}"#);
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"no_usable_codec","message":"x"}"#
+        );
     }
 }

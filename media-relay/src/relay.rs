@@ -69,7 +69,9 @@ impl RelayConfig {
             )));
         }
         if self.outbound_queue == 0 {
-            return Err(RelayError::Config("outbound_queue must be at least 1".into()));
+            return Err(RelayError::Config(
+                "outbound_queue must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -110,7 +112,10 @@ pub struct Participant {
 impl Participant {
     /// Sends one message to the relay; fails once the participant is no longer in the room.
     pub async fn send(&self, message: ClientMessage) -> Result<(), RelayError> {
-        self.sender.send(message).await.map_err(|_| RelayError::Gone)
+        self.sender
+            .send(message)
+            .await
+            .map_err(|_| RelayError::Gone)
     }
 
     /// The next message from the relay; `None` once the participant is out of the room.

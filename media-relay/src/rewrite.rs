@@ -126,7 +126,9 @@ mod tests {
     #[test]
     fn ssrc_payload_type_and_extensions_are_those_of_the_subscriber_leg() {
         let mut rewriter = DownstreamRewriter::new(42, 96, false);
-        let out = rewriter.rewrite(&packet(10), false).expect("audio is forwarded");
+        let out = rewriter
+            .rewrite(&packet(10), false)
+            .expect("audio is forwarded");
         assert_eq!(out.header.ssrc, 42);
         assert_eq!(out.header.payload_type, 96);
         assert!(!out.header.extension);
@@ -138,15 +140,27 @@ mod tests {
         let mut rewriter = DownstreamRewriter::new(42, 96, true);
         assert!(rewriter.rewrite(&packet(1), false).is_none());
         assert!(rewriter.rewrite(&packet(2), false).is_none());
-        let first = rewriter.rewrite(&packet(3), true).expect("keyframe forwarded");
-        let second = rewriter.rewrite(&packet(4), false).expect("follows keyframe");
-        assert_eq!(second.header.sequence_number, first.header.sequence_number.wrapping_add(1));
+        let first = rewriter
+            .rewrite(&packet(3), true)
+            .expect("keyframe forwarded");
+        let second = rewriter
+            .rewrite(&packet(4), false)
+            .expect("follows keyframe");
+        assert_eq!(
+            second.header.sequence_number,
+            first.header.sequence_number.wrapping_add(1)
+        );
     }
 
     #[test]
     fn a_muted_stretch_leaves_no_hole_in_the_sequence() {
         let mut rewriter = DownstreamRewriter::new(42, 111, false);
-        assert_eq!(rewriter.rewrite(&packet(65534), false).map(|p| p.header.sequence_number), Some(65534));
+        assert_eq!(
+            rewriter
+                .rewrite(&packet(65534), false)
+                .map(|p| p.header.sequence_number),
+            Some(65534)
+        );
         rewriter.pause(false);
         // 500 packets dropped while muted, across the wrap.
         let out = rewriter.rewrite(&packet(498), false).expect("unmuted");

@@ -292,8 +292,8 @@ impl Room {
             events: self.internal_tx.clone(),
         });
         let config = &self.relay.config;
-        let pc = build_peer_connection(config.udp_addrs.clone(), &config.ice_servers, handler)
-            .await?;
+        let pc =
+            build_peer_connection(config.udp_addrs.clone(), &config.ice_servers, handler).await?;
         let (out, events) = mpsc::channel(config.outbound_queue);
         let (sender, mut client_rx) = mpsc::channel::<ClientMessage>(64);
         let pump_id = participant.clone();
@@ -407,7 +407,11 @@ impl Room {
         }
         let pc = self.members[index].pc.clone();
         if let Err(err) = pc.set_remote_description(offer).await {
-            return self.error_to(index, ErrorCode::BadSdp, format!("offer not applicable: {err}"));
+            return self.error_to(
+                index,
+                ErrorCode::BadSdp,
+                format!("offer not applicable: {err}"),
+            );
         }
         let answer = match pc.create_answer(None).await {
             Ok(answer) => answer,
@@ -459,7 +463,11 @@ impl Room {
         let answer = match RTCSessionDescription::answer(sdp_text) {
             Ok(answer) => answer,
             Err(err) => {
-                return self.error_to(index, ErrorCode::BadSdp, format!("unparsable answer: {err}"));
+                return self.error_to(
+                    index,
+                    ErrorCode::BadSdp,
+                    format!("unparsable answer: {err}"),
+                );
             }
         };
         let pc = self.members[index].pc.clone();
@@ -495,7 +503,11 @@ impl Room {
         };
         let pc = self.members[index].pc.clone();
         if let Err(err) = pc.add_ice_candidate(init).await {
-            self.error_to(index, ErrorCode::BadCandidate, format!("candidate refused: {err}"));
+            self.error_to(
+                index,
+                ErrorCode::BadCandidate,
+                format!("candidate refused: {err}"),
+            );
         }
     }
 

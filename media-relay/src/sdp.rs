@@ -123,7 +123,13 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264
 
     #[test]
     fn opus_and_vp8_are_found_in_their_own_sections() {
-        assert_eq!(usable_media(BROWSER_LIKE), UsableMedia { opus: true, vp8: true });
+        assert_eq!(
+            usable_media(BROWSER_LIKE),
+            UsableMedia {
+                opus: true,
+                vp8: true
+            }
+        );
     }
 
     #[test]
@@ -131,7 +137,10 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264
         let sdp = "v=0\r\nm=audio 9 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
         assert_eq!(usable_media(sdp), UsableMedia::default());
         // VP8 listed under an audio section does not count.
-        assert_eq!(usable_media("m=audio 9 X 96\na=rtpmap:96 VP8/90000\n"), UsableMedia::default());
+        assert_eq!(
+            usable_media("m=audio 9 X 96\na=rtpmap:96 VP8/90000\n"),
+            UsableMedia::default()
+        );
     }
 
     #[test]

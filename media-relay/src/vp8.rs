@@ -25,7 +25,9 @@ pub fn descriptor_len(payload: &[u8]) -> Option<usize> {
 
 /// Whether this packet starts a VP8 frame (S bit set and partition index 0).
 pub fn is_frame_start(payload: &[u8]) -> bool {
-    payload.first().is_some_and(|b| b & 0x10 != 0 && b & 0x07 == 0)
+    payload
+        .first()
+        .is_some_and(|b| b & 0x10 != 0 && b & 0x07 == 0)
 }
 
 /// Whether this packet starts a VP8 keyframe (frame start, and the frame tag's P bit clear).

@@ -25,7 +25,10 @@ async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_fra
         assert!(video.counts.keyframes >= 1, "{video:#?}");
         assert_eq!(video.counts.frames_incomplete, 0, "{video:#?}");
         assert_eq!(video.counts.out_of_order, 0, "{video:#?}");
-        assert_eq!(video.counts.frames_decodable, video.counts.frames_complete, "{video:#?}");
+        assert_eq!(
+            video.counts.frames_decodable, video.counts.frames_complete,
+            "{video:#?}"
+        );
         let audio = report
             .live_tracks(MediaKind::Audio)
             .next()
@@ -33,7 +36,10 @@ async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_fra
         assert_eq!(audio.counts.out_of_order, 0, "{audio:#?}");
     }
     let metrics = relay.metrics().snapshot();
-    assert!(metrics.packets_forwarded > 0 && metrics.plis_sent > 0, "{metrics:?}");
+    assert!(
+        metrics.packets_forwarded > 0 && metrics.plis_sent > 0,
+        "{metrics:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +100,10 @@ async fn a_leaving_participant_s_tracks_are_removed_from_the_others() {
         .sum::<u64>();
     agent
         .wait_until(PATIENCE, |r| {
-            r.live_tracks_of("approver").map(|t| t.counts.packets).sum::<u64>() > before + 50
+            r.live_tracks_of("approver")
+                .map(|t| t.counts.packets)
+                .sum::<u64>()
+                > before + 50
         })
         .await
         .unwrap_or_else(|r| panic!("call stopped after the leave: {r:#?}"));

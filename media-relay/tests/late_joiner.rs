@@ -33,7 +33,8 @@ async fn late_joiner_receives_a_keyframe_within_one_second() {
         })
         .await
         .unwrap_or_else(|r| panic!("late joiner got no keyframes: {r:#?}"));
-    let since_start = |at: Option<std::time::Instant>| at.map(|at| at.duration_since(expert.started_at()));
+    let since_start =
+        |at: Option<std::time::Instant>| at.map(|at| at.duration_since(expert.started_at()));
     for track in &report.tracks {
         eprintln!(
             "{} {:?}: connected {:?}, first packet {:?}, first keyframe {:?}",

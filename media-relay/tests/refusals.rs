@@ -5,8 +5,7 @@ mod common;
 use common::{PATIENCE, join, receives_from, relay};
 use media_relay::test_peer::{TestPeer, TestPeerConfig};
 use media_relay::{
-    ClientMessage, ErrorCode, ParticipantId, Relay, RelayConfig, RelayError, RoomId,
-    ServerMessage,
+    ClientMessage, ErrorCode, ParticipantId, Relay, RelayConfig, RelayError, RoomId, ServerMessage,
 };
 
 async fn next_error(participant: &mut media_relay::Participant) -> ErrorCode {
@@ -43,7 +42,10 @@ async fn a_ninth_participant_is_refused_with_room_full() {
     let duplicate = relay
         .join(RoomId::from("case-9"), ParticipantId::from("p0"))
         .await;
-    assert!(matches!(duplicate, Err(RelayError::AlreadyInRoom { .. })), "{duplicate:?}");
+    assert!(
+        matches!(duplicate, Err(RelayError::AlreadyInRoom { .. })),
+        "{duplicate:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(counts.frames_complete, 10);
         assert_eq!(counts.keyframes, 1);
         assert_eq!(counts.frames_decodable, 10);
-        assert_eq!((counts.lost, counts.out_of_order, counts.frames_incomplete), (0, 0, 0));
+        assert_eq!(
+            (counts.lost, counts.out_of_order, counts.frames_incomplete),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -175,7 +178,10 @@ mod tests {
         let counts = counter.counts();
         assert_eq!(counts.frames_incomplete, 1);
         assert_eq!(counts.frames_complete, 3);
-        assert_eq!(counts.frames_decodable, 2, "the delta after the loss is not decodable");
+        assert_eq!(
+            counts.frames_decodable, 2,
+            "the delta after the loss is not decodable"
+        );
         assert_eq!(counts.lost, 1);
     }
 }

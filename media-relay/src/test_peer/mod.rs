@@ -26,12 +26,12 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::RelayError;
 use crate::engine::{
     OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, build_peer_connection, codec_for, is_keyframe_request,
     media_kind, rtp_kind,
 };
 use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
-use crate::RelayError;
 use frames::{Fed, TrackCounter, TrackCounts};
 use media::{Vp8FrameSource, opus_payload};
 
@@ -107,11 +107,16 @@ pub struct PeerReport {
 impl PeerReport {
     /// Remote tracks of one kind that have not ended.
     pub fn live_tracks(&self, kind: MediaKind) -> impl Iterator<Item = &ReceivedTrack> {
-        self.tracks.iter().filter(move |t| t.kind == kind && !t.ended)
+        self.tracks
+            .iter()
+            .filter(move |t| t.kind == kind && !t.ended)
     }
 
     /// Remote tracks of a publisher that have not ended.
-    pub fn live_tracks_of<'a>(&'a self, publisher: &'a str) -> impl Iterator<Item = &'a ReceivedTrack> {
+    pub fn live_tracks_of<'a>(
+        &'a self,
+        publisher: &'a str,
+    ) -> impl Iterator<Item = &'a ReceivedTrack> {
         self.tracks
             .iter()
             .filter(move |t| t.publisher == publisher && !t.ended)
