@@ -5,7 +5,7 @@ mod common;
 
 use common::{PATIENCE, join, receives_from, relay};
 use media_relay::test_peer::TestPeerConfig;
-use media_relay::{LeaveReason, MediaKind, ParticipantId, ServerMessage};
+use media_relay::{ClientMessage, LeaveReason, MediaKind, ParticipantId, ServerMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_frames_in_order() {
@@ -107,4 +107,89 @@ async fn a_leaving_participant_s_tracks_are_removed_from_the_others() {
         })
         .await
         .unwrap_or_else(|r| panic!("call stopped after the leave: {r:#?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_video_stops_reaching_the_others_and_resumes_on_a_keyframe_without_a_sequence_gap() {
+    let relay = relay();
+    let config = TestPeerConfig {
+        keyframe_interval: std::time::Duration::from_secs(600),
+        ..TestPeerConfig::default()
+    };
+    let agent = join(&relay, "case-mute", "agent", config.clone()).await;
+    let approver = join(&relay, "case-mute", "approver", config).await;
+    approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 50, 20))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+
+    let video_of = |r: &media_relay::test_peer::PeerReport| {
+        r.live_tracks_of("agent")
+            .find(|t| t.kind == MediaKind::Video)
+            .map(|t| t.counts.clone())
+            .unwrap_or_default()
+    };
+    let audio_packets = |r: &media_relay::test_peer::PeerReport| {
+        r.live_tracks_of("agent")
+            .find(|t| t.kind == MediaKind::Audio)
+            .map_or(0, |t| t.counts.packets)
+    };
+
+    agent.send(ClientMessage::Mute {
+        kind: MediaKind::Video,
+        muted: true,
+    });
+    let muted = approver
+        .wait_until(PATIENCE, |r| {
+            r.messages.iter().any(|m| {
+                matches!(
+                    m,
+                    ServerMessage::TrackMuted {
+                        kind: MediaKind::Video,
+                        muted: true,
+                        ..
+                    }
+                )
+            })
+        })
+        .await
+        .unwrap_or_else(|r| panic!("no mute notice: {r:#?}"));
+    // Let packets already in flight land (half a second of audio), then watch one second.
+    let audio_then = audio_packets(&muted);
+    let settled = approver
+        .wait_until(PATIENCE, |r| audio_packets(r) >= audio_then + 25)
+        .await
+        .unwrap_or_else(|r| panic!("audio stopped too: {r:#?}"));
+    let video_while_muted = video_of(&settled).packets;
+    let later = approver
+        .wait_until(PATIENCE, |r| audio_packets(r) >= audio_then + 75)
+        .await
+        .unwrap_or_else(|r| panic!("audio stopped too: {r:#?}"));
+    assert_eq!(
+        video_of(&later).packets,
+        video_while_muted,
+        "video kept flowing while muted"
+    );
+
+    agent.send(ClientMessage::Mute {
+        kind: MediaKind::Video,
+        muted: false,
+    });
+    let frames_before = video_of(&later).frames_complete;
+    let resumed = approver
+        .wait_until(PATIENCE, |r| {
+            video_of(r).frames_complete >= frames_before + 20
+        })
+        .await
+        .unwrap_or_else(|r| panic!("video did not resume: {r:#?}"));
+    let video = video_of(&resumed);
+    assert!(
+        video.keyframes >= 2,
+        "unmute asked the publisher for a keyframe: {video:?}"
+    );
+    assert_eq!(
+        video.lost, 0,
+        "the muted stretch left no sequence gap: {video:?}"
+    );
+    assert_eq!(video.frames_decodable, video.frames_complete, "{video:?}");
 }
