@@ -9,6 +9,7 @@ mod engine;
 mod error;
 mod forwarder;
 pub mod keyframe;
+pub mod layer;
 mod messages;
 pub mod metrics;
 mod relay;

@@ -67,4 +67,17 @@ mod tests {
         assert!(!is_keyframe_start(&[0x00, 0x00, 0x00]));
         assert!(is_frame_start(&[0x10, 0x01]));
     }
+
+    #[test]
+    fn no_short_payload_makes_the_parser_panic() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for payload in [&[a][..], &[a, b][..], &[a, b, a][..], &[0x90, a, b][..]] {
+                    let len = descriptor_len(payload);
+                    assert!(len.is_none_or(|l| l <= payload.len()));
+                    let _ = is_keyframe_start(payload);
+                }
+            }
+        }
+    }
 }
