@@ -193,3 +193,36 @@ async fn muted_video_stops_reaching_the_others_and_resumes_on_a_keyframe_without
     );
     assert_eq!(video.frames_decodable, video.frames_complete, "{video:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_s_keyframe_request_reaches_the_publisher() {
+    let relay = relay();
+    let config = TestPeerConfig {
+        keyframe_interval: std::time::Duration::from_secs(600),
+        ..TestPeerConfig::default()
+    };
+    let agent = join(&relay, "case-pli", "agent", config.clone()).await;
+    let approver = join(&relay, "case-pli", "approver", config).await;
+    approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 50, 20))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+    let requests_before = agent.report().keyframe_requests;
+
+    assert_eq!(approver.request_keyframe("agent").await, 1);
+
+    let report = approver
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks_of("agent")
+                .any(|t| t.kind == MediaKind::Video && t.counts.keyframes >= 2)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("no keyframe after the request: {r:#?}"));
+    assert!(agent.report().keyframe_requests > requests_before);
+    assert!(relay.metrics().snapshot().keyframe_requests_received >= 1);
+    let video = report
+        .live_tracks_of("agent")
+        .find(|t| t.kind == MediaKind::Video)
+        .expect("checked above");
+    assert_eq!(video.counts.frames_decodable, video.counts.frames_complete);
+}

@@ -125,6 +125,8 @@ impl PeerReport {
 
 struct Shared {
     report: Mutex<PeerReport>,
+    /// The remote tracks, in the order of `PeerReport::tracks`.
+    remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
     changes: watch::Sender<u64>,
     connected: watch::Sender<bool>,
     force_keyframe: AtomicBool,
@@ -189,7 +191,13 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let publisher = track.stream_id().await;
     let track_id = track.track_id().await;
     let index = {
+        // Both lists grow together under the report lock, so indexes agree.
         let mut report = shared.lock();
+        shared
+            .remote_tracks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(track.clone());
         report.tracks.push(ReceivedTrack {
             publisher,
             track_id,
@@ -263,6 +271,7 @@ impl TestPeer {
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             report: Mutex::new(PeerReport::default()),
+            remote_tracks: Mutex::new(Vec::new()),
             changes,
             connected,
             force_keyframe: AtomicBool::new(false),
@@ -397,6 +406,41 @@ impl TestPeer {
                 _ => return Err(Box::new(self.report())),
             }
         }
+    }
+
+    /// Asks for a keyframe (PLI) on every live video track received from `publisher`, as a
+    /// decoder that lost sync would; returns how many requests went out.
+    pub async fn request_keyframe(&self, publisher: &str) -> usize {
+        let targets: Vec<Arc<dyn TrackRemote>> = {
+            let report = self.shared.lock();
+            let tracks = self
+                .shared
+                .remote_tracks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            report
+                .tracks
+                .iter()
+                .zip(tracks.iter())
+                .filter(|(t, _)| t.publisher == publisher && t.kind == MediaKind::Video && !t.ended)
+                .map(|(_, remote)| remote.clone())
+                .collect()
+        };
+        let mut sent = 0;
+        for track in targets {
+            let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
+                continue;
+            };
+            let pli =
+                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
     }
 
     /// Sends any message to the relay (e.g. `Mute`, or bad input in tests).
