@@ -183,6 +183,13 @@ pub enum ServerMessage {
         /// Audio or video.
         kind: MediaKind,
     },
+    /// A participant stopped publishing a track; it leaves in the next relay offer.
+    TrackUnpublished {
+        /// The publisher.
+        participant_id: ParticipantId,
+        /// The track's id as announced in `track_published`.
+        track_id: String,
+    },
     /// A participant muted or unmuted one of its tracks.
     TrackMuted {
         /// The publisher.

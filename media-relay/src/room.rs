@@ -110,6 +110,8 @@ impl PeerConnectionEventHandler for PcHandler {
 /// A track a member publishes, and the command line to its forwarder.
 struct Published {
     track_id: String,
+    /// The publisher's own id for the track (its `msid`), to notice when it stops sending it.
+    source_track_id: String,
     kind: MediaKind,
     forwarder: mpsc::UnboundedSender<ForwardCommand>,
 }
@@ -385,6 +387,9 @@ impl Room {
 
     async fn on_offer(&mut self, index: usize, sdp_text: String) {
         let usable = sdp::usable_media(&sdp_text);
+        let still_sent = sdp::sending_track_ids(&sdp_text);
+        // An offer without any msid names no tracks: then nothing can be judged stopped.
+        let names_tracks = sdp_text.contains("a=msid:");
         let offer = match RTCSessionDescription::offer(sdp_text) {
             Ok(offer) => offer,
             Err(err) => {
@@ -446,6 +451,16 @@ impl Room {
             for (publisher, track_id, kind) in sources {
                 self.add_down_leg(index, publisher, track_id, kind).await;
             }
+        }
+        // Tracks the participant no longer sends are unpublished (webrtc-rs does not end them).
+        let stopped: Vec<String> = self.members[index]
+            .published
+            .iter()
+            .filter(|p| names_tracks && !still_sent.contains(&p.source_track_id))
+            .map(|p| p.track_id.clone())
+            .collect();
+        for track_id in stopped {
+            self.unpublish(index, &track_id).await;
         }
         // Legs added before this exchange were negotiated by it.
         self.activate_legs(index).await;
@@ -571,6 +586,7 @@ impl Room {
         let Some(kind) = media_kind(track.kind().await) else {
             return;
         };
+        let source_track_id = track.track_id().await;
         let publisher = self.members[index].id.clone();
         let ordinal = self.members[index].published.len();
         let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
@@ -587,6 +603,7 @@ impl Room {
         ));
         self.members[index].published.push(Published {
             track_id: track_id.clone(),
+            source_track_id,
             kind,
             forwarder,
         });
@@ -747,6 +764,43 @@ impl Room {
             Some(ip) => rewrite(&sdp, ip),
             None => sdp,
         })
+    }
+
+    /// Stops forwarding one of member `index`'s tracks and takes it from the others.
+    async fn unpublish(&mut self, index: usize, track_id: &str) {
+        let publisher = self.members[index].id.clone();
+        // Dropping the forwarder's command sender ends the forwarder.
+        self.members[index]
+            .published
+            .retain(|p| p.track_id != track_id);
+        tracing::info!(room = %self.id, participant = %publisher, %track_id, "track unpublished");
+        for other in 0..self.members.len() {
+            if other == index {
+                continue;
+            }
+            let (gone, kept): (Vec<DownLeg>, Vec<DownLeg>) = self.members[other]
+                .downs
+                .drain(..)
+                .partition(|leg| leg.publisher == publisher && leg.track_id == track_id);
+            self.members[other].downs = kept;
+            let pc = self.members[other].pc.clone();
+            for leg in &gone {
+                if let Err(err) = pc.remove_track(&leg.sender).await {
+                    tracing::debug!(%err, "remove_track failed");
+                }
+            }
+            if !gone.is_empty() {
+                self.members[other].needs_offer = true;
+            }
+            self.send_to(
+                other,
+                ServerMessage::TrackUnpublished {
+                    participant_id: publisher.clone(),
+                    track_id: track_id.to_owned(),
+                },
+            );
+            self.maybe_offer(other).await;
+        }
     }
 
     /// Removes a member: closes its connection, stops its forwarders, and takes its tracks

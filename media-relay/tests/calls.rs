@@ -226,3 +226,49 @@ async fn a_subscriber_s_keyframe_request_reaches_the_publisher() {
         .expect("checked above");
     assert_eq!(video.counts.frames_decodable, video.counts.frames_complete);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_the_publisher_stops_sending_is_removed_from_the_others() {
+    let relay = relay();
+    let agent = join(&relay, "case-unpub", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-unpub", "approver", TestPeerConfig::default()).await;
+    approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+    agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+
+    agent.unpublish(MediaKind::Video);
+
+    let report = approver
+        .wait_until(PATIENCE, |r| {
+            r.messages
+                .iter()
+                .any(|m| matches!(m, ServerMessage::TrackUnpublished { .. }))
+                && r.live_tracks_of("agent")
+                    .all(|t| t.kind == MediaKind::Audio)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("agent's video not removed: {r:#?}"));
+    let audio_before = report
+        .live_tracks_of("agent")
+        .map(|t| t.counts.packets)
+        .sum::<u64>();
+    approver
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks_of("agent")
+                .map(|t| t.counts.packets)
+                .sum::<u64>()
+                > audio_before + 25
+        })
+        .await
+        .unwrap_or_else(|r| panic!("agent's audio stopped too: {r:#?}"));
+    // The agent still receives both of the approver's tracks.
+    agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 100, 30))
+        .await
+        .unwrap_or_else(|r| panic!("approver's media stopped: {r:#?}"));
+}

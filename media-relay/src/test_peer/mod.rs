@@ -239,6 +239,7 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 /// Commands from the handle to the peer's signaling task.
 enum Command {
     Send(ClientMessage),
+    Unpublish(MediaKind),
 }
 
 /// A running test peer. Dropping it stops its tasks and closes its connection.
@@ -341,8 +342,13 @@ impl TestPeer {
             .map_err(|_| RelayError::Gone)?;
 
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let senders = publications
+            .iter()
+            .map(|p| (p.kind, p.sender.clone()))
+            .collect();
         let mut tasks = vec![tokio::spawn(run_signaling(
             pc.clone(),
+            senders,
             shared.clone(),
             to_relay,
             from_relay,
@@ -443,6 +449,12 @@ impl TestPeer {
         sent
     }
 
+    /// Stops publishing one kind and offers the change to the relay.
+    pub fn unpublish(&self, kind: MediaKind) {
+        // The signaling task is gone only after close; then there is nothing to unpublish.
+        let _ = self.commands.send(Command::Unpublish(kind));
+    }
+
     /// Sends any message to the relay (e.g. `Mute`, or bad input in tests).
     pub fn send(&self, message: ClientMessage) {
         // The signaling task is gone only after close; then there is no one to tell.
@@ -473,6 +485,7 @@ struct Publication {
 
 async fn run_signaling(
     pc: Arc<dyn PeerConnection>,
+    mut senders: Vec<(MediaKind, Arc<dyn RtpSender>)>,
     shared: Arc<Shared>,
     to_relay: mpsc::Sender<ClientMessage>,
     mut from_relay: mpsc::Receiver<ServerMessage>,
@@ -488,7 +501,10 @@ async fn run_signaling(
             Some(PeerEvent::Candidate(candidate)) = events.recv() => {
                 Some(ClientMessage::Candidate { candidate })
             }
-            Some(Command::Send(message)) = commands.recv() => Some(message),
+            Some(command) = commands.recv() => match command {
+                Command::Send(message) => Some(message),
+                Command::Unpublish(kind) => unpublish(&pc, &mut senders, kind).await,
+            },
         };
         if let Some(message) = outgoing
             && to_relay.send(message).await.is_err()
@@ -498,6 +514,21 @@ async fn run_signaling(
     }
     // Wake waiters: nothing more will come.
     shared.update(|_| {});
+}
+
+/// Stops sending one kind and offers the change (the relay accepts offers while it is idle).
+async fn unpublish(
+    pc: &Arc<dyn PeerConnection>,
+    senders: &mut Vec<(MediaKind, Arc<dyn RtpSender>)>,
+    kind: MediaKind,
+) -> Option<ClientMessage> {
+    let position = senders.iter().position(|(k, _)| *k == kind)?;
+    let (_, sender) = senders.remove(position);
+    pc.remove_track(&sender).await.ok()?;
+    let offer = pc.create_offer(None).await.ok()?;
+    pc.set_local_description(offer).await.ok()?;
+    let sdp = pc.local_description().await?.sdp;
+    Some(ClientMessage::Offer { sdp })
 }
 
 async fn handle_relay_message(
