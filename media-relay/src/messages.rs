@@ -126,7 +126,7 @@ pub enum ErrorCode {
     NegotiationInProgress,
     /// An answer arrived while the relay had no offer outstanding.
     UnexpectedAnswer,
-    /// A candidate arrived before the first offer.
+    /// More than 64 candidates arrived before the first offer (fewer are kept and applied).
     CandidateBeforeOffer,
     /// The candidate could not be parsed or applied.
     BadCandidate,

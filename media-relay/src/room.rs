@@ -144,7 +144,12 @@ struct Member {
     published: Vec<Published>,
     downs: Vec<DownLeg>,
     muted: Vec<MediaKind>,
+    /// Candidates that raced ahead of the first offer, applied once it is.
+    early_candidates: Vec<IceCandidate>,
 }
+
+/// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
+const MAX_EARLY_CANDIDATES: usize = 64;
 
 struct Room {
     id: RoomId,
@@ -331,6 +336,7 @@ impl Room {
             published: Vec::new(),
             downs: Vec::new(),
             muted: Vec::new(),
+            early_candidates: Vec::new(),
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
@@ -435,6 +441,9 @@ impl Room {
         self.send_to(index, ServerMessage::Answer { sdp });
         let first = !self.members[index].connected_signaling;
         self.members[index].connected_signaling = true;
+        for candidate in std::mem::take(&mut self.members[index].early_candidates) {
+            self.on_candidate(index, candidate).await;
+        }
         if first {
             // Subscribe the newcomer to everything already published.
             let sources: Vec<(ParticipantId, String, MediaKind)> = self
@@ -501,10 +510,15 @@ impl Room {
 
     async fn on_candidate(&mut self, index: usize, candidate: IceCandidate) {
         if !self.members[index].connected_signaling {
+            let early = &mut self.members[index].early_candidates;
+            if early.len() < MAX_EARLY_CANDIDATES {
+                early.push(candidate);
+                return;
+            }
             return self.error_to(
                 index,
                 ErrorCode::CandidateBeforeOffer,
-                "send the offer before candidates",
+                "too many candidates before the offer",
             );
         }
         if candidate.candidate.is_empty() {

@@ -122,3 +122,40 @@ async fn a_vanished_participant_is_removed_and_the_room_closes_when_empty() {
     }
     assert_eq!(relay.metrics().snapshot().participants, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_racing_ahead_of_the_offer_are_kept_not_refused() {
+    let relay = relay();
+    let agent = join(&relay, "case-early", "agent", TestPeerConfig::default()).await;
+    let approver = relay
+        .join(RoomId::from("case-early"), ParticipantId::from("approver"))
+        .await
+        .expect("join");
+    approver
+        .send(ClientMessage::Candidate {
+            candidate: media_relay::IceCandidate {
+                candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+            },
+        })
+        .await
+        .expect("room up");
+    let (sender, events) = approver.into_parts();
+    let approver = TestPeer::start(TestPeerConfig::default(), sender, events)
+        .await
+        .expect("test peer starts");
+    let report = approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("no call: {r:#?}"));
+    assert!(
+        !report
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{:#?}",
+        report.messages
+    );
+    drop(agent);
+}
