@@ -22,6 +22,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::messages::MediaKind;
+use crate::turn::IceServer;
 
 /// Payload type the relay's own offers use for Opus.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -151,17 +152,6 @@ impl Interceptor for KeyframeRequestDelivery {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// An ICE server handed to the peer connection (STUN/TURN).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:` / `turn:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username, empty for STUN.
-    pub username: String,
-    /// TURN credential, empty for STUN.
-    pub credential: String,
 }
 
 /// Builds a peer connection bound to `udp_addrs`, with mDNS off and keyframe requests delivered.

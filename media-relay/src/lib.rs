@@ -16,12 +16,12 @@ mod relay;
 pub mod rewrite;
 mod room;
 pub mod sdp;
+pub mod turn;
 pub mod vp8;
 
 #[cfg(feature = "test-peer")]
 pub mod test_peer;
 
-pub use engine::IceServer;
 pub use error::RelayError;
 pub use messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,
@@ -29,3 +29,4 @@ pub use messages::{
 };
 pub use metrics::RelayMetrics;
 pub use relay::{Participant, Relay, RelayConfig};
+pub use turn::{IceServer, TurnConfig};

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::IceServer;
 use crate::error::RelayError;
 use crate::messages::{ClientMessage, ParticipantId, RoomId, ServerMessage};
 use crate::metrics::RelayMetrics;
 use crate::room::{RoomCommand, run_room};
+use crate::turn::{IceServer, TurnConfig};
 
 /// Largest room the relay accepts (issue 3: agent, approver and invited experts).
 pub const MAX_ROOM_SIZE: usize = 8;
@@ -30,6 +30,8 @@ pub struct RelayConfig {
     pub public_ip: Option<IpAddr>,
     /// STUN/TURN servers for the relay's own connections (usually none: browsers use TURN).
     pub ice_servers: Vec<IceServer>,
+    /// A TURN server whose time-limited credentials clients get (see [`Relay::ice_servers_for`]).
+    pub turn: Option<TurnConfig>,
     /// Participants per room, at most [`MAX_ROOM_SIZE`].
     pub max_participants: usize,
     /// At most one PLI per publisher track per this interval.
@@ -44,6 +46,7 @@ impl Default for RelayConfig {
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             public_ip: None,
             ice_servers: Vec::new(),
+            turn: None,
             max_participants: MAX_ROOM_SIZE,
             keyframe_request_interval: Duration::from_millis(500),
             outbound_queue: 256,
@@ -146,6 +149,21 @@ impl Relay {
     /// The relay's counters.
     pub fn metrics(&self) -> &RelayMetrics {
         &self.inner.metrics
+    }
+
+    /// The ICE servers to hand a client before it builds its connection: time-limited TURN
+    /// credentials for `participant` (valid from `now`) when TURN is configured.
+    pub fn ice_servers_for(
+        &self,
+        participant: &ParticipantId,
+        now: std::time::SystemTime,
+    ) -> Vec<IceServer> {
+        self.inner
+            .config
+            .turn
+            .iter()
+            .map(|turn| turn.credentials(&participant.0, now))
+            .collect()
     }
 
     /// How many rooms are open.
