@@ -38,6 +38,10 @@ pub struct RelayConfig {
     pub keyframe_request_interval: Duration,
     /// Queued messages to one participant before it counts as too slow and is removed.
     pub outbound_queue: usize,
+    /// How long a participant whose signaling handle was dropped, or whose connection failed,
+    /// keeps its place (the others see nothing) before it has left. Zero: it leaves at once.
+    /// Within it, [`Relay::resume`] gives the place back.
+    pub resume_grace: Duration,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +54,7 @@ impl Default for RelayConfig {
             max_participants: MAX_ROOM_SIZE,
             keyframe_request_interval: Duration::from_millis(500),
             outbound_queue: 256,
+            resume_grace: Duration::ZERO,
         }
     }
 }
@@ -195,6 +200,29 @@ impl Relay {
             }
         }
         Err(RelayError::Gone)
+    }
+
+    /// Gives a participant still in the room (e.g. within its grace period after its socket
+    /// dropped) a fresh signaling handle; the old handle, if any, is cut off. The others see
+    /// nothing. The first events repeat `joined` and `track_published`, and an outstanding relay
+    /// offer is sent again; a client whose network changed then re-offers with an ICE restart.
+    /// `Gone` if the participant is no longer in the room (then `join` afresh).
+    pub async fn resume(
+        &self,
+        room: &RoomId,
+        participant: ParticipantId,
+    ) -> Result<Participant, RelayError> {
+        let commands = self
+            .lock_rooms()
+            .get(room)
+            .map(|e| e.commands.clone())
+            .ok_or(RelayError::Gone)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(RoomCommand::Resume { participant, reply })
+            .await
+            .map_err(|_| RelayError::Gone)?;
+        answer.await.map_err(|_| RelayError::Gone)?
     }
 
     /// Closes a room: every participant gets `Removed { reason: room_closed }` and is dropped.

@@ -42,14 +42,24 @@ pub(crate) enum RoomCommand {
         participant: ParticipantId,
         reply: oneshot::Sender<Result<Participant, RelayError>>,
     },
+    /// The same participant takes its place back with a fresh signaling handle.
+    Resume {
+        participant: ParticipantId,
+        reply: oneshot::Sender<Result<Participant, RelayError>>,
+    },
     Client {
         participant: ParticipantId,
-        session: u64,
+        attachment: u64,
         message: ClientMessage,
     },
     Vanished {
         participant: ParticipantId,
-        session: u64,
+        attachment: u64,
+    },
+    /// A member's grace period ran out (ignored unless `token` is still the running one).
+    GraceExpired {
+        participant: ParticipantId,
+        token: u64,
     },
     Close,
 }
@@ -130,10 +140,19 @@ struct DownLeg {
 
 struct Member {
     id: ParticipantId,
+    /// Tags this member's peer-connection events (a rejoin under the same id gets a new one).
     session: u64,
     pc: Arc<dyn PeerConnection>,
     out: mpsc::Sender<ServerMessage>,
     pump: JoinHandle<()>,
+    /// Tags the current signaling handle's messages (a resume gets a new one).
+    attachment: u64,
+    /// The signaling handle is gone; messages to the member are dropped until it resumes.
+    detached: bool,
+    /// The peer connection failed; an ICE restart may still bring it back.
+    pc_failed: bool,
+    /// The running grace period: its token and the reason used if it runs out.
+    grace: Option<(u64, LeaveReason)>,
     /// The first offer/answer exchange is done.
     connected_signaling: bool,
     /// DTLS/SRTP is up: packets written now reach the peer (earlier ones are dropped, and a
@@ -207,10 +226,146 @@ pub(crate) async fn run_room(
 }
 
 impl Room {
-    fn member(&mut self, id: &ParticipantId, session: u64) -> Option<&mut Member> {
+    /// The index of `id` if `attachment` is its current signaling handle.
+    fn attached(&self, id: &ParticipantId, attachment: u64) -> Option<usize> {
         self.members
-            .iter_mut()
-            .find(|m| &m.id == id && m.session == session)
+            .iter()
+            .position(|m| &m.id == id && m.attachment == attachment && !m.detached)
+    }
+
+    /// Starts the member's grace period unless one runs; with no grace configured, removes it now.
+    async fn start_grace(&mut self, index: usize, reason: LeaveReason) {
+        let grace = self.relay.config.resume_grace;
+        if grace.is_zero() {
+            let id = self.members[index].id.clone();
+            return self.remove(&id, reason).await;
+        }
+        if self.members[index].grace.is_some() {
+            return;
+        }
+        let token = self.next_session;
+        self.next_session += 1;
+        self.members[index].grace = Some((token, reason));
+        let participant = self.members[index].id.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(commands) = commands.upgrade() {
+                let _ = commands
+                    .send(RoomCommand::GraceExpired { participant, token })
+                    .await;
+            }
+        });
+        tracing::info!(room = %self.id, participant = %self.members[index].id, ?reason, "grace period started");
+    }
+
+    /// Ends the grace period once signaling is attached and the connection is not failed.
+    fn end_grace_if_healthy(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        if !member.detached && !member.pc_failed && member.grace.take().is_some() {
+            tracing::info!(room = %self.id, participant = %member.id, "resumed");
+        }
+    }
+
+    /// A signaling handle for member `participant`: its channels and the pump that tags its
+    /// messages with a fresh attachment id.
+    fn attach(
+        &mut self,
+        participant: &ParticipantId,
+    ) -> Result<
+        (
+            Participant,
+            mpsc::Sender<ServerMessage>,
+            JoinHandle<()>,
+            u64,
+        ),
+        RelayError,
+    > {
+        let commands = self.commands.upgrade().ok_or(RelayError::Gone)?;
+        let attachment = self.next_session;
+        self.next_session += 1;
+        let (out, events) = mpsc::channel(self.relay.config.outbound_queue);
+        let (sender, mut client_rx) = mpsc::channel::<ClientMessage>(64);
+        let pump_id = participant.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(message) = client_rx.recv().await {
+                let command = RoomCommand::Client {
+                    participant: pump_id.clone(),
+                    attachment,
+                    message,
+                };
+                if commands.send(command).await.is_err() {
+                    return;
+                }
+            }
+            let _ = commands
+                .send(RoomCommand::Vanished {
+                    participant: pump_id,
+                    attachment,
+                })
+                .await;
+        });
+        let handle = Participant {
+            id: participant.clone(),
+            room: self.id.clone(),
+            sender,
+            events,
+        };
+        Ok((handle, out, pump, attachment))
+    }
+
+    /// What a (re)attached member is told first: who is here and what they publish.
+    fn welcome(&mut self, index: usize) {
+        let participant = self.members[index].id.clone();
+        let others: Vec<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|m| m.id != participant)
+            .map(|m| m.id.clone())
+            .collect();
+        self.send_to(
+            index,
+            ServerMessage::Joined {
+                participant_id: participant.clone(),
+                others,
+            },
+        );
+        let existing: Vec<ServerMessage> = self
+            .members
+            .iter()
+            .filter(|m| m.id != participant)
+            .flat_map(|m| {
+                m.published.iter().map(|p| ServerMessage::TrackPublished {
+                    participant_id: m.id.clone(),
+                    track_id: p.track_id.clone(),
+                    kind: p.kind,
+                })
+            })
+            .collect();
+        for message in existing {
+            self.send_to(index, message);
+        }
+    }
+
+    async fn resume(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
+        let index = self.member_index(&participant).ok_or(RelayError::Gone)?;
+        let (handle, out, pump, attachment) = self.attach(&participant)?;
+        let member = &mut self.members[index];
+        member.pump.abort();
+        member.out = out;
+        member.pump = pump;
+        member.attachment = attachment;
+        member.detached = false;
+        self.welcome(index);
+        // An offer sent while it was away (or lost with the old socket) is sent again.
+        if self.members[index].offer_outstanding {
+            let pc = self.members[index].pc.clone();
+            if let Some(sdp) = self.local_sdp(&pc).await {
+                self.send_to(index, ServerMessage::Offer { sdp });
+            }
+        }
+        self.end_grace_if_healthy(index);
+        Ok(handle)
     }
 
     fn member_index(&self, id: &ParticipantId) -> Option<usize> {
@@ -220,6 +375,9 @@ impl Room {
     /// Queues a message to a member; a full or closed queue dooms the member.
     fn send_to(&mut self, index: usize, message: ServerMessage) {
         let member = &self.members[index];
+        if member.detached {
+            return; // resent as a snapshot on resume where it matters (offer, tracks)
+        }
         match member.out.try_send(message) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -255,21 +413,35 @@ impl Room {
                 let result = self.join(participant).await;
                 let _ = reply.send(result);
             }
+            RoomCommand::Resume { participant, reply } => {
+                let result = self.resume(participant).await;
+                let _ = reply.send(result);
+            }
             RoomCommand::Client {
                 participant,
-                session,
+                attachment,
                 message,
             } => {
-                if self.member(&participant, session).is_some() {
+                if self.attached(&participant, attachment).is_some() {
                     self.handle_client(participant, message).await;
                 }
             }
             RoomCommand::Vanished {
                 participant,
-                session,
+                attachment,
             } => {
-                if self.member(&participant, session).is_some() {
-                    self.remove(&participant, LeaveReason::Vanished).await;
+                if let Some(index) = self.attached(&participant, attachment) {
+                    self.members[index].detached = true;
+                    self.start_grace(index, LeaveReason::Vanished).await;
+                }
+            }
+            RoomCommand::GraceExpired { participant, token } => {
+                let expired = self
+                    .member_index(&participant)
+                    .and_then(|i| self.members[i].grace)
+                    .filter(|(running, _)| *running == token);
+                if let Some((_, reason)) = expired {
+                    self.remove(&participant, reason).await;
                 }
             }
             RoomCommand::Close => {}
@@ -290,7 +462,6 @@ impl Room {
                 max,
             });
         }
-        let commands = self.commands.upgrade().ok_or(RelayError::Gone)?;
         let session = self.next_session;
         self.next_session += 1;
         let handler = Arc::new(PcHandler {
@@ -301,34 +472,23 @@ impl Room {
         let config = &self.relay.config;
         let pc =
             build_peer_connection(config.udp_addrs.clone(), &config.ice_servers, handler).await?;
-        let (out, events) = mpsc::channel(config.outbound_queue);
-        let (sender, mut client_rx) = mpsc::channel::<ClientMessage>(64);
-        let pump_id = participant.clone();
-        let pump = tokio::spawn(async move {
-            while let Some(message) = client_rx.recv().await {
-                let command = RoomCommand::Client {
-                    participant: pump_id.clone(),
-                    session,
-                    message,
-                };
-                if commands.send(command).await.is_err() {
-                    return;
-                }
+        let (handle, out, pump, attachment) = match self.attach(&participant) {
+            Ok(attached) => attached,
+            Err(err) => {
+                let _ = pc.close().await;
+                return Err(err);
             }
-            let _ = commands
-                .send(RoomCommand::Vanished {
-                    participant: pump_id,
-                    session,
-                })
-                .await;
-        });
-        let others: Vec<ParticipantId> = self.members.iter().map(|m| m.id.clone()).collect();
+        };
         self.members.push(Member {
             id: participant.clone(),
             session,
             pc,
             out,
             pump,
+            attachment,
+            detached: false,
+            pc_failed: false,
+            grace: None,
             connected_signaling: false,
             media_connected: false,
             offer_outstanding: false,
@@ -340,29 +500,8 @@ impl Room {
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
-        self.send_to(
-            index,
-            ServerMessage::Joined {
-                participant_id: participant.clone(),
-                others,
-            },
-        );
-        // Tell the newcomer what is already published; the tracks come with the relay's offer.
-        let existing: Vec<ServerMessage> = self
-            .members
-            .iter()
-            .filter(|m| m.id != participant)
-            .flat_map(|m| {
-                m.published.iter().map(|p| ServerMessage::TrackPublished {
-                    participant_id: m.id.clone(),
-                    track_id: p.track_id.clone(),
-                    kind: p.kind,
-                })
-            })
-            .collect();
-        for message in existing {
-            self.send_to(index, message);
-        }
+        // Who is here and what is published; the tracks come with the relay's offer.
+        self.welcome(index);
         self.broadcast_except(
             &participant,
             ServerMessage::ParticipantJoined {
@@ -370,12 +509,7 @@ impl Room {
             },
         );
         tracing::info!(room = %self.id, participant = %participant, "joined");
-        Ok(Participant {
-            id: participant,
-            room: self.id.clone(),
-            sender,
-            events,
-        })
+        Ok(handle)
     }
 
     async fn handle_client(&mut self, participant: ParticipantId, message: ClientMessage) {
@@ -580,18 +714,23 @@ impl Room {
                 }
                 self.send_to(index, ServerMessage::Candidate { candidate });
             }
-            PcEvent::State(state) => {
-                if state == RTCPeerConnectionState::Connected {
+            PcEvent::State(state) => match state {
+                RTCPeerConnectionState::Connected => {
                     self.members[index].media_connected = true;
+                    self.members[index].pc_failed = false;
+                    self.end_grace_if_healthy(index);
                     self.activate_legs(index).await;
                 }
-                if matches!(
-                    state,
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-                ) {
+                // An ICE restart may still revive a failed connection within the grace period.
+                RTCPeerConnectionState::Failed => {
+                    self.members[index].pc_failed = true;
+                    self.start_grace(index, LeaveReason::ConnectionLost).await;
+                }
+                RTCPeerConnectionState::Closed => {
                     self.remove(&participant, LeaveReason::ConnectionLost).await;
                 }
-            }
+                _ => {}
+            },
             PcEvent::Track(track) => self.on_published(index, track).await,
         }
     }
@@ -869,7 +1008,14 @@ impl Room {
     /// Removes the members found slow or gone during the last step.
     async fn reap(&mut self) {
         while let Some((participant, reason)) = self.doomed.pop() {
-            self.remove(&participant, reason).await;
+            match (reason, self.member_index(&participant)) {
+                // Its events receiver was dropped: like a dropped handle, it may resume.
+                (LeaveReason::Vanished, Some(index)) => {
+                    self.members[index].detached = true;
+                    self.start_grace(index, reason).await;
+                }
+                _ => self.remove(&participant, reason).await,
+            }
         }
     }
 

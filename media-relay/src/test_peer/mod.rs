@@ -240,6 +240,12 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 enum Command {
     Send(ClientMessage),
     Unpublish(MediaKind),
+    /// Drop the signaling channels (as a lost socket would); the connection stays.
+    Detach,
+    /// Use these signaling channels from now on.
+    Attach(mpsc::Sender<ClientMessage>, mpsc::Receiver<ServerMessage>),
+    /// Re-offer with fresh ICE credentials.
+    RestartIce,
 }
 
 /// A running test peer. Dropping it stops its tasks and closes its connection.
@@ -455,6 +461,25 @@ impl TestPeer {
         let _ = self.commands.send(Command::Unpublish(kind));
     }
 
+    /// Drops the signaling channels, as a lost WebSocket would; media keeps flowing.
+    pub fn detach_signaling(&self) {
+        let _ = self.commands.send(Command::Detach);
+    }
+
+    /// Uses new signaling channels (e.g. from `Relay::resume`).
+    pub fn attach_signaling(
+        &self,
+        to_relay: mpsc::Sender<ClientMessage>,
+        from_relay: mpsc::Receiver<ServerMessage>,
+    ) {
+        let _ = self.commands.send(Command::Attach(to_relay, from_relay));
+    }
+
+    /// Re-offers with fresh ICE credentials (what a client does after its network changed).
+    pub fn restart_ice(&self) {
+        let _ = self.commands.send(Command::RestartIce);
+    }
+
     /// Sends any message to the relay (e.g. `Mute`, or bad input in tests).
     pub fn send(&self, message: ClientMessage) {
         // The signaling task is gone only after close; then there is no one to tell.
@@ -488,32 +513,63 @@ async fn run_signaling(
     mut senders: Vec<(MediaKind, Arc<dyn RtpSender>)>,
     shared: Arc<Shared>,
     to_relay: mpsc::Sender<ClientMessage>,
-    mut from_relay: mpsc::Receiver<ServerMessage>,
+    from_relay: mpsc::Receiver<ServerMessage>,
     mut events: mpsc::UnboundedReceiver<PeerEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
+    let mut link = Some((to_relay, from_relay));
     loop {
         let outgoing = tokio::select! {
-            message = from_relay.recv() => {
-                let Some(message) = message else { break };
-                handle_relay_message(&pc, &shared, message).await
+            message = async {
+                match link.as_mut() {
+                    Some((_, from_relay)) => from_relay.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match message {
+                    Some(message) => handle_relay_message(&pc, &shared, message).await,
+                    None => {
+                        link = None; // the relay removed us, or the link was cut
+                        shared.update(|_| {});
+                        None
+                    }
+                }
             }
             Some(PeerEvent::Candidate(candidate)) = events.recv() => {
                 Some(ClientMessage::Candidate { candidate })
             }
-            Some(command) = commands.recv() => match command {
-                Command::Send(message) => Some(message),
-                Command::Unpublish(kind) => unpublish(&pc, &mut senders, kind).await,
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::Send(message)) => Some(message),
+                Some(Command::Unpublish(kind)) => unpublish(&pc, &mut senders, kind).await,
+                Some(Command::Detach) => {
+                    link = None;
+                    None
+                }
+                Some(Command::Attach(to_relay, from_relay)) => {
+                    link = Some((to_relay, from_relay));
+                    None
+                }
+                Some(Command::RestartIce) => restart_ice(&pc).await,
             },
         };
-        if let Some(message) = outgoing
+        // Messages while detached are lost, as they would be on a dead socket.
+        if let (Some(message), Some((to_relay, _))) = (outgoing, link.as_ref())
             && to_relay.send(message).await.is_err()
         {
-            break;
+            link = None;
         }
     }
     // Wake waiters: nothing more will come.
     shared.update(|_| {});
+}
+
+async fn restart_ice(pc: &Arc<dyn PeerConnection>) -> Option<ClientMessage> {
+    pc.restart_ice().await.ok()?;
+    let offer = pc.create_offer(None).await.ok()?;
+    pc.set_local_description(offer).await.ok()?;
+    let sdp = pc.local_description().await?.sdp;
+    Some(ClientMessage::Offer { sdp })
 }
 
 /// Stops sending one kind and offers the change (the relay accepts offers while it is idle).
