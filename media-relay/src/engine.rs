@@ -13,7 +13,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
@@ -23,6 +23,9 @@ use webrtc::peer_connection::{
 
 use crate::messages::MediaKind;
 use crate::turn::IceServer;
+
+/// RFC 6464 audio level: how loud each Opus packet is, for speaking detection.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// Payload type the relay's own offers use for Opus.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -91,6 +94,13 @@ fn media_engine() -> Result<MediaEngine, webrtc::error::Error> {
             payload_type: VP8_PAYLOAD_TYPE,
         },
         RtpCodecKind::Video,
+    )?;
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
     )?;
     Ok(engine)
 }

@@ -16,6 +16,7 @@ use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::messages::{MediaKind, ParticipantId};
 use crate::metrics::RelayMetrics;
 use crate::rewrite::DownstreamRewriter;
+use crate::speaking::{SpeakingDetector, SpeakingPolicy};
 use crate::vp8;
 
 /// What the room tells a forwarder.
@@ -34,6 +35,14 @@ pub(crate) enum ForwardCommand {
     SetMuted(bool),
 }
 
+/// Reads the publisher's audio level (RFC 6464) and reports speaking changes.
+pub(crate) struct AudioLevelTap {
+    /// The header extension id the publisher negotiated for the audio level.
+    pub(crate) extension_id: u8,
+    /// Called with each change of the speaking state.
+    pub(crate) report: Box<dyn Fn(bool) + Send>,
+}
+
 struct Leg {
     subscriber: ParticipantId,
     local: Arc<TrackLocalStaticRTP>,
@@ -47,14 +56,25 @@ pub(crate) async fn run_forwarder(
     mut commands: mpsc::UnboundedReceiver<ForwardCommand>,
     keyframe_interval: Duration,
     metrics: Arc<RelayMetrics>,
+    audio_level: Option<AudioLevelTap>,
 ) {
     let video = kind == MediaKind::Video;
     let mut legs: Vec<Leg> = Vec::new();
     let mut limiter = KeyframeRequestLimiter::new(keyframe_interval);
+    let mut speaking =
+        audio_level.map(|tap| (tap, SpeakingDetector::new(SpeakingPolicy::default())));
     let mut media_ssrc: Option<u32> = None;
     let mut muted = false;
     loop {
-        let deadline = limiter.next_deadline().map(tokio::time::Instant::from_std);
+        let deadlines = [
+            limiter.next_deadline(),
+            speaking.as_ref().and_then(|(_, d)| d.next_deadline()),
+        ];
+        let deadline = deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
@@ -92,6 +112,16 @@ pub(crate) async fn run_forwarder(
                     Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
                         RelayMetrics::inc(&metrics.packets_received);
                         media_ssrc = Some(packet.header.ssrc);
+                        if let Some((tap, detector)) = speaking.as_mut() {
+                            // A muted participant is not speaking, whatever its microphone says.
+                            let level = match packet.header.get_extension(tap.extension_id) {
+                                Some(value) if !muted => value.first().map_or(127, |b| b & 0x7f),
+                                _ => 127,
+                            };
+                            if let Some(change) = detector.on_level(Instant::now(), level) {
+                                (tap.report)(change);
+                            }
+                        }
                         if muted {
                             continue;
                         }
@@ -105,8 +135,14 @@ pub(crate) async fn run_forwarder(
                 }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if limiter.poll(Instant::now()) {
+                let now = Instant::now();
+                if limiter.poll(now) {
                     send_pli(&track, media_ssrc, &metrics).await;
+                }
+                if let Some((tap, detector)) = speaking.as_mut()
+                    && let Some(change) = detector.poll(now)
+                {
+                    (tap.report)(change);
                 }
             }
         }

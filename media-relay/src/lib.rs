@@ -16,6 +16,7 @@ mod relay;
 pub mod rewrite;
 mod room;
 pub mod sdp;
+pub mod speaking;
 pub mod turn;
 pub mod vp8;
 

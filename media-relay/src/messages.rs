@@ -190,6 +190,13 @@ pub enum ServerMessage {
         /// The track's id as announced in `track_published`.
         track_id: String,
     },
+    /// A participant started or stopped speaking (from the audio level its browser reports).
+    Speaking {
+        /// Who.
+        participant_id: ParticipantId,
+        /// The new state.
+        speaking: bool,
+    },
     /// A participant muted or unmuted one of its tracks.
     TrackMuted {
         /// The publisher.

@@ -24,9 +24,11 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::engine::{build_peer_connection, codec_for, is_keyframe_request, media_kind};
+use crate::engine::{
+    AUDIO_LEVEL_URI, build_peer_connection, codec_for, is_keyframe_request, media_kind,
+};
 use crate::error::RelayError;
-use crate::forwarder::{ForwardCommand, run_forwarder};
+use crate::forwarder::{AudioLevelTap, ForwardCommand, run_forwarder};
 use crate::messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,
     ServerMessage,
@@ -70,6 +72,8 @@ enum PcEvent {
     Candidate(IceCandidate),
     State(RTCPeerConnectionState),
     Track(Arc<dyn TrackRemote>),
+    /// From the member's audio forwarder.
+    Speaking(bool),
 }
 
 struct Internal {
@@ -165,6 +169,8 @@ struct Member {
     muted: Vec<MediaKind>,
     /// Candidates that raced ahead of the first offer, applied once it is.
     early_candidates: Vec<IceCandidate>,
+    /// The audio-level header extension id of its last offer.
+    audio_level_id: Option<u8>,
 }
 
 /// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
@@ -497,6 +503,7 @@ impl Room {
             downs: Vec::new(),
             muted: Vec::new(),
             early_candidates: Vec::new(),
+            audio_level_id: None,
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
@@ -550,6 +557,7 @@ impl Room {
                 "answer the relay's offer first, then offer again",
             );
         }
+        let audio_level_id = sdp::audio_extmap_id(&offer.sdp, AUDIO_LEVEL_URI);
         let pc = self.members[index].pc.clone();
         if let Err(err) = pc.set_remote_description(offer).await {
             return self.error_to(
@@ -558,6 +566,7 @@ impl Room {
                 format!("offer not applicable: {err}"),
             );
         }
+        self.members[index].audio_level_id = audio_level_id;
         let answer = match pc.create_answer(None).await {
             Ok(answer) => answer,
             Err(err) => {
@@ -732,6 +741,13 @@ impl Room {
                 _ => {}
             },
             PcEvent::Track(track) => self.on_published(index, track).await,
+            PcEvent::Speaking(speaking) => self.broadcast_except(
+                &participant,
+                ServerMessage::Speaking {
+                    participant_id: participant.clone(),
+                    speaking,
+                },
+            ),
         }
     }
 
@@ -747,12 +763,32 @@ impl Room {
         if self.members[index].muted.contains(&kind) {
             let _ = forwarder.send(ForwardCommand::SetMuted(true));
         }
+        let audio_level = match (kind, self.members[index].audio_level_id) {
+            (MediaKind::Audio, Some(extension_id)) => {
+                let events = self.internal_tx.clone();
+                let participant = publisher.clone();
+                let session = self.members[index].session;
+                Some(AudioLevelTap {
+                    extension_id,
+                    report: Box::new(move |speaking| {
+                        // The room is gone: nobody left to tell.
+                        let _ = events.send(Internal {
+                            participant: participant.clone(),
+                            session,
+                            event: PcEvent::Speaking(speaking),
+                        });
+                    }),
+                })
+            }
+            _ => None,
+        };
         tokio::spawn(run_forwarder(
             track,
             kind,
             commands,
             self.relay.config.keyframe_request_interval,
             self.relay.metrics.clone(),
+            audio_level,
         ));
         self.members[index].published.push(Published {
             track_id: track_id.clone(),

@@ -113,6 +113,30 @@ pub fn sending_track_ids(sdp: &str) -> Vec<String> {
     ids
 }
 
+/// The id an SDP's audio section gives a header extension (`a=extmap:<id>[/dir] <uri>`).
+pub fn audio_extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("m=") {
+            in_audio = rest.starts_with("audio ");
+            continue;
+        }
+        if !in_audio {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("a=extmap:") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let id = fields.next().unwrap_or("").split('/').next().unwrap_or("");
+        if fields.next() == Some(uri) {
+            return id.parse().ok().filter(|id| (1..=14).contains(id));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +174,18 @@ m=video 9 X 96\r\na=inactive\r\na=msid:bob bob-video-0\r\n\
 m=video 0 X 96\r\na=sendonly\r\na=msid:carol carol-video-0\r\n\
 m=video 9 X 96\r\na=msid:dave dave-video-0\r\n";
         assert_eq!(sending_track_ids(sdp), ["alice-audio-0", "dave-video-0"]);
+    }
+
+    #[test]
+    fn the_audio_level_extension_id_is_read_from_the_audio_section() {
+        let uri = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+        let sdp = "v=0\r\nm=video 9 X 96\r\na=extmap:3 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+m=audio 9 X 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(audio_extmap_id(sdp, uri), Some(1));
+        assert_eq!(
+            audio_extmap_id("m=audio 9 X 111\na=extmap:99 x\n", "x"),
+            None
+        );
     }
 
     #[test]

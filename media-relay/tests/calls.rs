@@ -272,3 +272,39 @@ async fn a_track_the_publisher_stops_sending_is_removed_from_the_others() {
         .await
         .unwrap_or_else(|r| panic!("approver's media stopped: {r:#?}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_others_learn_who_speaks_and_when_a_muted_speaker_stops() {
+    let relay = relay();
+    let talking = TestPeerConfig {
+        audio_level: Some(30),
+        ..TestPeerConfig::default()
+    };
+    let silent = TestPeerConfig {
+        audio_level: Some(127),
+        ..TestPeerConfig::default()
+    };
+    let agent = join(&relay, "case-speak", "agent", talking).await;
+    let approver = join(&relay, "case-speak", "approver", silent).await;
+    let speaking = |r: &media_relay::test_peer::PeerReport, who: &str, state: bool| {
+        r.messages.iter().any(|m| {
+            matches!(m, ServerMessage::Speaking { participant_id, speaking }
+                if *participant_id == ParticipantId::from(who) && *speaking == state)
+        })
+    };
+    approver
+        .wait_until(PATIENCE, |r| speaking(r, "agent", true))
+        .await
+        .unwrap_or_else(|r| panic!("agent's speech not noticed: {r:#?}"));
+
+    agent.send(ClientMessage::Mute {
+        kind: MediaKind::Audio,
+        muted: true,
+    });
+    approver
+        .wait_until(PATIENCE, |r| speaking(r, "agent", false))
+        .await
+        .unwrap_or_else(|r| panic!("muted agent still speaking: {r:#?}"));
+    // The approver, silent all along, was never reported speaking.
+    assert!(!speaking(&agent.report(), "approver", true));
+}

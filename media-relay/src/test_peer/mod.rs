@@ -28,8 +28,8 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::RelayError;
 use crate::engine::{
-    OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, build_peer_connection, codec_for, is_keyframe_request,
-    media_kind, rtp_kind,
+    AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, build_peer_connection, codec_for,
+    is_keyframe_request, media_kind, rtp_kind,
 };
 use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
 use frames::{Fed, TrackCounter, TrackCounts};
@@ -52,6 +52,8 @@ pub struct TestPeerConfig {
     pub keyframe_bytes: usize,
     /// Bytes of a delta frame.
     pub delta_frame_bytes: usize,
+    /// The RFC 6464 audio level (−dBov, 0 loudest, 127 silence) put on every Opus packet, if any.
+    pub audio_level: Option<u8>,
 }
 
 impl Default for TestPeerConfig {
@@ -64,6 +66,7 @@ impl Default for TestPeerConfig {
             keyframe_interval: Duration::from_secs(3),
             keyframe_bytes: 6000,
             delta_frame_bytes: 1500,
+            audio_level: None,
         }
     }
 }
@@ -653,14 +656,28 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             MediaKind::Video => VP8_PAYLOAD_TYPE,
         };
         let mime = codec_for(publication.kind).mime_type;
-        let payload_type = match publication.sender.get_parameters().await {
-            Ok(parameters) => parameters
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
-                .map_or(fallback, |c| c.payload_type),
-            Err(_) => fallback,
+        let parameters = publication.sender.get_parameters().await.ok();
+        let payload_type = parameters
+            .as_ref()
+            .and_then(|p| {
+                p.rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+            })
+            .map_or(fallback, |c| c.payload_type);
+        let audio_level = match (publication.kind, config.audio_level) {
+            (MediaKind::Audio, Some(level)) => parameters
+                .as_ref()
+                .and_then(|p| {
+                    p.rtp_parameters
+                        .header_extensions
+                        .iter()
+                        .find(|e| e.uri == AUDIO_LEVEL_URI)
+                })
+                .and_then(|e| u8::try_from(e.id).ok())
+                .map(|id| (id, level)),
+            _ => None,
         };
         let stream = Stream {
             local: publication.local,
@@ -668,6 +685,7 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             payload_type,
             seq: 1000,
             timestamp: 1_000_000,
+            audio_level,
         };
         match publication.kind {
             MediaKind::Audio => audio = Some(stream),
@@ -716,11 +734,13 @@ struct Stream {
     payload_type: u8,
     seq: u16,
     timestamp: u32,
+    /// Audio level extension: (negotiated id, level).
+    audio_level: Option<(u8, u8)>,
 }
 
 impl Stream {
     async fn send(&mut self, shared: &Shared, marker: bool, payload: Vec<u8>, advance: u32) {
-        let packet = rtp::Packet {
+        let mut packet = rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
                 marker,
@@ -732,6 +752,13 @@ impl Stream {
             },
             payload: payload.into(),
         };
+        if let Some((id, level)) = self.audio_level {
+            // The V (voice activity) bit with the level; a failure only loses the level.
+            let voice = if level <= 50 { 0x80 } else { 0 };
+            let _ = packet
+                .header
+                .set_extension(id, bytes::Bytes::from(vec![voice | (level & 0x7f)]));
+        }
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(advance);
         if self.local.write_rtp(packet).await.is_ok() {
