@@ -12,6 +12,7 @@ pub mod keyframe;
 pub mod layer;
 mod messages;
 pub mod metrics;
+pub mod quality;
 mod relay;
 pub mod rewrite;
 mod room;

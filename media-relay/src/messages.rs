@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::quality::ConnectionQuality;
+
 /// A room on the relay; the server maps its cases to rooms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -135,7 +137,7 @@ pub enum ErrorCode {
 }
 
 /// What the relay sends to a participant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ServerMessage {
@@ -196,6 +198,13 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         /// The new state.
         speaking: bool,
+    },
+    /// A participant's connection over the last interval (sent to everyone, itself included).
+    ConnectionQuality {
+        /// Whose connection.
+        participant_id: ParticipantId,
+        /// RTT, loss, jitter, bitrates and a grade.
+        quality: ConnectionQuality,
     },
     /// A participant muted or unmuted one of its tracks.
     TrackMuted {

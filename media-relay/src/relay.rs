@@ -42,6 +42,8 @@ pub struct RelayConfig {
     /// keeps its place (the others see nothing) before it has left. Zero: it leaves at once.
     /// Within it, [`Relay::resume`] gives the place back.
     pub resume_grace: Duration,
+    /// How often every participant is sent everyone's `connection_quality`; zero: never.
+    pub quality_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +57,7 @@ impl Default for RelayConfig {
             keyframe_request_interval: Duration::from_millis(500),
             outbound_queue: 256,
             resume_grace: Duration::ZERO,
+            quality_interval: Duration::from_secs(5),
         }
     }
 }

@@ -20,7 +20,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    RTCPeerConnectionState, RTCSessionDescription, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -34,6 +34,7 @@ use crate::messages::{
     ServerMessage,
 };
 use crate::metrics::RelayMetrics;
+use crate::quality::{QualityTracker, totals_from};
 use crate::relay::{Participant, RelayInner};
 use crate::rewrite::DownstreamRewriter;
 use crate::sdp;
@@ -171,6 +172,7 @@ struct Member {
     early_candidates: Vec<IceCandidate>,
     /// The audio-level header extension id of its last offer.
     audio_level_id: Option<u8>,
+    quality: QualityTracker,
 }
 
 /// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
@@ -210,8 +212,20 @@ pub(crate) async fn run_room(
         next_session: 1,
         doomed: Vec::new(),
     };
+    let quality_interval = room.relay.config.quality_interval;
+    let mut quality_tick = (!quality_interval.is_zero()).then(|| {
+        let mut tick = tokio::time::interval(quality_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
     loop {
         tokio::select! {
+            _ = async {
+                match quality_tick.as_mut() {
+                    Some(tick) => tick.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => room.report_quality().await,
             command = inbox.recv() => {
                 match command {
                     None | Some(RoomCommand::Close) => {
@@ -504,6 +518,7 @@ impl Room {
             muted: Vec::new(),
             early_candidates: Vec::new(),
             audio_level_id: None,
+            quality: QualityTracker::new(),
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
@@ -1038,6 +1053,29 @@ impl Room {
                 },
             );
             self.maybe_offer(other).await;
+        }
+    }
+
+    /// Sends everyone the connection quality of every connected member.
+    async fn report_quality(&mut self) {
+        let mut reports = Vec::new();
+        for member in self.members.iter_mut().filter(|m| m.media_connected) {
+            let report = member
+                .pc
+                .get_stats(std::time::Instant::now(), StatsSelector::None)
+                .await;
+            let quality = member
+                .quality
+                .update(std::time::Instant::now(), totals_from(&report));
+            reports.push(ServerMessage::ConnectionQuality {
+                participant_id: member.id.clone(),
+                quality,
+            });
+        }
+        for report in reports {
+            for index in 0..self.members.len() {
+                self.send_to(index, report.clone());
+            }
         }
     }
 
