@@ -12,8 +12,12 @@ pub struct TrackCounts {
     pub bytes: u64,
     /// Packets that arrived with a lower sequence number than one already seen.
     pub out_of_order: u64,
-    /// Sequence numbers skipped (forward gaps).
+    /// Sequence numbers skipped (forward gaps) and not filled in since.
     pub lost: u64,
+    /// Packets that arrived late and filled a gap (retransmissions, reordering).
+    pub recovered: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
     /// VP8 frames whose packets all arrived, in order, from start bit to marker.
     pub frames_complete: u64,
     /// VP8 frames begun but broken by a gap, or never ended.
@@ -31,6 +35,8 @@ pub struct TrackCounter {
     video: bool,
     counts: TrackCounts,
     last_seq: Option<u16>,
+    /// Bit i: sequence number `last_seq - i` arrived (the last 128).
+    seen: u128,
     frame_in_progress: bool,
     frame_broken: bool,
     frame_is_key: bool,
@@ -69,7 +75,17 @@ impl TrackCounter {
         if let Some(last) = self.last_seq {
             let delta = seq.wrapping_sub(last) as i16;
             if delta <= 0 {
+                let back = delta.unsigned_abs() as u32;
+                if back < 128 && self.seen & (1u128 << back) != 0 {
+                    self.counts.duplicates += 1;
+                    return Fed::Packet;
+                }
                 self.counts.out_of_order += 1;
+                if back < 128 {
+                    self.seen |= 1u128 << back;
+                    self.counts.lost = self.counts.lost.saturating_sub(1);
+                    self.counts.recovered += 1;
+                }
                 if self.frame_in_progress {
                     self.frame_broken = true;
                 }
@@ -82,6 +98,9 @@ impl TrackCounter {
                 }
                 self.chain_ok = false;
             }
+            self.seen = self.seen.checked_shl(delta as u32).unwrap_or(0) | 1;
+        } else {
+            self.seen = 1;
         }
         self.last_seq = Some(seq);
         if !self.video {
@@ -183,5 +202,19 @@ mod tests {
             "the delta after the loss is not decodable"
         );
         assert_eq!(counts.lost, 1);
+    }
+
+    #[test]
+    fn a_late_packet_fills_its_gap_and_a_repeat_counts_as_duplicate() {
+        let mut counter = TrackCounter::new(false);
+        for seq in [10u16, 11, 13, 14, 12, 12, 15] {
+            counter.feed(seq, false, &[0]);
+        }
+        let counts = counter.counts();
+        assert_eq!(
+            (counts.lost, counts.recovered, counts.duplicates),
+            (0, 1, 1)
+        );
+        assert_eq!(counts.out_of_order, 1);
     }
 }
