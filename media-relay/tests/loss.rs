@@ -42,7 +42,7 @@ async fn lossy_proxy(target: SocketAddr, drop_every: u64, dropped: Arc<AtomicU64
                     peer = Some(from);
                     if is_rtp(&up[..n]) {
                         rtp_seen += 1;
-                        if rtp_seen % drop_every == 0 {
+                        if rtp_seen.is_multiple_of(drop_every) {
                             dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
@@ -93,13 +93,13 @@ impl CandidateRewriter {
     async fn sdp(&mut self, sdp: &str) -> String {
         let mut out = String::new();
         for line in sdp.split("\r\n") {
-            if let Some(candidate) = line.strip_prefix("a=") {
-                if candidate.starts_with("candidate:") {
-                    out.push_str("a=");
-                    out.push_str(&self.candidate(candidate).await);
-                    out.push_str("\r\n");
-                    continue;
-                }
+            if let Some(candidate) = line.strip_prefix("a=")
+                && candidate.starts_with("candidate:")
+            {
+                out.push_str("a=");
+                out.push_str(&self.candidate(candidate).await);
+                out.push_str("\r\n");
+                continue;
             }
             if !line.is_empty() {
                 out.push_str(line);
