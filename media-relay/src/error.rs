@@ -26,6 +26,9 @@ pub enum RelayError {
     /// The room or the participant's place in it is gone (closed, or the participant left).
     #[error("the room or participant is gone")]
     Gone,
+    /// Misuse of recording: already (or not) recording, or the folder is not one.
+    #[error("recording: {0}")]
+    Recording(String),
     /// Misuse: the configuration is not usable.
     #[error("invalid relay configuration: {0}")]
     Config(String),

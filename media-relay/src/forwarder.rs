@@ -15,6 +15,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::messages::{MediaKind, ParticipantId};
 use crate::metrics::RelayMetrics;
+use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
 use crate::vp8;
@@ -33,6 +34,8 @@ pub(crate) enum ForwardCommand {
     RequestKeyframe,
     /// Drop (or resume) the publisher's packets.
     SetMuted(bool),
+    /// Start writing the track (`Some`), or stop, closing the file (`None`).
+    Record(Option<RecordingSink>),
 }
 
 /// Reads the publisher's audio level (RFC 6464) and reports speaking changes.
@@ -65,6 +68,7 @@ pub(crate) async fn run_forwarder(
         audio_level.map(|tap| (tap, SpeakingDetector::new(SpeakingPolicy::default())));
     let mut media_ssrc: Option<u32> = None;
     let mut muted = false;
+    let mut recording: Option<RecordingSink> = None;
     loop {
         let deadlines = [
             limiter.next_deadline(),
@@ -90,6 +94,14 @@ pub(crate) async fn run_forwarder(
                     }
                     ForwardCommand::RequestKeyframe => {
                         if video {
+                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
+                        }
+                    }
+                    ForwardCommand::Record(sink) => {
+                        let starts = sink.is_some();
+                        recording = sink;
+                        if starts && video {
+                            // The file starts at a keyframe.
                             request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
                         }
                     }
@@ -124,6 +136,9 @@ pub(crate) async fn run_forwarder(
                         }
                         if muted {
                             continue;
+                        }
+                        if let Some(sink) = &recording {
+                            sink.record(&packet);
                         }
                         let keyframe = video && vp8::is_keyframe_start(&packet.payload);
                         if keyframe {

@@ -13,6 +13,7 @@ pub mod layer;
 mod messages;
 pub mod metrics;
 pub mod quality;
+pub mod recording;
 mod relay;
 pub mod rewrite;
 mod room;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::RelayError;
 use crate::messages::{ClientMessage, ParticipantId, RoomId, ServerMessage};
 use crate::metrics::RelayMetrics;
+use crate::recording::{RecordedTrack, RecordingError};
 use crate::room::{RoomCommand, run_room};
 use crate::turn::{IceServer, TurnConfig};
 
@@ -226,6 +227,41 @@ impl Relay {
             .await
             .map_err(|_| RelayError::Gone)?;
         answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    /// Starts recording every track of the room, present and future, into `dir` (an existing
+    /// folder): Opus as `<track_id>.ogg`, VP8 as `<track_id>.ivf`, files 0600. Call it only once
+    /// every participant has consented: the relay does not check.
+    pub async fn start_recording(
+        &self,
+        room: &RoomId,
+        dir: std::path::PathBuf,
+    ) -> Result<(), RelayError> {
+        let (reply, answer) = oneshot::channel();
+        self.room_command(room, RoomCommand::StartRecording { dir, reply })
+            .await?;
+        answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    /// Stops recording and returns every file written since `start_recording`, closed and
+    /// hashed (tracks that ended earlier included). Call it before `close_room`.
+    pub async fn stop_recording(
+        &self,
+        room: &RoomId,
+    ) -> Result<Vec<Result<RecordedTrack, RecordingError>>, RelayError> {
+        let (reply, answer) = oneshot::channel();
+        self.room_command(room, RoomCommand::StopRecording { reply })
+            .await?;
+        answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    async fn room_command(&self, room: &RoomId, command: RoomCommand) -> Result<(), RelayError> {
+        let commands = self
+            .lock_rooms()
+            .get(room)
+            .map(|e| e.commands.clone())
+            .ok_or(RelayError::Gone)?;
+        commands.send(command).await.map_err(|_| RelayError::Gone)
     }
 
     /// Closes a room: every participant gets `Removed { reason: room_closed }` and is dropped.

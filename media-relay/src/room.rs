@@ -35,6 +35,7 @@ use crate::messages::{
 };
 use crate::metrics::RelayMetrics;
 use crate::quality::{QualityTracker, totals_from};
+use crate::recording::{self, RecordingResult};
 use crate::relay::{Participant, RelayInner};
 use crate::rewrite::DownstreamRewriter;
 use crate::sdp;
@@ -58,6 +59,15 @@ pub(crate) enum RoomCommand {
     Vanished {
         participant: ParticipantId,
         attachment: u64,
+    },
+    /// Start recording every track, now and to come, into `dir`.
+    StartRecording {
+        dir: std::path::PathBuf,
+        reply: oneshot::Sender<Result<(), RelayError>>,
+    },
+    /// Stop recording; the reply carries every file, closed and hashed.
+    StopRecording {
+        reply: oneshot::Sender<Result<Vec<RecordingResult>, RelayError>>,
     },
     /// A member's grace period ran out (ignored unless `token` is still the running one).
     GraceExpired {
@@ -187,6 +197,15 @@ struct Room {
     next_session: u64,
     /// Members to remove once the current step is done (slow consumers, dropped receivers).
     doomed: Vec<(ParticipantId, LeaveReason)>,
+    /// Room-wide track numbering, so a rejoin never reuses a track id (or a recording's name).
+    next_track: u64,
+    recording: Option<Recording>,
+}
+
+/// A recording in progress: where, and the files' results as their writers finish.
+struct Recording {
+    dir: std::path::PathBuf,
+    results: Vec<oneshot::Receiver<RecordingResult>>,
 }
 
 static NEXT_SSRC: AtomicU32 = AtomicU32::new(0x1000_0001);
@@ -211,6 +230,8 @@ pub(crate) async fn run_room(
         members: Vec::new(),
         next_session: 1,
         doomed: Vec::new(),
+        next_track: 0,
+        recording: None,
     };
     let quality_interval = room.relay.config.quality_interval;
     let mut quality_tick = (!quality_interval.is_zero()).then(|| {
@@ -455,6 +476,31 @@ impl Room {
                     self.start_grace(index, LeaveReason::Vanished).await;
                 }
             }
+            RoomCommand::StartRecording { dir, reply } => {
+                let _ = reply.send(self.start_recording(dir));
+            }
+            RoomCommand::StopRecording { reply } => match self.recording.take() {
+                None => {
+                    let _ = reply.send(Err(RelayError::Recording("not recording".into())));
+                }
+                Some(recording) => {
+                    for member in &self.members {
+                        for published in &member.published {
+                            let _ = published.forwarder.send(ForwardCommand::Record(None));
+                        }
+                    }
+                    // Writers close and hash on their own threads; do not hold the room for it.
+                    tokio::spawn(async move {
+                        let mut files = Vec::new();
+                        for result in recording.results {
+                            if let Ok(result) = result.await {
+                                files.push(result);
+                            }
+                        }
+                        let _ = reply.send(Ok(files));
+                    });
+                }
+            },
             RoomCommand::GraceExpired { participant, token } => {
                 let expired = self
                     .member_index(&participant)
@@ -772,7 +818,8 @@ impl Room {
         };
         let source_track_id = track.track_id().await;
         let publisher = self.members[index].id.clone();
-        let ordinal = self.members[index].published.len();
+        let ordinal = self.next_track;
+        self.next_track += 1;
         let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
         let (forwarder, commands) = mpsc::unbounded_channel();
         if self.members[index].muted.contains(&kind) {
@@ -805,6 +852,12 @@ impl Room {
             self.relay.metrics.clone(),
             audio_level,
         ));
+        if let Some(recording) = self.recording.as_mut() {
+            let (sink, result) =
+                recording::start(&recording.dir, publisher.clone(), track_id.clone(), kind);
+            let _ = forwarder.send(ForwardCommand::Record(Some(sink)));
+            recording.results.push(result);
+        }
         self.members[index].published.push(Published {
             track_id: track_id.clone(),
             source_track_id,
@@ -1054,6 +1107,37 @@ impl Room {
             );
             self.maybe_offer(other).await;
         }
+    }
+
+    fn start_recording(&mut self, dir: std::path::PathBuf) -> Result<(), RelayError> {
+        if self.recording.is_some() {
+            return Err(RelayError::Recording("already recording".into()));
+        }
+        if !dir.is_dir() {
+            return Err(RelayError::Recording(format!(
+                "{} is not a folder",
+                dir.display()
+            )));
+        }
+        let mut recording = Recording {
+            dir,
+            results: Vec::new(),
+        };
+        for member in &self.members {
+            for published in &member.published {
+                let (sink, result) = recording::start(
+                    &recording.dir,
+                    member.id.clone(),
+                    published.track_id.clone(),
+                    published.kind,
+                );
+                let _ = published.forwarder.send(ForwardCommand::Record(Some(sink)));
+                recording.results.push(result);
+            }
+        }
+        tracing::info!(room = %self.id, tracks = recording.results.len(), "recording started");
+        self.recording = Some(recording);
+        Ok(())
     }
 
     /// Sends everyone the connection quality of every connected member.
