@@ -5,6 +5,8 @@
 //! Decisions (keyframe rate limiting, per-subscriber rewriting, SDP checks) live in pure modules
 //! fed with packets and times; the webrtc-rs glue around them is kept thin.
 
+#![warn(missing_docs)]
+
 mod engine;
 mod error;
 mod forwarder;
