@@ -276,7 +276,11 @@ async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
                 assert!(report.error.is_none(), "{id}: {:?}", report.error);
                 latest.insert(id, report);
             }
-            _ => panic!("pages did not get each other's media: {latest:#?}"),
+            _ => panic!(
+                "pages did not get each other's media: {latest:#?}\nrelay: {:?}\nrust peer: {:#?}",
+                relay.metrics().snapshot(),
+                agent.report()
+            ),
         }
     }
 
