@@ -1,1 +1,37 @@
-//! The SFU: rooms, participants, peer connections, forwarding, layer choice, recording. Knows nothing of cases or users.
+//! The SFU: rooms, participants, peer connections and RTP forwarding. Knows nothing of cases or
+//! users: the server maps its cases to [`RoomId`]s and its people to [`ParticipantId`]s, and
+//! carries [`ClientMessage`]/[`ServerMessage`] over its own `/ws`. See `docs/relay.md`.
+//!
+//! Decisions (keyframe rate limiting, per-subscriber rewriting, SDP checks) live in pure modules
+//! fed with packets and times; the webrtc-rs glue around them is kept thin.
+
+#![warn(missing_docs)]
+
+mod engine;
+mod error;
+mod forwarder;
+pub mod keyframe;
+pub mod layer;
+mod messages;
+pub mod metrics;
+pub mod quality;
+pub mod recording;
+mod relay;
+pub mod rewrite;
+mod room;
+pub mod sdp;
+pub mod speaking;
+pub mod turn;
+pub mod vp8;
+
+#[cfg(feature = "test-peer")]
+pub mod test_peer;
+
+pub use error::RelayError;
+pub use messages::{
+    ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,
+    ServerMessage,
+};
+pub use metrics::RelayMetrics;
+pub use relay::{Participant, Relay, RelayConfig};
+pub use turn::{IceServer, TurnConfig};

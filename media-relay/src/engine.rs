@@ -1,0 +1,209 @@
+//! How the relay and the test peer build their peer connections: the codecs they speak (Opus and
+//! VP8 only, so a kind names a codec), the interceptor chain (defaults plus one that hands
+//! keyframe requests to the application) and the settings that loopback/NAT deployments need.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
+};
+
+use crate::messages::MediaKind;
+use crate::turn::IceServer;
+
+/// RFC 6464 audio level: how loud each Opus packet is, for speaking detection.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Payload type the relay's own offers use for Opus.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// Payload type the relay's own offers use for VP8.
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
+/// The codec description of a kind (Opus for audio, VP8 for video).
+pub fn codec_for(kind: MediaKind) -> RTCRtpCodec {
+    match kind {
+        MediaKind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        MediaKind::Video => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: ["nack", "nack pli", "ccm fir", "goog-remb"]
+                .iter()
+                .map(|fb| {
+                    let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
+                    RTCPFeedback {
+                        typ: typ.to_owned(),
+                        parameter: parameter.to_owned(),
+                    }
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The WebRTC kind of a media kind.
+pub fn rtp_kind(kind: MediaKind) -> RtpCodecKind {
+    match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// The media kind of a WebRTC kind, if it is one the relay forwards.
+pub fn media_kind(kind: RtpCodecKind) -> Option<MediaKind> {
+    match kind {
+        RtpCodecKind::Audio => Some(MediaKind::Audio),
+        RtpCodecKind::Video => Some(MediaKind::Video),
+        _ => None,
+    }
+}
+
+/// A media engine that knows Opus and VP8 only.
+fn media_engine() -> Result<MediaEngine, webrtc::error::Error> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec_for(MediaKind::Audio),
+            payload_type: OPUS_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec_for(MediaKind::Video),
+            payload_type: VP8_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Video,
+    )?;
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    Ok(engine)
+}
+
+/// Whether an RTCP packet asks for a keyframe (PLI or FIR).
+pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Marks inbound keyframe requests (PLI/FIR) for delivery to the application, so that a sender
+/// reads them with `TrackLocal::poll`; all other inbound RTCP stays with the interceptors.
+/// Sits last in the chain, after every interceptor that reads RTCP.
+struct KeyframeRequestDelivery {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestDelivery {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Builds a peer connection bound to `udp_addrs`, with mDNS off and keyframe requests delivered.
+pub async fn build_peer_connection(
+    udp_addrs: Vec<SocketAddr>,
+    ice_servers: &[IceServer],
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+    let mut engine = media_engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = registry.with(
+        Slot::from(14_000),
+        KeyframeRequestDelivery {
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        },
+    );
+    // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(true)
+        .build();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(
+            ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
+                .collect(),
+        )
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(udp_addrs)
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}

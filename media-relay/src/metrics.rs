@@ -1,0 +1,66 @@
+//! Counters the server can export (Prometheus-style), as plain atomics: no exporter here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Relay-wide counters; monotonic unless named as a gauge.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Gauge: rooms open now.
+    pub rooms: AtomicU64,
+    /// Gauge: participants in all rooms now.
+    pub participants: AtomicU64,
+    /// RTP packets received from publishers.
+    pub packets_received: AtomicU64,
+    /// RTP packets written to subscribers.
+    pub packets_forwarded: AtomicU64,
+    /// RTP payload bytes written to subscribers.
+    pub bytes_forwarded: AtomicU64,
+    /// PLIs sent to publishers (after rate limiting).
+    pub plis_sent: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from subscribers.
+    pub keyframe_requests_received: AtomicU64,
+}
+
+impl RelayMetrics {
+    /// Adds one to a counter.
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from a gauge, never below zero.
+    pub(crate) fn dec(gauge: &AtomicU64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// A point-in-time copy, e.g. for an exporter or a test.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            rooms: self.rooms.load(Ordering::Relaxed),
+            participants: self.participants.load(Ordering::Relaxed),
+            packets_received: self.packets_received.load(Ordering::Relaxed),
+            packets_forwarded: self.packets_forwarded.load(Ordering::Relaxed),
+            bytes_forwarded: self.bytes_forwarded.load(Ordering::Relaxed),
+            plis_sent: self.plis_sent.load(Ordering::Relaxed),
+            keyframe_requests_received: self.keyframe_requests_received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The values of [`RelayMetrics`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// See [`RelayMetrics::rooms`].
+    pub rooms: u64,
+    /// See [`RelayMetrics::participants`].
+    pub participants: u64,
+    /// See [`RelayMetrics::packets_received`].
+    pub packets_received: u64,
+    /// See [`RelayMetrics::packets_forwarded`].
+    pub packets_forwarded: u64,
+    /// See [`RelayMetrics::bytes_forwarded`].
+    pub bytes_forwarded: u64,
+    /// See [`RelayMetrics::plis_sent`].
+    pub plis_sent: u64,
+    /// See [`RelayMetrics::keyframe_requests_received`].
+    pub keyframe_requests_received: u64,
+}

@@ -1,0 +1,252 @@
+//! A participant's connection quality over the last interval (RTT, loss both ways, jitter,
+//! bitrates, a grade), computed from two snapshots of cumulative counters. The arithmetic is pure
+//! and fed times; reading the counters out of a webrtc-rs stats report is the one function here
+//! that knows webrtc types.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
+
+/// Cumulative counters of one connection at one moment (relay side).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QualityTotals {
+    /// Current round-trip time of the selected candidate pair, if measured.
+    pub rtt: Option<Duration>,
+    /// RTP packets the relay received from the participant.
+    pub packets_received: u64,
+    /// RTP packets of the participant the relay found missing.
+    pub packets_lost: u64,
+    /// Bytes the relay received from the participant.
+    pub bytes_received: u64,
+    /// Bytes the relay sent to the participant.
+    pub bytes_sent: u64,
+    /// Highest interarrival jitter among the participant's streams.
+    pub jitter: Duration,
+    /// Highest fraction lost the participant reports (RTCP receiver reports) for relay streams.
+    pub downlink_fraction_lost: Option<f64>,
+}
+
+/// A coarse verdict for the UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityGrade {
+    /// Loss ≤ 3 %, RTT ≤ 250 ms, jitter ≤ 50 ms.
+    Good,
+    /// Loss ≤ 10 %, RTT ≤ 500 ms, jitter ≤ 100 ms.
+    Fair,
+    /// Worse.
+    Poor,
+}
+
+/// A participant's connection over the last interval, as sent in `connection_quality`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionQuality {
+    /// Round-trip time between relay and participant, if measured.
+    pub rtt_ms: Option<u32>,
+    /// Fraction (0..1) of the participant's packets lost on the way to the relay.
+    pub uplink_loss: f64,
+    /// Fraction (0..1) of the relay's packets the participant reports lost.
+    pub downlink_loss: f64,
+    /// Interarrival jitter of the participant's media at the relay.
+    pub jitter_ms: u32,
+    /// What the participant sends, kbit/s.
+    pub uplink_kbps: u32,
+    /// What the relay sends the participant, kbit/s.
+    pub downlink_kbps: u32,
+    /// The verdict.
+    pub grade: QualityGrade,
+}
+
+/// Turns successive [`QualityTotals`] into per-interval [`ConnectionQuality`].
+#[derive(Debug, Clone, Default)]
+pub struct QualityTracker {
+    last: Option<(Instant, QualityTotals)>,
+}
+
+impl QualityTracker {
+    /// A tracker with no history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The quality since the previous snapshot (since zero for the first).
+    pub fn update(&mut self, now: Instant, totals: QualityTotals) -> ConnectionQuality {
+        let (since, before) = self.last.unwrap_or((now, QualityTotals::default()));
+        self.last = Some((now, totals));
+        let seconds = now.saturating_duration_since(since).as_secs_f64();
+        let received = totals
+            .packets_received
+            .saturating_sub(before.packets_received);
+        let lost = totals.packets_lost.saturating_sub(before.packets_lost);
+        let uplink_loss = if received + lost == 0 {
+            0.0
+        } else {
+            lost as f64 / (received + lost) as f64
+        };
+        let kbps = |now_bytes: u64, then_bytes: u64| {
+            if seconds <= 0.0 {
+                return 0;
+            }
+            let bits = now_bytes.saturating_sub(then_bytes) as f64 * 8.0;
+            (bits / seconds / 1000.0).round().min(u32::MAX as f64) as u32
+        };
+        let rtt_ms = totals
+            .rtt
+            .map(|rtt| rtt.as_millis().min(u32::MAX as u128) as u32);
+        let jitter_ms = totals.jitter.as_millis().min(u32::MAX as u128) as u32;
+        let downlink_loss = totals.downlink_fraction_lost.unwrap_or(0.0).clamp(0.0, 1.0);
+        let worst_loss = uplink_loss.max(downlink_loss);
+        let rtt = rtt_ms.unwrap_or(0);
+        let grade = if worst_loss > 0.10 || rtt > 500 || jitter_ms > 100 {
+            QualityGrade::Poor
+        } else if worst_loss > 0.03 || rtt > 250 || jitter_ms > 50 {
+            QualityGrade::Fair
+        } else {
+            QualityGrade::Good
+        };
+        ConnectionQuality {
+            rtt_ms,
+            uplink_loss,
+            downlink_loss,
+            jitter_ms,
+            uplink_kbps: kbps(totals.bytes_received, before.bytes_received),
+            downlink_kbps: kbps(totals.bytes_sent, before.bytes_sent),
+            grade,
+        }
+    }
+}
+
+/// Reads the counters out of a webrtc-rs stats report of the relay's side of a connection.
+pub fn totals_from(report: &RTCStatsReport) -> QualityTotals {
+    let mut totals = QualityTotals::default();
+    let seconds = |s: f64| {
+        if s.is_finite() && s > 0.0 {
+            Duration::try_from_secs_f64(s).ok()
+        } else {
+            None
+        }
+    };
+    for entry in report.iter() {
+        match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair) if pair.nominated => {
+                totals.rtt = seconds(pair.current_round_trip_time).or(totals.rtt);
+            }
+            RTCStatsReportEntry::InboundRtp(inbound) => {
+                let received = &inbound.received_rtp_stream_stats;
+                totals.packets_received += received.packets_received;
+                totals.packets_lost += received.packets_lost.max(0) as u64;
+                totals.bytes_received += inbound.bytes_received;
+                if let Some(jitter) = seconds(received.jitter) {
+                    totals.jitter = totals.jitter.max(jitter);
+                }
+            }
+            RTCStatsReportEntry::OutboundRtp(outbound) => {
+                totals.bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
+            }
+            RTCStatsReportEntry::RemoteInboundRtp(remote) => {
+                let lost = remote.fraction_lost;
+                if lost.is_finite() {
+                    totals.downlink_fraction_lost = Some(
+                        totals
+                            .downlink_fraction_lost
+                            .map_or(lost, |l: f64| l.max(lost)),
+                    );
+                }
+                if totals.rtt.is_none() {
+                    totals.rtt = seconds(remote.round_trip_time);
+                }
+            }
+            _ => {}
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn rates_and_loss_are_per_interval() {
+        let t0 = Instant::now();
+        let mut tracker = QualityTracker::new();
+        let first = QualityTotals {
+            packets_received: 1000,
+            packets_lost: 100,
+            bytes_received: 1_000_000,
+            bytes_sent: 2_000_000,
+            ..QualityTotals::default()
+        };
+        tracker.update(t0, first);
+        let q = tracker.update(
+            t0 + 2 * S,
+            QualityTotals {
+                packets_received: 1990,
+                packets_lost: 110,
+                bytes_received: 1_250_000,
+                bytes_sent: 2_500_000,
+                rtt: Some(Duration::from_millis(40)),
+                ..QualityTotals::default()
+            },
+        );
+        assert!((q.uplink_loss - 0.01).abs() < 1e-9, "{q:?}");
+        assert_eq!((q.uplink_kbps, q.downlink_kbps), (1000, 2000));
+        assert_eq!(q.rtt_ms, Some(40));
+        assert_eq!(q.grade, QualityGrade::Good);
+    }
+
+    #[test]
+    fn grades_follow_the_worst_of_loss_rtt_and_jitter() {
+        let t0 = Instant::now();
+        let grade = |totals: QualityTotals| QualityTracker::new().update(t0, totals).grade;
+        assert_eq!(
+            grade(QualityTotals {
+                rtt: Some(Duration::from_millis(300)),
+                ..QualityTotals::default()
+            }),
+            QualityGrade::Fair
+        );
+        assert_eq!(
+            grade(QualityTotals {
+                jitter: Duration::from_millis(150),
+                ..QualityTotals::default()
+            }),
+            QualityGrade::Poor
+        );
+        assert_eq!(
+            grade(QualityTotals {
+                downlink_fraction_lost: Some(0.2),
+                ..QualityTotals::default()
+            }),
+            QualityGrade::Poor
+        );
+        assert_eq!(
+            grade(QualityTotals {
+                packets_received: 95,
+                packets_lost: 5,
+                ..QualityTotals::default()
+            }),
+            QualityGrade::Fair
+        );
+    }
+
+    #[test]
+    fn counters_that_go_backwards_do_not_underflow() {
+        let t0 = Instant::now();
+        let mut tracker = QualityTracker::new();
+        tracker.update(
+            t0,
+            QualityTotals {
+                packets_received: 10,
+                bytes_sent: 10,
+                ..QualityTotals::default()
+            },
+        );
+        let q = tracker.update(t0 + S, QualityTotals::default());
+        assert_eq!((q.uplink_kbps, q.downlink_kbps), (0, 0));
+        assert_eq!(q.uplink_loss, 0.0);
+    }
+}

@@ -1,0 +1,318 @@
+//! The relay handle the server holds: configuration, the room directory, and `join`.
+//! Each room is one task that owns its participants (see `room.rs`); this file only finds or
+//! starts that task.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::RelayError;
+use crate::messages::{ClientMessage, ParticipantId, RoomId, ServerMessage};
+use crate::metrics::RelayMetrics;
+use crate::recording::{RecordedTrack, RecordingError};
+use crate::room::{RoomCommand, run_room};
+use crate::turn::{IceServer, TurnConfig};
+
+/// Largest room the relay accepts (issue 3: agent, approver and invited experts).
+pub const MAX_ROOM_SIZE: usize = 8;
+
+/// How the relay binds and what it tells peers.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Local UDP addresses each peer connection binds (port 0: ephemeral). webrtc 0.21 has no UDP
+    /// mux, so each participant gets its own socket; a fixed single port needs our own ICE loop.
+    pub udp_addrs: Vec<SocketAddr>,
+    /// The public address of a 1:1 NAT in front of the relay: host candidates announce it instead
+    /// of the local address (same port).
+    pub public_ip: Option<IpAddr>,
+    /// STUN/TURN servers for the relay's own connections (usually none: browsers use TURN).
+    pub ice_servers: Vec<IceServer>,
+    /// A TURN server whose time-limited credentials clients get (see [`Relay::ice_servers_for`]).
+    pub turn: Option<TurnConfig>,
+    /// Participants per room, at most [`MAX_ROOM_SIZE`].
+    pub max_participants: usize,
+    /// At most one PLI per publisher track per this interval.
+    pub keyframe_request_interval: Duration,
+    /// Queued messages to one participant before it counts as too slow and is removed.
+    pub outbound_queue: usize,
+    /// How long a participant whose signaling handle was dropped, or whose connection failed,
+    /// keeps its place (the others see nothing) before it has left. Zero: it leaves at once.
+    /// Within it, [`Relay::resume`] gives the place back.
+    pub resume_grace: Duration,
+    /// How often every participant is sent everyone's `connection_quality`; zero: never.
+    pub quality_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            public_ip: None,
+            ice_servers: Vec::new(),
+            turn: None,
+            max_participants: MAX_ROOM_SIZE,
+            keyframe_request_interval: Duration::from_millis(500),
+            outbound_queue: 256,
+            resume_grace: Duration::ZERO,
+            quality_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RelayConfig {
+    fn validate(&self) -> Result<(), RelayError> {
+        if self.udp_addrs.is_empty() {
+            return Err(RelayError::Config(
+                "udp_addrs is empty: give at least one address to bind, e.g. 127.0.0.1:0".into(),
+            ));
+        }
+        if self.udp_addrs.iter().any(|a| a.ip().is_unspecified()) {
+            // A wildcard skips loopback and binds one socket per interface; say which one.
+            tracing::warn!("udp_addrs has a wildcard address: loopback will not be used");
+        }
+        if !(1..=MAX_ROOM_SIZE).contains(&self.max_participants) {
+            return Err(RelayError::Config(format!(
+                "max_participants must be 1..={MAX_ROOM_SIZE}, got {}",
+                self.max_participants
+            )));
+        }
+        if self.outbound_queue == 0 {
+            return Err(RelayError::Config(
+                "outbound_queue must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The SFU. Cheap to clone; all clones share rooms and metrics.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<RelayInner>,
+}
+
+pub(crate) struct RelayInner {
+    pub(crate) config: RelayConfig,
+    pub(crate) metrics: Arc<RelayMetrics>,
+    rooms: Mutex<HashMap<RoomId, RoomEntry>>,
+    next_generation: AtomicU64,
+}
+
+struct RoomEntry {
+    generation: u64,
+    commands: mpsc::Sender<RoomCommand>,
+}
+
+/// A participant's place in a room: send [`ClientMessage`]s, receive [`ServerMessage`]s.
+/// Dropping it (or its sender half) counts as the participant vanishing: it is removed.
+#[derive(Debug)]
+pub struct Participant {
+    /// Who.
+    pub id: ParticipantId,
+    /// Where.
+    pub room: RoomId,
+    /// Messages to the relay.
+    pub sender: mpsc::Sender<ClientMessage>,
+    /// Messages from the relay, starting with `ServerMessage::Joined`.
+    pub events: mpsc::Receiver<ServerMessage>,
+}
+
+impl Participant {
+    /// Sends one message to the relay; fails once the participant is no longer in the room.
+    pub async fn send(&self, message: ClientMessage) -> Result<(), RelayError> {
+        self.sender
+            .send(message)
+            .await
+            .map_err(|_| RelayError::Gone)
+    }
+
+    /// The next message from the relay; `None` once the participant is out of the room.
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        self.events.recv().await
+    }
+
+    /// The two halves, for a server that pumps them from separate tasks.
+    pub fn into_parts(self) -> (mpsc::Sender<ClientMessage>, mpsc::Receiver<ServerMessage>) {
+        (self.sender, self.events)
+    }
+}
+
+impl Relay {
+    /// A relay with this configuration; no socket is bound until someone joins.
+    pub fn new(config: RelayConfig) -> Result<Self, RelayError> {
+        config.validate()?;
+        Ok(Self {
+            inner: Arc::new(RelayInner {
+                config,
+                metrics: Arc::new(RelayMetrics::default()),
+                rooms: Mutex::new(HashMap::new()),
+                next_generation: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The relay's counters.
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.inner.metrics
+    }
+
+    /// The ICE servers to hand a client before it builds its connection: time-limited TURN
+    /// credentials for `participant` (valid from `now`) when TURN is configured.
+    pub fn ice_servers_for(
+        &self,
+        participant: &ParticipantId,
+        now: std::time::SystemTime,
+    ) -> Vec<IceServer> {
+        self.inner
+            .config
+            .turn
+            .iter()
+            .map(|turn| turn.credentials(&participant.0, now))
+            .collect()
+    }
+
+    /// How many rooms are open.
+    pub fn room_count(&self) -> usize {
+        self.lock_rooms().len()
+    }
+
+    /// Puts a participant into a room (opening the room if needed) and binds its peer connection.
+    /// The first event is `ServerMessage::Joined`; the participant then sends its offer.
+    pub async fn join(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<Participant, RelayError> {
+        // A room whose task just ended (it emptied) drops the command: retry once on a new room.
+        for _ in 0..2 {
+            let commands = self.room_commands(&room);
+            let (reply, answer) = oneshot::channel();
+            let join = RoomCommand::Join {
+                participant: participant.clone(),
+                reply,
+            };
+            if commands.send(join).await.is_err() {
+                continue;
+            }
+            match answer.await {
+                Ok(result) => return result,
+                Err(_) => continue,
+            }
+        }
+        Err(RelayError::Gone)
+    }
+
+    /// Gives a participant still in the room (e.g. within its grace period after its socket
+    /// dropped) a fresh signaling handle; the old handle, if any, is cut off. The others see
+    /// nothing. The first events repeat `joined` and `track_published`, and an outstanding relay
+    /// offer is sent again; a client whose network changed then re-offers with an ICE restart.
+    /// `Gone` if the participant is no longer in the room (then `join` afresh).
+    pub async fn resume(
+        &self,
+        room: &RoomId,
+        participant: ParticipantId,
+    ) -> Result<Participant, RelayError> {
+        let commands = self
+            .lock_rooms()
+            .get(room)
+            .map(|e| e.commands.clone())
+            .ok_or(RelayError::Gone)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(RoomCommand::Resume { participant, reply })
+            .await
+            .map_err(|_| RelayError::Gone)?;
+        answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    /// Starts recording every track of the room, present and future, into `dir` (an existing
+    /// folder): Opus as `<track_id>.ogg`, VP8 as `<track_id>.ivf`, files 0600. Call it only once
+    /// every participant has consented: the relay does not check.
+    pub async fn start_recording(
+        &self,
+        room: &RoomId,
+        dir: std::path::PathBuf,
+    ) -> Result<(), RelayError> {
+        let (reply, answer) = oneshot::channel();
+        self.room_command(room, RoomCommand::StartRecording { dir, reply })
+            .await?;
+        answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    /// Stops recording and returns every file written since `start_recording`, closed and
+    /// hashed (tracks that ended earlier included). Call it before `close_room`.
+    pub async fn stop_recording(
+        &self,
+        room: &RoomId,
+    ) -> Result<Vec<Result<RecordedTrack, RecordingError>>, RelayError> {
+        let (reply, answer) = oneshot::channel();
+        self.room_command(room, RoomCommand::StopRecording { reply })
+            .await?;
+        answer.await.map_err(|_| RelayError::Gone)?
+    }
+
+    async fn room_command(&self, room: &RoomId, command: RoomCommand) -> Result<(), RelayError> {
+        let commands = self
+            .lock_rooms()
+            .get(room)
+            .map(|e| e.commands.clone())
+            .ok_or(RelayError::Gone)?;
+        commands.send(command).await.map_err(|_| RelayError::Gone)
+    }
+
+    /// Closes a room: every participant gets `Removed { reason: room_closed }` and is dropped.
+    pub async fn close_room(&self, room: &RoomId) {
+        let commands = self.lock_rooms().get(room).map(|e| e.commands.clone());
+        if let Some(commands) = commands {
+            let _ = commands.send(RoomCommand::Close).await;
+        }
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomEntry>> {
+        // A poisoned map means a panic while holding it; the map itself is still consistent
+        // (every critical section is a single insert/remove/get), so keep serving.
+        self.inner
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn room_commands(&self, room: &RoomId) -> mpsc::Sender<RoomCommand> {
+        let mut rooms = self.lock_rooms();
+        if let Some(entry) = rooms.get(room)
+            && !entry.commands.is_closed()
+        {
+            return entry.commands.clone();
+        }
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (commands, inbox) = mpsc::channel(64);
+        rooms.insert(
+            room.clone(),
+            RoomEntry {
+                generation,
+                commands: commands.clone(),
+            },
+        );
+        RelayMetrics::inc(&self.inner.metrics.rooms);
+        let relay = self.clone();
+        let room_id = room.clone();
+        let internal = commands.downgrade();
+        tokio::spawn(async move {
+            run_room(relay.inner.clone(), room_id.clone(), inbox, internal).await;
+            relay.forget_room(&room_id, generation);
+        });
+        commands
+    }
+
+    fn forget_room(&self, room: &RoomId, generation: u64) {
+        let mut rooms = self.lock_rooms();
+        if rooms.get(room).is_some_and(|e| e.generation == generation) {
+            rooms.remove(room);
+        }
+        RelayMetrics::dec(&self.inner.metrics.rooms);
+    }
+}

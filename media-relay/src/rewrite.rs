@@ -1,0 +1,182 @@
+//! Per-subscriber rewriting of forwarded RTP: SSRC and payload type of the subscriber's leg,
+//! no header extensions (their ids belong to the publisher's leg), and sequence numbers kept
+//! contiguous across packets the relay chose not to forward (mute, waiting for a keyframe).
+//!
+//! Timestamps pass through: each subscriber track carries exactly one source for its whole life,
+//! so the source's own clock is already continuous. Pure: fed packets, no I/O.
+
+use rtc::rtp;
+
+/// Keeps outgoing sequence numbers contiguous when the relay drops packets on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct SequenceRewriter {
+    offset: u16,
+    highest_out: Option<u16>,
+    resync_base: Option<u16>,
+    resync: bool,
+}
+
+impl SequenceRewriter {
+    /// A rewriter that takes its base from the first forwarded packet.
+    pub fn new() -> Self {
+        Self {
+            resync: true,
+            ..Self::default()
+        }
+    }
+
+    /// The relay dropped this stream's packets on purpose; the next forwarded one follows on.
+    pub fn gap(&mut self) {
+        self.resync = true;
+    }
+
+    /// The outgoing sequence number for `seq_in`, or `None` if the packet is older than the
+    /// last resynchronisation (it would collide with numbers already sent).
+    pub fn forward(&mut self, seq_in: u16) -> Option<u16> {
+        if self.resync {
+            let next_out = self.highest_out.map_or(seq_in, |h| h.wrapping_add(1));
+            self.offset = seq_in.wrapping_sub(next_out);
+            self.resync_base = Some(seq_in);
+            self.resync = false;
+        } else if let Some(base) = self.resync_base
+            && (seq_in.wrapping_sub(base) as i16) < 0
+        {
+            return None;
+        }
+        let out = seq_in.wrapping_sub(self.offset);
+        match self.highest_out {
+            Some(h) if (out.wrapping_sub(h) as i16) <= 0 => {}
+            _ => self.highest_out = Some(out),
+        }
+        Some(out)
+    }
+}
+
+/// Rewrites one publisher's packets for one subscriber's leg.
+#[derive(Debug, Clone)]
+pub struct DownstreamRewriter {
+    /// The SSRC announced to the subscriber.
+    pub ssrc: u32,
+    /// The payload type negotiated on the subscriber's leg.
+    pub payload_type: u8,
+    /// Video only: nothing is forwarded until a keyframe starts, so the subscriber's first frame
+    /// decodes.
+    pub waiting_for_keyframe: bool,
+    sequence: SequenceRewriter,
+}
+
+impl DownstreamRewriter {
+    /// A rewriter for a fresh subscriber leg; `video` legs wait for a keyframe.
+    pub fn new(ssrc: u32, payload_type: u8, video: bool) -> Self {
+        Self {
+            ssrc,
+            payload_type,
+            waiting_for_keyframe: video,
+            sequence: SequenceRewriter::new(),
+        }
+    }
+
+    /// The relay dropped packets of this stream on purpose (mute); video waits for a keyframe.
+    pub fn pause(&mut self, video: bool) {
+        self.sequence.gap();
+        self.waiting_for_keyframe = video;
+    }
+
+    /// The packet to send to the subscriber, or `None` if it must not be sent.
+    /// `keyframe_start` tells whether the packet begins a keyframe.
+    pub fn rewrite(&mut self, packet: &rtp::Packet, keyframe_start: bool) -> Option<rtp::Packet> {
+        if self.waiting_for_keyframe {
+            if !keyframe_start {
+                return None;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        let sequence_number = self.sequence.forward(packet.header.sequence_number)?;
+        let mut out = packet.clone();
+        out.header.ssrc = self.ssrc;
+        out.header.payload_type = self.payload_type;
+        out.header.sequence_number = sequence_number;
+        out.header.extension = false;
+        out.header.extension_profile = 0;
+        out.header.extensions.clear();
+        out.header.extensions_padding = 0;
+        out.header.csrc.clear();
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u16) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                sequence_number: seq,
+                ssrc: 7,
+                payload_type: 120,
+                extension: true,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0x10, 0x00]),
+        }
+    }
+
+    #[test]
+    fn ssrc_payload_type_and_extensions_are_those_of_the_subscriber_leg() {
+        let mut rewriter = DownstreamRewriter::new(42, 96, false);
+        let out = rewriter
+            .rewrite(&packet(10), false)
+            .expect("audio is forwarded");
+        assert_eq!(out.header.ssrc, 42);
+        assert_eq!(out.header.payload_type, 96);
+        assert!(!out.header.extension);
+        assert_eq!(out.header.sequence_number, 10);
+    }
+
+    #[test]
+    fn video_waits_for_a_keyframe_then_numbers_follow_on() {
+        let mut rewriter = DownstreamRewriter::new(42, 96, true);
+        assert!(rewriter.rewrite(&packet(1), false).is_none());
+        assert!(rewriter.rewrite(&packet(2), false).is_none());
+        let first = rewriter
+            .rewrite(&packet(3), true)
+            .expect("keyframe forwarded");
+        let second = rewriter
+            .rewrite(&packet(4), false)
+            .expect("follows keyframe");
+        assert_eq!(
+            second.header.sequence_number,
+            first.header.sequence_number.wrapping_add(1)
+        );
+    }
+
+    #[test]
+    fn a_muted_stretch_leaves_no_hole_in_the_sequence() {
+        let mut rewriter = DownstreamRewriter::new(42, 111, false);
+        assert_eq!(
+            rewriter
+                .rewrite(&packet(65534), false)
+                .map(|p| p.header.sequence_number),
+            Some(65534)
+        );
+        rewriter.pause(false);
+        // 500 packets dropped while muted, across the wrap.
+        let out = rewriter.rewrite(&packet(498), false).expect("unmuted");
+        assert_eq!(out.header.sequence_number, 65535);
+        let out = rewriter.rewrite(&packet(499), false).expect("next");
+        assert_eq!(out.header.sequence_number, 0);
+        // A straggler from before the mute would collide: dropped.
+        assert!(rewriter.rewrite(&packet(65535), false).is_none());
+    }
+
+    #[test]
+    fn reordered_packets_keep_their_relative_order() {
+        let mut rewriter = SequenceRewriter::new();
+        assert_eq!(rewriter.forward(100), Some(100));
+        assert_eq!(rewriter.forward(102), Some(102));
+        assert_eq!(rewriter.forward(101), Some(101));
+        assert_eq!(rewriter.forward(103), Some(103));
+    }
+}

@@ -1,0 +1,220 @@
+//! Counting what a receiver got, per remote track: packets, losses, reordering, and for VP8 whole
+//! frames, keyframes and whether frames decode in order. Pure: fed packets, no I/O.
+
+use crate::vp8;
+
+/// What one remote track delivered, as counted by [`TrackCounter`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackCounts {
+    /// RTP packets received.
+    pub packets: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Packets that arrived with a lower sequence number than one already seen.
+    pub out_of_order: u64,
+    /// Sequence numbers skipped (forward gaps) and not filled in since.
+    pub lost: u64,
+    /// Packets that arrived late and filled a gap (retransmissions, reordering).
+    pub recovered: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// VP8 frames whose packets all arrived, in order, from start bit to marker.
+    pub frames_complete: u64,
+    /// VP8 frames begun but broken by a gap, or never ended.
+    pub frames_incomplete: u64,
+    /// Complete VP8 keyframes.
+    pub keyframes: u64,
+    /// Complete VP8 frames that a decoder could show: a keyframe, or a delta frame whose chain
+    /// back to a keyframe is unbroken.
+    pub frames_decodable: u64,
+}
+
+/// Feeds RTP packets of one track and keeps [`TrackCounts`].
+#[derive(Debug, Clone, Default)]
+pub struct TrackCounter {
+    video: bool,
+    counts: TrackCounts,
+    last_seq: Option<u16>,
+    /// Bit i: sequence number `last_seq - i` arrived (the last 128).
+    seen: u128,
+    frame_in_progress: bool,
+    frame_broken: bool,
+    frame_is_key: bool,
+    chain_ok: bool,
+}
+
+/// What feeding one packet completed, for callers that time events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Nothing noteworthy.
+    Packet,
+    /// A complete delta frame.
+    Frame,
+    /// A complete keyframe.
+    Keyframe,
+}
+
+impl TrackCounter {
+    /// A counter; `video` tracks also count VP8 frames.
+    pub fn new(video: bool) -> Self {
+        Self {
+            video,
+            ..Self::default()
+        }
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> &TrackCounts {
+        &self.counts
+    }
+
+    /// Counts one packet.
+    pub fn feed(&mut self, seq: u16, marker: bool, payload: &[u8]) -> Fed {
+        self.counts.packets += 1;
+        self.counts.bytes += payload.len() as u64;
+        if let Some(last) = self.last_seq {
+            let delta = seq.wrapping_sub(last) as i16;
+            if delta <= 0 {
+                let back = delta.unsigned_abs() as u32;
+                if back < 128 && self.seen & (1u128 << back) != 0 {
+                    self.counts.duplicates += 1;
+                    return Fed::Packet;
+                }
+                self.counts.out_of_order += 1;
+                if back < 128 {
+                    self.seen |= 1u128 << back;
+                    self.counts.lost = self.counts.lost.saturating_sub(1);
+                    self.counts.recovered += 1;
+                }
+                if self.frame_in_progress {
+                    self.frame_broken = true;
+                }
+                return Fed::Packet;
+            }
+            if delta > 1 {
+                self.counts.lost += (delta - 1) as u64;
+                if self.frame_in_progress {
+                    self.frame_broken = true;
+                }
+                self.chain_ok = false;
+            }
+            self.seen = self.seen.checked_shl(delta as u32).unwrap_or(0) | 1;
+        } else {
+            self.seen = 1;
+        }
+        self.last_seq = Some(seq);
+        if !self.video {
+            return Fed::Packet;
+        }
+        if vp8::is_frame_start(payload) {
+            if self.frame_in_progress {
+                self.counts.frames_incomplete += 1;
+                self.chain_ok = false;
+            }
+            self.frame_in_progress = true;
+            self.frame_broken = false;
+            self.frame_is_key = vp8::is_keyframe_start(payload);
+        }
+        if !(marker && self.frame_in_progress) {
+            return Fed::Packet;
+        }
+        self.frame_in_progress = false;
+        if self.frame_broken {
+            self.counts.frames_incomplete += 1;
+            self.chain_ok = false;
+            return Fed::Packet;
+        }
+        self.counts.frames_complete += 1;
+        if self.frame_is_key {
+            self.counts.keyframes += 1;
+            self.chain_ok = true;
+        }
+        if self.chain_ok {
+            self.counts.frames_decodable += 1;
+        }
+        if self.frame_is_key {
+            Fed::Keyframe
+        } else {
+            Fed::Frame
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_peer::media::Vp8FrameSource;
+
+    fn feed_frame(counter: &mut TrackCounter, seq: &mut u16, packets: &[(bool, Vec<u8>)]) {
+        feed_frame_losing(counter, seq, packets, None);
+    }
+
+    /// Feeds a frame's packets with consecutive numbers, the packet at `lose` never arriving.
+    fn feed_frame_losing(
+        counter: &mut TrackCounter,
+        seq: &mut u16,
+        packets: &[(bool, Vec<u8>)],
+        lose: Option<usize>,
+    ) {
+        for (i, (marker, payload)) in packets.iter().enumerate() {
+            if Some(i) != lose {
+                counter.feed(*seq, *marker, payload);
+            }
+            *seq = seq.wrapping_add(1);
+        }
+    }
+
+    #[test]
+    fn synthetic_frames_count_as_complete_and_decodable() {
+        let mut source = Vp8FrameSource::new(1000);
+        let mut counter = TrackCounter::new(true);
+        let mut seq = 65530;
+        for i in 0..10 {
+            let frame = source.frame(i == 0, 3000);
+            feed_frame(&mut counter, &mut seq, &frame);
+        }
+        let counts = counter.counts();
+        assert_eq!(counts.frames_complete, 10);
+        assert_eq!(counts.keyframes, 1);
+        assert_eq!(counts.frames_decodable, 10);
+        assert_eq!(
+            (counts.lost, counts.out_of_order, counts.frames_incomplete),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_lost_packet_breaks_its_frame_and_the_chain_until_the_next_keyframe() {
+        let mut source = Vp8FrameSource::new(1000);
+        let mut counter = TrackCounter::new(true);
+        let mut seq = 0u16;
+        feed_frame(&mut counter, &mut seq, &source.frame(true, 3000));
+        let broken = source.frame(false, 3000);
+        assert!(broken.len() >= 3);
+        feed_frame_losing(&mut counter, &mut seq, &broken, Some(1));
+        feed_frame(&mut counter, &mut seq, &source.frame(false, 3000));
+        feed_frame(&mut counter, &mut seq, &source.frame(true, 3000));
+        let counts = counter.counts();
+        assert_eq!(counts.frames_incomplete, 1);
+        assert_eq!(counts.frames_complete, 3);
+        assert_eq!(
+            counts.frames_decodable, 2,
+            "the delta after the loss is not decodable"
+        );
+        assert_eq!(counts.lost, 1);
+    }
+
+    #[test]
+    fn a_late_packet_fills_its_gap_and_a_repeat_counts_as_duplicate() {
+        let mut counter = TrackCounter::new(false);
+        for seq in [10u16, 11, 13, 14, 12, 12, 15] {
+            counter.feed(seq, false, &[0]);
+        }
+        let counts = counter.counts();
+        assert_eq!(
+            (counts.lost, counts.recovered, counts.duplicates),
+            (0, 1, 1)
+        );
+        assert_eq!(counts.out_of_order, 1);
+    }
+}

@@ -1,0 +1,768 @@
+//! A webrtc-rs client peer for tests and the load generator: connects to the relay through the
+//! relay's signaling messages, publishes synthetic Opus (50 packets/s) and VP8 (configurable
+//! frame rate, periodic keyframes, a keyframe on every PLI/FIR), and counts what it receives per
+//! remote track. Transport-agnostic: it reads and writes message channels, so a WebSocket client
+//! can bridge them to the server's `/ws`.
+
+pub mod frames;
+pub mod media;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::RelayError;
+use crate::engine::{
+    AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, build_peer_connection, codec_for,
+    is_keyframe_request, media_kind, rtp_kind,
+};
+use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
+use frames::{Fed, TrackCounter, TrackCounts};
+use media::{Vp8FrameSource, opus_payload};
+
+/// How a test peer behaves.
+#[derive(Debug, Clone)]
+pub struct TestPeerConfig {
+    /// Local UDP address to bind.
+    pub udp_addr: SocketAddr,
+    /// Publish Opus audio (else receive audio only).
+    pub publish_audio: bool,
+    /// Publish VP8 video (else receive video only).
+    pub publish_video: bool,
+    /// Video frames per second.
+    pub video_fps: u32,
+    /// A keyframe at least this often (besides the first frame and PLI/FIR answers).
+    pub keyframe_interval: Duration,
+    /// Bytes of a keyframe.
+    pub keyframe_bytes: usize,
+    /// Bytes of a delta frame.
+    pub delta_frame_bytes: usize,
+    /// The RFC 6464 audio level (−dBov, 0 loudest, 127 silence) put on every Opus packet, if any.
+    pub audio_level: Option<u8>,
+}
+
+impl Default for TestPeerConfig {
+    fn default() -> Self {
+        Self {
+            udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            publish_audio: true,
+            publish_video: true,
+            video_fps: 30,
+            keyframe_interval: Duration::from_secs(3),
+            keyframe_bytes: 6000,
+            delta_frame_bytes: 1500,
+            audio_level: None,
+        }
+    }
+}
+
+/// One remote track as the peer received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedTrack {
+    /// The publisher (the relay sets the stream id to the participant id).
+    pub publisher: String,
+    /// The track id the relay announced.
+    pub track_id: String,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Counts so far.
+    pub counts: TrackCounts,
+    /// When the first packet arrived (peer clock).
+    pub first_packet_at: Option<Instant>,
+    /// When the first complete keyframe arrived (peer clock).
+    pub first_keyframe_at: Option<Instant>,
+    /// The track ended (removed by renegotiation or connection closed).
+    pub ended: bool,
+}
+
+/// What the peer has seen so far.
+#[derive(Debug, Clone, Default)]
+pub struct PeerReport {
+    /// Remote tracks in arrival order.
+    pub tracks: Vec<ReceivedTrack>,
+    /// Every relay message other than SDP and candidates, in order.
+    pub messages: Vec<ServerMessage>,
+    /// The peer connection reached `connected`.
+    pub connected: bool,
+    /// When it did (peer clock).
+    pub connected_at: Option<Instant>,
+    /// Keyframe requests (PLI/FIR) the relay sent this peer.
+    pub keyframe_requests: u64,
+    /// Packets this peer published.
+    pub packets_sent: u64,
+}
+
+impl PeerReport {
+    /// Remote tracks of one kind that have not ended.
+    pub fn live_tracks(&self, kind: MediaKind) -> impl Iterator<Item = &ReceivedTrack> {
+        self.tracks
+            .iter()
+            .filter(move |t| t.kind == kind && !t.ended)
+    }
+
+    /// Remote tracks of a publisher that have not ended.
+    pub fn live_tracks_of<'a>(
+        &'a self,
+        publisher: &'a str,
+    ) -> impl Iterator<Item = &'a ReceivedTrack> {
+        self.tracks
+            .iter()
+            .filter(move |t| t.publisher == publisher && !t.ended)
+    }
+}
+
+struct Shared {
+    report: Mutex<PeerReport>,
+    /// The remote tracks, in the order of `PeerReport::tracks`.
+    remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
+    changes: watch::Sender<u64>,
+    connected: watch::Sender<bool>,
+    force_keyframe: AtomicBool,
+    packets_sent: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, PeerReport> {
+        // The report is plain data; a panic elsewhere leaves it readable.
+        self.report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PeerReport)) {
+        change(&mut self.lock());
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+enum PeerEvent {
+    Candidate(IceCandidate),
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.send(PeerEvent::Candidate(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+            }));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let now = Instant::now();
+            self.shared.update(|r| {
+                r.connected = true;
+                r.connected_at.get_or_insert(now);
+            });
+            self.shared.connected.send_replace(true);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        tokio::spawn(count_track(self.shared.clone(), track));
+    }
+}
+
+async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let Some(kind) = media_kind(track.kind().await) else {
+        return;
+    };
+    let publisher = track.stream_id().await;
+    let track_id = track.track_id().await;
+    let index = {
+        // Both lists grow together under the report lock, so indexes agree.
+        let mut report = shared.lock();
+        shared
+            .remote_tracks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(track.clone());
+        report.tracks.push(ReceivedTrack {
+            publisher,
+            track_id,
+            kind,
+            counts: TrackCounts::default(),
+            first_packet_at: None,
+            first_keyframe_at: None,
+            ended: false,
+        });
+        report.tracks.len() - 1
+    };
+    let mut counter = TrackCounter::new(kind == MediaKind::Video);
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                let now = Instant::now();
+                let fed = counter.feed(
+                    packet.header.sequence_number,
+                    packet.header.marker,
+                    &packet.payload,
+                );
+                let counts = counter.counts().clone();
+                shared.update(|r| {
+                    let t = &mut r.tracks[index];
+                    t.counts = counts;
+                    t.first_packet_at.get_or_insert(now);
+                    if fed == Fed::Keyframe {
+                        t.first_keyframe_at.get_or_insert(now);
+                    }
+                });
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    shared.update(|r| r.tracks[index].ended = true);
+}
+
+/// Commands from the handle to the peer's signaling task.
+enum Command {
+    Send(ClientMessage),
+    Unpublish(MediaKind),
+    /// Drop the signaling channels (as a lost socket would); the connection stays.
+    Detach,
+    /// Use these signaling channels from now on.
+    Attach(mpsc::Sender<ClientMessage>, mpsc::Receiver<ServerMessage>),
+    /// Re-offer with fresh ICE credentials.
+    RestartIce,
+}
+
+/// A running test peer. Dropping it stops its tasks and closes its connection.
+pub struct TestPeer {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+    pc: Arc<dyn PeerConnection>,
+    started_at: Instant,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl TestPeer {
+    /// Builds the peer connection, sends the first offer through `to_relay`, and starts
+    /// answering relay messages from `from_relay` and publishing once connected.
+    pub async fn start(
+        config: TestPeerConfig,
+        to_relay: mpsc::Sender<ClientMessage>,
+        from_relay: mpsc::Receiver<ServerMessage>,
+    ) -> Result<Self, RelayError> {
+        let started_at = Instant::now();
+        let (changes, _) = watch::channel(0);
+        let (connected, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            report: Mutex::new(PeerReport::default()),
+            remote_tracks: Mutex::new(Vec::new()),
+            changes,
+            connected,
+            force_keyframe: AtomicBool::new(false),
+            packets_sent: AtomicU64::new(0),
+        });
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let handler = Arc::new(Handler {
+            shared: shared.clone(),
+            events: events_tx,
+        });
+        let pc = build_peer_connection(vec![config.udp_addr], &[], handler).await?;
+
+        let mut publications = Vec::new();
+        for (kind, publish) in [
+            (MediaKind::Audio, config.publish_audio),
+            (MediaKind::Video, config.publish_video),
+        ] {
+            if publish {
+                let ssrc = match kind {
+                    MediaKind::Audio => 0x0A0D_1000 | (started_at.elapsed().subsec_nanos() & 0xfff),
+                    MediaKind::Video => 0x0B1D_2000 | (started_at.elapsed().subsec_nanos() & 0xfff),
+                };
+                let label = format!("{kind:?}").to_lowercase();
+                let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                    "test-peer".to_owned(),
+                    format!("test-peer-{label}"),
+                    label,
+                    rtp_kind(kind),
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: codec_for(kind),
+                        ..Default::default()
+                    }],
+                )));
+                let sender = pc.add_track(local.clone() as Arc<dyn TrackLocal>).await?;
+                publications.push(Publication {
+                    kind,
+                    ssrc,
+                    local,
+                    sender,
+                });
+            } else {
+                pc.add_transceiver_from_kind(
+                    rtp_kind(kind),
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+            }
+        }
+
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or(RelayError::Gone)?;
+        to_relay
+            .send(ClientMessage::Offer { sdp })
+            .await
+            .map_err(|_| RelayError::Gone)?;
+
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let senders = publications
+            .iter()
+            .map(|p| (p.kind, p.sender.clone()))
+            .collect();
+        let mut tasks = vec![tokio::spawn(run_signaling(
+            pc.clone(),
+            senders,
+            shared.clone(),
+            to_relay,
+            from_relay,
+            events_rx,
+            commands_rx,
+        ))];
+        for publication in &publications {
+            if publication.kind == MediaKind::Video {
+                let local = publication.local.clone();
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
+                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                            shared.force_keyframe.store(true, Ordering::Relaxed);
+                            shared.update(|r| r.keyframe_requests += 1);
+                        }
+                    }
+                }));
+            }
+        }
+        if !publications.is_empty() {
+            tasks.push(tokio::spawn(publish(config, shared.clone(), publications)));
+        }
+        Ok(Self {
+            shared,
+            commands,
+            pc,
+            started_at,
+            tasks,
+        })
+    }
+
+    /// When the peer started (its clock; compare with the report's instants).
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// A copy of what the peer has seen so far.
+    pub fn report(&self) -> PeerReport {
+        let mut report = self.shared.lock().clone();
+        report.packets_sent = self.shared.packets_sent.load(Ordering::Relaxed);
+        report
+    }
+
+    /// Waits until `done` holds for the report, or `timeout` passes: `Err` carries the last
+    /// report, for the assertion message.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&PeerReport) -> bool,
+    ) -> Result<PeerReport, Box<PeerReport>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            let report = self.report();
+            if done(&report) {
+                return Ok(report);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(Box::new(self.report())),
+            }
+        }
+    }
+
+    /// Asks for a keyframe (PLI) on every live video track received from `publisher`, as a
+    /// decoder that lost sync would; returns how many requests went out.
+    pub async fn request_keyframe(&self, publisher: &str) -> usize {
+        let targets: Vec<Arc<dyn TrackRemote>> = {
+            let report = self.shared.lock();
+            let tracks = self
+                .shared
+                .remote_tracks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            report
+                .tracks
+                .iter()
+                .zip(tracks.iter())
+                .filter(|(t, _)| t.publisher == publisher && t.kind == MediaKind::Video && !t.ended)
+                .map(|(_, remote)| remote.clone())
+                .collect()
+        };
+        let mut sent = 0;
+        for track in targets {
+            let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
+                continue;
+            };
+            let pli =
+                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Stops publishing one kind and offers the change to the relay.
+    pub fn unpublish(&self, kind: MediaKind) {
+        // The signaling task is gone only after close; then there is nothing to unpublish.
+        let _ = self.commands.send(Command::Unpublish(kind));
+    }
+
+    /// Drops the signaling channels, as a lost WebSocket would; media keeps flowing.
+    pub fn detach_signaling(&self) {
+        let _ = self.commands.send(Command::Detach);
+    }
+
+    /// Uses new signaling channels (e.g. from `Relay::resume`).
+    pub fn attach_signaling(
+        &self,
+        to_relay: mpsc::Sender<ClientMessage>,
+        from_relay: mpsc::Receiver<ServerMessage>,
+    ) {
+        let _ = self.commands.send(Command::Attach(to_relay, from_relay));
+    }
+
+    /// Re-offers with fresh ICE credentials (what a client does after its network changed).
+    pub fn restart_ice(&self) {
+        let _ = self.commands.send(Command::RestartIce);
+    }
+
+    /// Sends any message to the relay (e.g. `Mute`, or bad input in tests).
+    pub fn send(&self, message: ClientMessage) {
+        // The signaling task is gone only after close; then there is no one to tell.
+        let _ = self.commands.send(Command::Send(message));
+    }
+
+    /// Leaves the room and closes the connection.
+    pub async fn leave(self) {
+        self.send(ClientMessage::Leave);
+        // Give the signaling task the chance to pass `Leave` on before the drop aborts it.
+        let mut changes = self.shared.changes.subscribe();
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        let _ = self.pc.close().await;
+    }
+
+    /// Closes the connection without a word (as a crashed browser would).
+    pub async fn vanish(self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+struct Publication {
+    kind: MediaKind,
+    ssrc: u32,
+    local: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+}
+
+async fn run_signaling(
+    pc: Arc<dyn PeerConnection>,
+    mut senders: Vec<(MediaKind, Arc<dyn RtpSender>)>,
+    shared: Arc<Shared>,
+    to_relay: mpsc::Sender<ClientMessage>,
+    from_relay: mpsc::Receiver<ServerMessage>,
+    mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut link = Some((to_relay, from_relay));
+    loop {
+        let outgoing = tokio::select! {
+            message = async {
+                match link.as_mut() {
+                    Some((_, from_relay)) => from_relay.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match message {
+                    Some(message) => handle_relay_message(&pc, &shared, message).await,
+                    None => {
+                        link = None; // the relay removed us, or the link was cut
+                        shared.update(|_| {});
+                        None
+                    }
+                }
+            }
+            Some(PeerEvent::Candidate(candidate)) = events.recv() => {
+                Some(ClientMessage::Candidate { candidate })
+            }
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::Send(message)) => Some(message),
+                Some(Command::Unpublish(kind)) => unpublish(&pc, &mut senders, kind).await,
+                Some(Command::Detach) => {
+                    link = None;
+                    None
+                }
+                Some(Command::Attach(to_relay, from_relay)) => {
+                    link = Some((to_relay, from_relay));
+                    None
+                }
+                Some(Command::RestartIce) => restart_ice(&pc).await,
+            },
+        };
+        // Messages while detached are lost, as they would be on a dead socket.
+        if let (Some(message), Some((to_relay, _))) = (outgoing, link.as_ref())
+            && to_relay.send(message).await.is_err()
+        {
+            link = None;
+        }
+    }
+    // Wake waiters: nothing more will come.
+    shared.update(|_| {});
+}
+
+async fn restart_ice(pc: &Arc<dyn PeerConnection>) -> Option<ClientMessage> {
+    pc.restart_ice().await.ok()?;
+    let offer = pc.create_offer(None).await.ok()?;
+    pc.set_local_description(offer).await.ok()?;
+    let sdp = pc.local_description().await?.sdp;
+    Some(ClientMessage::Offer { sdp })
+}
+
+/// Stops sending one kind and offers the change (the relay accepts offers while it is idle).
+async fn unpublish(
+    pc: &Arc<dyn PeerConnection>,
+    senders: &mut Vec<(MediaKind, Arc<dyn RtpSender>)>,
+    kind: MediaKind,
+) -> Option<ClientMessage> {
+    let position = senders.iter().position(|(k, _)| *k == kind)?;
+    let (_, sender) = senders.remove(position);
+    pc.remove_track(&sender).await.ok()?;
+    let offer = pc.create_offer(None).await.ok()?;
+    pc.set_local_description(offer).await.ok()?;
+    let sdp = pc.local_description().await?.sdp;
+    Some(ClientMessage::Offer { sdp })
+}
+
+async fn handle_relay_message(
+    pc: &Arc<dyn PeerConnection>,
+    shared: &Shared,
+    message: ServerMessage,
+) -> Option<ClientMessage> {
+    match message {
+        ServerMessage::Answer { sdp } => {
+            let answer = RTCSessionDescription::answer(sdp).ok()?;
+            if let Err(err) = pc.set_remote_description(answer).await {
+                tracing::warn!(%err, "test peer: relay answer refused");
+            }
+            None
+        }
+        ServerMessage::Offer { sdp } => {
+            // Tracks no longer sent by the relay are gone (webrtc-rs does not end them itself).
+            let sending = crate::sdp::sending_track_ids(&sdp);
+            shared.update(|r| {
+                for track in r.tracks.iter_mut() {
+                    if !sending.contains(&track.track_id) {
+                        track.ended = true;
+                    }
+                }
+            });
+            let offer = RTCSessionDescription::offer(sdp).ok()?;
+            if let Err(err) = pc.set_remote_description(offer).await {
+                tracing::warn!(%err, "test peer: relay offer refused");
+                return None;
+            }
+            let answer = pc.create_answer(None).await.ok()?;
+            pc.set_local_description(answer).await.ok()?;
+            let sdp = pc.local_description().await?.sdp;
+            Some(ClientMessage::Answer { sdp })
+        }
+        ServerMessage::Candidate { candidate } => {
+            let init = RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+                ..Default::default()
+            };
+            if let Err(err) = pc.add_ice_candidate(init).await {
+                tracing::warn!(%err, "test peer: relay candidate refused");
+            }
+            None
+        }
+        other => {
+            shared.update(|r| r.messages.push(other));
+            None
+        }
+    }
+}
+
+/// Publishes once connected: Opus every 20 ms, VP8 at the configured frame rate.
+async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<Publication>) {
+    let mut connected = shared.connected.subscribe();
+    if connected.wait_for(|c| *c).await.is_err() {
+        return;
+    }
+    let mut audio = None;
+    let mut video = None;
+    for publication in publications {
+        let fallback = match publication.kind {
+            MediaKind::Audio => OPUS_PAYLOAD_TYPE,
+            MediaKind::Video => VP8_PAYLOAD_TYPE,
+        };
+        let mime = codec_for(publication.kind).mime_type;
+        let parameters = publication.sender.get_parameters().await.ok();
+        let payload_type = parameters
+            .as_ref()
+            .and_then(|p| {
+                p.rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+            })
+            .map_or(fallback, |c| c.payload_type);
+        let audio_level = match (publication.kind, config.audio_level) {
+            (MediaKind::Audio, Some(level)) => parameters
+                .as_ref()
+                .and_then(|p| {
+                    p.rtp_parameters
+                        .header_extensions
+                        .iter()
+                        .find(|e| e.uri == AUDIO_LEVEL_URI)
+                })
+                .and_then(|e| u8::try_from(e.id).ok())
+                .map(|id| (id, level)),
+            _ => None,
+        };
+        let stream = Stream {
+            local: publication.local,
+            ssrc: publication.ssrc,
+            payload_type,
+            seq: 1000,
+            timestamp: 1_000_000,
+            audio_level,
+        };
+        match publication.kind {
+            MediaKind::Audio => audio = Some(stream),
+            MediaKind::Video => video = Some(stream),
+        }
+    }
+    let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
+    let frame_period = Duration::from_secs(1) / config.video_fps.max(1);
+    let mut video_tick = tokio::time::interval(frame_period);
+    let frame_ticks = 90_000 / config.video_fps.max(1);
+    let mut frames = Vp8FrameSource::new(1100);
+    let mut last_keyframe: Option<Instant> = None;
+    let mut audio_counter = 0u32;
+    loop {
+        tokio::select! {
+            _ = audio_tick.tick(), if audio.is_some() => {
+                if let Some(stream) = audio.as_mut() {
+                    stream.send(&shared, false, opus_payload(audio_counter), 960).await;
+                    audio_counter = audio_counter.wrapping_add(1);
+                }
+            }
+            _ = video_tick.tick(), if video.is_some() => {
+                if let Some(stream) = video.as_mut() {
+                    let now = Instant::now();
+                    let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
+                    let keyframe = forced
+                        || last_keyframe.is_none_or(|t| now.duration_since(t) >= config.keyframe_interval);
+                    if keyframe {
+                        last_keyframe = Some(now);
+                    }
+                    let size = if keyframe { config.keyframe_bytes } else { config.delta_frame_bytes };
+                    let packets = frames.frame(keyframe, size);
+                    for (marker, payload) in packets {
+                        stream.send(&shared, marker, payload, 0).await;
+                    }
+                    stream.timestamp = stream.timestamp.wrapping_add(frame_ticks);
+                }
+            }
+        }
+    }
+}
+
+struct Stream {
+    local: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+    /// Audio level extension: (negotiated id, level).
+    audio_level: Option<(u8, u8)>,
+}
+
+impl Stream {
+    async fn send(&mut self, shared: &Shared, marker: bool, payload: Vec<u8>, advance: u32) {
+        let mut packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: payload.into(),
+        };
+        if let Some((id, level)) = self.audio_level {
+            // The V (voice activity) bit with the level; a failure only loses the level.
+            let voice = if level <= 50 { 0x80 } else { 0 };
+            let _ = packet
+                .header
+                .set_extension(id, bytes::Bytes::from(vec![voice | (level & 0x7f)]));
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(advance);
+        if self.local.write_rtp(packet).await.is_ok() {
+            shared.packets_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Interop with a real browser: two headless Chromium pages (fake camera and microphone) and one
+//! webrtc-rs test peer in a room. Each page must decode the other page's video and play its audio;
+//! the test peer must receive complete, in-order VP8 frames from both pages.
+//!
+//! Opt-in, because it needs Chromium (`apt-get install -y chromium`):
+//! `cargo test -p media-relay --test browser -- --ignored` (`CHROMIUM=/path` to use another).
+//!
+//! The page talks to the relay through a minimal HTTP bridge in this file (loopback only, one
+//! request per connection): `POST /send/<id>` carries a `ClientMessage`, `GET /poll/<id>` returns
+//! pending `ServerMessage`s, `POST /report/<id>` carries the page's `getStats()` summary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{join, receives_from, relay};
+use media_relay::test_peer::TestPeerConfig;
+use media_relay::{ClientMessage, MediaKind, ParticipantId, Relay, RoomId, ServerMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+
+const ROOM: &str = "case-browser";
+
+const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>relay interop</title>
+<script>
+const id = new URLSearchParams(location.search).get('id');
+const post = (path, body) => fetch(path + id, {method: 'POST', body: JSON.stringify(body)});
+const send = (m) => post('/send/', m);
+async function main() {
+  const pc = new RTCPeerConnection();
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 480}});
+  for (const t of stream.getTracks()) pc.addTrack(t, stream);
+  pc.onicecandidate = (e) => { if (e.candidate) send({type: 'candidate', candidate: e.candidate.toJSON()}); };
+  pc.ontrack = (e) => { const el = document.createElement(e.track.kind); el.srcObject = new MediaStream([e.track]); el.muted = true; el.play().catch(() => {}); document.body.appendChild(el); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await send({type: 'offer', sdp: pc.localDescription.sdp});
+  setInterval(async () => {
+    const stats = await pc.getStats();
+    const videos = [], audios = [];
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video') videos.push({frames_decoded: s.framesDecoded || 0, key_frames_decoded: s.keyFramesDecoded || 0, packets: s.packetsReceived || 0});
+      if (s.kind === 'audio') audios.push({samples: s.totalSamplesReceived || 0, packets: s.packetsReceived || 0});
+    });
+    post('/report/', {state: pc.connectionState, videos, audios});
+  }, 500);
+  for (;;) {
+    const messages = await (await fetch('/poll/' + id)).json();
+    for (const m of messages) {
+      if (m.type === 'answer') await pc.setRemoteDescription({type: 'answer', sdp: m.sdp});
+      else if (m.type === 'offer') {
+        await pc.setRemoteDescription({type: 'offer', sdp: m.sdp});
+        await pc.setLocalDescription(await pc.createAnswer());
+        await send({type: 'answer', sdp: pc.localDescription.sdp});
+      } else if (m.type === 'candidate') await pc.addIceCandidate(m.candidate);
+      else if (m.type === 'error') post('/report/', {error: m});
+    }
+  }
+}
+main().catch((e) => post('/report/', {error: String(e)}));
+</script>"#;
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct PageReport {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    videos: Vec<VideoStats>,
+    #[serde(default)]
+    audios: Vec<AudioStats>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct VideoStats {
+    frames_decoded: u64,
+    key_frames_decoded: u64,
+    packets: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct AudioStats {
+    samples: u64,
+    packets: u64,
+}
+
+struct PageSession {
+    sender: mpsc::Sender<ClientMessage>,
+    events: Mutex<mpsc::Receiver<ServerMessage>>,
+}
+
+struct Bridge {
+    sessions: HashMap<String, PageSession>,
+    reports: mpsc::UnboundedSender<(String, PageReport)>,
+}
+
+async fn serve(listener: TcpListener, bridge: Arc<Bridge>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(handle(stream, bridge.clone()));
+    }
+}
+
+/// One request per connection; enough for a page on loopback, not a general HTTP server.
+async fn handle(mut stream: TcpStream, bridge: Arc<Bridge>) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buffer[header_end..header_end + length];
+    let mut request_line = head.lines().next().unwrap_or("").split(' ');
+    let method = request_line.next().unwrap_or("");
+    let path = request_line.next().unwrap_or("/");
+    let route = path.split('?').next().unwrap_or("/");
+    let (status, content_type, response) = match (method, route.rsplit_once('/')) {
+        ("GET", Some(("", ""))) => ("200 OK", "text/html", PAGE.to_owned()),
+        ("POST", Some(("/send", id))) => {
+            match (bridge.sessions.get(id), serde_json::from_slice(body)) {
+                (Some(session), Ok(message)) => {
+                    let _ = session.sender.send(message).await;
+                    ("200 OK", "application/json", "{}".to_owned())
+                }
+                _ => ("400 Bad Request", "text/plain", "bad send".to_owned()),
+            }
+        }
+        ("GET", Some(("/poll", id))) => match bridge.sessions.get(id) {
+            Some(session) => {
+                let mut events = session.events.lock().await;
+                let mut batch = Vec::new();
+                if let Ok(Some(first)) =
+                    tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+                {
+                    batch.push(first);
+                    while let Ok(more) = events.try_recv() {
+                        batch.push(more);
+                    }
+                }
+                let json = serde_json::to_string(&batch).unwrap_or_else(|_| "[]".into());
+                ("200 OK", "application/json", json)
+            }
+            None => ("404 Not Found", "text/plain", "no such page".to_owned()),
+        },
+        ("POST", Some(("/report", id))) => {
+            if let Ok(report) = serde_json::from_slice::<PageReport>(body) {
+                let _ = bridge.reports.send((id.to_owned(), report));
+            }
+            ("200 OK", "application/json", "{}".to_owned())
+        }
+        _ => ("404 Not Found", "text/plain", "not found".to_owned()),
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{response}",
+        response.len()
+    );
+    let _ = stream.write_all(reply.as_bytes()).await;
+}
+
+/// A headless Chromium showing the page as `id`; killed (by its own pid) on drop.
+struct Browser {
+    child: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn launch(url: &str, id: &str) -> Browser {
+    let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let profile = std::env::temp_dir().join(format!("relay-browser-{}-{id}", std::process::id()));
+    let child = Command::new(&binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{url}?id={id}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): apt-get install -y chromium"));
+    Browser { child, profile }
+}
+
+async fn page_session(relay: &Relay, id: &str) -> PageSession {
+    let participant = relay
+        .join(RoomId::from(ROOM), ParticipantId::from(id))
+        .await
+        .expect("join");
+    let (sender, events) = participant.into_parts();
+    PageSession {
+        sender,
+        events: Mutex::new(events),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium: cargo test -p media-relay --test browser -- --ignored"]
+async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
+    let relay = relay();
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let mut sessions = HashMap::new();
+    for id in ["page-a", "page-b"] {
+        sessions.insert(id.to_owned(), page_session(&relay, id).await);
+    }
+    let bridge = Arc::new(Bridge {
+        sessions,
+        reports: reports_tx,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("bound"));
+    tokio::spawn(serve(listener, bridge));
+    let agent = join(&relay, ROOM, "agent", TestPeerConfig::default()).await;
+    let _browsers = [launch(&url, "page-a"), launch(&url, "page-b")];
+
+    let mut latest: HashMap<String, PageReport> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let page_done = |r: &PageReport| {
+        r.state == "connected"
+            && r.videos
+                .iter()
+                .any(|v| v.frames_decoded >= 30 && v.key_frames_decoded >= 1)
+            && r.videos.iter().filter(|v| v.packets > 0).count() == 2
+            && r.audios.iter().any(|a| a.samples > 48_000)
+            && r.audios.iter().filter(|a| a.packets > 0).count() == 2
+    };
+    while !(latest.len() == 2 && latest.values().all(page_done)) {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some((id, report))) => {
+                assert!(report.error.is_none(), "{id}: {:?}", report.error);
+                latest.insert(id, report);
+            }
+            _ => panic!(
+                "pages did not get each other's media: {latest:#?}\nrelay: {:?}\nrust peer: {:#?}",
+                relay.metrics().snapshot(),
+                agent.report()
+            ),
+        }
+    }
+
+    let report = agent
+        .wait_until(Duration::from_secs(30), |r| {
+            receives_from(r, &["page-a", "page-b"], 100, 30)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("rust peer lacks the pages' media: {r:#?}"));
+    for video in report.live_tracks(MediaKind::Video) {
+        assert!(video.counts.keyframes >= 1, "{video:#?}");
+        assert!(
+            video.counts.frames_incomplete <= 2,
+            "Chromium's VP8 reassembles in order: {video:#?}"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Every participant hears, every interval, how everyone's connection is doing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PATIENCE, init_tracing, join};
+use media_relay::quality::{ConnectionQuality, QualityGrade};
+use media_relay::test_peer::{PeerReport, TestPeerConfig};
+use media_relay::{ParticipantId, Relay, RelayConfig, ServerMessage};
+
+fn latest(report: &PeerReport, who: &str) -> Option<ConnectionQuality> {
+    report.messages.iter().rev().find_map(|m| match m {
+        ServerMessage::ConnectionQuality {
+            participant_id,
+            quality,
+        } if *participant_id == ParticipantId::from(who) => Some(*quality),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_quality_reports_bitrates_loss_and_rtt_of_everyone() {
+    init_tracing();
+    let relay = Relay::new(RelayConfig {
+        quality_interval: Duration::from_millis(500),
+        ..RelayConfig::default()
+    })
+    .expect("valid");
+    let agent = join(&relay, "case-quality", "agent", TestPeerConfig::default()).await;
+    let _approver = join(
+        &relay,
+        "case-quality",
+        "approver",
+        TestPeerConfig::default(),
+    )
+    .await;
+
+    // Both send ~30 fps of 1.5 kB frames plus audio: well over 200 kbit/s each way.
+    let flowing = |q: Option<ConnectionQuality>| {
+        q.is_some_and(|q| q.uplink_kbps > 200 && q.downlink_kbps > 200)
+    };
+    let report = agent
+        .wait_until(PATIENCE, |r| {
+            flowing(latest(r, "agent")) && flowing(latest(r, "approver"))
+        })
+        .await
+        .unwrap_or_else(|r| panic!("no quality reports with media: {:#?}", r.messages));
+    for who in ["agent", "approver"] {
+        let quality = latest(&report, who).expect("checked above");
+        eprintln!("{who}: {quality:?}");
+        assert_eq!(
+            quality.uplink_loss, 0.0,
+            "loopback loses nothing: {quality:?}"
+        );
+        assert_eq!(quality.grade, QualityGrade::Good, "{quality:?}");
+        assert!(quality.uplink_kbps < 5_000, "{quality:?}");
+    }
+}

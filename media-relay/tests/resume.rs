@@ -1,0 +1,114 @@
+//! A participant whose signaling drops keeps its place for the grace period: the others see
+//! nothing, media keeps flowing, and it resumes with a new handle; after the grace it has left.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, init_tracing, join, receives_from};
+use media_relay::test_peer::{PeerReport, TestPeerConfig};
+use media_relay::{LeaveReason, ParticipantId, Relay, RelayConfig, RoomId, ServerMessage};
+
+fn relay_with_grace(grace: Duration) -> Relay {
+    init_tracing();
+    Relay::new(RelayConfig {
+        resume_grace: grace,
+        ..RelayConfig::default()
+    })
+    .expect("valid")
+}
+
+fn saw_left(report: &PeerReport, who: &str) -> bool {
+    report.messages.iter().any(|m| {
+        matches!(m, ServerMessage::ParticipantLeft { participant_id, .. }
+            if *participant_id == ParticipantId::from(who))
+    })
+}
+
+fn packets_from(report: &PeerReport, who: &str) -> u64 {
+    report.live_tracks_of(who).map(|t| t.counts.packets).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_resumes_within_the_grace_period_unseen_by_the_others() {
+    let relay = relay_with_grace(Duration::from_secs(30));
+    let agent = join(&relay, "case-resume", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-resume", "approver", TestPeerConfig::default()).await;
+    agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+
+    approver.detach_signaling(); // the approver's WebSocket dropped
+    let before = packets_from(&agent.report(), "approver");
+    agent
+        .wait_until(PATIENCE, |r| packets_from(r, "approver") > before + 100)
+        .await
+        .unwrap_or_else(|r| panic!("media stopped while signaling was away: {r:#?}"));
+
+    let resumed = relay
+        .resume(
+            &RoomId::from("case-resume"),
+            ParticipantId::from("approver"),
+        )
+        .await
+        .expect("still in the room");
+    let (sender, events) = resumed.into_parts();
+    approver.attach_signaling(sender, events);
+    approver.restart_ice(); // its network changed meanwhile
+
+    // Signaling works again: a newcomer's tracks reach the resumed approver.
+    let expert = join(&relay, "case-resume", "expert", TestPeerConfig::default()).await;
+    approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent", "expert"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("no renegotiation after resume: {r:#?}"));
+    expert
+        .wait_until(PATIENCE, |r| {
+            receives_from(r, &["agent", "approver"], 20, 5)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("newcomer lacks the resumed approver: {r:#?}"));
+    assert!(
+        !saw_left(&agent.report(), "approver"),
+        "the agent saw the approver leave"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_a_detached_participant_has_left() {
+    let grace = Duration::from_millis(700);
+    let relay = relay_with_grace(grace);
+    let agent = join(&relay, "case-gone", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-gone", "approver", TestPeerConfig::default()).await;
+    agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+
+    let detached_at = Instant::now();
+    approver.detach_signaling();
+    let report = agent
+        .wait_until(PATIENCE, |r| saw_left(r, "approver"))
+        .await
+        .unwrap_or_else(|r| panic!("approver never left: {r:#?}"));
+    assert!(
+        detached_at.elapsed() >= grace,
+        "left before the grace ran out"
+    );
+    assert!(report.messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::ParticipantLeft {
+            reason: LeaveReason::Vanished,
+            ..
+        }
+    )));
+    let resumed = relay
+        .resume(&RoomId::from("case-gone"), ParticipantId::from("approver"))
+        .await;
+    assert!(resumed.is_err(), "no place left to resume");
+    agent
+        .wait_until(PATIENCE, |r| r.live_tracks_of("approver").count() == 0)
+        .await
+        .unwrap_or_else(|r| panic!("approver's tracks stayed: {r:#?}"));
+}
