@@ -66,10 +66,9 @@ impl NoteVerifier {
     /// Parses the text form, checking that the stated hash matches the name and key.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let bad = |why: &str| Error::malformed("note verifier key", format!("{text:?}: {why}"));
-        let mut parts = text.split('+');
-        let (Some(name), Some(hash), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The key is standard base64, which may itself contain '+': split off name and hash only.
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("want name+hash+key"));
         };
         check_key_name(name)?;
