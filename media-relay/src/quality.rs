@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde::{Deserialize, Serialize};
 use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
@@ -137,7 +138,13 @@ pub fn totals_from(report: &RTCStatsReport) -> QualityTotals {
                 totals.packets_received += received.packets_received;
                 totals.packets_lost += received.packets_lost.max(0) as u64;
                 totals.bytes_received += inbound.bytes_received;
-                if let Some(jitter) = seconds(received.jitter) {
+                // rtc 0.21 fills `jitter` with the receiver report's raw value, which is in RTP
+                // timestamp units (RFC 3550 §6.4.1), not seconds: divide by the clock rate.
+                let clock_rate = match received.rtp_stream_stats.kind {
+                    RtpCodecKind::Audio => 48_000.0,
+                    _ => 90_000.0,
+                };
+                if let Some(jitter) = seconds(received.jitter / clock_rate) {
                     totals.jitter = totals.jitter.max(jitter);
                 }
             }
