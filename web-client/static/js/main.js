@@ -69,8 +69,8 @@ function endSession(reason) {
   session.catalogue = null;
   live.stop();
   loginMessage = reason === 'expired' ? t('login.expired') : '';
-  location.hash = '#/login';
-  route();
+  // The hash change renders the login page (with the message); render here only if it was there.
+  if (location.hash === '#/login') route(); else location.hash = '#/login';
 }
 whenSessionEnds(endSession);
 

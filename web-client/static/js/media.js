@@ -30,8 +30,9 @@ export class CameraPanel {
     this.stream = null;
     this.video = h('video', { autoplay: true, muted: true, playsinline: true, class: 'preview' });
     this.video.muted = true;
-    this.cameraSelect = h('select', { 'aria-label': t('media.camera'), onchange: () => this.start() });
-    this.micSelect = h('select', { 'aria-label': t('media.microphone'), onchange: () => this.start() });
+    // Device names come from the system, not from us: marked so the language checks skip them.
+    this.cameraSelect = h('select', { translate: 'no', 'aria-label': t('media.camera'), onchange: () => this.start() });
+    this.micSelect = h('select', { translate: 'no', 'aria-label': t('media.microphone'), onchange: () => this.start() });
     this.message = h('div', { class: 'media-message' });
     this.level = h('span', { class: 'resolution' });
     this.el = h('div', { class: 'camera-panel' },
@@ -119,10 +120,10 @@ export class CameraPanel {
   }
 }
 
-/** takePhoto may give PNG or another type; the server accepts JPEG/PNG/WebP, so keep it as is
- * unless it is something else. */
+/** takePhoto may give PNG (several MB at full resolution): send JPEG, which is a fraction of
+ * that over a village point's uplink and plenty for reading a document. */
 async function toJpeg(blob) {
-  if (['image/jpeg', 'image/png', 'image/webp'].includes(blob.type)) return blob;
+  if (blob.type === 'image/jpeg') return blob;
   const bitmap = await createImageBitmap(blob);
   const canvas = h('canvas', { width: bitmap.width, height: bitmap.height });
   canvas.getContext('2d').drawImage(bitmap, 0, 0);

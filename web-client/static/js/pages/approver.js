@@ -44,7 +44,7 @@ export async function renderQueue(view, _params, { live }) {
   }
   loadMine();
   // The socket sends a snapshot when it (re)connects; until the first arrives, ask the API.
-  api('GET', '/queue').then((items) => { if (!queue.received) queue.snapshot(items); }).catch((err) => say(message, 'error', errorText(err)));
+  queue.seed(() => api('GET', '/queue')).catch((err) => say(message, 'error', errorText(err)));
   return live.subscribe((msg) => {
     queue.handle(msg);
     if (msg.type === 'case.updated' || msg.type === 'live.reconnected') loadMine();

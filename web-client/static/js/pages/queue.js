@@ -1,5 +1,5 @@
 // A live queue table fed by /ws queue events, shared by the approver and supervisor pages.
-import { h, fill, waitingClock, departmentName } from '../core.js';
+import { h, fill, waitingClock, departmentName, slaClass, secondsSince } from '../core.js';
 import { t } from '../i18n.js';
 
 export function queueTable({ showDepartment, onAccept }) {
@@ -15,12 +15,32 @@ export function queueTable({ showDepartment, onAccept }) {
     },
     add(item) { items.set(item.case_id, item); draw(); },
     remove(id) { items.delete(id); draw(); },
+    /** Fills the table from the API when no snapshot came over the socket (it came when the
+     * socket opened, perhaps pages ago). Events that arrive while the request is under way are
+     * applied again on top of its answer, which may be older than they are. */
+    async seed(fetchItems) {
+      const replay = [];
+      pending = replay;
+      try {
+        const list = await fetchItems();
+        if (table.received) return;
+        table.snapshot(list);
+        replay.forEach(apply);
+      } finally {
+        pending = null;
+      }
+    },
     handle(msg) {
-      if (msg.type === 'queue.snapshot') { table.received = true; table.snapshot(msg.items); }
-      if (msg.type === 'queue.added') table.add(msg.item);
-      if (msg.type === 'queue.taken' || msg.type === 'queue.cancelled') table.remove(msg.case_id);
+      pending?.push(msg);
+      apply(msg);
     },
   };
+  let pending = null;
+  function apply(msg) {
+    if (msg.type === 'queue.snapshot') { table.received = true; table.snapshot(msg.items); }
+    if (msg.type === 'queue.added') table.add(msg.item);
+    if (msg.type === 'queue.taken' || msg.type === 'queue.cancelled') table.remove(msg.case_id);
+  }
   function draw() {
     const sorted = [...items.values()].sort((a, b) => a.queued_at.localeCompare(b.queued_at));
     if (!sorted.length) { fill(body, h('p', { class: 'muted empty' }, t('queue.empty'))); return; }
@@ -28,7 +48,7 @@ export function queueTable({ showDepartment, onAccept }) {
       const slot = h('div', { class: 'row-message' });
       const accept = onAccept ? h('button', { type: 'button', class: 'primary accept' }, t('queue.accept')) : null;
       accept?.addEventListener('click', () => onAccept(item, accept, slot));
-      return h('div', { class: 'queue-item', dataset: { caseId: String(item.case_id), sla: '' } },
+      return h('div', { class: `queue-item ${slaClass(item.simple, secondsSince(item.queued_at))}`, dataset: { caseId: String(item.case_id), sla: '' } },
         h('div', { class: 'q-main' },
           h('span', { class: 'number', translate: 'no' }, item.number),
           h('strong', {}, item.item_name),

@@ -55,7 +55,7 @@ export async function renderSupervisor(view, _params, { live }) {
   }
 
   await Promise.all([loadFigures(), loadFollowups()]);
-  api('GET', '/queue').then((items) => { if (!queue.received) queue.snapshot(items); }).catch(() => {});
+  queue.seed(() => api('GET', '/queue')).catch((err) => say(message, 'error', errorText(err)));
   const refresh = setInterval(() => { loadFigures(); loadFollowups(); }, 60000);
   const unsubscribe = live.subscribe((msg) => {
     queue.handle(msg);
