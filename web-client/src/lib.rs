@@ -42,10 +42,15 @@ mod tests {
         for path in super::paths().filter(|p| p.ends_with(".js")) {
             let text = std::str::from_utf8(super::asset(path).unwrap().0).unwrap();
             for line in text.lines().filter(|l| l.starts_with("import ")) {
-                let Some(spec) = line.split('\'').nth(1) else { continue };
+                let Some(spec) = line.split('\'').nth(1) else {
+                    continue;
+                };
                 let dir = &path[..path.rfind('/').unwrap() + 1];
                 let target = resolve(dir, spec);
-                assert!(super::asset(&target).is_some(), "{path} imports {spec}, which is not embedded");
+                assert!(
+                    super::asset(&target).is_some(),
+                    "{path} imports {spec}, which is not embedded"
+                );
             }
         }
     }
