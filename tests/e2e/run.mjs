@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { DICTIONARIES } from '../../web-client/static/js/i18n.js';
 import {
   ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, apiAs,
@@ -40,6 +41,7 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
   const agentCtx = await newContext(browser, server);
   const approverCtx = await newContext(browser, server);
   const supervisorCtx = await newContext(browser, server);
+  const auditorCtx = await newContext(browser, server);
   try {
     const agent = await newPage(agentCtx);
     const approver = await newPage(approverCtx);
@@ -149,11 +151,28 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
     assert.ok(Number(await supervisor.locator('#ratings-chart').getAttribute('data-total')) >= 1);
     assert.equal(await supervisor.locator('#figures svg.chart').count(), 2);
 
-    for (const p of [agent, approver, supervisor]) assert.deepEqual(p.problems, []);
+    // The auditor finds the case and exports its trail: every step is in it.
+    const auditorPage = await newPage(auditorCtx);
+    await login(auditorPage, 'auditor');
+    await auditorPage.locator(`#audit-cases .case-row[data-case-id="${caseId}"]`).click();
+    await auditorPage.locator('table.trail tr[data-kind="case.issued"]').waitFor();
+    const [download] = await Promise.all([auditorPage.waitForEvent('download'), auditorPage.locator('#export-trail').click()]);
+    const exported = (await readFile(await download.path(), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const kinds = exported.map((e) => e.kind);
+    for (const kind of ['case.opened', 'material.uploaded', 'case.accepted', 'case.identity_checked', 'case.approved', 'case.issued', 'case.rated']) {
+      assert.ok(kinds.includes(kind), `${kind} missing from the exported trail: ${kinds}`);
+    }
+    assert.ok(exported.every((e) => e.case_id === caseId));
+    assert.ok(!JSON.stringify(exported).includes(ID_NUMBER), 'the trail carries no ID number');
+    // The archive tools are marked as coming, not imitated.
+    assert.equal(await auditorPage.locator('#archive-placeholder button:not([disabled])').count(), 0);
+
+    for (const p of [agent, approver, supervisor, auditorPage]) assert.deepEqual(p.problems, []);
   } finally {
     await agentCtx.close();
     await approverCtx.close();
     await supervisorCtx.close();
+    await auditorCtx.close();
   }
 });
 
@@ -303,6 +322,111 @@ test('when the server restarts, the page says it is reconnecting and then shows 
   } finally {
     await ctx.close();
     await own.kill();
+  }
+});
+
+test('a failed upload shows the failure and succeeds on retry', async () => {
+  const opened = await openCase(await apiAs(server, 'agent'));
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    let refused = 0;
+    await page.route((url) => url.pathname === `/api/cases/${opened.id}/materials`, (route) => {
+      if (route.request().method() === 'POST' && refused === 0) { refused += 1; return route.abort('connectionreset'); }
+      return route.continue();
+    });
+    await page.goto(`/#/case/${opened.id}`);
+    await page.locator('.camera-panel[data-ready]').waitFor();
+    await page.locator('#capture').click();
+    const upload = page.locator('#uploads li.upload').first();
+    await upload.locator('xpath=self::*[@data-state="failed"]').waitFor();
+    assert.match(await upload.locator('.status').innerText(), /上传失败：无法连接服务器/);
+    await upload.locator('button', { hasText: '重新上传' }).click();
+    await upload.locator('xpath=self::*[@data-state="done"]').waitFor();
+    await page.locator(`.thumb[data-sha256="${await upload.getAttribute('data-sha256')}"]`).waitFor();
+    assert.equal(refused, 1);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('补正, 会诊 and 转办: the agent sees the request live and supplies the material; the expert reads the case; a transfer leaves the approver', async () => {
+  const opened = await openCase(await apiAs(server, 'agent'), 'hukou-move');
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  const expertCtx = await newContext(browser, server);
+  try {
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent');
+    await agent.goto(`/#/case/${opened.id}`);
+    const approver = await newPage(approverCtx);
+    await login(approver, 'approver');
+    await approver.goto(`/#/case/${opened.id}`);
+    await approver.locator('#accept').click();
+    await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+    await waitText(agent.locator('.case-facts .badge'), '视频办理中');
+
+    // 补正: the request reaches the agent's page live, with its reason.
+    await approver.locator('#request-material textarea').fill('准迁证明原件');
+    await approver.locator('#request-material button[type=submit]').click();
+    await waitText(approver.locator('.case-facts .badge'), '待补正材料');
+    await waitText(agent.locator('.case-facts .notice'), '准迁证明原件');
+    // The agent uploads a file (PDF) and resumes.
+    await agent.locator('#file-input').setInputFiles({ name: '准迁证明.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n') });
+    await agent.locator('#uploads li.upload[data-state="done"]').waitFor();
+    await approver.locator('.thumb', { hasText: '准迁证明.pdf' }).locator('[data-check="ok"]').waitFor();
+    await agent.locator('#resume').click();
+    await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+
+    // 会诊: the invited expert sees the case read-only, with its materials.
+    await approver.locator('#invite select').selectOption({ label: '陈专家（出入境）' });
+    await approver.locator('#invite button[type=submit]').click();
+    await waitText(approver.locator('.case-facts'), '陈专家');
+    const expert = await newPage(expertCtx);
+    await login(expert, 'expert');
+    await expert.locator(`.case-row[data-case-id="${opened.id}"]`).click();
+    await waitText(expert.locator('.case-actions'), '专家只查看事项与材料');
+    await expert.locator('.thumb', { hasText: '准迁证明.pdf' }).locator('[data-check="ok"]').waitFor();
+    assert.equal(await expert.locator('#approve, #accept, #identity-check').count(), 0);
+    assert.ok(!(await expert.locator('#applicant').innerText()).includes(APPLICANT), 'masked for the expert');
+
+    // 转办: the case goes to 治安's queue and leaves this approver's view.
+    await approver.locator('#transfer select').selectOption({ label: '治安' });
+    await approver.locator('#transfer button[type=submit]').click();
+    await waitText(approver.locator('.page-message'), '该事项已转出或不再由您办理');
+    const supervisorApi = await apiAs(server, 'supervisor');
+    const queue = await supervisorApi.call('GET', '/queue');
+    const moved = queue.body.find((q) => q.case_id === opened.id);
+    assert.ok(moved, 'the transferred case waits in a queue');
+    for (const p of [agent, approver, expert]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await expertCtx.close();
+  }
+});
+
+test('waiting-time colours follow the thresholds, and an overdue follow-up is marked', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await page.route('**/api/followups', (route) => route.fulfill({
+      json: [{ id: 99, case_id: 1, case_number: 'YB20261126-000001', score: 1, comment: '态度差', opened_at: '2026-11-20T08:00:00+08:00', due_at: '2026-11-23T08:00:00+08:00', overdue: true, closed_at: null, closed_by: null, outcome: null }],
+    }));
+    await login(page, 'supervisor');
+    const overdue = page.locator('.followup[data-followup-id="99"]');
+    await overdue.waitFor();
+    assert.ok(await overdue.evaluate((el) => el.classList.contains('overdue')));
+    await waitText(overdue.locator('.badge'), '已超期');
+
+    const classes = await page.evaluate(async () => {
+      const { slaClass } = await import('/js/core.js');
+      return [[true, 0], [true, 299], [true, 300], [true, 599], [true, 600], [true, 7200], [false, 7200]].map(([simple, s]) => slaClass(simple, s));
+    });
+    assert.deepEqual(classes, ['sla-green', 'sla-green', 'sla-amber', 'sla-amber', 'sla-red', 'sla-red', 'sla-none']);
+  } finally {
+    await ctx.close();
   }
 });
 

@@ -229,7 +229,15 @@ function acceptAction(c, { reload }) {
 }
 
 function approverActions(c, { reload, catalogue }) {
-  const act = (name, body) => api('POST', `/cases/${c.id}/actions/${name}`, body).then(reload);
+  const act = async (name, body) => {
+    try {
+      await api('POST', `/cases/${c.id}/actions/${name}`, body);
+    } catch (err) {
+      // A transfer succeeds and takes the case out of this approver's view (409 no_longer_visible).
+      if (!(err instanceof ApiError && err.code === 'no_longer_visible')) throw err;
+    }
+    await reload();
+  };
   const parts = [];
   if (c.state === 'in_call') {
     // 可信身份认证
