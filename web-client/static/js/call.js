@@ -1,19 +1,23 @@
 // The call panel of a case: where the remote videos will go. The call work (media relay) fills
-// `mountCallPanel`; until then it is an empty, clearly labelled area so the layout is final.
+// it; until then it is an empty, clearly labelled area so that the layout is final.
 //
 // Contract for the call work:
-// - `mountCallPanel(container, { caseView, user, live, localStream })` is called by the case
-//   page each time it renders; `localStream` is the agent's camera stream (or null).
-// - It returns a `dispose()` that the page calls when leaving or re-rendering.
-// - Call signaling goes over the same /ws (`live.subscribe`, and a `send` the relay work adds).
+// - `mountCallPanel(container, { caseView, user, live, localStream })` is called once when the
+//   case page opens; `localStream` is the agent's camera stream (null for other roles, or when
+//   the camera is refused), and `getLocalStream()` gives the current one after a device change.
+// - It returns `{ update(caseView), dispose() }`: `update` on every change of the case (state,
+//   approver, experts), `dispose` when the page is left. A call must survive `update`.
+// - Call signaling goes over the same /ws (`live.subscribe`; a `send` is to be added to Live).
 import { h, fill } from './core.js';
 import { t } from './i18n.js';
 
 export function mountCallPanel(container, { caseView }) {
-  const active = ['in_call'].includes(caseView.state);
-  fill(container,
-    h('div', { class: 'call-area', dataset: { callArea: String(caseView.id) } },
-      h('div', { class: 'remote-videos' }),
-      h('p', { class: 'muted' }, active ? t('call.coming') : t('call.idle'))));
-  return () => {};
+  const remote = h('div', { class: 'remote-videos' });
+  const note = h('p', { class: 'muted' });
+  fill(container, h('div', { class: 'call-area', dataset: { callArea: String(caseView.id) } }, remote, note));
+  const update = (view) => {
+    note.textContent = view.state === 'in_call' ? t('call.coming') : t('call.idle');
+  };
+  update(caseView);
+  return { update, dispose: () => {} };
 }

@@ -40,7 +40,8 @@ export async function renderCase(view, { id }, { live, catalogue }) {
   const viewer = seesMaterials ? new MaterialsViewer(caseId, materialsCard) : null;
   let camera = null;
   let uploads = null;
-  let disposeCall = () => {};
+  let call = null;
+  let actionsKey = '';
 
   const layout = h('div', { class: 'case-page' }, pageMessage, facts, callSlot);
   if (role === 'agent') {
@@ -72,9 +73,20 @@ export async function renderCase(view, { id }, { live, catalogue }) {
 
   function render() {
     renderFacts(facts, current);
-    disposeCall();
-    disposeCall = mountCallPanel(callSlot.querySelector('.call-panel'), { caseView: current, user: session.user, live, localStream: camera?.stream || null });
-    renderActions(actions, current, { reload, catalogue });
+    if (!call) {
+      call = mountCallPanel(callSlot.querySelector('.call-panel'), {
+        caseView: current, user: session.user, live, localStream: camera?.stream || null, getLocalStream: () => camera?.stream || null,
+      });
+    } else {
+      call.update(current);
+    }
+    // The actions are drawn again only when what they depend on changed, so that a notice
+    // arriving while someone types a reason does not wipe it.
+    const key = JSON.stringify([current.state, current.identity_checked, current.approver?.id, current.experts.map((e) => e.id), current.department_id]);
+    if (key !== actionsKey) {
+      actionsKey = key;
+      renderActions(actions, current, { reload, catalogue });
+    }
     if (camera) camera.el.closest('.camera-card').hidden = !OPEN_FOR_MATERIALS.includes(current.state);
     viewer?.setChecklist(current.required_materials);
   }
@@ -103,7 +115,7 @@ export async function renderCase(view, { id }, { live, catalogue }) {
   });
   return () => {
     unsubscribe();
-    disposeCall();
+    call?.dispose();
     camera?.stopTracks();
     viewer?.dispose();
   };

@@ -41,23 +41,44 @@ export function queueTable({ showDepartment, onAccept }) {
     if (msg.type === 'queue.added') table.add(msg.item);
     if (msg.type === 'queue.taken' || msg.type === 'queue.cancelled') table.remove(msg.case_id);
   }
+  // Rows are kept by case id and only added, removed or moved, so that an event arriving while
+  // someone reaches for 受理 does not replace the button under their finger.
+  const rows = new Map();
+  const empty = h('p', { class: 'muted empty' }, t('queue.empty'));
   function draw() {
+    for (const [id, el] of rows) {
+      if (!items.has(id)) { el.remove(); rows.delete(id); }
+    }
     const sorted = [...items.values()].sort((a, b) => a.queued_at.localeCompare(b.queued_at));
-    if (!sorted.length) { fill(body, h('p', { class: 'muted empty' }, t('queue.empty'))); return; }
-    fill(body, sorted.map((item) => {
-      const slot = h('div', { class: 'row-message' });
-      const accept = onAccept ? h('button', { type: 'button', class: 'primary accept' }, t('queue.accept')) : null;
-      accept?.addEventListener('click', () => onAccept(item, accept, slot));
-      return h('div', { class: `queue-item ${slaClass(item.simple, secondsSince(item.queued_at))}`, dataset: { caseId: String(item.case_id), sla: '' } },
-        h('div', { class: 'q-main' },
-          h('span', { class: 'number', translate: 'no' }, item.number),
-          h('strong', {}, item.item_name),
-          item.simple ? h('span', { class: 'tag' }, t('item.simple')) : null,
-          showDepartment ? h('span', { class: 'tag dept' }, departmentName(item.department_id)) : null),
-        h('div', { class: 'q-where muted' }, `${item.point_name}（${item.township}）· ${t('queue.applicant')} ${item.applicant_name}`),
-        h('div', { class: 'q-wait' }, t('case.waiting_for'), ' ', waitingClock(item.queued_at, item.simple)),
-        accept, slot);
-    }));
+    const wanted = sorted.map((item) => {
+      const existing = rows.get(item.case_id);
+      // Back in a queue after a transfer: a new row, its waiting time counted from now.
+      if (!existing || existing.dataset.queuedAt !== item.queued_at) {
+        existing?.remove();
+        rows.set(item.case_id, row(item));
+      }
+      return rows.get(item.case_id);
+    });
+    if (!wanted.length) { fill(body, empty); return; }
+    empty.remove();
+    const current = [...body.children];
+    if (wanted.length !== current.length || wanted.some((el, i) => el !== current[i])) {
+      wanted.forEach((el, i) => { if (body.children[i] !== el) body.insertBefore(el, body.children[i] || null); });
+    }
+  }
+  function row(item) {
+    const slot = h('div', { class: 'row-message' });
+    const accept = onAccept ? h('button', { type: 'button', class: 'primary accept' }, t('queue.accept')) : null;
+    accept?.addEventListener('click', () => onAccept(item, accept, slot));
+    return h('div', { class: `queue-item ${slaClass(item.simple, secondsSince(item.queued_at))}`, dataset: { caseId: String(item.case_id), queuedAt: item.queued_at, sla: '' } },
+      h('div', { class: 'q-main' },
+        h('span', { class: 'number', translate: 'no' }, item.number),
+        h('strong', {}, item.item_name),
+        item.simple ? h('span', { class: 'tag' }, t('item.simple')) : null,
+        showDepartment ? h('span', { class: 'tag dept' }, departmentName(item.department_id)) : null),
+      h('div', { class: 'q-where muted' }, `${item.point_name}（${item.township}）· ${t('queue.applicant')} ${item.applicant_name}`),
+      h('div', { class: 'q-wait' }, t('case.waiting_for'), ' ', waitingClock(item.queued_at, item.simple)),
+      accept, slot);
   }
   draw();
   return table;
