@@ -205,6 +205,30 @@ test('a wrong password, a locked and a disabled account each get a plain message
   }
 });
 
+test('a wrong ID number is refused in plain words; a stale CSRF token is renewed without bothering the agent', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    await page.goto('/#/agent/new');
+    // As if the page were older than its session: the first request is refused (csrf_failed),
+    // the page fetches the token again and repeats it.
+    await page.evaluate(() => { window.cloudhelp.session.csrf = 'stale-token'; });
+    await page.locator('#new-case select[name=item]').selectOption('id-renew');
+    await page.locator('input[name=applicant_name]').fill(APPLICANT);
+    await page.locator('input[name=applicant_id_number]').fill('330682198506123210');
+    await page.locator('#new-case button[type=submit]').click();
+    await waitText(page.locator('#new-case .notice.error'), '身份证号码不正确');
+    assert.notEqual(await page.evaluate(() => window.cloudhelp.session.csrf), 'stale-token');
+    await page.locator('input[name=applicant_id_number]').fill(ID_NUMBER.toLowerCase());
+    await page.locator('#new-case button[type=submit]').click();
+    await page.waitForFunction(() => /^#\/case\/\d+$/.test(location.hash));
+    await waitText(page.locator('.case-facts .badge'), '排队等待受理');
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('an ended session sends the page back to the login with a message', async () => {
   const ctx = await newContext(browser, server);
   try {
@@ -346,6 +370,12 @@ test('a failed upload shows the failure and succeeds on retry', async () => {
     await upload.locator('xpath=self::*[@data-state="done"]').waitFor();
     await page.locator(`.thumb[data-sha256="${await upload.getAttribute('data-sha256')}"]`).waitFor();
     assert.equal(refused, 1);
+    // A file of a kind the server refuses says so, and offers no pointless retry.
+    await page.locator('#file-input').setInputFiles({ name: '说明.txt', mimeType: 'text/plain', buffer: Buffer.from('不是照片') });
+    const refusedFile = page.locator('#uploads li.upload', { hasText: '说明.txt' });
+    await refusedFile.locator('xpath=self::*[@data-state="failed"]').waitFor();
+    assert.match(await refusedFile.locator('.status').innerText(), /文件类型不支持/);
+    assert.equal(await refusedFile.locator('button', { hasText: '重新上传' }).isVisible(), false);
   } finally {
     await ctx.close();
   }
