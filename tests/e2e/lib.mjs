@@ -35,6 +35,10 @@ function binary() {
   return path;
 }
 
+// Servers still running when this process ends (a failed or interrupted run) are killed with it.
+const running = new Set();
+process.on('exit', () => { for (const proc of running) proc.kill('SIGKILL'); });
+
 /** `cloudhelp serve --demo` on a fresh data folder (or `dataDir`), on `port` (0: any free). */
 export async function startServer({ dataDir, port = 0 } = {}) {
   const data = dataDir || join(mkdtempSync(join(tmpdir(), 'cloudhelp-e2e-')), 'data');
@@ -43,6 +47,8 @@ export async function startServer({ dataDir, port = 0 } = {}) {
     // Only the log level from CLOUDHELP_*: the server refuses settings it does not know.
     env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CLOUDHELP_'))), CLOUDHELP_LOG: process.env.CLOUDHELP_LOG || 'warn' },
   });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   const lines = createInterface({ input: proc.stdout });

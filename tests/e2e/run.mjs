@@ -73,6 +73,9 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
 
     // The agent captures a document from the fake camera at the camera's full resolution.
     await agent.locator('.camera-panel[data-ready]').waitFor();
+    // Camera and microphone can be chosen (the fake devices are listed by name).
+    assert.ok(await agent.locator('.camera-panel select').nth(0).locator('option').count() >= 1);
+    assert.ok(await agent.locator('.camera-panel select').nth(1).locator('option').count() >= 1);
     const track = await agent.evaluate(() => {
       const s = document.querySelector('video.preview').srcObject.getVideoTracks()[0].getSettings();
       return { width: s.width, height: s.height };
