@@ -237,6 +237,11 @@ test('an ended session sends the page back to the login with a message', async (
   try {
     const page = await newPage(ctx);
     await login(page, 'agent');
+    // Logging out goes to the login page, without the "expired" message.
+    await page.locator('header button', { hasText: '退出登录' }).click();
+    await page.waitForFunction(() => location.hash === '#/login');
+    assert.equal(await page.locator('#login .notice').count(), 0);
+    await login(page, 'agent');
     await page.locator('header nav a[href="#/agent/new"]').click();
     await page.locator('#new-case').waitFor();
     await ctx.clearCookies();

@@ -119,7 +119,8 @@ export function uploadMaterial(caseId, blob, filename, onProgress) {
 
 /** The plain-words message for an error. */
 export function errorText(err) {
-  const code = err instanceof ApiError ? err.code : 'internal';
+  if (!(err instanceof ApiError)) return err?.userMessage || t('err.generic');
+  const code = err.code;
   const known = t(`err.${code}`, {}, null);
   if (known) return known;
   if (err instanceof ApiError && err.status === 403) return t('err.forbidden');

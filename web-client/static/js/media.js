@@ -4,6 +4,11 @@
 import { h, fill, notice } from './core.js';
 import { t } from './i18n.js';
 
+/** An error whose message is meant for the person at the screen. */
+function userError(message) {
+  return Object.assign(new Error(message), { userMessage: message });
+}
+
 /** The message for a getUserMedia failure, in plain words. */
 export function mediaErrorText(err) {
   switch (err?.name) {
@@ -97,11 +102,11 @@ export class CameraPanel {
    * where the browser has it, else a canvas grab at the track's settings resolution. */
   async capture() {
     const track = this.videoTrack();
-    if (!track) throw new Error(t('media.none'));
+    if (!track) throw userError(t('media.none'));
     if (typeof ImageCapture !== 'undefined') {
       try {
         const photo = await new ImageCapture(track).takePhoto();
-        if (photo && photo.size > 0) return toJpeg(photo);
+        if (photo && photo.size > 0) return await toJpeg(photo);
       } catch { /* fake or virtual cameras often refuse takePhoto: fall back to a frame grab */ }
     }
     const settings = track.getSettings();
@@ -110,7 +115,7 @@ export class CameraPanel {
     if (!this.video.videoWidth) await new Promise((r) => this.video.addEventListener('loadeddata', r, { once: true }));
     const canvas = h('canvas', { width, height });
     canvas.getContext('2d').drawImage(this.video, 0, 0, width, height);
-    return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error('capture'))), 'image/jpeg', 0.92));
+    return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(userError(t('media.capture_failed')))), 'image/jpeg', 0.92));
   }
 
   stopTracks() {
@@ -127,5 +132,5 @@ async function toJpeg(blob) {
   const bitmap = await createImageBitmap(blob);
   const canvas = h('canvas', { width: bitmap.width, height: bitmap.height });
   canvas.getContext('2d').drawImage(bitmap, 0, 0);
-  return new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', 0.92));
+  return new Promise((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error('jpeg'))), 'image/jpeg', 0.92));
 }
