@@ -468,6 +468,31 @@ test('waiting-time colours follow the thresholds, and an overdue follow-up is ma
   }
 });
 
+test('the administrator adds an agent account, who can then log in at its service point', async () => {
+  const ctx = await newContext(browser, server);
+  const agentCtx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'admin');
+    const form = page.locator('#add-user');
+    await form.locator('input[name=username]').fill('agent-shangpu');
+    await form.locator('input[name=display_name]').fill('上浦代办');
+    await form.locator('select[name=role]').selectOption('agent');
+    await form.locator('select[name=point]').selectOption('sp-daiban');
+    await form.locator('input[name=password]').fill('shangpu-2026');
+    await form.locator('button[type=submit]').click();
+    await waitText(form.locator('.notice.ok'), '账号已新增');
+    await waitText(page.locator('table tbody'), '上浦代办');
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent-shangpu', 'shangpu-2026');
+    await waitText(agent.locator('main'), '上浦镇村级代办点');
+    assert.deepEqual([...page.problems, ...agent.problems], []);
+  } finally {
+    await ctx.close();
+    await agentCtx.close();
+  }
+});
+
 test('every page at desktop and phone width: screenshots, no horizontal overflow, no untranslated English', async () => {
   const agentApi = await apiAs(server, 'agent');
   const approverApi = await apiAs(server, 'approver');
