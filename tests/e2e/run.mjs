@@ -253,6 +253,18 @@ test('an ended session sends the page back to the login with a message', async (
   }
 });
 
+test('when the app cannot load, the page says so instead of staying blank', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await page.route('**/js/main.js', (route) => route.abort('connectionreset'));
+    await page.goto('/');
+    await waitText(page.locator('#view .notice.error'), '页面未能加载，请检查网络后刷新页面', 25000);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('a refused camera permission shows a plain message, and files can still be uploaded', async () => {
   const agentApi = await apiAs(server, 'agent');
   const opened = await openCase(agentApi);

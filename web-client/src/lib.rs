@@ -55,6 +55,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_file_the_index_page_names_is_embedded() {
+        let page = std::str::from_utf8(super::asset("/").unwrap().0).unwrap();
+        let mut named = 0;
+        for attr in ["src=\"", "href=\""] {
+            for piece in page.split(attr).skip(1) {
+                let target = &piece[..piece.find('"').unwrap()];
+                assert!(
+                    super::asset(target).is_some(),
+                    "index.html names {target}, which is not embedded"
+                );
+                named += 1;
+            }
+        }
+        assert!(named >= 4, "main.js, boot.js, app.css, favicon.svg");
+    }
+
     fn resolve(dir: &str, spec: &str) -> String {
         let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
         for piece in spec.split('/') {
