@@ -191,7 +191,8 @@ fn load_config(common: &Common, serve: Option<&ServeArgs>) -> Result<Config> {
         Some(path) => figment = figment.merge(Toml::file(path)),
         None => figment = figment.merge(Toml::file("cloudhelp.toml")),
     }
-    figment = figment.merge(Env::prefixed("CLOUDHELP_"));
+    // CLOUDHELP_LOG is the log filter (read by `init_logging`), not a setting.
+    figment = figment.merge(Env::prefixed("CLOUDHELP_").ignore(&["log"]));
     let mut flags = serde_json::Map::new();
     if let Some(d) = &common.data_dir {
         flags.insert("data_dir".into(), d.display().to_string().into());

@@ -173,6 +173,18 @@ fn admins_manage_departments_points_items_and_users_from_the_command_line() {
 }
 
 #[test]
+fn the_documented_log_level_variable_is_not_refused_as_an_unknown_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+        .args(["user", "list", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("CLOUDHELP_LOG", "warn,signaling=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
 fn a_bad_setting_is_refused_at_start_naming_the_setting() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

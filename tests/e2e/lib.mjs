@@ -1,0 +1,200 @@
+// Helpers for the browser tests: the real server binary on an ephemeral port, headless system
+// Chromium with a fake camera, logins, and the checks shared by several tests.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { chromium, request } from 'playwright-core';
+
+export const HERE = dirname(fileURLToPath(import.meta.url));
+export const ROOT = resolve(HERE, '..', '..');
+export const ARTIFACTS = join(ROOT, 'tests', 'artifacts');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+export const PASSWORDS = {
+  agent: 'demo-agent-2026',
+  approver: 'demo-approver-2026',
+  approver2: 'demo-approver-2026',
+  expert: 'demo-expert-2026',
+  supervisor: 'demo-supervisor-2026',
+  auditor: 'demo-auditor-2026',
+  admin: 'demo-admin-2026',
+};
+
+export const ID_NUMBER = '33068219850612321X';
+export const APPLICANT = '欧阳春花';
+
+/** The server binary: WEB_E2E_SERVER_BIN (set by tests/web_e2e.rs), else the usual target folders. */
+function binary() {
+  if (process.env.WEB_E2E_SERVER_BIN) return process.env.WEB_E2E_SERVER_BIN;
+  const target = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
+  const path = join(target, 'debug', 'cloudhelp');
+  if (!existsSync(path)) throw new Error(`no server binary at ${path}: build it (cargo build) or set WEB_E2E_SERVER_BIN`);
+  return path;
+}
+
+// Servers still running when this process ends (a failed or interrupted run) are killed with it.
+const running = new Set();
+process.on('exit', () => { for (const proc of running) proc.kill('SIGKILL'); });
+
+/** `cloudhelp serve --demo` on a fresh data folder (or `dataDir`), on `port` (0: any free). */
+export async function startServer({ dataDir, port = 0 } = {}) {
+  const data = dataDir || join(mkdtempSync(join(tmpdir(), 'cloudhelp-e2e-')), 'data');
+  const proc = spawn(binary(), ['serve', '--demo', '--listen', `127.0.0.1:${port}`, '--data-dir', data], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Only the log level from CLOUDHELP_*: the server refuses settings it does not know.
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CLOUDHELP_'))), CLOUDHELP_LOG: process.env.CLOUDHELP_LOG || 'warn' },
+  });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const lines = createInterface({ input: proc.stdout });
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not start in 30 s: ${stderr}`)), 30000);
+    lines.on('line', (line) => {
+      const m = line.match(/^cloudhelp listening on (\S+)/);
+      if (m) { clearTimeout(timer); resolveUrl(m[1]); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`the server exited (${code}): ${stderr}`)); });
+  });
+  const server = {
+    url,
+    port: Number(new URL(url).port),
+    data,
+    proc,
+    stderr: () => stderr,
+    /** SIGKILL, and wait for the process to be gone. */
+    async kill() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await gone;
+    },
+  };
+  return server;
+}
+
+const FLAGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+/** Headless system Chromium with fake camera and microphone devices. Permission to use them is
+ * given per context (see `newContext`), so a context without it sees the browser's refusal. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+  });
+}
+
+/** A browser context (its own cookies, like a separate person's browser). */
+export async function newContext(browser, server, { media = true, viewport = { width: 1280, height: 800 } } = {}) {
+  const context = await browser.newContext({
+    baseURL: server.url,
+    ignoreHTTPSErrors: true,
+    viewport,
+    locale: 'zh-CN',
+    timezoneId: 'Asia/Shanghai',
+    permissions: media ? ['camera', 'microphone'] : [],
+  });
+  context.setDefaultTimeout(15000);
+  return context;
+}
+
+/** A page that records page errors and console errors, so a test can show them when it fails. */
+export async function newPage(context) {
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
+  return page;
+}
+
+/** Logs in through the login form and waits for the role's start page. */
+export async function login(page, username, password = PASSWORDS[username]) {
+  await page.goto('/#/login');
+  await page.locator('#login input[name=username]').fill(username);
+  await page.locator('#login input[name=password]').fill(password);
+  await page.locator('#login button[type=submit]').click();
+  await page.waitForFunction(() => !location.hash.startsWith('#/login'));
+  await page.locator('header .who').waitFor();
+}
+
+/** An API client for set-up steps, with a bearer token of `username`. */
+export async function apiAs(server, username, password = PASSWORDS[username]) {
+  const anon = await request.newContext({ baseURL: server.url, ignoreHTTPSErrors: true });
+  const res = await anon.post('/api/auth/token', { data: { username, password } });
+  if (!res.ok()) throw new Error(`token for ${username}: ${res.status()} ${await res.text()}`);
+  const { token } = await res.json();
+  await anon.dispose();
+  const ctx = await request.newContext({ baseURL: server.url, ignoreHTTPSErrors: true, extraHTTPHeaders: { Authorization: `Bearer ${token}` } });
+  const call = async (method, path, data) => {
+    const r = await ctx.fetch(`/api${path}`, { method, data });
+    const text = await r.text();
+    let body = text;
+    try { body = JSON.parse(text); } catch { /* not JSON */ }
+    return { status: r.status(), body };
+  };
+  return { call, dispose: () => ctx.dispose() };
+}
+
+/** Opens a case through the API, as `agent` (a bearer-token client from `apiAs`). */
+export async function openCase(agentApi, item = 'id-loss') {
+  const r = await agentApi.call('POST', '/cases', { item, applicant_name: APPLICANT, applicant_id_number: ID_NUMBER, note: '' });
+  if (r.status !== 201) throw new Error(`open case: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+/** Waits until `locator` has text containing `text`. */
+export async function waitText(locator, text, timeout = 15000) {
+  await locator.filter({ hasText: text }).first().waitFor({ timeout });
+}
+
+/** The visible text of the page's main parts, leaving out what is marked as data rather than UI
+ * (`translate="no"`: case numbers, file names, digests, device names) and the language switch. */
+export async function visibleUiText(page) {
+  return page.evaluate(() => {
+    const parts = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const el = node.parentElement;
+      if (!el || el.closest('[translate=no], button.lang, script, style, noscript, [hidden]')) continue;
+      if (!el.checkVisibility?.() && el.offsetParent === null && el.tagName !== 'OPTION') continue;
+      parts.push(node.textContent);
+    }
+    // Placeholders and labels read out by screen readers are UI too.
+    document.querySelectorAll('[placeholder], [aria-label]').forEach((el) => {
+      if (!el.closest('[translate=no]')) parts.push(el.getAttribute('placeholder') || '', el.getAttribute('aria-label') || '');
+    });
+    return parts.join(' ');
+  });
+}
+
+/** Words of Latin letters allowed on a Chinese page: units, formats and codes, not UI words. */
+export const ALLOWED_LATIN = new Set(['PDF', 'SHA', 'B', 'KB', 'MB', 'X', 'ID', 'JPEG', 'PNG']);
+
+/** English words (two or more letters, not part of a token with digits) outside the allow-list. */
+export function untranslatedWords(text) {
+  const tokens = text.match(/[A-Za-z0-9_]+/g) || [];
+  return [...new Set(tokens.filter((tok) => /^[A-Za-z]{2,}$/.test(tok) && !ALLOWED_LATIN.has(tok)))];
+}
+
+/** Every `t('key')` used in the web client's modules. */
+export function usedKeys() {
+  const dir = join(ROOT, 'web-client', 'static', 'js');
+  const files = [];
+  const walk = (d) => readdirSync(d, { withFileTypes: true }).forEach((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.js') && files.push(join(d, e.name))));
+  walk(dir);
+  const keys = new Set();
+  for (const f of files) {
+    for (const m of readFileSync(f, 'utf8').matchAll(/\bt\('([a-z_]+\.[a-z_.]+)'/g)) keys.add(m[1]);
+    // Keys named in navigation tables: ['#/…', 'nav.x'].
+    for (const m of readFileSync(f, 'utf8').matchAll(/'(nav\.[a-z_]+)'/g)) keys.add(m[1]);
+  }
+  return keys;
+}

@@ -1,0 +1,583 @@
+// Browser tests of the web client: the real `cloudhelp serve --demo` binary and headless system
+// Chromium (fake camera and microphone), driven with playwright-core. Run by `cargo test`
+// (tests/web_e2e.rs), or alone: `node tests/e2e/run.mjs` after `cargo build`.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { DICTIONARIES } from '../../web-client/static/js/i18n.js';
+import {
+  ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, apiAs,
+  openCase, waitText, visibleUiText, untranslatedWords, usedKeys,
+} from './lib.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.kill();
+});
+
+test('every string the pages use is in both the Chinese and the English dictionary', () => {
+  const keys = usedKeys();
+  assert.ok(keys.size > 100, `found only ${keys.size} keys: the scan is broken`);
+  for (const language of ['zh', 'en']) {
+    const missing = [...keys].filter((k) => !(k in DICTIONARIES[language]));
+    assert.deepEqual(missing, [], `missing in ${language}`);
+  }
+  const extraInEnglish = Object.keys(DICTIONARIES.en).filter((k) => !(k in DICTIONARIES.zh));
+  assert.deepEqual(extraInEnglish, []);
+  const untranslated = Object.entries(DICTIONARIES.zh).filter(([, v]) => untranslatedWords(v.replace(/\{\w+\}/g, '')).length).map(([k, v]) => `${k}: ${v}`);
+  assert.deepEqual(untranslated, [], 'Chinese strings with English words');
+});
+
+test('a whole case: capture and upload, live queue, accept, materials with the stored SHA-256, identity check, approve, issue, a rating of 2 and its follow-up', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  const supervisorCtx = await newContext(browser, server);
+  const auditorCtx = await newContext(browser, server);
+  try {
+    const agent = await newPage(agentCtx);
+    const approver = await newPage(approverCtx);
+    await login(approver, 'approver');
+    assert.equal(await approver.evaluate(() => location.hash), '#/queue');
+    await approver.locator('#queue').waitFor();
+
+    // The agent opens a case; the required materials show as a checklist.
+    await login(agent, 'agent');
+    await agent.locator('header nav a[href="#/agent/new"]').click();
+    await agent.locator('#new-case select[name=item]').selectOption('id-loss');
+    const checklist = agent.locator('#required-materials li');
+    assert.deepEqual(await checklist.allInnerTexts(), ['居民身份证号码', '本人现场照片']);
+    await agent.locator('input[name=applicant_name]').fill(APPLICANT);
+    await agent.locator('input[name=applicant_id_number]').fill(ID_NUMBER);
+    await agent.locator('#new-case button[type=submit]').click();
+    await agent.waitForFunction(() => /^#\/case\/\d+$/.test(location.hash));
+    const caseId = Number((await agent.evaluate(() => location.hash)).split('/')[2]);
+    await waitText(agent.locator('.case-facts .badge'), '排队等待受理');
+    // The applicant is masked for the agent.
+    assert.ok(!(await agent.locator('#applicant').innerText()).includes(APPLICANT));
+
+    // It appears in the approver's queue without a reload (over /ws), with its waiting time.
+    const row = approver.locator(`.queue-item[data-case-id="${caseId}"]`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /居民身份证挂失/);
+    assert.ok(await row.evaluate((el) => el.classList.contains('sla-green')), 'a fresh simple item is green');
+    assert.match(await row.locator('.clock').innerText(), /^\d+秒$/);
+
+    // The agent captures a document from the fake camera at the camera's full resolution.
+    await agent.locator('.camera-panel[data-ready]').waitFor();
+    // Camera and microphone can be chosen (the fake devices are listed by name).
+    assert.ok(await agent.locator('.camera-panel select').nth(0).locator('option').count() >= 1);
+    assert.ok(await agent.locator('.camera-panel select').nth(1).locator('option').count() >= 1);
+    const track = await agent.evaluate(() => {
+      const s = document.querySelector('video.preview').srcObject.getVideoTracks()[0].getSettings();
+      return { width: s.width, height: s.height };
+    });
+    await agent.locator('#capture').click();
+    const upload = agent.locator('#uploads li.upload').first();
+    await upload.locator('xpath=self::*[@data-state="done"]').waitFor();
+    const uploadedSha = await upload.getAttribute('data-sha256');
+    assert.match(uploadedSha, /^[0-9a-f]{64}$/);
+    assert.equal(await upload.locator('progress').evaluate((p) => p.value), 1);
+
+    // The approver accepts and sees the applicant unmasked and the material in the viewer.
+    await row.locator('button.accept').click();
+    await approver.waitForFunction((id) => location.hash === `#/case/${id}`, caseId);
+    await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+    await waitText(approver.locator('#applicant'), APPLICANT);
+    assert.match(await approver.locator('#applicant').innerText(), new RegExp(ID_NUMBER));
+    await approver.locator(`.thumb[data-sha256="${uploadedSha}"] [data-check="ok"]`).waitFor();
+    const shown = approver.locator('#viewer-hash code');
+    await shown.waitFor();
+    assert.equal(await shown.getAttribute('data-sha256'), uploadedSha);
+    // The server stored the same digest.
+    const auditor = await apiAs(server, 'auditor');
+    const stored = await auditor.call('GET', `/cases/${caseId}/materials`);
+    assert.equal(stored.status, 200);
+    assert.equal(stored.body[0].sha256, uploadedSha);
+    assert.equal(stored.body[0].media_type, 'image/jpeg');
+    // The image has the camera's full resolution.
+    const image = await approver.locator('#viewer-image').evaluate(async (img) => { await img.decode(); return { width: img.naturalWidth, height: img.naturalHeight }; });
+    assert.deepEqual(image, track);
+    // The viewer zooms and rotates beside the checklist.
+    await approver.locator('#rotate').click();
+    await approver.locator('#zoom-in').click();
+    assert.match(await approver.locator('#viewer-image').evaluate((i) => i.style.transform), /rotate\(90deg\) scale\(1\.25\)/);
+    assert.equal(await approver.locator('.viewer-side li').count(), 2);
+
+    // Approving before the identity check is refused with a plain message.
+    await approver.locator('#approve').click();
+    await waitText(approver.locator('#decision .notice.error'), '可信身份认证');
+    // 可信身份认证, then approve and issue.
+    await approver.locator('#identity-check input[value=id_card_shown]').check();
+    await approver.locator('#identity-check input[value=face_compared]').check();
+    await approver.locator('#identity-check button[type=submit]').click();
+    await waitText(approver.locator('.case-facts'), '已完成可信身份认证');
+    await approver.locator('textarea[name=decision-reason]').fill('材料齐全，身份核验一致');
+    await approver.locator('#approve').click();
+    await waitText(approver.locator('.case-facts .badge'), '已审批通过');
+    await approver.locator('#issue').click();
+    await waitText(approver.locator('.case-facts .badge'), '已出件');
+
+    // The agent's page follows live, and records the resident's rating of 2.
+    await waitText(agent.locator('.case-facts .badge'), '已出件');
+    await agent.locator('#rating button.star[data-score="2"]').click();
+    await agent.locator('#rating textarea[name=comment]').fill('等待时间太长');
+    await agent.locator('#rating button[type=submit]').click();
+    await waitText(agent.locator('.case-actions'), '差评将由督导员回访整改');
+
+    // The supervisor sees the follow-up, closes it with an outcome, and sees the figures.
+    const supervisor = await newPage(supervisorCtx);
+    await login(supervisor, 'supervisor');
+    const followup = supervisor.locator(`.followup[data-case-id="${caseId}"]`);
+    await followup.waitFor();
+    assert.match(await followup.innerText(), /2星/);
+    await followup.locator('textarea[name=outcome]').fill('已回访申请人，调整高峰时段审批力量');
+    await followup.locator('button[type=submit]').click();
+    await followup.waitFor({ state: 'detached' });
+    await waitText(supervisor.locator('#followups'), '没有待办的回访');
+    const closed = await (await apiAs(server, 'supervisor')).call('GET', '/followups?open=false');
+    assert.ok(closed.body.some((f) => f.case_id === caseId && f.outcome === '已回访申请人，调整高峰时段审批力量'));
+    const figures = supervisor.locator('#figures');
+    await waitText(figures, '户政');
+    const huzheng = figures.locator('table.figures').first().locator('tr', { hasText: '户政' });
+    const cells = await huzheng.locator('td').allInnerTexts();
+    assert.ok(Number(cells[0]) >= 1, `cases of 户政: ${cells}`);
+    assert.ok(Number(cells[1]) >= 1, `finished of 户政: ${cells}`);
+    assert.ok(Number(await supervisor.locator('#ratings-chart').getAttribute('data-total')) >= 1);
+    assert.equal(await supervisor.locator('#figures svg.chart').count(), 2);
+
+    // The auditor finds the case and exports its trail: every step is in it.
+    const auditorPage = await newPage(auditorCtx);
+    await login(auditorPage, 'auditor');
+    await auditorPage.locator(`#audit-cases .case-row[data-case-id="${caseId}"]`).click();
+    await auditorPage.locator('table.trail tr[data-kind="case.issued"]').waitFor();
+    const [download] = await Promise.all([auditorPage.waitForEvent('download'), auditorPage.locator('#export-trail').click()]);
+    const exported = (await readFile(await download.path(), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const kinds = exported.map((e) => e.kind);
+    for (const kind of ['case.opened', 'material.uploaded', 'case.accepted', 'case.identity_checked', 'case.approved', 'case.issued', 'case.rated']) {
+      assert.ok(kinds.includes(kind), `${kind} missing from the exported trail: ${kinds}`);
+    }
+    assert.ok(exported.every((e) => e.case_id === caseId));
+    assert.ok(!JSON.stringify(exported).includes(ID_NUMBER), 'the trail carries no ID number');
+    // The archive tools are marked as coming, not imitated.
+    assert.equal(await auditorPage.locator('#archive-placeholder button:not([disabled])').count(), 0);
+
+    for (const p of [agent, approver, supervisor, auditorPage]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await supervisorCtx.close();
+    await auditorCtx.close();
+  }
+});
+
+test('a wrong password, a locked and a disabled account each get a plain message', async () => {
+  const admin = await apiAs(server, 'admin');
+  for (const username of ['locked-agent', 'disabled-agent']) {
+    const r = await admin.call('POST', '/admin/users', { username, display_name: '测试代办', role: 'agent', point: 'zz-jingwu', department: null, password: 'test-password-1' });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+  }
+  assert.equal((await admin.call('POST', '/admin/users/disabled-agent/disable')).status < 300, true);
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    const attempt = async (username, password) => {
+      await page.goto('/#/login');
+      await page.locator('#login input[name=username]').fill(username);
+      await page.locator('#login input[name=password]').fill(password);
+      await page.locator('#login button[type=submit]').click();
+      const message = page.locator('#login .notice.error');
+      await message.waitFor();
+      return message.innerText();
+    };
+    assert.equal(await attempt('agent', 'not-the-password'), '用户名或密码错误，请重新输入。');
+    for (let i = 0; i < 5; i += 1) await attempt('locked-agent', 'wrong-password');
+    assert.match(await attempt('locked-agent', 'test-password-1'), /账号已临时锁定/);
+    assert.match(await attempt('disabled-agent', 'test-password-1'), /账号已停用/);
+    assert.equal(await page.evaluate(() => location.hash), '#/login');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('a wrong ID number is refused in plain words; a stale CSRF token is renewed without bothering the agent', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    await page.goto('/#/agent/new');
+    // As if the page were older than its session: the first request is refused (csrf_failed),
+    // the page fetches the token again and repeats it.
+    await page.evaluate(() => { window.cloudhelp.session.csrf = 'stale-token'; });
+    await page.locator('#new-case select[name=item]').selectOption('id-renew');
+    await page.locator('input[name=applicant_name]').fill(APPLICANT);
+    await page.locator('input[name=applicant_id_number]').fill('330682198506123210');
+    await page.locator('#new-case button[type=submit]').click();
+    await waitText(page.locator('#new-case .notice.error'), '身份证号码不正确');
+    assert.notEqual(await page.evaluate(() => window.cloudhelp.session.csrf), 'stale-token');
+    await page.locator('input[name=applicant_id_number]').fill(ID_NUMBER.toLowerCase());
+    await page.locator('#new-case button[type=submit]').click();
+    await page.waitForFunction(() => /^#\/case\/\d+$/.test(location.hash));
+    await waitText(page.locator('.case-facts .badge'), '排队等待受理');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('an ended session sends the page back to the login with a message', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    // Logging out goes to the login page, without the "expired" message.
+    await page.locator('header button', { hasText: '退出登录' }).click();
+    await page.waitForFunction(() => location.hash === '#/login');
+    assert.equal(await page.locator('#login .notice').count(), 0);
+    await login(page, 'agent');
+    await page.locator('header nav a[href="#/agent/new"]').click();
+    await page.locator('#new-case').waitFor();
+    await ctx.clearCookies();
+    await page.locator('header nav a[href="#/agent"]').click();
+    await page.waitForFunction(() => location.hash === '#/login');
+    await waitText(page.locator('#login .notice'), '登录已过期');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('when the app cannot load, the page says so instead of staying blank', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await page.route('**/js/main.js', (route) => route.abort('connectionreset'));
+    await page.goto('/');
+    await waitText(page.locator('#view .notice.error'), '页面未能加载，请检查网络后刷新页面', 25000);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('a refused camera permission shows a plain message, and files can still be uploaded', async () => {
+  const agentApi = await apiAs(server, 'agent');
+  const opened = await openCase(agentApi);
+  const ctx = await newContext(browser, server, { media: false });
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    await page.goto(`/#/case/${opened.id}`);
+    const message = page.locator('.camera-panel .media-message .notice.error');
+    await message.waitFor();
+    assert.match(await message.innerText(), /没有获得摄像头和麦克风的使用权限/);
+    assert.equal(await page.locator('#file-input').count(), 1);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("an agent opening another service point's case sees a not-found message", async () => {
+  const admin = await apiAs(server, 'admin');
+  const r = await admin.call('POST', '/admin/users', { username: 'agent-zhangzhen', display_name: '章镇代办', role: 'agent', point: 'zz-jingwu', department: null, password: 'test-password-2' });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const other = await apiAs(server, 'agent-zhangzhen', 'test-password-2');
+  const foreign = await openCase(other);
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    await page.goto(`/#/case/${foreign.id}`);
+    await waitText(page.locator('main .notice.error'), '未找到该事项，或您无权查看');
+    assert.equal(await page.locator('#applicant').count(), 0);
+    assert.equal(await page.locator('.camera-panel').count(), 0);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('the approver sees 已被他人受理 when another approver accepted first (case page and queue)', async () => {
+  const agentApi = await apiAs(server, 'agent');
+  const second = await apiAs(server, 'approver2');
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'approver');
+
+    // On the case page (which hears nothing of the other approver's accept).
+    const first = await openCase(agentApi);
+    await page.goto(`/#/case/${first.id}`);
+    await page.locator('#accept').waitFor();
+    assert.equal((await second.call('POST', `/cases/${first.id}/actions/accept`)).status, 200);
+    await page.locator('#accept').click();
+    await waitText(page.locator('.case-actions .notice.error'), '已被他人受理');
+
+    // On the queue, when the live notice has not arrived yet (the socket is held back).
+    await page.goto('/#/queue');
+    const next = await openCase(agentApi);
+    const row = page.locator(`.queue-item[data-case-id="${next.id}"]`);
+    await row.waitFor();
+    await page.evaluate(() => window.cloudhelp.live.stop());
+    assert.equal((await second.call('POST', `/cases/${next.id}/actions/accept`)).status, 200);
+    await row.locator('button.accept').click();
+    await waitText(page.locator('#queue-message .notice.error'), '已被他人受理');
+    await row.waitFor({ state: 'detached' });
+    assert.equal(await page.evaluate(() => location.hash), '#/queue');
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('when the server restarts, the page says it is reconnecting and then shows the live queue again', async () => {
+  // Its own server: this test kills it.
+  let own = await startServer();
+  const ctx = await newContext(browser, own);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'approver');
+    await page.locator('#queue').waitFor();
+    await page.waitForFunction(() => window.cloudhelp.live.ws?.readyState === 1);
+    const banner = page.locator('#conn-banner');
+    assert.equal(await banner.isVisible(), false);
+
+    const { port, data } = own;
+    await own.kill();
+    await banner.waitFor({ state: 'visible' });
+    assert.equal(await banner.innerText(), '连接已断开，正在重连…');
+
+    own = await startServer({ dataDir: data, port });
+    await banner.waitFor({ state: 'hidden', timeout: 20000 });
+    // The queue is live again: a case opened now appears without a reload.
+    const opened = await openCase(await apiAs(own, 'agent'));
+    await page.locator(`.queue-item[data-case-id="${opened.id}"]`).waitFor();
+
+    // Closing the socket from the page side recovers the same way.
+    await page.evaluate(() => window.cloudhelp.live.ws.close());
+    await page.waitForFunction(() => window.cloudhelp.live.ws?.readyState === 1);
+    await banner.waitFor({ state: 'hidden' });
+    const another = await openCase(await apiAs(own, 'agent'));
+    await page.locator(`.queue-item[data-case-id="${another.id}"]`).waitFor();
+  } finally {
+    await ctx.close();
+    await own.kill();
+  }
+});
+
+test('a failed upload shows the failure and succeeds on retry', async () => {
+  const opened = await openCase(await apiAs(server, 'agent'));
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'agent');
+    let refused = 0;
+    await page.route((url) => url.pathname === `/api/cases/${opened.id}/materials`, (route) => {
+      if (route.request().method() === 'POST' && refused === 0) { refused += 1; return route.abort('connectionreset'); }
+      return route.continue();
+    });
+    await page.goto(`/#/case/${opened.id}`);
+    await page.locator('.camera-panel[data-ready]').waitFor();
+    await page.locator('#capture').click();
+    const upload = page.locator('#uploads li.upload').first();
+    await upload.locator('xpath=self::*[@data-state="failed"]').waitFor();
+    assert.match(await upload.locator('.status').innerText(), /上传失败：无法连接服务器/);
+    await upload.locator('button', { hasText: '重新上传' }).click();
+    await upload.locator('xpath=self::*[@data-state="done"]').waitFor();
+    await page.locator(`.thumb[data-sha256="${await upload.getAttribute('data-sha256')}"]`).waitFor();
+    assert.equal(refused, 1);
+    // A file of a kind the server refuses says so, and offers no pointless retry.
+    await page.locator('#file-input').setInputFiles({ name: '说明.txt', mimeType: 'text/plain', buffer: Buffer.from('不是照片') });
+    const refusedFile = page.locator('#uploads li.upload', { hasText: '说明.txt' });
+    await refusedFile.locator('xpath=self::*[@data-state="failed"]').waitFor();
+    assert.match(await refusedFile.locator('.status').innerText(), /文件类型不支持/);
+    assert.equal(await refusedFile.locator('button', { hasText: '重新上传' }).isVisible(), false);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('补正, 会诊 and 转办: the agent sees the request live and supplies the material; the expert reads the case; a transfer leaves the approver', async () => {
+  const opened = await openCase(await apiAs(server, 'agent'), 'hukou-move');
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  const expertCtx = await newContext(browser, server);
+  try {
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent');
+    await agent.goto(`/#/case/${opened.id}`);
+    const approver = await newPage(approverCtx);
+    await login(approver, 'approver');
+    await approver.goto(`/#/case/${opened.id}`);
+    await approver.locator('#accept').click();
+    await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+    await waitText(agent.locator('.case-facts .badge'), '视频办理中');
+
+    // 补正: the request reaches the agent's page live, with its reason.
+    await approver.locator('#request-material textarea').fill('准迁证明原件');
+    await approver.locator('#request-material button[type=submit]').click();
+    await waitText(approver.locator('.case-facts .badge'), '待补正材料');
+    await waitText(agent.locator('.case-facts .notice'), '准迁证明原件');
+    // The agent uploads a file (PDF) and resumes.
+    await agent.locator('#file-input').setInputFiles({ name: '准迁证明.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n') });
+    await agent.locator('#uploads li.upload[data-state="done"]').waitFor();
+    await approver.locator('.thumb', { hasText: '准迁证明.pdf' }).locator('[data-check="ok"]').waitFor();
+    await agent.locator('#resume').click();
+    await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+
+    // 会诊: the invited expert sees the case read-only, with its materials.
+    await approver.locator('#invite select').selectOption({ label: '陈专家（出入境）' });
+    await approver.locator('#invite button[type=submit]').click();
+    await waitText(approver.locator('.case-facts'), '陈专家');
+    const expert = await newPage(expertCtx);
+    await login(expert, 'expert');
+    await expert.locator(`.case-row[data-case-id="${opened.id}"]`).click();
+    await waitText(expert.locator('.case-actions'), '专家只查看事项与材料');
+    await expert.locator('.thumb', { hasText: '准迁证明.pdf' }).locator('[data-check="ok"]').waitFor();
+    assert.equal(await expert.locator('#approve, #accept, #identity-check').count(), 0);
+    assert.ok(!(await expert.locator('#applicant').innerText()).includes(APPLICANT), 'masked for the expert');
+
+    // 转办: the case goes to 治安's queue and leaves this approver's view.
+    await approver.locator('#transfer select').selectOption({ label: '治安' });
+    await approver.locator('#transfer button[type=submit]').click();
+    await waitText(approver.locator('.page-message'), '该事项已转出或不再由您办理');
+    const supervisorApi = await apiAs(server, 'supervisor');
+    const queue = await supervisorApi.call('GET', '/queue');
+    const moved = queue.body.find((q) => q.case_id === opened.id);
+    assert.ok(moved, 'the transferred case waits in a queue');
+    for (const p of [agent, approver, expert]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await expertCtx.close();
+  }
+});
+
+test('waiting-time colours follow the thresholds, and an overdue follow-up is marked', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await page.route('**/api/followups', (route) => route.fulfill({
+      json: [{ id: 99, case_id: 1, case_number: 'YB20261126-000001', score: 1, comment: '态度差', opened_at: '2026-11-20T08:00:00+08:00', due_at: '2026-11-23T08:00:00+08:00', overdue: true, closed_at: null, closed_by: null, outcome: null }],
+    }));
+    await login(page, 'supervisor');
+    const overdue = page.locator('.followup[data-followup-id="99"]');
+    await overdue.waitFor();
+    assert.ok(await overdue.evaluate((el) => el.classList.contains('overdue')));
+    await waitText(overdue.locator('.badge'), '已超期');
+
+    const classes = await page.evaluate(async () => {
+      const { slaClass } = await import('/js/core.js');
+      return [[true, 0], [true, 299], [true, 300], [true, 599], [true, 600], [true, 7200], [false, 7200]].map(([simple, s]) => slaClass(simple, s));
+    });
+    assert.deepEqual(classes, ['sla-green', 'sla-green', 'sla-amber', 'sla-amber', 'sla-red', 'sla-red', 'sla-none']);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('the administrator adds an agent account, who can then log in at its service point', async () => {
+  const ctx = await newContext(browser, server);
+  const agentCtx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'admin');
+    const form = page.locator('#add-user');
+    await form.locator('input[name=username]').fill('agent-shangpu');
+    await form.locator('input[name=display_name]').fill('上浦代办');
+    await form.locator('select[name=role]').selectOption('agent');
+    await form.locator('select[name=point]').selectOption('sp-daiban');
+    await form.locator('input[name=password]').fill('shangpu-2026');
+    await form.locator('button[type=submit]').click();
+    await waitText(form.locator('.notice.ok'), '账号已新增');
+    await waitText(page.locator('table tbody'), '上浦代办');
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent-shangpu', 'shangpu-2026');
+    await waitText(agent.locator('main'), '上浦镇村级代办点');
+    assert.deepEqual([...page.problems, ...agent.problems], []);
+  } finally {
+    await ctx.close();
+    await agentCtx.close();
+  }
+});
+
+test('every page at desktop and phone width: screenshots, no horizontal overflow, no untranslated English', async () => {
+  const agentApi = await apiAs(server, 'agent');
+  const approverApi = await apiAs(server, 'approver');
+  // A case held by the approver with a material, invited expert: every part of the case page shows.
+  const shown = await openCase(agentApi, 'hukou-move');
+  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+  const agentToken = agentApi;
+  const up = await agentToken.call('POST', `/cases/${shown.id}/materials?filename=${encodeURIComponent('户口簿.png')}`, png);
+  assert.equal(up.status, 201, JSON.stringify(up.body));
+  assert.equal((await approverApi.call('POST', `/cases/${shown.id}/actions/accept`)).status, 200);
+  const experts = await approverApi.call('GET', '/experts');
+  assert.equal((await approverApi.call('POST', `/cases/${shown.id}/actions/invite`, { expert_id: experts.body[0].id })).status, 200);
+  const waiting = await openCase(agentApi, 'id-loss');
+
+  const pages = [
+    ['login', null, '/#/login'],
+    ['agent-home', 'agent', '/#/agent'],
+    ['agent-new', 'agent', '/#/agent/new', async (p) => p.locator('select[name=item]').selectOption('hukou-move')],
+    ['agent-case', 'agent', `/#/case/${shown.id}`, async (p) => p.locator('.camera-panel[data-ready]').waitFor()],
+    ['approver-queue', 'approver', '/#/queue', async (p) => p.locator(`.queue-item[data-case-id="${waiting.id}"]`).waitFor()],
+    ['approver-case', 'approver', `/#/case/${shown.id}`, async (p) => p.locator('#viewer-hash').waitFor()],
+    ['expert-home', 'expert', '/#/expert', async (p) => p.locator(`.case-row[data-case-id="${shown.id}"]`).waitFor()],
+    ['expert-case', 'expert', `/#/case/${shown.id}`, async (p) => p.locator('#viewer-hash').waitFor()],
+    ['supervisor', 'supervisor', '/#/supervisor', async (p) => p.locator('#figures table').first().waitFor()],
+    ['auditor', 'auditor', `/#/auditor?case=${shown.id}`, async (p) => p.locator('table.trail tbody tr').first().waitFor()],
+    ['admin', 'admin', '/#/admin', async (p) => p.locator('table tbody tr').first().waitFor()],
+  ];
+  const findings = [];
+  for (const [width, height, label] of [[1280, 800, 'desktop'], [375, 812, 'phone']]) {
+    const contexts = new Map();
+    try {
+      for (const [name, user, path, ready] of pages) {
+        if (!contexts.has(user)) {
+          const ctx = await newContext(browser, server, { viewport: { width, height } });
+          const p = await newPage(ctx);
+          if (user) await login(p, user);
+          contexts.set(user, p);
+        }
+        const page = contexts.get(user);
+        await page.goto(path);
+        await page.locator('main').waitFor();
+        await page.waitForFunction(() => !document.querySelector('main')?.textContent.includes('正在加载'));
+        if (ready) await ready(page);
+        await page.waitForTimeout(300); // let thumbnails and checks settle
+        await page.screenshot({ path: join(ARTIFACTS, `${name}-${label}.png`), fullPage: true });
+        const english = untranslatedWords(await visibleUiText(page));
+        if (english.length) findings.push(`${name} (${label}): ${english.join(', ')}`);
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        if (overflow > 1) findings.push(`${name} (${label}): ${overflow}px wider than the screen`);
+        if (page.problems.length) findings.push(`${name} (${label}): ${page.problems.join('; ')}`);
+      }
+    } finally {
+      for (const p of contexts.values()) await p.context().close();
+    }
+  }
+  assert.deepEqual(findings, []);
+});
+
+test('English is a switch away, and the Chinese scan would catch English words', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await newPage(ctx);
+    await login(page, 'supervisor');
+    await page.locator('header button.lang').click();
+    await waitText(page.locator('header'), 'Log out');
+    await page.locator('#figures').waitFor();
+    const words = untranslatedWords(await visibleUiText(page));
+    assert.ok(words.includes('Overview') || words.includes('Log'), `the scan found no English on the English page: ${words}`);
+    await page.locator('header button.lang').click();
+    await waitText(page.locator('header'), '退出登录');
+    assert.deepEqual(untranslatedWords(await visibleUiText(page)), []);
+  } finally {
+    await ctx.close();
+  }
+});
+

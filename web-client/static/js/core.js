@@ -1,0 +1,223 @@
+// Shared plumbing: DOM helper, the API client (CSRF, errors in plain words, uploads with
+// progress), formatting of dates and durations, the once-a-second ticker, and notices.
+import { t, lang } from './i18n.js';
+
+/** Who is logged in, the session's CSRF token and the catalogue (loaded once per login). */
+export const session = { user: null, csrf: '', catalogue: null };
+
+/** Creates an element: h('button', {class: 'primary', onclick}, 'text', child…). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    else if (key === 'class') el.className = value;
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else if (key in el && typeof value !== 'string') el[key] = value;
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/** Replaces an element's children. */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+/** An error from the server (`{code, message}`) or from the network (`code: 'network'`). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Called when the session has ended (401 on a request other than the login). */
+let onSessionEnded = () => {};
+export function whenSessionEnds(fn) { onSessionEnded = fn; }
+
+/** A JSON request to the API. State-changing requests carry the CSRF token; a refused token is
+ * fetched again from /api/me and the request retried once (the page may be older than the session). */
+export async function api(method, path, body, { retried = false } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET') headers['X-CSRF-Token'] = session.csrf;
+  let res;
+  try {
+    res = await fetch(`/api${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+    });
+  } catch {
+    throw new ApiError(0, 'network', '');
+  }
+  if (res.ok) {
+    if (res.status === 204) return null;
+    const type = res.headers.get('content-type') || '';
+    return type.includes('json') && !type.includes('ndjson') ? res.json() : res.text();
+  }
+  const err = await res.json().catch(() => ({}));
+  const code = err.code || (res.status >= 500 ? 'internal' : `http_${res.status}`);
+  if (code === 'csrf_failed' && !retried && (await refreshSession())) {
+    return api(method, path, body, { retried: true });
+  }
+  if (res.status === 401 && !path.startsWith('/auth/login')) onSessionEnded('expired');
+  throw new ApiError(res.status, code, err.message);
+}
+
+/** Reloads the user and CSRF token; false when there is no session. */
+export async function refreshSession() {
+  try {
+    const res = await fetch('/api/me', { credentials: 'same-origin' });
+    if (!res.ok) return false;
+    const me = await res.json();
+    session.user = me.user;
+    session.csrf = me.csrf_token;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Uploads bytes as a material with XMLHttpRequest (fetch has no upload progress).
+ * Returns `{promise, abort}`; the promise gives the stored material (201). */
+export function uploadMaterial(caseId, blob, filename, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open('POST', `/api/cases/${caseId}/materials?filename=${encodeURIComponent(filename)}`);
+    xhr.setRequestHeader('X-CSRF-Token', session.csrf);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress?.(e.loaded / e.total); };
+    xhr.onload = () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: keep {} */ }
+      if (xhr.status === 201) resolve(body);
+      else {
+        if (xhr.status === 401) onSessionEnded('expired');
+        reject(new ApiError(xhr.status, body.code || `http_${xhr.status}`, body.message));
+      }
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'network', ''));
+    xhr.onabort = () => reject(new ApiError(0, 'aborted', ''));
+    xhr.send(blob);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+/** The plain-words message for an error. */
+export function errorText(err) {
+  if (!(err instanceof ApiError)) return err?.userMessage || t('err.generic');
+  const code = err.code;
+  const known = t(`err.${code}`, {}, null);
+  if (known) return known;
+  if (err instanceof ApiError && err.status === 403) return t('err.forbidden');
+  if (err instanceof ApiError && err.status === 404) return t('err.not_found');
+  if (err instanceof ApiError && err.status >= 500) return t('err.internal');
+  return t('err.generic');
+}
+
+/** A message box: kind is 'error', 'ok' or 'info'. */
+export function notice(kind, text) {
+  return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
+}
+
+/** Shows a message in a slot element (replacing what it showed). */
+export function say(slot, kind, text) {
+  fill(slot, text ? notice(kind, text) : null);
+}
+
+const locale = () => (lang() === 'zh' ? 'zh-CN' : 'en-GB');
+
+/** Date and time in local style, e.g. 2026/11/26 14:05. */
+export function fmtDateTime(iso) {
+  if (!iso) return '—';
+  return new Date(iso).toLocaleString(locale(), {
+    year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hour12: false,
+  });
+}
+
+/** A duration in seconds as 3分05秒 / 1小时02分. */
+export function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return '—';
+  const s = Math.max(0, Math.round(seconds));
+  const hours = Math.floor(s / 3600);
+  const minutes = Math.floor((s % 3600) / 60);
+  const secs = s % 60;
+  if (hours) return t('fmt.hm', { h: hours, m: String(minutes).padStart(2, '0') });
+  if (minutes) return t('fmt.ms', { m: minutes, s: String(secs).padStart(2, '0') });
+  return t('fmt.s', { s: secs });
+}
+
+/** Seconds since an RFC 3339 time (never negative, whatever the clocks say). */
+export function secondsSince(iso) {
+  return Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+}
+
+/** SLA colour of a wait: simple items green < 5 min, amber < 10, red from 10; others neutral. */
+export function slaClass(simple, seconds) {
+  if (!simple) return 'sla-none';
+  if (seconds < 300) return 'sla-green';
+  if (seconds < 600) return 'sla-amber';
+  return 'sla-red';
+}
+
+/** A live waiting-time element, kept current by the ticker. */
+export function waitingClock(sinceIso, simple) {
+  const el = h('span', { class: 'clock', dataset: { since: sinceIso, simple: simple ? '1' : '' } });
+  tickOne(el);
+  return el;
+}
+
+function tickOne(el) {
+  const seconds = secondsSince(el.dataset.since);
+  el.textContent = fmtDuration(seconds);
+  const row = el.closest('[data-sla]') || el;
+  row.classList.remove('sla-green', 'sla-amber', 'sla-red', 'sla-none');
+  row.classList.add(slaClass(el.dataset.simple === '1', seconds));
+}
+
+setInterval(() => document.querySelectorAll('.clock[data-since]').forEach(tickOne), 1000);
+
+/** Hex SHA-256 of bytes. */
+export async function sha256Hex(buffer) {
+  const digest = await crypto.subtle.digest('SHA-256', buffer);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** A labelled form field. */
+export function field(label, control, hint) {
+  return h('label', { class: 'field' }, h('span', { class: 'label' }, label), control, hint ? h('small', {}, hint) : null);
+}
+
+/** Disables a button while `work` runs; shows errors in `slot`. */
+export async function busy(button, slot, work) {
+  button.disabled = true;
+  if (slot) say(slot, null, '');
+  try {
+    return await work();
+  } catch (err) {
+    if (slot) say(slot, 'error', errorText(err));
+    else throw err;
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** The name of a department by id, from the catalogue. */
+export function departmentName(id) {
+  return session.catalogue?.departments.find((d) => d.id === id)?.name ?? String(id);
+}
