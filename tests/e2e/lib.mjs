@@ -27,7 +27,7 @@ export const ID_NUMBER = '33068219850612321X';
 export const APPLICANT = '欧阳春花';
 
 /** The server binary: WEB_E2E_SERVER_BIN (set by tests/web_e2e.rs), else the usual target folders. */
-function binary() {
+export function binary() {
   if (process.env.WEB_E2E_SERVER_BIN) return process.env.WEB_E2E_SERVER_BIN;
   const target = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
   const path = join(target, 'debug', 'cloudhelp');

@@ -8,8 +8,11 @@ import { readFile } from 'node:fs/promises';
 import { DICTIONARIES } from '../../web-client/static/js/i18n.js';
 import {
   ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, apiAs,
-  openCase, waitText, visibleUiText, untranslatedWords, usedKeys,
+  openCase, waitText, visibleUiText, untranslatedWords, usedKeys, binary,
 } from './lib.mjs';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 let server;
 let browser;
@@ -162,13 +165,25 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
     const [download] = await Promise.all([auditorPage.waitForEvent('download'), auditorPage.locator('#export-trail').click()]);
     const exported = (await readFile(await download.path(), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     const kinds = exported.map((e) => e.kind);
-    for (const kind of ['case.opened', 'material.uploaded', 'case.accepted', 'case.identity_checked', 'case.approved', 'case.issued', 'case.rated']) {
+    for (const kind of ['case.opened', 'material.uploaded', 'case.accepted', 'case.identity_checked', 'case.approved', 'case.sealed', 'case.issued', 'case.rated']) {
       assert.ok(kinds.includes(kind), `${kind} missing from the exported trail: ${kinds}`);
     }
     assert.ok(exported.every((e) => e.case_id === caseId));
     assert.ok(!JSON.stringify(exported).includes(ID_NUMBER), 'the trail carries no ID number');
-    // The archive tools are marked as coming, not imitated.
-    assert.equal(await auditorPage.locator('#archive-placeholder button:not([disabled])').count(), 0);
+    // The signed archive: the server's verifier accepts it on the page, and so does the offline
+    // `cloudhelp verify` with the pinned trust file, with no data folder and no network.
+    assert.match(await auditorPage.locator('#archive-sha256').innerText(), /^[0-9a-f]{64}$/);
+    await auditorPage.locator('#verify-archive').click();
+    await auditorPage.locator('#verify-verdict[data-valid="true"]').waitFor();
+    const [zip] = await Promise.all([auditorPage.waitForEvent('download'), auditorPage.locator('#download-archive').click()]);
+    const offline = mkdtempSync(join(tmpdir(), 'cloudhelp-offline-'));
+    const trust = await auditor.call('GET', '/log/trust');
+    writeFileSync(join(offline, 'trust.json'), JSON.stringify(trust.body));
+    const report = JSON.parse(execFileSync(binary(), ['verify', await zip.path(), '--trust', join(offline, 'trust.json'), '--json'], { env: {} }).toString());
+    assert.equal(report.valid, true);
+    await auditorPage.locator('#show-checkpoint').click();
+    await auditorPage.locator('#log-checkpoint:not([hidden])').waitFor();
+    assert.match(await auditorPage.locator('#log-checkpoint').innerText(), /^cloudhelp\.local\/log\n\d+\n/);
 
     for (const p of [agent, approver, supervisor, auditorPage]) assert.deepEqual(p.problems, []);
   } finally {
