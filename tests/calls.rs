@@ -472,3 +472,178 @@ async fn malformed_call_messages_get_a_call_error_and_the_socket_stays_open() {
     };
     assert_eq!(pong["id"], 9);
 }
+
+/// The materials of a case that are call recordings: (media type, bytes).
+async fn recordings(app: &TestApp, who: &Auth, case: i64) -> Vec<(String, Vec<u8>)> {
+    let listed = app
+        .request("GET", &format!("/api/cases/{case}/materials"), who, None)
+        .await
+        .json();
+    let mut files = Vec::new();
+    for m in listed.as_array().unwrap() {
+        let media_type = m["media_type"].as_str().unwrap().to_string();
+        if media_type.starts_with("audio/") || media_type.starts_with("video/") {
+            let bytes = app
+                .request(
+                    "GET",
+                    &format!("/api/cases/{case}/materials/{}", m["id"]),
+                    who,
+                    None,
+                )
+                .await
+                .body;
+            files.push((media_type, bytes));
+        }
+    }
+    files
+}
+
+/// Seconds of media in an Ogg/Opus file: the last page's granule position at 48 kHz.
+fn ogg_seconds(bytes: &[u8]) -> f64 {
+    let last = bytes
+        .windows(4)
+        .rposition(|w| w == b"OggS")
+        .expect("an Ogg page");
+    let granule = u64::from_le_bytes(bytes[last + 6..last + 14].try_into().unwrap());
+    granule as f64 / 48_000.0
+}
+
+/// Frames in an IVF file (header field).
+fn ivf_frames(bytes: &[u8]) -> u32 {
+    assert_eq!(&bytes[..4], b"DKIF");
+    u32::from_le_bytes(bytes[24..28].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_recorded_only_after_everyone_consented_and_the_files_go_into_the_archive() {
+    let (app, addr, agent, approver, case) = case_in_call().await;
+    let agent_peer = CallPeer::join(addr, &agent, case).await;
+    let approver_peer = CallPeer::join(addr, &approver, case).await;
+    approver_peer.receiving(1, 1).await;
+    let mut watcher = socket(addr, &agent).await;
+    send(
+        &mut watcher,
+        json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
+    )
+    .await;
+    let recordings_dir = app.dir.path().join(format!("data/recordings/case-{case}"));
+    assert!(!recordings_dir.exists(), "one consent is not enough");
+    let mut approver_socket = socket(addr, &approver).await;
+    send(
+        &mut approver_socket,
+        json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
+    )
+    .await;
+    let started = next_call(&mut watcher).await;
+    assert_eq!(
+        (started["type"].as_str(), started["recording"].as_bool()),
+        (Some("call.recording"), Some(true))
+    );
+    // Let about two seconds of media be recorded.
+    let frames = |r: &PeerReport| {
+        r.tracks
+            .iter()
+            .map(|t| t.counts.frames_complete)
+            .sum::<u64>()
+    };
+    let before = frames(&agent_peer.peer.report());
+    agent_peer
+        .peer
+        .wait_until(PATIENCE, |r| frames(r) > before + 60)
+        .await
+        .expect("media flows while recording");
+    app.act(
+        &approver,
+        case,
+        "identity-check",
+        json!({ "methods": ["id_card_shown"] }),
+        StatusCode::OK,
+    )
+    .await;
+    app.decide(&approver, case, "approve", "").await;
+
+    let files = recordings(&app, &agent, case).await;
+    let kinds: Vec<&str> = files.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "audio/ogg").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "video/x-ivf").count(),
+        2,
+        "{kinds:?}"
+    );
+    for (media_type, bytes) in &files {
+        if media_type == "audio/ogg" {
+            let seconds = ogg_seconds(bytes);
+            assert!((1.0..60.0).contains(&seconds), "{seconds} s of audio");
+        } else {
+            assert!(ivf_frames(bytes) >= 30, "{} frames", ivf_frames(bytes));
+        }
+    }
+    let auditor = app.demo("auditor").await;
+    let archive = app
+        .request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
+        .await
+        .body;
+    let names = String::from_utf8_lossy(&archive);
+    assert!(
+        names.contains(".ogg") && names.contains(".ivf"),
+        "the recordings are in the archive"
+    );
+    let trail = String::from_utf8(
+        app.request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(trail.matches("call.recording_consent").count(), 2);
+    assert!(trail.contains("call.recording_started") && trail.contains("call.recording_stored"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_everyones_consent_nothing_is_recorded() {
+    let (app, addr, agent, approver, case) = case_in_call().await;
+    let _agent_peer = CallPeer::join(addr, &agent, case).await;
+    let approver_peer = CallPeer::join(addr, &approver, case).await;
+    approver_peer.receiving(1, 1).await;
+    let mut agent_socket = socket(addr, &agent).await;
+    send(
+        &mut agent_socket,
+        json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
+    )
+    .await;
+    let mut approver_socket = socket(addr, &approver).await;
+    send(
+        &mut approver_socket,
+        json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": false }),
+    )
+    .await;
+    let auditor = app.demo("auditor").await;
+    // A refused consent from someone outside the case changes nothing either.
+    let mut outsider = socket(addr, &auditor).await;
+    send(
+        &mut outsider,
+        json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
+    )
+    .await;
+    assert_eq!(next_call(&mut outsider).await["code"], "call_refused");
+    app.act(
+        &approver,
+        case,
+        "identity-check",
+        json!({ "methods": ["id_card_shown"] }),
+        StatusCode::OK,
+    )
+    .await;
+    app.decide(&approver, case, "approve", "").await;
+    assert!(recordings(&app, &agent, case).await.is_empty());
+    assert!(
+        !app.dir
+            .path()
+            .join(format!("data/recordings/case-{case}"))
+            .exists(),
+        "no file was written"
+    );
+}

@@ -84,6 +84,16 @@ impl Calls {
         };
         match kind {
             "join" => self.join(state, user, case_id).await,
+            "consent" => {
+                let Some(consent) = message.get("consent").and_then(Value::as_bool) else {
+                    return Some(call_error(
+                        Some(case_id),
+                        "bad_message",
+                        "call.consent needs consent: true or false",
+                    ));
+                };
+                crate::recording::consent(state, user, case_id, consent).await
+            }
             _ => {
                 let relay_message = match from_socket(kind, message) {
                     Ok(m) => m,

@@ -18,6 +18,7 @@ pub mod materials;
 pub mod metrics;
 pub mod personal;
 pub mod ratings;
+pub mod recording;
 pub mod sealing;
 pub mod server;
 pub mod state;

@@ -104,6 +104,28 @@ pub fn insert(
     blob: &StoredBlob,
     now: i64,
 ) -> Result<Material> {
+    insert_as(
+        conn,
+        case_id,
+        actor.id,
+        Some(actor),
+        "material.uploaded",
+        blob,
+        now,
+    )
+}
+
+/// Records a durable blob as a material of `case_id` attributed to `owner`, with an audit event
+/// `event` by `actor` (none: the system, e.g. a call recording).
+pub fn insert_as(
+    conn: &mut Connection,
+    case_id: i64,
+    owner: i64,
+    actor: Option<&Actor>,
+    event: &str,
+    blob: &StoredBlob,
+    now: i64,
+) -> Result<Material> {
     let StoredBlob {
         sha256,
         size,
@@ -114,15 +136,15 @@ pub fn insert(
     tx.execute(
         "INSERT INTO materials (case_id, sha256, size, media_type, filename, uploaded_by, uploaded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![case_id, sha256, size, media_type, filename, actor.id, now],
+        params![case_id, sha256, size, media_type, filename, owner, now],
     )?;
     let id = tx.last_insert_rowid();
     audit::append(
         &tx,
         now,
-        Some(actor),
+        actor,
         Some(case_id),
-        "material.uploaded",
+        event,
         &serde_json::json!({ "material_id": id, "sha256": sha256, "size": size, "media_type": media_type }),
     )?;
     tx.commit()?;

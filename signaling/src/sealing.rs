@@ -96,6 +96,8 @@ fn extension(media_type: &str) -> &'static str {
         "image/heif" => "heif",
         "image/tiff" => "tiff",
         "application/pdf" => "pdf",
+        "audio/ogg" => "ogg",
+        "video/x-ivf" => "ivf",
         _ => "bin",
     }
 }

@@ -80,6 +80,8 @@ pub struct AppState {
     pub pending: Arc<crate::sealing::PendingDecisions>,
     /// The media relay (SFU) carrying the calls.
     pub relay: media_relay::Relay,
+    /// Recording consents and state per case.
+    pub recordings: Arc<crate::recording::Recordings>,
 }
 
 impl AppState {
@@ -124,6 +126,7 @@ impl AppState {
             trust: Arc::new(trust),
             pending: Arc::new(crate::sealing::PendingDecisions::default()),
             relay,
+            recordings: Arc::default(),
         })
     }
 

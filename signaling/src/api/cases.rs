@@ -319,8 +319,15 @@ pub(crate) fn announce(
         );
     }
     if crate::calls::has_call(before.state) && !crate::calls::has_call(after.state) {
-        let relay = state.relay.clone();
-        tokio::spawn(async move { relay.close_room(&crate::calls::room_of(id)).await });
+        let state = state.clone();
+        tokio::spawn(async move {
+            // A recording still running (the case was cancelled or transferred) is kept first.
+            if let Err(e) = crate::recording::stop_and_store(&state, id).await {
+                tracing::error!(case_id = id, error = %e, "recording not stored");
+            }
+            crate::recording::forget(&state, id);
+            state.relay.close_room(&crate::calls::room_of(id)).await;
+        });
     }
     let mut users: Vec<i64> = before
         .experts

@@ -159,6 +159,23 @@ pub async fn prepare_decision(
         }
     };
     let actor = caller.actor();
+    // The recording ends with the decision: its files are closed and go into the archive. Only
+    // once the caller is known to be allowed to decide now (the same dry run `prepare` repeats).
+    let allowed = {
+        let (actor, command) = (actor.clone(), command.clone());
+        state
+            .db
+            .call(move |c| {
+                let facts = crate::cases::facts(c, id)?.ok_or(Error::NotFound("case"))?;
+                Ok(crate::workflow::apply(&facts, &actor, &command)?)
+            })
+            .await
+    };
+    if allowed.is_ok()
+        && let Err(e) = crate::recording::stop_and_store(&state, id).await
+    {
+        tracing::error!(case_id = id, error = %e, "recording not stored");
+    }
     let now = state.now();
     let keys = state.clone();
     let (pending, prepared) = state
