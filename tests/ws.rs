@@ -181,3 +181,28 @@ async fn unauthenticated_or_foreign_origin_upgrades_are_refused() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_socket_ends_with_its_session_on_logout() {
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let mut socket = connect(addr, &agent, None).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "hello");
+    let out = app.request("POST", "/api/auth/logout", &agent, None).await;
+    assert_eq!(out.status, axum::http::StatusCode::NO_CONTENT);
+    app.clock.advance_ms(6_000); // past the per-message check interval
+    socket
+        .send(Message::Text(r#"{"type":"ping"}"#.into()))
+        .await
+        .unwrap();
+    let reply = next(&mut socket).await;
+    assert_eq!(reply["code"], "session_ended", "{reply}");
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("closed");
+    assert!(
+        matches!(closed, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{closed:?}"
+    );
+}

@@ -405,6 +405,19 @@ pub fn session(conn: &Connection, token: &str, now: i64) -> Result<Session> {
     })
 }
 
+/// Whether the session with this token hash exists, has not expired, and its user is enabled.
+pub fn session_alive(conn: &Connection, token_hash: &str, now: i64) -> Result<bool> {
+    let alive: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0",
+            params![token_hash, now],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(alive.is_some())
+}
+
 /// Ends a session.
 pub fn logout(conn: &Connection, token_hash: &str) -> Result<()> {
     conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;

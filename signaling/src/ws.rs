@@ -52,12 +52,13 @@ pub async fn upgrade(
         ));
     }
     let user = caller.user;
+    let token_hash = caller.session.token_hash;
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
             state.metrics.ws_clients.inc();
-            run(state.clone(), user, sink, stream).await;
+            run(state.clone(), user, token_hash, sink, stream).await;
             state.metrics.ws_clients.dec();
         }))
 }
@@ -79,12 +80,32 @@ async fn snapshot(state: &AppState, user: &User) -> Result<Option<serde_json::Va
     ))
 }
 
-/// Runs one connection until the client leaves.
-pub async fn run<W, R>(state: AppState, user: User, mut sink: W, mut stream: R)
+/// How often an open socket checks that its session still exists (logout, disabled account,
+/// expiry end the socket too).
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+/// Client messages check the session too, at most this often (ms), so that signaling bursts do
+/// not each cost a database read.
+const MESSAGE_SESSION_CHECK_MS: i64 = 5_000;
+
+/// Whether the session behind a socket is still live.
+async fn session_alive(state: &AppState, token_hash: &str) -> bool {
+    let hash = token_hash.to_string();
+    let now = state.now();
+    state
+        .db
+        .call(move |c| crate::accounts::session_alive(c, &hash, now))
+        .await
+        .unwrap_or(false)
+}
+
+/// Runs one connection until the client leaves or its session ends.
+pub async fn run<W, R>(state: AppState, user: User, token_hash: String, mut sink: W, mut stream: R)
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = std::result::Result<Message, axum::Error>> + Unpin,
 {
+    // The session was checked when the socket was opened.
+    let mut checked_at = state.now();
     let mut notices = state.notices.subscribe();
     let (out, mut outgoing) = tokio::sync::mpsc::channel::<serde_json::Value>(256);
     let mut calls = crate::calls::Calls::new(out);
@@ -98,8 +119,17 @@ where
     {
         return;
     }
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.tick().await; // the first tick is immediate; the session was just checked
+    let ended = json!({ "v": 1, "type": "error", "code": "session_ended", "message": "the session has ended; log in again" });
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                if !session_alive(&state, &token_hash).await {
+                    let _ = sink.send(send(ended)).await;
+                    return;
+                }
+            }
             Some(message) = outgoing.recv() => {
                 if sink.send(send(message)).await.is_err() {
                     return;
@@ -126,6 +156,16 @@ where
             incoming = stream.next() => {
                 let reply = match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(_)))
+                        if state.now() - checked_at >= MESSAGE_SESSION_CHECK_MS
+                            && {
+                                checked_at = state.now();
+                                !session_alive(&state, &token_hash).await
+                            } =>
+                    {
+                        let _ = sink.send(send(ended)).await;
+                        return;
+                    }
                     Some(Ok(Message::Text(text))) => match call_message(&text) {
                         Some((kind, value)) => calls.handle(&state, &user, &kind, &value).await,
                         None => handle_client_message(&text),
