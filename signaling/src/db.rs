@@ -256,7 +256,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migrations_run_once_and_audit_events_cannot_be_changed() {
+    fn migrations_run_once_and_neither_audit_events_nor_the_log_can_be_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         Db::open(&path).unwrap();
@@ -272,6 +272,11 @@ mod tests {
             assert!(update.unwrap_err().to_string().contains("append-only"));
             let delete = c.execute("DELETE FROM audit_events", []);
             assert!(delete.unwrap_err().to_string().contains("append-only"));
+            c.execute("INSERT INTO log_nodes (level, idx, hash) VALUES (0, 0, x'00')", [])?;
+            for sql in ["UPDATE log_nodes SET hash = x'01'", "DELETE FROM log_nodes"] {
+                let refused = c.execute(sql, []);
+                assert!(refused.unwrap_err().to_string().contains("append-only"), "{sql}");
+            }
             Ok(())
         })
         .unwrap();
