@@ -1,0 +1,200 @@
+//! `cloudhelp-load`: the command line of the load generator. Parses flags, runs, writes JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::measure::Limits;
+use cloudhelp_load::report::{PageInputs, page, scenario_plot};
+use cloudhelp_load::{RunOptions, RunResult, Scenario, Server, Trust, run};
+
+#[derive(Parser)]
+#[command(name = "cloudhelp-load", version, about = "Load generator and benchmarks for cloudhelp")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loads a running server (`cloudhelp serve --demo`) with one scenario.
+    Run {
+        /// consult, meeting, fanout or audio-only.
+        scenario: Scenario,
+        /// The server.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// The server's certificate (`<data>/tls/cert.pem`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Accept any certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// The load: rooms (consult, audio-only), participants (meeting), subscribers (fanout).
+        /// With --ramp, the highest load tried.
+        #[arg(long, default_value_t = 1)]
+        load: u32,
+        /// Raise the load until loss > 1 % or p99 added latency > 20 ms; report the highest held.
+        #[arg(long)]
+        ramp: bool,
+        /// Seconds measured per load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Video per publisher, kb/s.
+        #[arg(long, default_value_t = 1500)]
+        video_kbps: u32,
+        /// The server's pid, for its CPU and memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The raw UDP fan-out baseline (no SRTP, no WebRTC).
+    Baseline {
+        /// Receivers per packet.
+        #[arg(long, default_value_t = 7)]
+        fanout: usize,
+        /// Bytes per packet.
+        #[arg(long, default_value_t = 1200)]
+        payload: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Pin the relay thread to this core.
+        #[arg(long)]
+        relay_core: Option<usize>,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
+    Report {
+        /// The folder: `<scenario>.json`, `baseline.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        #[arg(long)]
+        results: PathBuf,
+        /// Hand-written notes to include.
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        /// The page; plots go beside it in `benchmarks/`.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+}
+
+fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    match out {
+        Some(path) => std::fs::write(path, text).with_context(|| path.display().to_string()),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn read(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOUDHELP_LOAD_LOG")
+                .unwrap_or_else(|_| "warn,webrtc=error,rtc=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            scenario,
+            url,
+            ca,
+            insecure,
+            load,
+            ramp,
+            duration,
+            video_kbps,
+            server_pid,
+            out,
+        } => {
+            let trust = match (ca, insecure) {
+                (Some(ca), _) => Trust::Ca(ca),
+                (None, true) => Trust::Insecure,
+                (None, false) => Trust::PlainOnly,
+            };
+            let server = Server::new(&url, &trust)?;
+            let options = RunOptions {
+                ramp,
+                duration: Duration::from_secs(duration),
+                video_kbps,
+                server_pid,
+                limits: Limits::default(),
+                ..RunOptions::new(scenario, load)
+            };
+            let result = run(&server, &options).await?;
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Baseline {
+            fanout,
+            payload,
+            duration,
+            relay_core,
+            out,
+        } => {
+            let options = BaselineOptions {
+                fanout,
+                payload,
+                duration: Duration::from_secs(duration),
+                relay_core,
+            };
+            let result = tokio::task::spawn_blocking(move || run_baseline(&options)).await??;
+            eprintln!(
+                "[baseline fanout {fanout}] out {:.0} pkt/s, relay thread {:.0} % CPU, {:.0} pkt/s per core",
+                result.packets_out_per_s,
+                result.relay_cpu_cores * 100.0,
+                result.packets_out_per_relay_core
+            );
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Report {
+            results,
+            notes,
+            out,
+        } => {
+            let plots = out.with_extension("");
+            std::fs::create_dir_all(&plots).with_context(|| plots.display().to_string())?;
+            let plot_folder = plots
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut inputs = PageInputs {
+                machine: read(&results.join("machine.txt")).unwrap_or_default(),
+                commands: read(&results.join("commands.txt")).unwrap_or_default(),
+                esign: read(&results.join("esign.txt")),
+                notes: notes.as_deref().and_then(read).unwrap_or_default(),
+                baseline: read(&results.join("baseline.json"))
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .context("baseline.json")?,
+                scenarios: Vec::new(),
+            };
+            for scenario in ["consult", "meeting", "fanout", "audio-only"] {
+                let Some(text) = read(&results.join(format!("{scenario}.json"))) else {
+                    continue;
+                };
+                let result: RunResult =
+                    serde_json::from_str(&text).with_context(|| format!("{scenario}.json"))?;
+                let file = format!("{scenario}.svg");
+                std::fs::write(plots.join(&file), scenario_plot(&result))?;
+                inputs.scenarios.push((result, format!("{plot_folder}/{file}")));
+            }
+            std::fs::write(&out, page(&inputs)).with_context(|| out.display().to_string())?;
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
