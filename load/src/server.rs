@@ -110,10 +110,12 @@ impl Server {
                 });
             }
         };
-        let mut http = reqwest::Client::builder();
-        if let Some(tls) = &tls {
-            http = http.use_preconfigured_tls((**tls).clone());
-        }
+        // reqwest is built without a default crypto provider: it always gets our configuration.
+        let http_tls = match &tls {
+            Some(tls) => (**tls).clone(),
+            None => tls_config(&Trust::PlainOnly)?,
+        };
+        let http = reqwest::Client::builder().use_preconfigured_tls(http_tls);
         Ok(Self {
             base,
             http: http.build()?,
@@ -298,7 +300,10 @@ fn tls_config(trust: &Trust) -> Result<ClientConfig, LoadError> {
             })?;
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        Trust::Insecure | Trust::PlainOnly => builder
+        Trust::PlainOnly => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        Trust::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth(),
