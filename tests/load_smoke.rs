@@ -63,7 +63,10 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
         let result = run(&server, &options).await.unwrap();
         let step = &result.steps[0];
         assert_eq!(step.failed_peers, 0, "{scenario:?}: {step:#?}");
-        assert!(step.figures.packets_out_per_s > 0.0, "{scenario:?}: {step:#?}");
+        assert!(
+            step.figures.packets_out_per_s > 0.0,
+            "{scenario:?}: {step:#?}"
+        );
         assert!(step.figures.packets_received_per_s > 0.0, "{scenario:?}");
         assert!(step.figures.added_latency_ms.is_some(), "stamped packets");
         assert!(step.join_ms.is_some());
@@ -73,19 +76,42 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
         assert!(!step.samples.is_empty());
         // Every field is in the JSON result (absent figures would be null, not missing).
         let json = serde_json::to_value(&result).unwrap();
-        for field in ["target", "scenario", "unit", "ramp", "video_kbps", "limits", "steps", "highest_held"] {
+        for field in [
+            "target",
+            "scenario",
+            "unit",
+            "ramp",
+            "video_kbps",
+            "limits",
+            "steps",
+            "highest_held",
+        ] {
             assert!(json.get(field).is_some(), "{field}");
         }
         for field in [
-            "load", "rooms", "participants", "subscriber_streams", "failed_peers", "join_ms", "figures",
-            "packets_out_per_relay_core", "server_peak_memory_kib", "memory_per_subscriber_stream_kib",
-            "broken_by", "samples",
+            "load",
+            "rooms",
+            "participants",
+            "subscriber_streams",
+            "failed_peers",
+            "join_ms",
+            "figures",
+            "packets_out_per_relay_core",
+            "server_peak_memory_kib",
+            "memory_per_subscriber_stream_kib",
+            "broken_by",
+            "samples",
         ] {
             assert!(json["steps"][0].get(field).is_some(), "{field}");
         }
         for field in [
-            "packets_in_per_s", "packets_out_per_s", "bitrate_out_mbps", "loss", "added_latency_ms",
-            "server_cpu_cores", "generator_cpu_cores",
+            "packets_in_per_s",
+            "packets_out_per_s",
+            "bitrate_out_mbps",
+            "loss",
+            "added_latency_ms",
+            "server_cpu_cores",
+            "generator_cpu_cores",
         ] {
             assert!(json["steps"][0]["figures"].get(field).is_some(), "{field}");
         }

@@ -56,7 +56,9 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> LoadError + '_ {
 fn v4(addr: SocketAddr) -> Result<SockaddrIn, LoadError> {
     match addr {
         SocketAddr::V4(a) => Ok(SockaddrIn::from(a)),
-        SocketAddr::V6(_) => Err(LoadError::Protocol("the baseline runs on IPv4 loopback".into())),
+        SocketAddr::V6(_) => Err(LoadError::Protocol(
+            "the baseline runs on IPv4 loopback".into(),
+        )),
     }
 }
 
@@ -77,8 +79,12 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
     let mut targets = Vec::new();
     for _ in 0..options.fanout {
         let socket = UdpSocket::bind("127.0.0.1:0").map_err(io("receiver socket"))?;
-        socket.set_nonblocking(true).map_err(io("receiver socket"))?;
-        targets.push(Some(v4(socket.local_addr().map_err(io("receiver socket"))?)?));
+        socket
+            .set_nonblocking(true)
+            .map_err(io("receiver socket"))?;
+        targets.push(Some(v4(socket
+            .local_addr()
+            .map_err(io("receiver socket"))?)?));
         receivers.push(socket);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -113,7 +119,14 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
             while !stop.load(Ordering::Relaxed) {
                 let mut headers = MultiHeaders::<SockaddrIn>::preallocate(32, None);
                 // A full socket buffer only means the relay is saturated, which is the point.
-                let _ = sendmmsg(socket.as_raw_fd(), &mut headers, &slices, target, [], MsgFlags::empty());
+                let _ = sendmmsg(
+                    socket.as_raw_fd(),
+                    &mut headers,
+                    &slices,
+                    target,
+                    [],
+                    MsgFlags::empty(),
+                );
             }
             Ok(())
         })
@@ -124,9 +137,16 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
         std::thread::spawn(move || -> Result<(u64, u64, f64, f64), LoadError> {
             if let Some(core) = core {
                 let mut set = nix::sched::CpuSet::new();
-                set.set(core).map_err(|e| LoadError::Config { setting: "--relay-core", reason: e.to_string() })?;
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-                    .map_err(|e| LoadError::Config { setting: "--relay-core", reason: e.to_string() })?;
+                set.set(core).map_err(|e| LoadError::Config {
+                    setting: "--relay-core",
+                    reason: e.to_string(),
+                })?;
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(
+                    |e| LoadError::Config {
+                        setting: "--relay-core",
+                        reason: e.to_string(),
+                    },
+                )?;
             }
             let mut buf = vec![0u8; 2048];
             let (mut packets_in, mut packets_out) = (0u64, 0u64);
@@ -136,7 +156,12 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
             loop {
                 let now = Instant::now();
                 if start.is_none() && now >= warm_until {
-                    start = Some((now, procfs::read("/proc/thread-self")?, packets_in, packets_out));
+                    start = Some((
+                        now,
+                        procfs::read("/proc/thread-self")?,
+                        packets_in,
+                        packets_out,
+                    ));
                 }
                 if let Some((t0, _, _, _)) = &start
                     && now.duration_since(*t0) >= duration
@@ -145,19 +170,29 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
                 }
                 let n = match relay.recv(&mut buf) {
                     Ok(n) => n,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        continue;
+                    }
                     Err(e) => return Err(LoadError::io("relay socket", e)),
                 };
                 packets_in += 1;
                 let slices: Vec<[IoSlice<'_>; 1]> =
                     targets.iter().map(|_| [IoSlice::new(&buf[..n])]).collect();
                 let mut headers = MultiHeaders::<SockaddrIn>::preallocate(targets.len(), None);
-                if let Ok(sent) = sendmmsg(relay.as_raw_fd(), &mut headers, &slices, &targets, [], MsgFlags::empty()) {
+                if let Ok(sent) = sendmmsg(
+                    relay.as_raw_fd(),
+                    &mut headers,
+                    &slices,
+                    &targets,
+                    [],
+                    MsgFlags::empty(),
+                ) {
                     packets_out += sent.count() as u64;
                 }
             }
             let end = procfs::read("/proc/thread-self")?;
-            let (t0, cpu0, in0, out0) = start.ok_or_else(|| LoadError::Timeout("baseline never started".into()))?;
+            let (t0, cpu0, in0, out0) =
+                start.ok_or_else(|| LoadError::Timeout("baseline never started".into()))?;
             let wall = t0.elapsed().as_secs_f64();
             let cores = end.cpu.saturating_sub(cpu0.cpu).as_secs_f64() / wall;
             Ok((packets_in - in0, packets_out - out0, wall, cores))
@@ -183,6 +218,10 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
         packets_out_per_s: per_s(packets_out),
         packets_received_per_s: per_s(received_total),
         relay_cpu_cores: cores,
-        packets_out_per_relay_core: if cores > 0.0 { per_s(packets_out) / cores } else { 0.0 },
+        packets_out_per_relay_core: if cores > 0.0 {
+            per_s(packets_out) / cores
+        } else {
+            0.0
+        },
     })
 }

@@ -24,9 +24,7 @@ pub type Seen = Arc<Mutex<Vec<Value>>>;
 
 /// Sends one JSON message on a socket.
 pub async fn send_json(socket: &mut Socket, value: &Value) -> Result<(), LoadError> {
-    Ok(socket
-        .send(Message::Text(value.to_string().into()))
-        .await?)
+    Ok(socket.send(Message::Text(value.to_string().into())).await?)
 }
 
 /// The next `call.*` message on a socket (other messages skipped).
@@ -235,7 +233,10 @@ mod tests {
             relay_message_from_call(json!({ "v": 1, "type": "call.config", "case_id": 7 })),
             None
         );
-        assert_eq!(relay_message_from_call(json!({ "type": "call.answer" })), None);
+        assert_eq!(
+            relay_message_from_call(json!({ "type": "call.answer" })),
+            None
+        );
         let out = call_message_from_relay(&ClientMessage::Leave, 7).unwrap();
         assert_eq!(out, json!({ "v": 1, "type": "call.leave", "case_id": 7 }));
     }

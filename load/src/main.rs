@@ -11,7 +11,11 @@ use cloudhelp_load::report::{PageInputs, page, scenario_plot};
 use cloudhelp_load::{RunOptions, RunResult, Scenario, Server, Trust, run};
 
 #[derive(Parser)]
-#[command(name = "cloudhelp-load", version, about = "Load generator and benchmarks for cloudhelp")]
+#[command(
+    name = "cloudhelp-load",
+    version,
+    about = "Load generator and benchmarks for cloudhelp"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -190,7 +194,9 @@ async fn main() -> Result<()> {
                     serde_json::from_str(&text).with_context(|| format!("{scenario}.json"))?;
                 let file = format!("{scenario}.svg");
                 std::fs::write(plots.join(&file), scenario_plot(&result))?;
-                inputs.scenarios.push((result, format!("{plot_folder}/{file}")));
+                inputs
+                    .scenarios
+                    .push((result, format!("{plot_folder}/{file}")));
             }
             std::fs::write(&out, page(&inputs)).with_context(|| out.display().to_string())?;
             eprintln!("wrote {}", out.display());

@@ -165,12 +165,17 @@ impl Limits {
             return Some("nothing was received".into());
         }
         if w.loss > self.max_loss {
-            return Some(format!("loss {:.2}% > {:.2}%", w.loss * 100.0, self.max_loss * 100.0));
+            return Some(format!(
+                "loss {:.2}% > {:.2}%",
+                w.loss * 100.0,
+                self.max_loss * 100.0
+            ));
         }
         match w.added_latency_ms {
-            Some(p) if p.p99 > self.max_p99_ms => {
-                Some(format!("p99 added latency {:.1} ms > {} ms", p.p99, self.max_p99_ms))
-            }
+            Some(p) if p.p99 > self.max_p99_ms => Some(format!(
+                "p99 added latency {:.1} ms > {} ms",
+                p.p99, self.max_p99_ms
+            )),
             _ => None,
         }
     }
@@ -221,6 +226,11 @@ mod tests {
         assert_eq!(Limits::default().broken_by(&w, 0), None);
         assert!(Limits::default().broken_by(&w, 1).is_some());
         let lossy = snapshot(t0 + Duration::from_secs(2), 21_000, 20_700, 400, 1100);
-        assert!(Limits::default().broken_by(&window(&a, &lossy), 0).unwrap().starts_with("loss"));
+        assert!(
+            Limits::default()
+                .broken_by(&window(&a, &lossy), 0)
+                .unwrap()
+                .starts_with("loss")
+        );
     }
 }

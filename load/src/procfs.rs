@@ -79,7 +79,8 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_after_a_command_name_with_spaces() {
-        let stat = "4242 (tokio rt) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 100 1000 500";
+        let stat =
+            "4242 (tokio rt) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 100 1000 500";
         assert_eq!(parse_cpu(stat), Some(Duration::from_secs(3)));
         assert_eq!(parse_cpu("garbage"), None);
     }

@@ -86,7 +86,9 @@ fn short(v: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -112,7 +114,11 @@ pub fn scenario_plot(result: &RunResult) -> String {
         let points: Vec<(f64, f64)> = result
             .steps
             .iter()
-            .flat_map(|s| s.samples.iter().map(|p| (p.t_s, p.figures.packets_out_per_s)))
+            .flat_map(|s| {
+                s.samples
+                    .iter()
+                    .map(|p| (p.t_s, p.figures.packets_out_per_s))
+            })
             .collect();
         svg_line(
             &format!("{name}: relay packets out per second over the run"),
@@ -193,7 +199,8 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
                 f.packets_out_per_s,
                 f.bitrate_out_mbps,
                 f.loss * 100.0,
-                f.server_cpu_cores.map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
+                f.server_cpu_cores
+                    .map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
                 opt(s.packets_out_per_relay_core, 0),
                 opt(s.server_peak_memory_kib.map(|k| k as f64 / 1024.0), 0),
                 opt(s.memory_per_subscriber_stream_kib, 0),

@@ -195,12 +195,23 @@ impl Accounts {
 }
 
 /// Opens, accepts and invites for one room; returns the case id.
-async fn open_room(server: &Server, accounts: &Accounts, room: &RoomPlan) -> Result<i64, LoadError> {
+async fn open_room(
+    server: &Server,
+    accounts: &Accounts,
+    room: &RoomPlan,
+) -> Result<i64, LoadError> {
     let case = server.open_case(&accounts.agent, ITEM).await?;
-    server.act(&accounts.approver, case, "accept", json!({})).await?;
+    server
+        .act(&accounts.approver, case, "accept", json!({}))
+        .await?;
     for (_, id) in accounts.experts.iter().take(room.experts()) {
         server
-            .act(&accounts.approver, case, "invite", json!({ "expert_id": id }))
+            .act(
+                &accounts.approver,
+                case,
+                "invite",
+                json!({ "expert_id": id }),
+            )
             .await?;
     }
     Ok(case)
@@ -225,7 +236,9 @@ async fn snapshot(
     Ok(Snapshot {
         at: Instant::now(),
         relay,
-        server: pid.map(|p| procfs::read(&procfs::dir_of(Some(p)))).transpose()?,
+        server: pid
+            .map(|p| procfs::read(&procfs::dir_of(Some(p))))
+            .transpose()?,
         generator: procfs::read(&procfs::dir_of(None))?,
         received,
     })
@@ -268,7 +281,11 @@ async fn run_step(
         cases.push(open_room(server, accounts, room).await?);
     }
     if options.progress {
-        eprintln!("[{} {load}] {} rooms open; joining", options.scenario.name(), rooms.len());
+        eprintln!(
+            "[{} {load}] {} rooms open; joining",
+            options.scenario.name(),
+            rooms.len()
+        );
     }
     let mut joins = Vec::new();
     for (room, case) in rooms.iter().zip(&cases) {
@@ -313,7 +330,10 @@ async fn run_step(
             r.connected && r.tracks.iter().filter(|t| t.counts.packets > 0).count() >= expected
         })
     });
-    for (joined, outcome) in peers.iter().zip(futures_util::future::join_all(waits).await) {
+    for (joined, outcome) in peers
+        .iter()
+        .zip(futures_util::future::join_all(waits).await)
+    {
         match outcome {
             Ok(report) => {
                 if let Some(at) = report.connected_at {

@@ -152,7 +152,8 @@ pub fn plan(scenario: Scenario, load: u32) -> Result<Vec<RoomPlan>, LoadError> {
                 Member::sends(Seat::Agent, true, true),
                 Member::sends(Seat::Approver, true, true),
             ];
-            members.extend((0..load as usize - 2).map(|n| Member::sends(Seat::Expert(n), true, true)));
+            members
+                .extend((0..load as usize - 2).map(|n| Member::sends(Seat::Expert(n), true, true)));
             vec![RoomPlan { members }]
         }
         Scenario::Fanout => {
@@ -167,7 +168,8 @@ pub fn plan(scenario: Scenario, load: u32) -> Result<Vec<RoomPlan>, LoadError> {
                     Member::sends(Seat::Approver, false, false),
                 ];
                 members.extend(
-                    (0..subscribers as usize - 1).map(|n| Member::sends(Seat::Expert(n), false, false)),
+                    (0..subscribers as usize - 1)
+                        .map(|n| Member::sends(Seat::Expert(n), false, false)),
                 );
                 rooms.push(RoomPlan { members });
             }
@@ -186,9 +188,16 @@ mod tests {
         assert_eq!(rooms.len(), 3);
         let receivers: Vec<usize> = rooms.iter().map(|r| r.members.len() - 1).collect();
         assert_eq!(receivers, [7, 7, 2]);
-        assert_eq!(rooms[0].expected_tracks(0), 0, "the publisher receives nothing");
+        assert_eq!(
+            rooms[0].expected_tracks(0),
+            0,
+            "the publisher receives nothing"
+        );
         assert_eq!(rooms[0].expected_tracks(3), 2);
-        assert_eq!(rooms.iter().map(RoomPlan::forwarded_streams).sum::<usize>(), 32);
+        assert_eq!(
+            rooms.iter().map(RoomPlan::forwarded_streams).sum::<usize>(),
+            32
+        );
     }
 
     #[test]

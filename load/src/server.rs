@@ -289,10 +289,11 @@ fn tls_config(trust: &Trust) -> Result<ClientConfig, LoadError> {
         .map_err(|e| LoadError::Protocol(format!("TLS set-up: {e}")))?;
     let mut config = match trust {
         Trust::Ca(path) => {
-            let certificate = CertificateDer::from_pem_file(path).map_err(|e| LoadError::Config {
-                setting: "--ca",
-                reason: format!("{}: {e}", path.display()),
-            })?;
+            let certificate =
+                CertificateDer::from_pem_file(path).map_err(|e| LoadError::Config {
+                    setting: "--ca",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
             let mut roots = rustls::RootCertStore::empty();
             roots.add(certificate).map_err(|e| LoadError::Config {
                 setting: "--ca",

@@ -91,7 +91,10 @@ mod tests {
         let start = first.clone();
         append_send_stamp(first, 1_764_000_000_123_456);
         assert_eq!(send_stamp(first), Some(1_764_000_000_123_456));
-        assert!(first.starts_with(&start), "the descriptor a relay reads is unchanged");
+        assert!(
+            first.starts_with(&start),
+            "the descriptor a relay reads is unchanged"
+        );
         let mut audio = opus_payload(7);
         append_send_stamp(&mut audio, 5);
         assert_eq!(audio[0], 0x48);
