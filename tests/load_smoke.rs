@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
 use cloudhelp_load::{RunOptions, Scenario, Server, Trust, run};
 
 /// The server process; killed when dropped.
@@ -116,6 +117,28 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
             assert!(json["steps"][0]["figures"].get(field).is_some(), "{field}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_events_reach_every_held_connection() {
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let server = Server::new(&base, &Trust::Insecure).unwrap();
+    let result = run_signaling(
+        &server,
+        &SignalingOptions {
+            connections: 5,
+            events: 2,
+            concurrency: 5,
+            server_pid: Some(process.0.id()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.connections, 5);
+    assert_eq!(result.deliveries, 10, "{result:?}");
+    assert!(result.delivery_ms.is_some());
+    assert!(result.memory_per_connection_kib.is_some());
 }
 
 #[test]

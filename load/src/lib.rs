@@ -15,6 +15,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod server;
+pub mod signaling_bench;
 
 pub use error::LoadError;
 pub use run::{RunOptions, RunResult, run};

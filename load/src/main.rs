@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
 use cloudhelp_load::measure::Limits;
 use cloudhelp_load::report::{PageInputs, page, scenario_plot};
+use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
 use cloudhelp_load::{RunOptions, RunResult, Scenario, Server, Trust, run};
 
 #[derive(Parser)]
@@ -56,6 +57,30 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Signaling: approver connections held, memory per connection, queue events to all of them.
+    Signaling {
+        /// The server.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        url: String,
+        /// The server's certificate (`<data>/tls/cert.pem`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Accept any certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// Connections to hold.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Queue events (cases opened) to deliver to every connection.
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+        /// The server's pid, for its memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The raw UDP fan-out baseline (no SRTP, no WebRTC).
     Baseline {
         /// Receivers per packet.
@@ -76,7 +101,7 @@ enum Command {
     },
     /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
     Report {
-        /// The folder: `<scenario>.json`, `baseline.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        /// The folder: `<scenario>.json`, `baseline.json`, `signaling.json`, `esign.txt`, `machine.txt`, `commands.txt`.
         #[arg(long)]
         results: PathBuf,
         /// Hand-written notes to include.
@@ -96,6 +121,14 @@ fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()
             println!("{text}");
             Ok(())
         }
+    }
+}
+
+fn trust(ca: Option<PathBuf>, insecure: bool) -> Trust {
+    match (ca, insecure) {
+        (Some(ca), _) => Trust::Ca(ca),
+        (None, true) => Trust::Insecure,
+        (None, false) => Trust::PlainOnly,
     }
 }
 
@@ -125,12 +158,7 @@ async fn main() -> Result<()> {
             server_pid,
             out,
         } => {
-            let trust = match (ca, insecure) {
-                (Some(ca), _) => Trust::Ca(ca),
-                (None, true) => Trust::Insecure,
-                (None, false) => Trust::PlainOnly,
-            };
-            let server = Server::new(&url, &trust)?;
+            let server = Server::new(&url, &trust(ca, insecure))?;
             let options = RunOptions {
                 ramp,
                 duration: Duration::from_secs(duration),
@@ -140,6 +168,32 @@ async fn main() -> Result<()> {
                 ..RunOptions::new(scenario, load)
             };
             let result = run(&server, &options).await?;
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Signaling {
+            url,
+            ca,
+            insecure,
+            connections,
+            events,
+            server_pid,
+            out,
+        } => {
+            let server = Server::new(&url, &trust(ca, insecure))?;
+            let options = SignalingOptions {
+                connections,
+                events,
+                concurrency: 32,
+                server_pid,
+            };
+            let result = run_signaling(&server, &options).await?;
+            eprintln!(
+                "[signaling] {} connections held, {:.0} connects/s, {} of {} deliveries",
+                result.connections,
+                result.connects_per_s,
+                result.deliveries,
+                result.deliveries_expected
+            );
             write_json(out.as_ref(), &result)?;
         }
         Command::Baseline {
@@ -184,6 +238,10 @@ async fn main() -> Result<()> {
                     .map(|t| serde_json::from_str(&t))
                     .transpose()
                     .context("baseline.json")?,
+                signaling: read(&results.join("signaling.json"))
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .context("signaling.json")?,
                 scenarios: Vec::new(),
             };
             for scenario in ["consult", "meeting", "fanout", "audio-only"] {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::baseline::BaselineResult;
 use crate::run::RunResult;
+use crate::signaling_bench::SignalingResult;
 
 /// A line plot of `points` as a self-contained SVG (no plotting library).
 pub fn svg_line(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
@@ -140,6 +141,8 @@ pub struct PageInputs {
     pub scenarios: Vec<(RunResult, String)>,
     /// The raw UDP baseline.
     pub baseline: Option<BaselineResult>,
+    /// The signaling benchmark.
+    pub signaling: Option<SignalingResult>,
     /// The esign benchmark's output.
     pub esign: Option<String>,
     /// Notes written by hand (goals missed, where time goes); kept across runs.
@@ -239,6 +242,23 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
             }
         }
         md.push('\n');
+    }
+    if let Some(s) = &inputs.signaling {
+        let delivery = s.delivery_ms.map_or("–".into(), |p| {
+            format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
+        });
+        let _ = writeln!(
+            md,
+            "## Signaling\n\n{} authenticated approver WebSockets held ({} failed); {} queue events (cases opened one after another), each delivered to every connection. Delivery time runs from sending `POST /api/cases` to the socket's `queue.added`.\n\n| connections | connects/s | KiB per connection | deliveries | delivery p50/p95/p99 ms |\n|---|---|---|---|---|\n| {} | {:.0} | {} | {}/{} | {delivery} |\n",
+            s.connections,
+            s.failed_connections,
+            s.events,
+            s.connections,
+            s.connects_per_s,
+            opt(s.memory_per_connection_kib, 1),
+            s.deliveries,
+            s.deliveries_expected,
+        );
     }
     if let Some(esign) = &inputs.esign {
         md.push_str("## Signing (esign)\n\n`cargo bench -p esign` output:\n\n```\n");
