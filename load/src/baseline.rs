@@ -104,7 +104,8 @@ pub fn run_baseline(options: &BaselineOptions) -> Result<BaselineResult, LoadErr
                     }
                 }
                 if !any {
-                    std::thread::yield_now();
+                    // Spinning would take the core from the sender, which shares it.
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             }
         })

@@ -166,10 +166,14 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
     for (result, plot) in &inputs.scenarios {
         let _ = writeln!(
             md,
-            "### {} ({}, video {} kb/s per publisher{})\n",
+            "### {} ({}, {}{})\n",
             result.scenario.name(),
             result.unit,
-            result.video_kbps,
+            if result.scenario == crate::Scenario::AudioOnly {
+                "Opus-sized audio at 50 packets/s per publisher".to_string()
+            } else {
+                format!("video {} kb/s per publisher", result.video_kbps)
+            },
             if result.ramp {
                 format!(
                     "; ramp until loss > {:.0} % or p99 > {} ms: highest held **{}**",
@@ -261,7 +265,7 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
         );
     }
     if let Some(esign) = &inputs.esign {
-        md.push_str("## Signing (esign)\n\n`cargo bench -p esign` output:\n\n```\n");
+        md.push_str("## Signing (esign)\n\n`cargo bench -p esign --bench esign` output:\n\n```\n");
         md.push_str(esign.trim_end());
         md.push_str("\n```\n\n");
     }
