@@ -2,8 +2,7 @@
 //! --demo` as a real process over HTTPS: keeps `cloudhelp-load` and `scripts/bench` working.
 //! Not a benchmark: tiny loads, no timed assertions.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
@@ -21,26 +20,13 @@ impl Drop for Process {
 }
 
 fn start_server(data: &std::path::Path) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut base = None;
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        if let Some(url) = line.strip_prefix("cloudhelp listening on ") {
-            base = Some(url.to_string());
-            break;
-        }
-    }
-    (
-        Process(child),
-        base.expect("the server prints the address it listens on"),
+    let (child, base) = cloudhelp_load::process::start_demo_server(
+        std::path::Path::new(env!("CARGO_BIN_EXE_cloudhelp")),
+        data,
+        Stdio::null(),
     )
+    .unwrap();
+    (Process(child), base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

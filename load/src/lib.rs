@@ -10,6 +10,7 @@ pub mod baseline;
 pub mod call;
 mod error;
 pub mod measure;
+pub mod process;
 pub mod procfs;
 pub mod report;
 pub mod run;
