@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
 use cloudhelp_load::measure::Limits;
 use cloudhelp_load::report::{PageInputs, page, scenario_plot};
@@ -22,21 +22,42 @@ struct Cli {
     command: Command,
 }
 
+/// The server to load.
+#[derive(Args)]
+struct Target {
+    /// The server.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// The server's certificate (`<data>/tls/cert.pem`).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Accept any certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// The server's pid, to read its CPU and memory from `/proc`.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+impl Target {
+    fn server(&self) -> Result<Server> {
+        let trust = match (&self.ca, self.insecure) {
+            (Some(ca), _) => Trust::Ca(ca.clone()),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::PlainOnly,
+        };
+        Ok(Server::new(&self.url, &trust)?)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Loads a running server (`cloudhelp serve --demo`) with one scenario.
     Run {
         /// consult, meeting, fanout or audio-only.
         scenario: Scenario,
-        /// The server.
-        #[arg(long, default_value = "https://127.0.0.1:8443")]
-        url: String,
-        /// The server's certificate (`<data>/tls/cert.pem`).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Accept any certificate.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        target: Target,
         /// The load: rooms (consult, audio-only), participants (meeting), subscribers (fanout).
         /// With --ramp, the highest load tried.
         #[arg(long, default_value_t = 1)]
@@ -50,33 +71,20 @@ enum Command {
         /// Video per publisher, kb/s.
         #[arg(long, default_value_t = 1500)]
         video_kbps: u32,
-        /// The server's pid, for its CPU and memory.
-        #[arg(long)]
-        server_pid: Option<u32>,
         /// Write the JSON result here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Signaling: approver connections held, memory per connection, queue events to all of them.
     Signaling {
-        /// The server.
-        #[arg(long, default_value = "https://127.0.0.1:8443")]
-        url: String,
-        /// The server's certificate (`<data>/tls/cert.pem`).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Accept any certificate.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        target: Target,
         /// Connections to hold.
         #[arg(long, default_value_t = 1000)]
         connections: usize,
         /// Queue events (cases opened) to deliver to every connection.
         #[arg(long, default_value_t = 20)]
         events: usize,
-        /// The server's pid, for its memory.
-        #[arg(long)]
-        server_pid: Option<u32>,
         /// Write the JSON result here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -124,14 +132,6 @@ fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()
     }
 }
 
-fn trust(ca: Option<PathBuf>, insecure: bool) -> Trust {
-    match (ca, insecure) {
-        (Some(ca), _) => Trust::Ca(ca),
-        (None, true) => Trust::Insecure,
-        (None, false) => Trust::PlainOnly,
-    }
-}
-
 fn read(path: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
@@ -148,22 +148,19 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run {
             scenario,
-            url,
-            ca,
-            insecure,
+            target,
             load,
             ramp,
             duration,
             video_kbps,
-            server_pid,
             out,
         } => {
-            let server = Server::new(&url, &trust(ca, insecure))?;
+            let server = target.server()?;
             let options = RunOptions {
                 ramp,
                 duration: Duration::from_secs(duration),
                 video_kbps,
-                server_pid,
+                server_pid: target.server_pid,
                 limits: Limits::default(),
                 ..RunOptions::new(scenario, load)
             };
@@ -171,20 +168,17 @@ async fn main() -> Result<()> {
             write_json(out.as_ref(), &result)?;
         }
         Command::Signaling {
-            url,
-            ca,
-            insecure,
+            target,
             connections,
             events,
-            server_pid,
             out,
         } => {
-            let server = Server::new(&url, &trust(ca, insecure))?;
+            let server = target.server()?;
             let options = SignalingOptions {
                 connections,
                 events,
                 concurrency: 32,
-                server_pid,
+                server_pid: target.server_pid,
             };
             let result = run_signaling(&server, &options).await?;
             eprintln!(
