@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod call;
 mod error;
+pub mod janus;
 pub mod measure;
 pub mod process;
 pub mod procfs;

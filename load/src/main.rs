@@ -6,8 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::janus::Janus;
 use cloudhelp_load::measure::Limits;
 use cloudhelp_load::report::{PageInputs, page, scenario_plot};
+use cloudhelp_load::run::run_janus;
 use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
 use cloudhelp_load::{RunOptions, RunResult, Scenario, Server, Trust, run};
 
@@ -68,6 +70,13 @@ enum Command {
         /// Seconds measured per load.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Load Janus's VideoRoom at this REST address (e.g. http://10.77.0.1:8088/janus) instead
+        /// of cloudhelp; --server-pid is then Janus's pid.
+        #[arg(long)]
+        janus: Option<String>,
+        /// The address the test peers bind (with --janus: the namespace's, 10.77.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        peer_ip: std::net::IpAddr,
         /// Video per publisher, kb/s.
         #[arg(long, default_value_t = 1500)]
         video_kbps: u32,
@@ -153,18 +162,23 @@ async fn main() -> Result<()> {
             ramp,
             duration,
             video_kbps,
+            janus,
+            peer_ip,
             out,
         } => {
-            let server = target.server()?;
             let options = RunOptions {
                 ramp,
                 duration: Duration::from_secs(duration),
                 video_kbps,
                 server_pid: target.server_pid,
                 limits: Limits::default(),
+                peer_ip,
                 ..RunOptions::new(scenario, load)
             };
-            let result = run(&server, &options).await?;
+            let result = match janus {
+                Some(url) => run_janus(&Janus::new(&url)?, &options).await?,
+                None => run(&target.server()?, &options).await?,
+            };
             write_json(out.as_ref(), &result)?;
         }
         Command::Signaling {

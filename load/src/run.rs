@@ -11,10 +11,12 @@ use serde_json::json;
 
 use crate::LoadError;
 use crate::call::CallPeer;
+use crate::janus::{Janus, JanusPeer, create_room};
 use crate::measure::{Limits, Percentiles, Received, Snapshot, Window, window};
 use crate::procfs;
 use crate::scenario::{RoomPlan, Scenario, Seat, plan};
-use crate::server::{Server, Token};
+use crate::server::{RelayCounters, Server, Token};
+use media_relay::test_peer::TestPeer;
 
 /// The item the generated cases are opened for (a department the demo approvers belong to).
 const ITEM: &str = "id-loss";
@@ -44,6 +46,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The limits of a held step.
     pub limits: Limits,
+    /// The address the test peers bind (Janus needs a non-loopback one).
+    pub peer_ip: std::net::IpAddr,
 }
 
 impl RunOptions {
@@ -61,6 +65,7 @@ impl RunOptions {
             join_concurrency: 8,
             progress: true,
             limits: Limits::default(),
+            peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 
@@ -74,6 +79,7 @@ impl RunOptions {
             delta_frame_bytes: frame_bytes,
             keyframe_bytes: frame_bytes * 4,
             stamp_packets: true,
+            udp_addr: std::net::SocketAddr::new(self.peer_ip, 0),
             ..TestPeerConfig::default()
         }
     }
@@ -217,22 +223,63 @@ async fn open_room(
     Ok(case)
 }
 
+/// The server loaded: ours (its relay counters from `/metrics`), or Janus (no counters of its
+/// own: packets in are what the publishers sent, packets out what the subscribers received).
+enum Target<'a> {
+    Cloudhelp(&'a Server, Accounts),
+    Janus(&'a Janus, u64),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Cloudhelp(..) => "cloudhelp",
+            Target::Janus(..) => "janus",
+        }
+    }
+}
+
+/// A peer of the run: joined through the server's `/ws`, or a Janus publisher or subscriber.
+enum Held {
+    Call(CallPeer),
+    Janus(JanusPeer),
+}
+
+impl Held {
+    fn test_peer(&self) -> &TestPeer {
+        match self {
+            Held::Call(p) => &p.peer,
+            Held::Janus(p) => &p.peer,
+        }
+    }
+}
+
 struct Joined {
-    peer: CallPeer,
+    peer: Held,
     expected: usize,
     started: Instant,
 }
 
 async fn snapshot(
-    server: &Server,
+    target: &Target<'_>,
     pid: Option<u32>,
     peers: &[Joined],
 ) -> Result<Snapshot, LoadError> {
-    let relay = server.relay_counters().await?;
     let mut received = Received::default();
+    let mut counted = RelayCounters::default();
     for joined in peers {
-        received.add(&joined.peer.peer.report());
+        let report = joined.peer.test_peer().report();
+        received.add(&report);
+        counted.packets_received += report.packets_sent;
+        for track in &report.tracks {
+            counted.packets_forwarded += track.counts.packets;
+            counted.bytes_forwarded += track.counts.bytes;
+        }
     }
+    let relay = match target {
+        Target::Cloudhelp(server, _) => server.relay_counters().await?,
+        Target::Janus(..) => counted,
+    };
     Ok(Snapshot {
         at: Instant::now(),
         relay,
@@ -262,30 +309,18 @@ fn progress_line(scenario: Scenario, load: u32, t: f64, w: &Window) -> String {
     )
 }
 
-/// Runs one load: rooms up, peers joined, one measuring window, peers gone.
-async fn run_step(
+/// Opens the rooms on our server and joins every seat over `/ws`.
+async fn join_cloudhelp(
     server: &Server,
     accounts: &mut Accounts,
     options: &RunOptions,
-    load: u32,
-) -> Result<StepResult, LoadError> {
-    let rooms = plan(options.scenario, load)?;
+    rooms: &[RoomPlan],
+) -> Result<Vec<Result<Joined, LoadError>>, LoadError> {
     let experts = rooms.iter().map(RoomPlan::experts).max().unwrap_or(0);
     accounts.experts(server, experts).await?;
-    let before = options
-        .server_pid
-        .map(|p| procfs::read(&procfs::dir_of(Some(p))))
-        .transpose()?;
     let mut cases = Vec::new();
-    for room in &rooms {
+    for room in rooms {
         cases.push(open_room(server, accounts, room).await?);
-    }
-    if options.progress {
-        eprintln!(
-            "[{} {load}] {} rooms open; joining",
-            options.scenario.name(),
-            rooms.len()
-        );
     }
     let mut joins = Vec::new();
     for (room, case) in rooms.iter().zip(&cases) {
@@ -299,18 +334,113 @@ async fn run_step(
                 CallPeer::join(server, &token, case, config)
                     .await
                     .map(|peer| Joined {
-                        peer,
+                        peer: Held::Call(peer),
                         expected,
                         started,
                     })
             });
         }
     }
-    let participants = joins.len();
-    let results: Vec<Result<Joined, LoadError>> = futures_util::stream::iter(joins)
+    Ok(futures_util::stream::iter(joins)
         .buffer_unordered(options.join_concurrency.max(1))
         .collect()
-        .await;
+        .await)
+}
+
+/// Creates the rooms on Janus, publishes every sender, then subscribes every receiver to the
+/// others' feeds (one subscriber connection per seat).
+async fn join_janus(
+    janus: &Janus,
+    first_room: u64,
+    options: &RunOptions,
+    rooms: &[RoomPlan],
+) -> Result<Vec<Result<Joined, LoadError>>, LoadError> {
+    let mut joined = Vec::new();
+    for (n, room) in rooms.iter().enumerate() {
+        let id = first_room + n as u64;
+        create_room(janus, id, room.members.len()).await?;
+        let mut feeds = vec![None; room.members.len()];
+        for (index, member) in room.members.iter().enumerate() {
+            if !(member.audio || member.video) {
+                continue;
+            }
+            let started = Instant::now();
+            let config = options.peer_config(member.audio, member.video);
+            match JanusPeer::publish(janus, id, config).await {
+                Ok((peer, feed)) => {
+                    // Janus knows a feed only once its connection is up.
+                    if peer
+                        .peer
+                        .wait_until(options.join_timeout, |r| r.connected)
+                        .await
+                        .is_ok()
+                    {
+                        feeds[index] = Some(feed);
+                    }
+                    joined.push(Ok(Joined {
+                        peer: Held::Janus(peer),
+                        expected: 0,
+                        started,
+                    }));
+                }
+                Err(err) => joined.push(Err(err)),
+            }
+        }
+        for index in 0..room.members.len() {
+            let others: Vec<u64> = feeds
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .filter_map(|(_, f)| *f)
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let config = options.peer_config(false, false);
+            joined.push(
+                JanusPeer::subscribe(janus, id, &others, config)
+                    .await
+                    .map(|peer| Joined {
+                        peer: Held::Janus(peer),
+                        expected: room.expected_tracks(index),
+                        started,
+                    }),
+            );
+        }
+    }
+    Ok(joined)
+}
+
+/// Runs one load: rooms up, peers joined, one measuring window, peers gone.
+async fn run_step(
+    target: &mut Target<'_>,
+    options: &RunOptions,
+    load: u32,
+) -> Result<StepResult, LoadError> {
+    let rooms = plan(options.scenario, load)?;
+    let before = options
+        .server_pid
+        .map(|p| procfs::read(&procfs::dir_of(Some(p))))
+        .transpose()?;
+    if options.progress {
+        eprintln!(
+            "[{} {load}] {} rooms; joining",
+            options.scenario.name(),
+            rooms.len()
+        );
+    }
+    let results = match target {
+        Target::Cloudhelp(server, accounts) => {
+            join_cloudhelp(server, accounts, options, &rooms).await?
+        }
+        Target::Janus(janus, next_room) => {
+            let first = *next_room;
+            *next_room += rooms.len() as u64;
+            join_janus(janus, first, options, &rooms).await?
+        }
+    };
+    let participants = rooms.iter().map(|r| r.members.len()).sum::<usize>();
     let mut peers = Vec::new();
     let mut failed = 0;
     for result in results {
@@ -322,13 +452,16 @@ async fn run_step(
             }
         }
     }
+    let connections = peers.len() + failed;
     // Everyone connected and receiving every track they should.
     let mut join_times = Vec::new();
     let waits = peers.iter().map(|j| {
         let expected = j.expected;
-        j.peer.peer.wait_until(options.join_timeout, move |r| {
-            r.connected && r.tracks.iter().filter(|t| t.counts.packets > 0).count() >= expected
-        })
+        j.peer
+            .test_peer()
+            .wait_until(options.join_timeout, move |r| {
+                r.connected && r.tracks.iter().filter(|t| t.counts.packets > 0).count() >= expected
+            })
     });
     for (joined, outcome) in peers
         .iter()
@@ -345,15 +478,16 @@ async fn run_step(
     }
     if options.progress {
         eprintln!(
-            "[{} {load}] {} of {participants} peers receiving; measuring {} s",
+            "[{} {load}] {} of {} peers receiving; measuring {} s",
             options.scenario.name(),
-            participants - failed,
+            connections - failed,
+            connections,
             options.duration.as_secs()
         );
     }
     // A second for the joins' keyframes and retransmissions to settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let first = snapshot(server, options.server_pid, &peers).await?;
+    let first = snapshot(target, options.server_pid, &peers).await?;
     let mut last = first.clone();
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -361,7 +495,7 @@ async fn run_step(
     let end = tokio::time::Instant::now() + options.duration;
     while tokio::time::Instant::now() < end {
         tick.tick().await;
-        let now = snapshot(server, options.server_pid, &peers).await?;
+        let now = snapshot(target, options.server_pid, &peers).await?;
         let figures = window(&last, &now);
         let t_s = now.at.saturating_duration_since(first.at).as_secs_f64();
         if options.progress {
@@ -372,7 +506,7 @@ async fn run_step(
     }
     let figures = window(&first, &last);
     for joined in &peers {
-        joined.peer.peer.send(ClientMessage::Leave);
+        joined.peer.test_peer().send(ClientMessage::Leave);
     }
     // Let the leaves reach the server before the sockets drop.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -405,7 +539,18 @@ async fn run_step(
 
 /// Runs the scenario: one load, or a ramp that stops at the first step that breaks the limits.
 pub async fn run(server: &Server, options: &RunOptions) -> Result<RunResult, LoadError> {
-    let mut accounts = Accounts::login(server).await?;
+    let accounts = Accounts::login(server).await?;
+    run_target(Target::Cloudhelp(server, accounts), options).await
+}
+
+/// The same scenario against Janus's VideoRoom (`options.server_pid`: Janus's pid).
+pub async fn run_janus(janus: &Janus, options: &RunOptions) -> Result<RunResult, LoadError> {
+    // Room ids of this process's own, so that a second run on the same Janus does not collide.
+    let first_room = u64::from(std::process::id()) * 10_000;
+    run_target(Target::Janus(janus, first_room), options).await
+}
+
+async fn run_target(mut target: Target<'_>, options: &RunOptions) -> Result<RunResult, LoadError> {
     let loads = if options.ramp {
         options.scenario.ramp(options.load)
     } else {
@@ -414,7 +559,7 @@ pub async fn run(server: &Server, options: &RunOptions) -> Result<RunResult, Loa
     let mut steps = Vec::new();
     let mut highest_held = None;
     for load in loads {
-        let step = run_step(server, &mut accounts, options, load).await?;
+        let step = run_step(&mut target, options, load).await?;
         let held = step.broken_by.is_none();
         if options.progress {
             eprintln!(
@@ -432,7 +577,7 @@ pub async fn run(server: &Server, options: &RunOptions) -> Result<RunResult, Loa
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(RunResult {
-        target: "cloudhelp".into(),
+        target: target.name().into(),
         scenario: options.scenario,
         unit: options.scenario.unit().into(),
         ramp: options.ramp,

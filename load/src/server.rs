@@ -282,6 +282,14 @@ impl Server {
     }
 }
 
+/// An HTTP client for plain `http://` servers (reqwest is built without a default crypto
+/// provider, so it always gets a rustls configuration of ours).
+pub(crate) fn plain_http_client() -> Result<reqwest::Client, LoadError> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(&Trust::PlainOnly)?)
+        .build()?)
+}
+
 fn tls_config(trust: &Trust) -> Result<ClientConfig, LoadError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())

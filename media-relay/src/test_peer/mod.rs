@@ -59,6 +59,9 @@ pub struct TestPeerConfig {
     /// End every published payload with its send time (`media::append_send_stamp`), so that
     /// subscribers on the same machine measure the delay (`ReceivedTrack::delays`).
     pub stamp_packets: bool,
+    /// Send the first offer (the relay's way). Off: wait for the server's offer and answer it
+    /// (how SFUs such as Janus set up a subscriber).
+    pub offer_first: bool,
 }
 
 impl Default for TestPeerConfig {
@@ -73,6 +76,7 @@ impl Default for TestPeerConfig {
             delta_frame_bytes: 1500,
             audio_level: None,
             stamp_packets: false,
+            offer_first: true,
         }
     }
 }
@@ -353,17 +357,19 @@ impl TestPeer {
             }
         }
 
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer).await?;
-        let sdp = pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or(RelayError::Gone)?;
-        to_relay
-            .send(ClientMessage::Offer { sdp })
-            .await
-            .map_err(|_| RelayError::Gone)?;
+        if config.offer_first {
+            let offer = pc.create_offer(None).await?;
+            pc.set_local_description(offer).await?;
+            let sdp = pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .ok_or(RelayError::Gone)?;
+            to_relay
+                .send(ClientMessage::Offer { sdp })
+                .await
+                .map_err(|_| RelayError::Gone)?;
+        }
 
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let senders = publications
