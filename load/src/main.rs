@@ -118,7 +118,7 @@ enum Command {
     },
     /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
     Report {
-        /// The folder: `<scenario>.json`, `baseline.json`, `signaling.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        /// The folder: `<scenario>.json`, `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `esign.txt`, `machine.txt`, `commands.txt`.
         #[arg(long)]
         results: PathBuf,
         /// Hand-written notes to include.
@@ -251,18 +251,20 @@ async fn main() -> Result<()> {
                     .transpose()
                     .context("signaling.json")?,
                 scenarios: Vec::new(),
+                janus: Vec::new(),
             };
             for scenario in ["consult", "meeting", "fanout", "audio-only"] {
-                let Some(text) = read(&results.join(format!("{scenario}.json"))) else {
-                    continue;
-                };
-                let result: RunResult =
-                    serde_json::from_str(&text).with_context(|| format!("{scenario}.json"))?;
-                let file = format!("{scenario}.svg");
-                std::fs::write(plots.join(&file), scenario_plot(&result))?;
-                inputs
-                    .scenarios
-                    .push((result, format!("{plot_folder}/{file}")));
+                for (prefix, list) in [("", &mut inputs.scenarios), ("janus-", &mut inputs.janus)] {
+                    let name = format!("{prefix}{scenario}");
+                    let Some(text) = read(&results.join(format!("{name}.json"))) else {
+                        continue;
+                    };
+                    let result: RunResult =
+                        serde_json::from_str(&text).with_context(|| format!("{name}.json"))?;
+                    let file = format!("{name}.svg");
+                    std::fs::write(plots.join(&file), scenario_plot(&result))?;
+                    list.push((result, format!("{plot_folder}/{file}")));
+                }
             }
             std::fs::write(&out, page(&inputs)).with_context(|| out.display().to_string())?;
             eprintln!("wrote {}", out.display());

@@ -98,7 +98,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The plot of a scenario's result: packets out per load for a ramp, per second otherwise.
 pub fn scenario_plot(result: &RunResult) -> String {
-    let name = result.scenario.name();
+    let name = format!("{} on {}", result.scenario.name(), result.target);
     if result.steps.len() > 1 {
         let points: Vec<(f64, f64)> = result
             .steps
@@ -130,6 +130,62 @@ pub fn scenario_plot(result: &RunResult) -> String {
     }
 }
 
+/// The heading and table of one scenario's result.
+fn scenario_table(md: &mut String, result: &RunResult) {
+    let _ = writeln!(
+        md,
+        "### {} on {} ({}, {}{})\n",
+        result.scenario.name(),
+        result.target,
+        result.unit,
+        if result.scenario == crate::Scenario::AudioOnly {
+            "Opus-sized audio at 50 packets/s per publisher".to_string()
+        } else {
+            format!("video {} kb/s per publisher", result.video_kbps)
+        },
+        if result.ramp {
+            format!(
+                "; ramp until loss > {:.0} % or p99 > {} ms: highest held **{}**",
+                result.limits.max_loss * 100.0,
+                result.limits.max_p99_ms,
+                result.highest_held.map_or("none".into(), |l| l.to_string())
+            )
+        } else {
+            String::new()
+        }
+    );
+    md.push_str("| load | rooms | streams | joined | pkt/s in | pkt/s out | Mb/s out | loss | latency p50/p95/p99 ms | join p50/max ms | relay CPU | pkt/s out per relay core | relay peak MiB | KiB per stream | generator CPU | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for s in &result.steps {
+        let f = &s.figures;
+        let latency = f.added_latency_ms.map_or("–".into(), |p| {
+            format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
+        });
+        let join = s
+            .join_ms
+            .map_or("–".into(), |p| format!("{:.0} / {:.0}", p.p50, p.max));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.2} % | {latency} | {join} | {} | {} | {} | {} | {:.0} % | {} |",
+            s.load,
+            s.rooms,
+            s.subscriber_streams,
+            s.participants - s.failed_peers,
+            s.participants,
+            f.packets_in_per_s,
+            f.packets_out_per_s,
+            f.bitrate_out_mbps,
+            f.loss * 100.0,
+            f.server_cpu_cores
+                .map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
+            opt(s.packets_out_per_relay_core, 0),
+            opt(s.server_peak_memory_kib.map(|k| k as f64 / 1024.0), 0),
+            opt(s.memory_per_subscriber_stream_kib, 0),
+            f.generator_cpu_cores * 100.0,
+            s.broken_by.as_deref().unwrap_or("held"),
+        );
+    }
+}
+
 /// The inputs of the page.
 #[derive(Debug, Default)]
 pub struct PageInputs {
@@ -139,6 +195,8 @@ pub struct PageInputs {
     pub commands: String,
     /// Scenario results, with the file name of each plot (relative to the page).
     pub scenarios: Vec<(RunResult, String)>,
+    /// The same scenarios against Janus, with their plots.
+    pub janus: Vec<(RunResult, String)>,
     /// The raw UDP baseline.
     pub baseline: Option<BaselineResult>,
     /// The signaling benchmark.
@@ -164,58 +222,34 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
     md.push_str("## Relay scenarios\n\n");
     md.push_str("Latency is the publisher-to-subscriber delay of stamped packets (send time at the end of each payload): it includes both test peers' webrtc-rs stacks as well as the relay. Memory per stream is the server's resident-memory growth over the forwarded streams. `fanout` is 1 publisher → N subscribers spread over ⌈N/7⌉ rooms of one publisher and up to 7 receive-only subscribers (a room holds 8).\n\n");
     for (result, plot) in &inputs.scenarios {
-        let _ = writeln!(
-            md,
-            "### {} ({}, {}{})\n",
-            result.scenario.name(),
-            result.unit,
-            if result.scenario == crate::Scenario::AudioOnly {
-                "Opus-sized audio at 50 packets/s per publisher".to_string()
-            } else {
-                format!("video {} kb/s per publisher", result.video_kbps)
-            },
-            if result.ramp {
-                format!(
-                    "; ramp until loss > {:.0} % or p99 > {} ms: highest held **{}**",
-                    result.limits.max_loss * 100.0,
-                    result.limits.max_p99_ms,
-                    result.highest_held.map_or("none".into(), |l| l.to_string())
-                )
-            } else {
-                String::new()
-            }
-        );
-        md.push_str("| load | rooms | streams | joined | pkt/s in | pkt/s out | Mb/s out | loss | latency p50/p95/p99 ms | join p50/max ms | relay CPU | pkt/s out per relay core | relay peak MiB | KiB per stream | generator CPU | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-        for s in &result.steps {
-            let f = &s.figures;
-            let latency = f.added_latency_ms.map_or("–".into(), |p| {
-                format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
-            });
-            let join = s
-                .join_ms
-                .map_or("–".into(), |p| format!("{:.0} / {:.0}", p.p50, p.max));
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.2} % | {latency} | {join} | {} | {} | {} | {} | {:.0} % | {} |",
-                s.load,
-                s.rooms,
-                s.subscriber_streams,
-                s.participants - s.failed_peers,
-                s.participants,
-                f.packets_in_per_s,
-                f.packets_out_per_s,
-                f.bitrate_out_mbps,
-                f.loss * 100.0,
-                f.server_cpu_cores
-                    .map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
-                opt(s.packets_out_per_relay_core, 0),
-                opt(s.server_peak_memory_kib.map(|k| k as f64 / 1024.0), 0),
-                opt(s.memory_per_subscriber_stream_kib, 0),
-                f.generator_cpu_cores * 100.0,
-                s.broken_by.as_deref().unwrap_or("held"),
-            );
-        }
+        scenario_table(&mut md, result);
         let _ = writeln!(md, "\n![{}]({plot})\n", result.scenario.name());
+        let janus = inputs
+            .janus
+            .iter()
+            .find(|(j, _)| j.scenario == result.scenario);
+        if let Some((janus, janus_plot)) = janus {
+            md.push_str("Janus 1.1.2 (VideoRoom), the same load from the same generator in the same run:\n\n");
+            scenario_table(&mut md, janus);
+            let best = |r: &RunResult| {
+                r.steps
+                    .iter()
+                    .filter_map(|s| s.packets_out_per_relay_core)
+                    .fold(0.0f64, f64::max)
+            };
+            if best(janus) > 0.0 {
+                let _ = writeln!(
+                    md,
+                    "\nPackets/s out per server core: cloudhelp {:.0}, Janus {:.0} (**{:.2}×** Janus; goal ≥ 2×). Highest load held: cloudhelp {}, Janus {}.",
+                    best(result),
+                    best(janus),
+                    best(result) / best(janus),
+                    result.highest_held.map_or("none".into(), |l| l.to_string()),
+                    janus.highest_held.map_or("none".into(), |l| l.to_string()),
+                );
+            }
+            let _ = writeln!(md, "\n![janus {}]({janus_plot})\n", janus.scenario.name());
+        }
     }
     if let Some(b) = &inputs.baseline {
         let _ = writeln!(
