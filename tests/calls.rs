@@ -1,224 +1,94 @@
 //! Calls through the server: webrtc-rs test peers (media-relay's `TestPeer`) signaling over the
-//! real `/ws` of a served app, media over real UDP on loopback.
+//! real `/ws` of a served app (the bridge of `cloudhelp_load::call`), media over real UDP on
+//! loopback.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use cloudhelp_load::call::{CallPeer, next_call_message, send_json};
+use cloudhelp_load::server::Socket;
+use cloudhelp_load::{Server, Token, Trust};
 use common::{Auth, TestApp};
-use futures_util::{SinkExt, StreamExt};
-use media_relay::test_peer::{PeerReport, TestPeer, TestPeerConfig};
-use media_relay::{ClientMessage, MediaKind, ServerMessage};
+use futures_util::StreamExt;
+use media_relay::MediaKind;
+use media_relay::ServerMessage;
+use media_relay::test_peer::{PeerReport, TestPeerConfig};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::Message;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn serve(app: &TestApp) -> std::net::SocketAddr {
+async fn serve(app: &TestApp) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = signaling::app(app.state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
+    Server::new(&format!("http://{addr}"), &Trust::PlainOnly).unwrap()
 }
 
-async fn socket(addr: std::net::SocketAddr, auth: &Auth) -> Socket {
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+fn token(auth: &Auth) -> Token {
     let Auth::Bearer(token) = auth else {
         panic!("bearer tokens only")
     };
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+    Token::new(token.clone())
 }
 
-/// The next `call.*` message on a socket (others skipped); fails the test after 10 s of silence.
+async fn socket(server: &Server, auth: &Auth) -> Socket {
+    server.websocket(&token(auth)).await.unwrap()
+}
+
 async fn next_call(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("call."))
-            {
-                return value;
-            }
-        }
-    }
+    next_call_message(socket).await.unwrap()
 }
 
 async fn send(socket: &mut Socket, value: Value) {
-    socket
-        .send(Message::Text(value.to_string().into()))
+    send_json(socket, &value).await.unwrap()
+}
+
+async fn join(server: &Server, auth: &Auth, case: i64) -> CallPeer {
+    CallPeer::join(server, &token(auth), case, TestPeerConfig::default())
         .await
-        .unwrap();
+        .unwrap()
 }
 
-/// A test peer whose signaling runs over a `/ws` socket; every `call.*` message seen is kept.
-struct CallPeer {
-    peer: TestPeer,
-    seen: Arc<Mutex<Vec<Value>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl CallPeer {
-    /// Joins the case's call on a fresh socket and starts a peer publishing audio and video.
-    async fn join(addr: std::net::SocketAddr, auth: &Auth, case: i64) -> CallPeer {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (to_relay, from_relay, tasks) = bridge(addr, auth, case, seen.clone()).await;
-        let peer = TestPeer::start(TestPeerConfig::default(), to_relay, from_relay)
-            .await
-            .unwrap();
-        CallPeer { peer, seen, tasks }
-    }
-
-    /// Drops the socket (as a lost network would) and signals again over a new one.
-    async fn reconnect(&mut self, addr: std::net::SocketAddr, auth: &Auth, case: i64) {
-        self.peer.detach_signaling();
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-        let (to_relay, from_relay, tasks) = bridge(addr, auth, case, self.seen.clone()).await;
-        self.tasks = tasks;
-        self.peer.attach_signaling(to_relay, from_relay);
-        self.peer.restart_ice();
-    }
-
-    fn saw(&self, kind: &str) -> Vec<Value> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| v["type"] == kind)
-            .cloned()
-            .collect()
-    }
-
-    async fn receiving(&self, audio: usize, video: usize) -> PeerReport {
-        let enough = |r: &PeerReport| {
-            r.live_tracks(MediaKind::Audio)
-                .filter(|t| t.counts.packets > 20)
+async fn receiving(peer: &CallPeer, audio: usize, video: usize) -> PeerReport {
+    let enough = |r: &PeerReport| {
+        r.live_tracks(MediaKind::Audio)
+            .filter(|t| t.counts.packets > 20)
+            .count()
+            >= audio
+            && r.live_tracks(MediaKind::Video)
+                .filter(|t| t.counts.frames_complete > 10)
                 .count()
-                >= audio
-                && r.live_tracks(MediaKind::Video)
-                    .filter(|t| t.counts.frames_complete > 10)
-                    .count()
-                    >= video
-        };
-        self.peer
-            .wait_until(PATIENCE, enough)
-            .await
-            .unwrap_or_else(|r| panic!("not receiving {audio} audio and {video} video: {r:#?}"))
-    }
-}
-
-impl Drop for CallPeer {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-/// Joins the call over a new socket and connects it to a pair of relay-message channels.
-async fn bridge(
-    addr: std::net::SocketAddr,
-    auth: &Auth,
-    case: i64,
-    seen: Arc<Mutex<Vec<Value>>>,
-) -> (
-    mpsc::Sender<ClientMessage>,
-    mpsc::Receiver<ServerMessage>,
-    Vec<tokio::task::JoinHandle<()>>,
-) {
-    let mut ws = socket(addr, auth).await;
-    send(
-        &mut ws,
-        json!({ "v": 1, "type": "call.join", "case_id": case }),
-    )
-    .await;
-    let config = next_call(&mut ws).await;
-    assert_eq!(config["type"], "call.config", "{config}");
-    seen.lock().unwrap().push(config);
-    let (mut sink, mut stream) = ws.split();
-    let (to_relay, mut client_messages) = mpsc::channel::<ClientMessage>(64);
-    let (server_messages, from_relay) = mpsc::channel::<ServerMessage>(256);
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = stream.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let mut value: Value = serde_json::from_str(&text).unwrap();
-            let Some(kind) = value["type"]
-                .as_str()
-                .and_then(|t| t.strip_prefix("call."))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            seen.lock().unwrap().push(value.clone());
-            if kind == "error" || kind == "config" {
-                continue;
-            }
-            let object = value.as_object_mut().unwrap();
-            object.remove("v");
-            object.remove("case_id");
-            object.insert("type".into(), json!(kind));
-            let relay_message: ServerMessage = serde_json::from_value(value).unwrap();
-            if server_messages.send(relay_message).await.is_err() {
-                break;
-            }
-        }
-    });
-    let writer = tokio::spawn(async move {
-        while let Some(message) = client_messages.recv().await {
-            let mut value = serde_json::to_value(&message).unwrap();
-            let kind = value["type"].as_str().unwrap().to_string();
-            value["type"] = json!(format!("call.{kind}"));
-            value["case_id"] = json!(case);
-            if sink
-                .send(Message::Text(value.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    (to_relay, from_relay, vec![reader, writer])
+                >= video
+    };
+    peer.peer
+        .wait_until(PATIENCE, enough)
+        .await
+        .unwrap_or_else(|r| panic!("not receiving {audio} audio and {video} video: {r:#?}"))
 }
 
 /// A served app with a case in a call between the demo agent and approver.
-async fn case_in_call() -> (TestApp, std::net::SocketAddr, Auth, Auth, i64) {
+async fn case_in_call() -> (TestApp, Server, Auth, Auth, i64) {
     let app = TestApp::with_config(|c| c.call_quality_seconds = 1);
-    let addr = serve(&app).await;
+    let server = serve(&app).await;
     let agent = app.demo("agent").await;
     let approver = app.demo("approver").await;
     let case = app.open_case(&agent, "id-loss").await;
     app.act(&approver, case, "accept", json!({}), StatusCode::OK)
         .await;
-    (app, addr, agent, approver, case)
+    (app, server, agent, approver, case)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_and_approver_hear_and_see_each_other_through_the_server() {
-    let (app, addr, agent, approver, case) = case_in_call().await;
-    let agent_peer = CallPeer::join(addr, &agent, case).await;
-    let approver_peer = CallPeer::join(addr, &approver, case).await;
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
     for peer in [&agent_peer, &approver_peer] {
-        let report = peer.receiving(1, 1).await;
+        let report = receiving(peer, 1, 1).await;
         let video = report.live_tracks(MediaKind::Video).next().unwrap();
         assert_eq!(video.counts.out_of_order, 0);
         assert!(video.counts.keyframes > 0, "video starts on a keyframe");
@@ -261,7 +131,7 @@ async fn agent_and_approver_hear_and_see_each_other_through_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_expert_joins_and_all_three_receive_the_other_two() {
-    let (app, addr, agent, approver, case) = case_in_call().await;
+    let (app, server, agent, approver, case) = case_in_call().await;
     let expert = app.demo("expert").await;
     let expert_id = app.request("GET", "/api/me", &expert, None).await.json()["user"]["id"].clone();
     app.act(
@@ -273,19 +143,19 @@ async fn an_invited_expert_joins_and_all_three_receive_the_other_two() {
     )
     .await;
     let peers = [
-        CallPeer::join(addr, &agent, case).await,
-        CallPeer::join(addr, &approver, case).await,
-        CallPeer::join(addr, &expert, case).await,
+        join(&server, &agent, case).await,
+        join(&server, &approver, case).await,
+        join(&server, &expert, case).await,
     ];
     for peer in &peers {
-        peer.receiving(2, 2).await;
+        receiving(peer, 2, 2).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_case_people_may_join_and_a_refusal_does_not_tell_whether_the_call_exists() {
-    let (app, addr, agent, _approver, case) = case_in_call().await;
-    let _agent_peer = CallPeer::join(addr, &agent, case).await; // the room exists now
+    let (app, server, agent, _approver, case) = case_in_call().await;
+    let _agent_peer = join(&server, &agent, case).await; // the room exists now
     app.add_user(
         "agent-zz",
         signaling::workflow::Role::Agent,
@@ -302,7 +172,7 @@ async fn only_the_case_people_may_join_and_a_refusal_does_not_tell_whether_the_c
     let waiting = app.open_case(&agent, "id-renew").await;
     let mut answers = Vec::new();
     for who in &outsiders {
-        let mut ws = socket(addr, who).await;
+        let mut ws = socket(&server, who).await;
         send(
             &mut ws,
             json!({ "v": 1, "type": "call.join", "case_id": case }),
@@ -316,7 +186,7 @@ async fn only_the_case_people_may_join_and_a_refusal_does_not_tell_whether_the_c
         .await;
         answers.push(next_call(&mut ws).await);
     }
-    let mut ws = socket(addr, &agent).await;
+    let mut ws = socket(&server, &agent).await;
     send(
         &mut ws,
         json!({ "v": 1, "type": "call.join", "case_id": waiting }),
@@ -334,11 +204,14 @@ async fn only_the_case_people_may_join_and_a_refusal_does_not_tell_whether_the_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_whose_socket_drops_resumes_unseen_within_the_grace_period() {
-    let (_app, addr, agent, approver, case) = case_in_call().await;
-    let mut agent_peer = CallPeer::join(addr, &agent, case).await;
-    let approver_peer = CallPeer::join(addr, &approver, case).await;
-    approver_peer.receiving(1, 1).await;
-    agent_peer.reconnect(addr, &agent, case).await;
+    let (_app, server, agent, approver, case) = case_in_call().await;
+    let mut agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&approver_peer, 1, 1).await;
+    agent_peer
+        .reconnect(&server, &token(&agent), case)
+        .await
+        .unwrap();
     assert_eq!(
         agent_peer.saw("call.config").len(),
         2,
@@ -365,15 +238,15 @@ async fn a_participant_whose_socket_drops_resumes_unseen_within_the_grace_period
         .expect("media keeps flowing after the resume");
     assert!(approver_peer.saw("call.participant_left").is_empty());
     // The resumed agent still receives the approver.
-    agent_peer.receiving(1, 1).await;
+    receiving(&agent_peer, 1, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_archive() {
-    let (app, addr, agent, approver, case) = case_in_call().await;
-    let agent_peer = CallPeer::join(addr, &agent, case).await;
-    let approver_peer = CallPeer::join(addr, &approver, case).await;
-    agent_peer.receiving(1, 1).await;
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&agent_peer, 1, 1).await;
     // Wait for a quality sample of each participant (every second in this test).
     agent_peer
         .peer
@@ -419,8 +292,8 @@ async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_ar
 
 #[tokio::test]
 async fn malformed_call_messages_get_a_call_error_and_the_socket_stays_open() {
-    let (_app, addr, agent, _approver, case) = case_in_call().await;
-    let mut ws = socket(addr, &agent).await;
+    let (_app, server, agent, _approver, case) = case_in_call().await;
+    let mut ws = socket(&server, &agent).await;
     send(
         &mut ws,
         json!({ "v": 1, "type": "call.offer", "case_id": case, "sdp": "v=0" }),
@@ -516,11 +389,11 @@ fn ivf_frames(bytes: &[u8]) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_recorded_only_after_everyone_consented_and_the_files_go_into_the_archive() {
-    let (app, addr, agent, approver, case) = case_in_call().await;
-    let agent_peer = CallPeer::join(addr, &agent, case).await;
-    let approver_peer = CallPeer::join(addr, &approver, case).await;
-    approver_peer.receiving(1, 1).await;
-    let mut watcher = socket(addr, &agent).await;
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&approver_peer, 1, 1).await;
+    let mut watcher = socket(&server, &agent).await;
     send(
         &mut watcher,
         json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
@@ -528,7 +401,7 @@ async fn a_call_is_recorded_only_after_everyone_consented_and_the_files_go_into_
     .await;
     let recordings_dir = app.dir.path().join(format!("data/recordings/case-{case}"));
     assert!(!recordings_dir.exists(), "one consent is not enough");
-    let mut approver_socket = socket(addr, &approver).await;
+    let mut approver_socket = socket(&server, &approver).await;
     send(
         &mut approver_socket,
         json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
@@ -604,17 +477,17 @@ async fn a_call_is_recorded_only_after_everyone_consented_and_the_files_go_into_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_everyones_consent_nothing_is_recorded() {
-    let (app, addr, agent, approver, case) = case_in_call().await;
-    let _agent_peer = CallPeer::join(addr, &agent, case).await;
-    let approver_peer = CallPeer::join(addr, &approver, case).await;
-    approver_peer.receiving(1, 1).await;
-    let mut agent_socket = socket(addr, &agent).await;
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let _agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&approver_peer, 1, 1).await;
+    let mut agent_socket = socket(&server, &agent).await;
     send(
         &mut agent_socket,
         json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),
     )
     .await;
-    let mut approver_socket = socket(addr, &approver).await;
+    let mut approver_socket = socket(&server, &approver).await;
     send(
         &mut approver_socket,
         json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": false }),
@@ -622,7 +495,7 @@ async fn without_everyones_consent_nothing_is_recorded() {
     .await;
     let auditor = app.demo("auditor").await;
     // A refused consent from someone outside the case changes nothing either.
-    let mut outsider = socket(addr, &auditor).await;
+    let mut outsider = socket(&server, &auditor).await;
     send(
         &mut outsider,
         json!({ "v": 1, "type": "call.consent", "case_id": case, "consent": true }),

@@ -1,9 +1,8 @@
 //! `cloudhelp serve --demo` as a real process on an ephemeral port, driven over real HTTPS:
 //! a whole case, crashes around an upload's acknowledgement, and a graceful stop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -26,23 +25,12 @@ impl Server {
             .append(true)
             .open(data.with_extension("log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut base = None;
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            if let Some(url) = line.strip_prefix("cloudhelp listening on ") {
-                base = Some(url.to_string());
-                break;
-            }
-        }
-        let base = base.expect("the server prints the address it listens on");
+        let (child, base) = cloudhelp_load::process::start_demo_server(
+            Path::new(env!("CARGO_BIN_EXE_cloudhelp")),
+            data,
+            log.into(),
+        )
+        .expect("the server prints the address it listens on");
         Server {
             child,
             base,

@@ -272,10 +272,16 @@ mod tests {
             assert!(update.unwrap_err().to_string().contains("append-only"));
             let delete = c.execute("DELETE FROM audit_events", []);
             assert!(delete.unwrap_err().to_string().contains("append-only"));
-            c.execute("INSERT INTO log_nodes (level, idx, hash) VALUES (0, 0, x'00')", [])?;
+            c.execute(
+                "INSERT INTO log_nodes (level, idx, hash) VALUES (0, 0, x'00')",
+                [],
+            )?;
             for sql in ["UPDATE log_nodes SET hash = x'01'", "DELETE FROM log_nodes"] {
                 let refused = c.execute(sql, []);
-                assert!(refused.unwrap_err().to_string().contains("append-only"), "{sql}");
+                assert!(
+                    refused.unwrap_err().to_string().contains("append-only"),
+                    "{sql}"
+                );
             }
             Ok(())
         })

@@ -4,13 +4,14 @@
 //! remote track. Transport-agnostic: it reads and writes message channels, so a WebSocket client
 //! can bridge them to the server's `/ws`.
 
+pub mod delay;
 pub mod frames;
 pub mod media;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
@@ -32,8 +33,9 @@ use crate::engine::{
     is_keyframe_request, media_kind, rtp_kind,
 };
 use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
+use delay::DelayHistogram;
 use frames::{Fed, TrackCounter, TrackCounts};
-use media::{Vp8FrameSource, opus_payload};
+use media::{Vp8FrameSource, append_send_stamp, opus_payload, send_stamp};
 
 /// How a test peer behaves.
 #[derive(Debug, Clone)]
@@ -54,6 +56,12 @@ pub struct TestPeerConfig {
     pub delta_frame_bytes: usize,
     /// The RFC 6464 audio level (−dBov, 0 loudest, 127 silence) put on every Opus packet, if any.
     pub audio_level: Option<u8>,
+    /// End every published payload with its send time (`media::append_send_stamp`), so that
+    /// subscribers on the same machine measure the delay (`ReceivedTrack::delays`).
+    pub stamp_packets: bool,
+    /// Send the first offer (the relay's way). Off: wait for the server's offer and answer it
+    /// (how SFUs such as Janus set up a subscriber).
+    pub offer_first: bool,
 }
 
 impl Default for TestPeerConfig {
@@ -67,6 +75,8 @@ impl Default for TestPeerConfig {
             keyframe_bytes: 6000,
             delta_frame_bytes: 1500,
             audio_level: None,
+            stamp_packets: false,
+            offer_first: true,
         }
     }
 }
@@ -88,6 +98,8 @@ pub struct ReceivedTrack {
     pub first_keyframe_at: Option<Instant>,
     /// The track ended (removed by renegotiation or connection closed).
     pub ended: bool,
+    /// Publisher-to-here delays of the packets that carried a send stamp.
+    pub delays: DelayHistogram,
 }
 
 /// What the peer has seen so far.
@@ -209,6 +221,7 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             first_packet_at: None,
             first_keyframe_at: None,
             ended: false,
+            delays: DelayHistogram::default(),
         });
         report.tracks.len() - 1
     };
@@ -223,9 +236,15 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                     &packet.payload,
                 );
                 let counts = counter.counts().clone();
+                let delay = send_stamp(&packet.payload).map(|sent| {
+                    Duration::from_micros(unix_micros(SystemTime::now()).saturating_sub(sent))
+                });
                 shared.update(|r| {
                     let t = &mut r.tracks[index];
                     t.counts = counts;
+                    if let Some(delay) = delay {
+                        t.delays.record(delay);
+                    }
                     t.first_packet_at.get_or_insert(now);
                     if fed == Fed::Keyframe {
                         t.first_keyframe_at.get_or_insert(now);
@@ -338,17 +357,19 @@ impl TestPeer {
             }
         }
 
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer).await?;
-        let sdp = pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or(RelayError::Gone)?;
-        to_relay
-            .send(ClientMessage::Offer { sdp })
-            .await
-            .map_err(|_| RelayError::Gone)?;
+        if config.offer_first {
+            let offer = pc.create_offer(None).await?;
+            pc.set_local_description(offer).await?;
+            let sdp = pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .ok_or(RelayError::Gone)?;
+            to_relay
+                .send(ClientMessage::Offer { sdp })
+                .await
+                .map_err(|_| RelayError::Gone)?;
+        }
 
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let senders = publications
@@ -686,6 +707,7 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             seq: 1000,
             timestamp: 1_000_000,
             audio_level,
+            stamp: config.stamp_packets,
         };
         match publication.kind {
             MediaKind::Audio => audio = Some(stream),
@@ -736,10 +758,21 @@ struct Stream {
     timestamp: u32,
     /// Audio level extension: (negotiated id, level).
     audio_level: Option<(u8, u8)>,
+    /// End each payload with its send time.
+    stamp: bool,
+}
+
+/// Microseconds since the Unix epoch (0 for a clock set before it).
+fn unix_micros(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Stream {
-    async fn send(&mut self, shared: &Shared, marker: bool, payload: Vec<u8>, advance: u32) {
+    async fn send(&mut self, shared: &Shared, marker: bool, mut payload: Vec<u8>, advance: u32) {
+        if self.stamp {
+            append_send_stamp(&mut payload, unix_micros(SystemTime::now()));
+        }
         let mut packet = rtp::Packet {
             header: rtp::header::Header {
                 version: 2,

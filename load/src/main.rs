@@ -1,0 +1,274 @@
+//! `cloudhelp-load`: the command line of the load generator. Parses flags, runs, writes JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::janus::Janus;
+use cloudhelp_load::measure::Limits;
+use cloudhelp_load::report::{PageInputs, page, scenario_plot};
+use cloudhelp_load::run::run_janus;
+use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
+use cloudhelp_load::{RunOptions, RunResult, Scenario, Server, Trust, run};
+
+#[derive(Parser)]
+#[command(
+    name = "cloudhelp-load",
+    version,
+    about = "Load generator and benchmarks for cloudhelp"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The server to load.
+#[derive(Args)]
+struct Target {
+    /// The server.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// The server's certificate (`<data>/tls/cert.pem`).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Accept any certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// The server's pid, to read its CPU and memory from `/proc`.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+impl Target {
+    fn server(&self) -> Result<Server> {
+        let trust = match (&self.ca, self.insecure) {
+            (Some(ca), _) => Trust::Ca(ca.clone()),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::PlainOnly,
+        };
+        Ok(Server::new(&self.url, &trust)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loads a running server (`cloudhelp serve --demo`) with one scenario.
+    Run {
+        /// consult, meeting, fanout or audio-only.
+        scenario: Scenario,
+        #[command(flatten)]
+        target: Target,
+        /// The load: rooms (consult, audio-only), participants (meeting), subscribers (fanout).
+        /// With --ramp, the highest load tried.
+        #[arg(long, default_value_t = 1)]
+        load: u32,
+        /// Raise the load until loss > 1 % or p99 added latency > 20 ms; report the highest held.
+        #[arg(long)]
+        ramp: bool,
+        /// Seconds measured per load.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Load Janus's VideoRoom at this REST address (e.g. http://10.77.0.1:8088/janus) instead
+        /// of cloudhelp; --server-pid is then Janus's pid.
+        #[arg(long)]
+        janus: Option<String>,
+        /// The address the test peers bind (with --janus: the namespace's, 10.77.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        peer_ip: std::net::IpAddr,
+        /// Video per publisher, kb/s.
+        #[arg(long, default_value_t = 1500)]
+        video_kbps: u32,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Signaling: approver connections held, memory per connection, queue events to all of them.
+    Signaling {
+        #[command(flatten)]
+        target: Target,
+        /// Connections to hold.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Queue events (cases opened) to deliver to every connection.
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The raw UDP fan-out baseline (no SRTP, no WebRTC).
+    Baseline {
+        /// Receivers per packet.
+        #[arg(long, default_value_t = 7)]
+        fanout: usize,
+        /// Bytes per packet.
+        #[arg(long, default_value_t = 1200)]
+        payload: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Pin the relay thread to this core.
+        #[arg(long)]
+        relay_core: Option<usize>,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
+    Report {
+        /// The folder: `<scenario>.json`, `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        #[arg(long)]
+        results: PathBuf,
+        /// Hand-written notes to include.
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        /// The page; plots go beside it in `benchmarks/`.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+}
+
+fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    match out {
+        Some(path) => std::fs::write(path, text).with_context(|| path.display().to_string()),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn read(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOUDHELP_LOAD_LOG")
+                .unwrap_or_else(|_| "warn,webrtc=error,rtc=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            scenario,
+            target,
+            load,
+            ramp,
+            duration,
+            video_kbps,
+            janus,
+            peer_ip,
+            out,
+        } => {
+            let options = RunOptions {
+                ramp,
+                duration: Duration::from_secs(duration),
+                video_kbps,
+                server_pid: target.server_pid,
+                limits: Limits::default(),
+                peer_ip,
+                ..RunOptions::new(scenario, load)
+            };
+            let result = match janus {
+                Some(url) => run_janus(&Janus::new(&url)?, &options).await?,
+                None => run(&target.server()?, &options).await?,
+            };
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Signaling {
+            target,
+            connections,
+            events,
+            out,
+        } => {
+            let server = target.server()?;
+            let options = SignalingOptions {
+                connections,
+                events,
+                concurrency: 32,
+                server_pid: target.server_pid,
+            };
+            let result = run_signaling(&server, &options).await?;
+            eprintln!(
+                "[signaling] {} connections held, {:.0} connects/s, {} of {} deliveries",
+                result.connections,
+                result.connects_per_s,
+                result.deliveries,
+                result.deliveries_expected
+            );
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Baseline {
+            fanout,
+            payload,
+            duration,
+            relay_core,
+            out,
+        } => {
+            let options = BaselineOptions {
+                fanout,
+                payload,
+                duration: Duration::from_secs(duration),
+                relay_core,
+            };
+            let result = tokio::task::spawn_blocking(move || run_baseline(&options)).await??;
+            eprintln!(
+                "[baseline fanout {fanout}] out {:.0} pkt/s, relay thread {:.0} % CPU, {:.0} pkt/s per core",
+                result.packets_out_per_s,
+                result.relay_cpu_cores * 100.0,
+                result.packets_out_per_relay_core
+            );
+            write_json(out.as_ref(), &result)?;
+        }
+        Command::Report {
+            results,
+            notes,
+            out,
+        } => {
+            let plots = out.with_extension("");
+            std::fs::create_dir_all(&plots).with_context(|| plots.display().to_string())?;
+            let plot_folder = plots
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut inputs = PageInputs {
+                machine: read(&results.join("machine.txt")).unwrap_or_default(),
+                commands: read(&results.join("commands.txt")).unwrap_or_default(),
+                esign: read(&results.join("esign.txt")),
+                notes: notes.as_deref().and_then(read).unwrap_or_default(),
+                baseline: read(&results.join("baseline.json"))
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .context("baseline.json")?,
+                signaling: read(&results.join("signaling.json"))
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .context("signaling.json")?,
+                scenarios: Vec::new(),
+                janus: Vec::new(),
+            };
+            for scenario in ["consult", "meeting", "fanout", "audio-only"] {
+                for (prefix, list) in [("", &mut inputs.scenarios), ("janus-", &mut inputs.janus)] {
+                    let name = format!("{prefix}{scenario}");
+                    let Some(text) = read(&results.join(format!("{name}.json"))) else {
+                        continue;
+                    };
+                    let result: RunResult =
+                        serde_json::from_str(&text).with_context(|| format!("{name}.json"))?;
+                    let file = format!("{name}.svg");
+                    std::fs::write(plots.join(&file), scenario_plot(&result))?;
+                    list.push((result, format!("{plot_folder}/{file}")));
+                }
+            }
+            std::fs::write(&out, page(&inputs)).with_context(|| out.display().to_string())?;
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}

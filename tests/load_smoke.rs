@@ -1,0 +1,141 @@
+//! A seconds-long smoke of each load scenario and of the UDP baseline against `cloudhelp serve
+//! --demo` as a real process over HTTPS: keeps `cloudhelp-load` and `scripts/bench` working.
+//! Not a benchmark: tiny loads, no timed assertions.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
+use cloudhelp_load::{RunOptions, Scenario, Server, Trust, run};
+
+/// The server process; killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(data: &std::path::Path) -> (Process, String) {
+    let (child, base) = cloudhelp_load::process::start_demo_server(
+        std::path::Path::new(env!("CARGO_BIN_EXE_cloudhelp")),
+        data,
+        Stdio::null(),
+    )
+    .unwrap();
+    (Process(child), base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() {
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let server = Server::new(&base, &Trust::Ca(data.path().join("tls/cert.pem"))).unwrap();
+    for (scenario, load) in [
+        (Scenario::Consult, 1),
+        (Scenario::Meeting, 3),
+        (Scenario::Fanout, 2),
+        (Scenario::AudioOnly, 1),
+    ] {
+        let options = RunOptions {
+            duration: Duration::from_secs(2),
+            video_kbps: 300,
+            server_pid: Some(process.0.id()),
+            progress: false,
+            ..RunOptions::new(scenario, load)
+        };
+        let result = run(&server, &options).await.unwrap();
+        let step = &result.steps[0];
+        assert_eq!(step.failed_peers, 0, "{scenario:?}: {step:#?}");
+        assert!(
+            step.figures.packets_out_per_s > 0.0,
+            "{scenario:?}: {step:#?}"
+        );
+        assert!(step.figures.packets_received_per_s > 0.0, "{scenario:?}");
+        assert!(step.figures.added_latency_ms.is_some(), "stamped packets");
+        assert!(step.join_ms.is_some());
+        assert!(step.figures.server_cpu_cores.is_some());
+        assert!(step.server_peak_memory_kib.is_some_and(|k| k > 0));
+        assert!(step.memory_per_subscriber_stream_kib.is_some());
+        assert!(!step.samples.is_empty());
+        // Every field is in the JSON result (absent figures would be null, not missing).
+        let json = serde_json::to_value(&result).unwrap();
+        for field in [
+            "target",
+            "scenario",
+            "unit",
+            "ramp",
+            "video_kbps",
+            "limits",
+            "steps",
+            "highest_held",
+        ] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+        for field in [
+            "load",
+            "rooms",
+            "participants",
+            "subscriber_streams",
+            "failed_peers",
+            "join_ms",
+            "figures",
+            "packets_out_per_relay_core",
+            "server_peak_memory_kib",
+            "memory_per_subscriber_stream_kib",
+            "broken_by",
+            "samples",
+        ] {
+            assert!(json["steps"][0].get(field).is_some(), "{field}");
+        }
+        for field in [
+            "packets_in_per_s",
+            "packets_out_per_s",
+            "bitrate_out_mbps",
+            "loss",
+            "added_latency_ms",
+            "server_cpu_cores",
+            "generator_cpu_cores",
+        ] {
+            assert!(json["steps"][0]["figures"].get(field).is_some(), "{field}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_events_reach_every_held_connection() {
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let server = Server::new(&base, &Trust::Insecure).unwrap();
+    let result = run_signaling(
+        &server,
+        &SignalingOptions {
+            connections: 5,
+            events: 2,
+            concurrency: 5,
+            server_pid: Some(process.0.id()),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(result.connections, 5);
+    assert_eq!(result.deliveries, 10, "{result:?}");
+    assert!(result.delivery_ms.is_some());
+    assert!(result.memory_per_connection_kib.is_some());
+}
+
+#[test]
+fn the_udp_baseline_fans_packets_out() {
+    let result = run_baseline(&BaselineOptions {
+        fanout: 3,
+        payload: 1200,
+        duration: Duration::from_secs(1),
+        relay_core: None,
+    })
+    .unwrap();
+    assert!(result.packets_out_per_s > 0.0, "{result:?}");
+    assert!(result.packets_received_per_s > 0.0, "{result:?}");
+}
