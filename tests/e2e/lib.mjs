@@ -198,3 +198,38 @@ export function usedKeys() {
   }
   return keys;
 }
+
+/** The call panel's per-participant inbound figures on `page` (`{ 'user-3': { framesDecoded,
+ * totalSamplesReceived } }`), from the panel's own RTCPeerConnection (getStats). */
+export async function callStats(page) {
+  return page.evaluate(async () => (window.cloudhelp.call ? window.cloudhelp.call.stats() : {}));
+}
+
+/** Waits until `page` has decoded video (and received audio) from every participant in `from`,
+ * then measures twice a second apart: both figures must still be rising (media is live, not a
+ * frozen first frame). Returns the second measurement. */
+export async function expectMediaFlowing(page, from, { timeout = 30000, audio = true, label = '' } = {}) {
+  const started = Date.now();
+  let last = {};
+  const ready = (s) => from.every((p) => s[p] && s[p].framesDecoded > 0 && (!audio || s[p].totalSamplesReceived > 0));
+  while (!ready(last = await callStats(page))) {
+    if (Date.now() - started > timeout) throw new Error(`${label}: no media from ${from.join(', ')} within ${timeout} ms: ${JSON.stringify(last)}`);
+    await page.waitForTimeout(250);
+  }
+  const first = await callStats(page);
+  await page.waitForTimeout(1000);
+  const second = await callStats(page);
+  for (const p of from) {
+    if (!(second[p].framesDecoded > first[p].framesDecoded)) throw new Error(`${label}: video from ${p} is not decoding: ${JSON.stringify([first[p], second[p]])}`);
+    if (audio && !(second[p].totalSamplesReceived > first[p].totalSamplesReceived)) throw new Error(`${label}: audio from ${p} is not arriving: ${JSON.stringify([first[p], second[p]])}`);
+  }
+  return second;
+}
+
+/** The remote tile of `participant` on `page` shows a playing video (not paused, with frames). */
+export async function expectTilePlaying(page, participant) {
+  await page.waitForFunction((p) => {
+    const v = document.querySelector(`.call-tile[data-participant="${p}"] video`);
+    return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0;
+  }, participant, { timeout: 20000 });
+}
