@@ -2,8 +2,7 @@
 //! webrtc-rs test peer in a room. Each page must decode the other page's video and play its audio;
 //! the test peer must receive complete, in-order VP8 frames from both pages.
 //!
-//! Opt-in, because it needs Chromium (`apt-get install -y chromium`):
-//! `cargo test -p media-relay --test browser -- --ignored` (`CHROMIUM=/path` to use another).
+//! Needs Chromium (`scripts/test` installs Debian's `chromium`; `CHROMIUM=/path` to use another).
 //!
 //! The page talks to the relay through a minimal HTTP bridge in this file (loopback only, one
 //! request per connection): `POST /send/<id>` carries a `ClientMessage`, `GET /poll/<id>` returns
@@ -241,7 +240,6 @@ async fn page_session(relay: &Relay, id: &str) -> PageSession {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs chromium: cargo test -p media-relay --test browser -- --ignored"]
 async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
     let relay = relay();
     let (reports_tx, mut reports) = mpsc::unbounded_channel();

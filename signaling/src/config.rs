@@ -42,6 +42,18 @@ pub struct Config {
     pub log_origin: String,
     /// Largest archive accepted for verification by upload, in bytes.
     pub max_verify_bytes: u64,
+    /// Local address the relay's peer connections bind (port 0: one ephemeral port each).
+    pub relay_udp_addr: SocketAddr,
+    /// The relay's public address when it sits behind a 1:1 NAT.
+    pub relay_public_ip: Option<std::net::IpAddr>,
+    /// TURN URLs handed to browsers (coturn with `use-auth-secret`), e.g. `turns:turn.example:443?transport=tcp`.
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`; clients get time-limited credentials made from it.
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials stay valid, in minutes.
+    pub turn_ttl_minutes: u32,
+    /// How often each participant's connection quality is measured and recorded, in seconds.
+    pub call_quality_seconds: u32,
 }
 
 impl Default for Config {
@@ -63,6 +75,12 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             log_origin: "cloudhelp.local/log".to_string(),
             max_verify_bytes: 4 * 1024 * 1024 * 1024,
+            relay_udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            relay_public_ip: None,
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_minutes: 12 * 60,
+            call_quality_seconds: 5,
         }
     }
 }
@@ -78,6 +96,9 @@ impl Config {
         }
         if self.plain_http && self.tls_cert.is_some() {
             return Err("plain_http serves without TLS, so tls_cert/tls_key would be ignored: drop one of them".into());
+        }
+        if self.turn_secret.is_some() == self.turn_urls.is_empty() {
+            return Err("turn_urls and turn_secret go together: set both (TURN) or neither".into());
         }
         esign::note::check_key_name(&self.log_origin).map_err(|e| format!("log_origin: {e}"))?;
         for (name, value) in [
@@ -99,6 +120,25 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The relay's settings.
+    pub fn relay_config(&self) -> media_relay::RelayConfig {
+        media_relay::RelayConfig {
+            udp_addrs: vec![self.relay_udp_addr],
+            public_ip: self.relay_public_ip,
+            turn: self
+                .turn_secret
+                .as_ref()
+                .map(|secret| media_relay::TurnConfig {
+                    urls: self.turn_urls.clone(),
+                    secret: secret.as_bytes().to_vec().into(),
+                    ttl: std::time::Duration::from_secs(u64::from(self.turn_ttl_minutes) * 60),
+                }),
+            resume_grace: std::time::Duration::from_secs(30),
+            quality_interval: std::time::Duration::from_secs(u64::from(self.call_quality_seconds)),
+            ..media_relay::RelayConfig::default()
+        }
     }
 
     /// The path of the SQLite database.

@@ -171,6 +171,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER log_entries_are_append_only_delete BEFORE DELETE ON log_entries
         BEGIN SELECT RAISE(ABORT, 'the log is append-only'); END;
     "#,
+    // 3: the call quality record of each case.
+    r#"
+    CREATE TABLE call_quality (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        at INTEGER NOT NULL,
+        participant TEXT NOT NULL,
+        quality TEXT NOT NULL
+    );
+    CREATE INDEX call_quality_by_case ON call_quality(case_id);
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api;
 pub mod audit;
 pub mod blobs;
+pub mod calls;
 pub mod cases;
 pub mod catalogue;
 pub mod config;

@@ -53,7 +53,38 @@ pub struct Metrics {
     pub ws_clients: Gauge,
     /// Materials stored.
     pub materials: Counter,
+    /// Relay: rooms open.
+    pub relay_rooms: Gauge,
+    /// Relay: participants in calls.
+    pub relay_participants: Gauge,
+    /// Relay counters, advanced at scrape time from the relay's own atomics.
+    relay_counters: [Counter; 5],
+    relay_seen: std::sync::Mutex<[u64; 5]>,
 }
+
+/// Names and help of the relay counters, in the order of `relay_counters`.
+const RELAY_COUNTERS: [(&str, &str); 5] = [
+    (
+        "relay_packets_received",
+        "RTP packets received from publishers",
+    ),
+    (
+        "relay_packets_forwarded",
+        "RTP packets forwarded to subscribers",
+    ),
+    (
+        "relay_bytes_forwarded",
+        "RTP payload bytes forwarded to subscribers",
+    ),
+    (
+        "relay_plis_sent",
+        "Keyframe requests (PLI) sent to publishers after rate limiting",
+    ),
+    (
+        "relay_keyframe_requests_received",
+        "Keyframe requests (PLI/FIR) received from subscribers",
+    ),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -67,6 +98,9 @@ impl Default for Metrics {
         let simple_finished = Family::<TargetLabel, Counter>::default();
         let ws_clients = Gauge::default();
         let materials = Counter::default();
+        let relay_rooms = Gauge::default();
+        let relay_participants = Gauge::default();
+        let relay_counters: [Counter; 5] = Default::default();
         registry.register(
             "case_events",
             "Case workflow events by kind",
@@ -102,6 +136,19 @@ impl Default for Metrics {
             "Materials uploaded and stored",
             materials.clone(),
         );
+        registry.register(
+            "relay_rooms",
+            "Calls (relay rooms) open",
+            relay_rooms.clone(),
+        );
+        registry.register(
+            "relay_participants",
+            "Participants in calls",
+            relay_participants.clone(),
+        );
+        for ((name, help), counter) in RELAY_COUNTERS.iter().zip(&relay_counters) {
+            registry.register(*name, *help, counter.clone());
+        }
         Metrics {
             registry,
             case_events,
@@ -111,11 +158,33 @@ impl Default for Metrics {
             simple_finished,
             ws_clients,
             materials,
+            relay_rooms,
+            relay_participants,
+            relay_counters,
+            relay_seen: std::sync::Mutex::new([0; 5]),
         }
     }
 }
 
 impl Metrics {
+    /// Brings the relay series up to the relay's counters.
+    pub fn observe_relay(&self, snapshot: &media_relay::metrics::MetricsSnapshot) {
+        self.relay_rooms.set(snapshot.rooms as i64);
+        self.relay_participants.set(snapshot.participants as i64);
+        let now = [
+            snapshot.packets_received,
+            snapshot.packets_forwarded,
+            snapshot.bytes_forwarded,
+            snapshot.plis_sent,
+            snapshot.keyframe_requests_received,
+        ];
+        let mut seen = self.relay_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for ((counter, seen), now) in self.relay_counters.iter().zip(seen.iter_mut()).zip(now) {
+            counter.inc_by(now.saturating_sub(*seen));
+            *seen = now.max(*seen);
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

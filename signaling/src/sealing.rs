@@ -184,8 +184,9 @@ impl Sealer<'_> {
         writer
             .add_bytes("data/events.jsonl", &lines)
             .map_err(esign_error)?;
+        let quality = crate::calls::quality_record(conn, case_id)?;
         writer
-            .add_bytes("data/call-quality.json", b"[]\n")
+            .add_bytes("data/call-quality.json", &json_bytes(&quality)?)
             .map_err(esign_error)?;
         let (result, reason) = match &command {
             Command::Approve { reason } => ("approved", reason.clone()),

@@ -78,6 +78,8 @@ pub struct AppState {
     pub trust: Arc<esign::verify::Trust>,
     /// Decisions prepared and waiting for the approver's signature.
     pub pending: Arc<crate::sealing::PendingDecisions>,
+    /// The media relay (SFU) carrying the calls.
+    pub relay: media_relay::Relay,
 }
 
 impl AppState {
@@ -108,6 +110,8 @@ impl AppState {
         let trust = esign::verify::Trust::new(vec![log_key.verifier()]);
         std::fs::write(config.data_dir.join("trust.json"), trust.to_json())?;
         let (notices, _) = broadcast::channel(1024);
+        let relay = media_relay::Relay::new(config.relay_config())
+            .map_err(|e| Error::Internal(format!("relay: {e}")))?;
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -119,6 +123,7 @@ impl AppState {
             log_key: Arc::new(log_key),
             trust: Arc::new(trust),
             pending: Arc::new(crate::sealing::PendingDecisions::default()),
+            relay,
         })
     }
 

@@ -306,6 +306,19 @@ pub fn holds(actor: &Actor, facts: &CaseFacts) -> bool {
     actor.role == Role::Approver && facts.approver_id == Some(actor.id)
 }
 
+/// Whether `actor` may join the case's call: its agent, the approver holding it or an invited
+/// expert, while the case is in a call (or waiting for material).
+pub fn may_join_call(actor: &Actor, facts: &CaseFacts) -> bool {
+    let in_call = matches!(facts.state, CaseState::InCall | CaseState::AwaitingMaterial);
+    let person = match actor.role {
+        Role::Agent => facts.agent_id == actor.id,
+        Role::Approver => holds(actor, facts),
+        Role::Expert => facts.experts.contains(&actor.id),
+        Role::Supervisor | Role::Auditor | Role::Admin => false,
+    };
+    in_call && person
+}
+
 /// Applies `command` by `actor` to a case, or says why not.
 pub fn apply(
     facts: &CaseFacts,
@@ -729,6 +742,38 @@ mod tests {
             ),
             Err(WorkflowError::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn only_the_case_agent_its_approver_and_invited_experts_may_join_its_call_while_it_is_on() {
+        let mut facts = case_in(CaseState::InCall);
+        facts.experts = vec![300];
+        let other_agent_same_point = Actor {
+            id: 101,
+            role: Role::Agent,
+            point_id: Some(POINT),
+            department_id: None,
+        };
+        let supervisor = Actor {
+            id: 400,
+            role: Role::Supervisor,
+            point_id: None,
+            department_id: None,
+        };
+        assert!(may_join_call(&agent(), &facts));
+        assert!(may_join_call(&approver(), &facts));
+        assert!(may_join_call(&expert(), &facts));
+        assert!(!may_join_call(&second_approver(), &facts));
+        assert!(!may_join_call(&other_agent_same_point, &facts));
+        assert!(!may_join_call(&supervisor, &facts));
+        for state in CaseState::ALL {
+            let facts = CaseFacts {
+                state,
+                ..facts.clone()
+            };
+            let open = matches!(state, CaseState::InCall | CaseState::AwaitingMaterial);
+            assert_eq!(may_join_call(&agent(), &facts), open, "{state:?}");
+        }
     }
 
     #[test]

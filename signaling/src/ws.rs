@@ -86,6 +86,8 @@ where
     R: Stream<Item = std::result::Result<Message, axum::Error>> + Unpin,
 {
     let mut notices = state.notices.subscribe();
+    let (out, mut outgoing) = tokio::sync::mpsc::channel::<serde_json::Value>(256);
+    let mut calls = crate::calls::Calls::new(out);
     let send = |value: serde_json::Value| Message::Text(value.to_string().into());
     let hello = json!({ "v": 1, "type": "hello", "user": { "id": user.id, "role": user.role, "display_name": user.display_name } });
     if sink.send(send(hello)).await.is_err() {
@@ -98,6 +100,11 @@ where
     }
     loop {
         tokio::select! {
+            Some(message) = outgoing.recv() => {
+                if sink.send(send(message)).await.is_err() {
+                    return;
+                }
+            }
             notice = notices.recv() => match notice {
                 Ok(Notice { audience, message }) => {
                     if audience.includes(user.id, user.role, user.point_id, user.department_id)
@@ -119,7 +126,10 @@ where
             incoming = stream.next() => {
                 let reply = match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(Message::Text(text))) => handle_client_message(&text),
+                    Some(Ok(Message::Text(text))) => match call_message(&text) {
+                        Some((kind, value)) => calls.handle(&state, &user, &kind, &value).await,
+                        None => handle_client_message(&text),
+                    },
                     Some(Ok(Message::Binary(_))) => Some(error_message("bad_message", "send JSON text messages, not binary")),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 };
@@ -131,6 +141,17 @@ where
             }
         }
     }
+}
+
+/// A `call.*` message, split into its kind (without the prefix) and the whole message.
+fn call_message(text: &str) -> Option<(String, serde_json::Value)> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let kind = value
+        .get("type")?
+        .as_str()?
+        .strip_prefix("call.")?
+        .to_string();
+    Some((kind, value))
 }
 
 fn error_message(code: &str, message: &str) -> serde_json::Value {

@@ -318,6 +318,10 @@ pub(crate) fn announce(
             json!({ "v": 1, "type": "queue.added", "item": item }),
         );
     }
+    if crate::calls::has_call(before.state) && !crate::calls::has_call(after.state) {
+        let relay = state.relay.clone();
+        tokio::spawn(async move { relay.close_room(&crate::calls::room_of(id)).await });
+    }
     let mut users: Vec<i64> = before
         .experts
         .iter()

@@ -51,6 +51,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response> {
             Ok(rows)
         })
         .await?;
+    state
+        .metrics
+        .observe_relay(&state.relay.metrics().snapshot());
     for (department, n) in lengths {
         state
             .metrics

@@ -1,0 +1,274 @@
+//! Calls over `/ws`: joining a case's room on the relay, and carrying the relay's messages in
+//! both directions with a `call.` prefix and the `case_id`. Who may join is the workflow's rule
+//! (`may_join_call`); everything else is the relay's.
+//!
+//! One `Calls` per WebSocket connection. Dropping it (the socket is gone) drops the relay
+//! handles, which starts the relay's grace period: a `call.join` on a new socket within it
+//! resumes the same place.
+
+use std::collections::HashMap;
+
+use media_relay::{ClientMessage, ParticipantId, RelayError, RoomId, ServerMessage};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::accounts::User;
+use crate::cases;
+use crate::state::AppState;
+use crate::workflow;
+
+/// The relay room of a case.
+pub fn room_of(case_id: i64) -> RoomId {
+    RoomId(format!("case-{case_id}"))
+}
+
+/// The relay participant of a user: an opaque id, never a name.
+pub fn participant_of(user_id: i64) -> ParticipantId {
+    ParticipantId(format!("user-{user_id}"))
+}
+
+/// A `call.error` message.
+pub fn call_error(case_id: Option<i64>, code: &str, message: &str) -> Value {
+    json!({ "v": 1, "type": "call.error", "case_id": case_id, "code": code, "message": message })
+}
+
+/// Puts a relay message on the socket's form: `call.<type>`, with the case id.
+fn to_socket(case_id: i64, message: &ServerMessage) -> Option<Value> {
+    let mut value = serde_json::to_value(message).ok()?;
+    let object = value.as_object_mut()?;
+    let kind = object.get("type")?.as_str()?.to_string();
+    object.insert("type".into(), Value::String(format!("call.{kind}")));
+    object.insert("case_id".into(), json!(case_id));
+    object.insert("v".into(), json!(1));
+    Some(value)
+}
+
+/// Reads a client's `call.*` message (other than `call.join`) as a relay message.
+fn from_socket(kind: &str, message: &Value) -> Result<ClientMessage, String> {
+    let mut object = message.as_object().cloned().unwrap_or_default();
+    object.remove("v");
+    object.remove("case_id");
+    object.insert("type".into(), Value::String(kind.to_string()));
+    serde_json::from_value(Value::Object(object)).map_err(|e| format!("call.{kind}: {e}"))
+}
+
+/// The calls of one WebSocket connection.
+pub struct Calls {
+    joined: HashMap<i64, mpsc::Sender<ClientMessage>>,
+    out: mpsc::Sender<Value>,
+}
+
+impl Calls {
+    /// Calls whose relay messages go to `out` (the socket's writer).
+    pub fn new(out: mpsc::Sender<Value>) -> Calls {
+        Calls {
+            joined: HashMap::new(),
+            out,
+        }
+    }
+
+    /// Handles one `call.*` message; returns an error message for the socket, if any.
+    pub async fn handle(
+        &mut self,
+        state: &AppState,
+        user: &User,
+        kind: &str,
+        message: &Value,
+    ) -> Option<Value> {
+        let Some(case_id) = message.get("case_id").and_then(Value::as_i64) else {
+            return Some(call_error(
+                None,
+                "bad_message",
+                &format!("call.{kind} needs a numeric case_id"),
+            ));
+        };
+        match kind {
+            "join" => self.join(state, user, case_id).await,
+            _ => {
+                let relay_message = match from_socket(kind, message) {
+                    Ok(m) => m,
+                    Err(e) => return Some(call_error(Some(case_id), "bad_message", &e)),
+                };
+                let leaving = matches!(relay_message, ClientMessage::Leave);
+                let Some(sender) = self.joined.get(&case_id) else {
+                    return Some(call_error(
+                        Some(case_id),
+                        "not_joined",
+                        "join the call of this case first (call.join)",
+                    ));
+                };
+                // Bounded: a client flooding messages waits here instead of growing a queue.
+                let sent = sender.send(relay_message).await.is_ok();
+                if leaving || !sent {
+                    self.joined.remove(&case_id);
+                }
+                (!sent).then(|| {
+                    call_error(
+                        Some(case_id),
+                        "not_joined",
+                        "the call has ended; join again",
+                    )
+                })
+            }
+        }
+    }
+
+    async fn join(&mut self, state: &AppState, user: &User, case_id: i64) -> Option<Value> {
+        let refused = || {
+            call_error(
+                Some(case_id),
+                "call_refused",
+                "there is no call of this case that you may join",
+            )
+        };
+        let actor = user.actor();
+        let allowed = state
+            .db
+            .call(move |c| {
+                Ok(cases::facts(c, case_id)?.is_some_and(|f| workflow::may_join_call(&actor, &f)))
+            })
+            .await;
+        if !matches!(allowed, Ok(true)) {
+            return Some(refused());
+        }
+        // A second join on this socket replaces the first handle.
+        self.joined.remove(&case_id);
+        let room = room_of(case_id);
+        let me = participant_of(user.id);
+        let participant = match state.relay.resume(&room, me.clone()).await {
+            Ok(p) => Ok(p),
+            Err(_) => state.relay.join(room, me.clone()).await,
+        };
+        let participant = match participant {
+            Ok(p) => p,
+            Err(RelayError::RoomFull { max, .. }) => {
+                return Some(call_error(
+                    Some(case_id),
+                    "room_full",
+                    &format!("the call already has {max} participants"),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(case_id, error = %e, "relay join failed");
+                return Some(call_error(
+                    Some(case_id),
+                    "internal",
+                    "the call could not be joined; try again",
+                ));
+            }
+        };
+        let ice_servers = state
+            .relay
+            .ice_servers_for(&me, std::time::SystemTime::now());
+        let config = json!({ "v": 1, "type": "call.config", "case_id": case_id, "participant_id": me, "ice_servers": ice_servers });
+        if self.out.send(config).await.is_err() {
+            return None;
+        }
+        let (sender, mut events) = participant.into_parts();
+        self.joined.insert(case_id, sender);
+        let out = self.out.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let ServerMessage::ConnectionQuality {
+                    participant_id,
+                    quality,
+                } = &event
+                    && *participant_id == me
+                {
+                    record_quality(&state, case_id, &me, quality).await;
+                }
+                let Some(value) = to_socket(case_id, &event) else {
+                    continue;
+                };
+                if out.send(value).await.is_err() {
+                    break; // the socket is gone; dropping `events` tells the relay
+                }
+            }
+        });
+        None
+    }
+}
+
+/// Keeps one quality sample of a participant with the case (it goes into the archive).
+async fn record_quality(
+    state: &AppState,
+    case_id: i64,
+    participant: &ParticipantId,
+    quality: &media_relay::quality::ConnectionQuality,
+) {
+    let Ok(text) = serde_json::to_string(quality) else {
+        return;
+    };
+    let who = participant.0.clone();
+    let now = state.now();
+    let saved = state
+        .db
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO call_quality (case_id, at, participant, quality) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![case_id, now, who, text],
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = saved {
+        tracing::warn!(case_id, error = %e, "call quality sample not kept");
+    }
+}
+
+/// The call quality record of a case, oldest first, as it goes into the archive.
+pub fn quality_record(
+    conn: &rusqlite::Connection,
+    case_id: i64,
+) -> crate::error::Result<Vec<Value>> {
+    let mut stmt = conn.prepare(
+        "SELECT at, participant, quality FROM call_quality WHERE case_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([case_id], |r| {
+            let at: i64 = r.get(0)?;
+            let participant: String = r.get(1)?;
+            let quality: String = r.get(2)?;
+            Ok((at, participant, quality))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(at, participant, quality)| {
+            json!({ "at": crate::config::rfc3339(at), "participant": participant, "quality": serde_json::from_str::<Value>(&quality).unwrap_or(Value::Null) })
+        })
+        .collect())
+}
+
+/// Whether a case in this state has a call.
+pub fn has_call(state: workflow::CaseState) -> bool {
+    matches!(
+        state,
+        workflow::CaseState::InCall | workflow::CaseState::AwaitingMaterial
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_messages_get_the_call_prefix_and_client_messages_lose_it() {
+        let joined = ServerMessage::Joined {
+            participant_id: participant_of(7),
+            others: vec![participant_of(3)],
+        };
+        let value = to_socket(42, &joined).unwrap();
+        assert_eq!(value["type"], "call.joined");
+        assert_eq!(value["case_id"], 42);
+        assert_eq!(value["participant_id"], "user-7");
+        let offer = json!({ "v": 1, "type": "call.offer", "case_id": 42, "sdp": "v=0" });
+        assert!(
+            matches!(from_socket("offer", &offer), Ok(ClientMessage::Offer { sdp }) if sdp == "v=0")
+        );
+        let err = from_socket("offer", &json!({ "case_id": 42 })).unwrap_err();
+        assert!(err.contains("sdp"), "{err}");
+        assert!(from_socket("teleport", &json!({})).is_err());
+    }
+}
