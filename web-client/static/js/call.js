@@ -493,9 +493,11 @@ class CallPanel {
   /** The place is gone or the connection cannot be resumed: leave and join with a new connection. */
   rejoinFresh() {
     this.closePeer();
-    this.live.send({ type: 'call.leave', case_id: this.caseId });
+    const left = this.live.send({ type: 'call.leave', case_id: this.caseId });
     this.setPhase('joining');
-    this.join();
+    // The server resumes a place it still holds: give the relay a moment to take the leave, so
+    // that the join gets a new place for the new peer connection.
+    this.timers.push(setTimeout(() => { if (this.want && !this.pc) this.join(); }, left ? 500 : 0));
   }
 
   onConfig(msg) {
