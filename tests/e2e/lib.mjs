@@ -220,6 +220,7 @@ export async function expectMediaFlowing(page, from, { timeout = 30000, audio = 
   await page.waitForTimeout(1000);
   const second = await callStats(page);
   for (const p of from) {
+    if (!first[p] || !second[p]) throw new Error(`${label}: the stream from ${p} went away: ${JSON.stringify([first, second])}`);
     if (!(second[p].framesDecoded > first[p].framesDecoded)) throw new Error(`${label}: video from ${p} is not decoding: ${JSON.stringify([first[p], second[p]])}`);
     if (audio && !(second[p].totalSamplesReceived > first[p].totalSamplesReceived)) throw new Error(`${label}: audio from ${p} is not arriving: ${JSON.stringify([first[p], second[p]])}`);
   }

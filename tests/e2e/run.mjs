@@ -703,12 +703,13 @@ test('a call of three: the approver invites an expert, who joins; each of the th
     assert.match(await agent.locator(`.call-tile[data-participant="${expertId}"] .call-name`).innerText(), /陈专家（专家）/);
     await expert.locator('.call-slot').screenshot({ path: join(ARTIFACTS, 'call-expert-three-desktop-panel.png') });
 
-    // The expert leaves the page: the others' tiles follow (after the relay's grace period at
-    // most: a closed page is a lost socket to the server).
-    await expertCtx.close();
+    // The expert goes back to the list (the panel says call.leave): the others' tiles follow.
+    await expert.goto('/#/expert');
     for (const page of [agent, approver]) {
-      await page.locator(`.call-tile[data-participant="${expertId}"]`).waitFor({ state: 'detached', timeout: 45000 });
+      await page.locator(`.call-tile[data-participant="${expertId}"]`).waitFor({ state: 'detached', timeout: 10000 });
+      assert.equal(await page.locator('.call-tile').count(), 2);
     }
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the expert left' });
     for (const p of [agent, approver, expert]) assert.deepEqual(p.problems, []);
   } finally {
     await agentCtx.close();
@@ -769,5 +770,25 @@ test('a browser without WebRTC gets a plain message and a retry button', async (
     assert.deepEqual(page.problems, []);
   } finally {
     await ctx.close();
+  }
+});
+
+test('a reloaded page gets back into the call, and the other side sees it again', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  try {
+    const { agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before' });
+    await agent.reload();
+    // The server hands the reloaded page the place its old page held (resume, not a fresh
+    // join): the panel gives that connection CONNECT_DEADLINE_MS and then joins afresh.
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the reload', timeout: 40000 });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after the reload', timeout: 20000 });
+    await expectTilePlaying(approver, agentId);
+    assert.equal(await approver.locator('.call-tile').count(), 2, 'one tile for the agent, not two');
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
   }
 });

@@ -17,8 +17,10 @@ import { t } from './i18n.js';
 const CALL_STATES = ['in_call', 'awaiting_material'];
 /** The server keeps a dropped participant's place for 30 s; after this long we join afresh. */
 const RESUME_WINDOW_MS = 25000;
-/** After a resume the connection must be back within this long, else we join afresh. */
-const RESUME_DEADLINE_MS = 15000;
+/** A connection not up this long after a join is given up and the call joined afresh once (the
+ * server hands a reloaded page the place its old page held, with the relay's old connection,
+ * which a new RTCPeerConnection cannot reach); after that, a message and the retry button. */
+const CONNECT_DEADLINE_MS = 12000;
 /** How long the agent's camera card may take to start before we join receive-only. */
 const AGENT_CAMERA_WAIT_MS = 6000;
 const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'bad_sdp', 'no_usable_codec',
@@ -250,6 +252,7 @@ class CallPanel {
 
   /** The retry button: a fresh peer connection and a fresh join. */
   retry() {
+    this.freshJoins = 0;
     this.retryButton.hidden = true;
     this.say(null, '');
     if (this.phase === 'refused') this.phase = 'idle';
@@ -542,6 +545,7 @@ class CallPanel {
       if (this.pc !== pc) return;
       const state = pc.connectionState;
       if (state === 'connected') {
+        this.freshJoins = 0;
         if (this.phase !== 'reconnecting') this.setPhase('connected');
         if (this.message.querySelector('.notice.error')) this.say(null, '');
         this.retryButton.hidden = true;
@@ -560,13 +564,23 @@ class CallPanel {
       this.setPhase(this.pc.connectionState === 'connected' ? 'connected' : 'joining');
       // Same peer connection, maybe a new network: restart ICE (after any relay offer).
       this.step(() => this.ownOffer({ iceRestart: true }));
-      const pc = this.pc;
-      this.timers.push(setTimeout(() => {
-        if (this.pc === pc && this.want && pc.connectionState !== 'connected') this.rejoinFresh();
-      }, RESUME_DEADLINE_MS));
+      this.connectDeadline();
       return;
     }
-    if (!this.offered) this.step(() => this.firstOffer());
+    if (!this.offered) {
+      this.step(() => this.firstOffer());
+      this.connectDeadline();
+    }
+  }
+
+  connectDeadline() {
+    const pc = this.pc;
+    this.timers.push(setTimeout(() => {
+      if (this.pc !== pc || !this.want || pc.connectionState === 'connected') return;
+      this.freshJoins = (this.freshJoins || 0) + 1;
+      if (this.freshJoins > 1) this.fail(t('call.ice_failed'));
+      else this.rejoinFresh();
+    }, CONNECT_DEADLINE_MS));
   }
 
   async firstOffer() {
