@@ -630,7 +630,7 @@ test('a call of two: the agent and the approver each see and hear the other; mut
   const agentCtx = await newContext(browser, server);
   const approverCtx = await newContext(browser, server);
   try {
-    const { agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
+    const { caseId, agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
     await expectMediaFlowing(agent, [approverId], { label: 'agent' });
     await expectMediaFlowing(approver, [agentId], { label: 'approver' });
     await expectTilePlaying(agent, approverId);
@@ -642,6 +642,9 @@ test('a call of two: the agent and the approver each see and hear the other; mut
     const quality = approver.locator(`.call-tile[data-participant="${agentId}"] .call-quality[data-grade]`);
     await quality.waitFor({ timeout: 15000 });
     assert.match(await quality.innerText(), /^网络质量：(好|一般|差)$/);
+
+    // The fake microphone beeps: the relay's speaking detector marks the agent's tile.
+    await approver.locator(`.call-tile.speaking[data-participant="${agentId}"]`).waitFor({ timeout: 15000 });
 
     // The agent mutes the microphone and turns the camera off: the approver's tile says so.
     await agent.locator('#call-mute').click();
@@ -672,6 +675,10 @@ test('a call of two: the agent and the approver each see and hear the other; mut
         assert.deepEqual(untranslatedWords(await visibleUiText(page)), [], `English on the ${name}'s call view (${label})`);
       }
     }
+    // A refused message (call.error) is shown in plain words and the call stays up.
+    await approver.evaluate((caseId) => window.cloudhelp.live.send({ type: 'call.answer', case_id: caseId, sdp: 'not sdp' }), caseId);
+    await waitText(approver.locator('.call-message .notice.error'), '视频通话协商失败');
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after a refused message' });
     for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
   } finally {
     await agentCtx.close();
@@ -790,5 +797,34 @@ test('a reloaded page gets back into the call, and the other side sees it again'
   } finally {
     await agentCtx.close();
     await approverCtx.close();
+  }
+});
+
+test('when ICE cannot connect (WebRTC blocked by the network), the panel tries once more, then says so with a retry button', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const opened = await openCase(await apiAs(server, 'agent'), 'id-loss');
+    assert.equal((await (await apiAs(server, 'approver')).call('POST', `/cases/${opened.id}/actions/accept`)).status, 200);
+    // Relay-only ICE with no TURN server: no candidate pair can ever form, as behind a firewall
+    // that drops all UDP and has no TURN.
+    await ctx.addInitScript(() => {
+      const Real = window.RTCPeerConnection;
+      window.RealRTCPeerConnection = Real;
+      window.RTCPeerConnection = function RTCPeerConnection(config) { return new Real({ ...config, iceTransportPolicy: 'relay' }); };
+      window.RTCPeerConnection.prototype = Real.prototype;
+    });
+    const page = await newPage(ctx);
+    await login(page, 'approver');
+    await page.goto(`/#/case/${opened.id}`);
+    await page.locator('.call-area[data-call-state="failed"]').waitFor({ timeout: 40000 });
+    await waitText(page.locator('.call-message .notice.error'), '视频连接没有建立成功');
+    // The network is fixed: 重新连接 joins and connects.
+    await page.evaluate(() => { window.RTCPeerConnection = window.RealRTCPeerConnection; });
+    await page.locator('#call-retry').click();
+    await page.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 20000 });
+    await page.locator('.call-message .notice.error').waitFor({ state: 'detached' });
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await ctx.close();
   }
 });
