@@ -85,11 +85,13 @@ const FLAGS = [
 
 /** Headless system Chromium with fake camera and microphone devices. Permission to use them is
  * given per context (see `newContext`), so a context without it sees the browser's refusal. */
-export async function launchBrowser() {
+export async function launchBrowser({ cameras = 1 } = {}) {
+  // `device-count` gives the fake camera siblings (for switching cameras).
+  const args = cameras > 1 ? FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=device-count=${cameras}` : f)) : FLAGS;
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: FLAGS,
+    args,
   });
 }
 

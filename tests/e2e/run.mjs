@@ -828,3 +828,32 @@ test('when ICE cannot connect (WebRTC blocked by the network), the panel tries o
     await ctx.close();
   }
 });
+
+test('switching camera mid-call replaces the track without renegotiating, and the other side keeps decoding', async () => {
+  // Three fake cameras: Chromium's second fake camera is a 16-bit depth camera that the encoder
+  // does not take (no frame is encoded from it), so the test switches twice, to the third.
+  const threeCameras = await launchBrowser({ cameras: 3 });
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(threeCameras, server);
+  try {
+    const { agent, approver, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(agent, [approverId], { label: 'agent before the switch' });
+    const sentLabel = () => approver.evaluate(() => window.cloudhelp.call.senderOf('video').track?.label);
+    const sdp = await approver.evaluate(() => window.cloudhelp.call.pc.localDescription.sdp);
+    assert.equal(await sentLabel(), 'fake_device_0');
+    await approver.locator('#call-switch').click();
+    await approver.waitForFunction(() => window.cloudhelp.call.senderOf('video').track?.label === 'fake_device_1');
+    await approver.locator('#call-switch:not([disabled])').click();
+    await approver.waitForFunction(() => window.cloudhelp.call.senderOf('video').track?.label === 'fake_device_2');
+    assert.equal(await approver.evaluate(() => window.cloudhelp.call.pc.localDescription.sdp), sdp, 'no new negotiation');
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the switch' });
+    assert.equal(await approver.locator('.call-message .notice').count(), 0);
+    // The approver's own picture shows the new camera.
+    assert.equal(await approver.evaluate(() => document.querySelector('.call-tile.self video').srcObject.getVideoTracks()[0].label), 'fake_device_2');
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await threeCameras.close();
+  }
+});
