@@ -208,25 +208,28 @@ export async function callStats(page) {
 }
 
 /** Waits until `page` has decoded video (and received audio) from every participant in `from`,
- * then measures twice a second apart: both figures must still be rising (media is live, not a
- * frozen first frame). Returns the second measurement. */
+ * and the figures are rising: measured a second apart, `framesDecoded` (and
+ * `totalSamplesReceived`) of each must have grown (media is live, not a frozen first frame).
+ * Measures again until `timeout`, so that a picture that freezes briefly (a keyframe after an
+ * ICE restart) passes once it moves again; one that stays frozen fails with the figures. */
 export async function expectMediaFlowing(page, from, { timeout = 30000, audio = true, label = '' } = {}) {
   const started = Date.now();
-  let last = {};
-  const ready = (s) => from.every((p) => s[p] && s[p].framesDecoded > 0 && (!audio || s[p].totalSamplesReceived > 0));
-  while (!ready(last = await callStats(page))) {
-    if (Date.now() - started > timeout) throw new Error(`${label}: no media from ${from.join(', ')} within ${timeout} ms: ${JSON.stringify(last)}`);
-    await page.waitForTimeout(250);
+  let problem = '';
+  for (;;) {
+    const first = await callStats(page);
+    await page.waitForTimeout(1000);
+    const second = await callStats(page);
+    problem = '';
+    for (const p of from) {
+      const a = first[p];
+      const b = second[p];
+      if (!a || !b) problem ||= `nothing from ${p} yet: ${JSON.stringify([first, second])}`;
+      else if (!(b.framesDecoded > a.framesDecoded)) problem ||= `video from ${p} is not decoding: ${JSON.stringify([a, b])}`;
+      else if (audio && !(b.totalSamplesReceived > a.totalSamplesReceived)) problem ||= `audio from ${p} is not arriving: ${JSON.stringify([a, b])}`;
+    }
+    if (!problem) return { stats: second, waitedMs: Date.now() - started };
+    if (Date.now() - started > timeout) throw new Error(`${label}: ${problem} (after ${timeout} ms)`);
   }
-  const first = await callStats(page);
-  await page.waitForTimeout(1000);
-  const second = await callStats(page);
-  for (const p of from) {
-    if (!first[p] || !second[p]) throw new Error(`${label}: the stream from ${p} went away: ${JSON.stringify([first, second])}`);
-    if (!(second[p].framesDecoded > first[p].framesDecoded)) throw new Error(`${label}: video from ${p} is not decoding: ${JSON.stringify([first[p], second[p]])}`);
-    if (audio && !(second[p].totalSamplesReceived > first[p].totalSamplesReceived)) throw new Error(`${label}: audio from ${p} is not arriving: ${JSON.stringify([first[p], second[p]])}`);
-  }
-  return second;
 }
 
 /** The remote tile of `participant` on `page` shows a playing video (not paused, with frames). */

@@ -751,7 +751,9 @@ test('a lost socket during a call: 正在重连… over the call, then the call 
     await banner.waitFor({ state: 'hidden' });
     // The same connection, resumed (an ICE restart, not a new call).
     assert.equal(await agent.evaluate(() => window.cloudhelp.call.pc.marked === true), true, 'the call was set up anew instead of resumed');
-    await expectMediaFlowing(approver, [agentId], { label: 'approver after the reconnect' });
+    // The picture may stall for a moment (a keyframe after the ICE restart); it must move again.
+    const after = await expectMediaFlowing(approver, [agentId], { label: 'approver after the reconnect', timeout: 10000 });
+    console.log(`# the approver's picture of the agent moved again ${after.waitedMs} ms after the agent's call was back`);
     await expectMediaFlowing(agent, [approverId], { label: 'agent after the reconnect' });
     const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${caseId}`)).body;
     assert.equal(view.state, 'in_call');
