@@ -744,6 +744,8 @@ test('a lost socket during a call: 正在重连… over the call, then the call 
     const banner = agent.locator('.call-area[data-call-state="reconnecting"] .call-reconnecting');
     await banner.waitFor({ state: 'visible' });
     assert.equal(await banner.innerText(), '正在重连…');
+    // 静音 pressed while the socket is down reaches the relay once it is back.
+    await agent.locator('#call-mute').click();
     await agent.waitForTimeout(1500);
     await agent.evaluate(() => { window.WebSocket = window.realWebSocket; });
 
@@ -752,9 +754,10 @@ test('a lost socket during a call: 正在重连… over the call, then the call 
     // The same connection, resumed (an ICE restart, not a new call).
     assert.equal(await agent.evaluate(() => window.cloudhelp.call.pc.marked === true), true, 'the call was set up anew instead of resumed');
     // The picture may stall for a moment (a keyframe after the ICE restart); it must move again.
-    const after = await expectMediaFlowing(approver, [agentId], { label: 'approver after the reconnect', timeout: 10000 });
+    const after = await expectMediaFlowing(approver, [agentId], { label: 'approver after the reconnect', timeout: 10000, audio: false });
     console.log(`# the approver's picture of the agent moved again ${after.waitedMs} ms after the agent's call was back`);
     await expectMediaFlowing(agent, [approverId], { label: 'agent after the reconnect' });
+    await waitText(approver.locator(`.call-tile[data-participant="${agentId}"] .call-flags`), '已静音');
     const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${caseId}`)).body;
     assert.equal(view.state, 'in_call');
     for (const p of [agent, approver]) assert.deepEqual(p.problems, []);

@@ -263,8 +263,9 @@ class CallPanel {
   }
 
   join() {
-    // When the socket is down the join goes out on `live.reconnected`.
-    this.live.send({ type: 'call.join', case_id: this.caseId });
+    // When the socket is not open (the page is loading, or it dropped) the join goes out when it
+    // opens (`live.connected`).
+    this.joinPending = !this.live.send({ type: 'call.join', case_id: this.caseId });
   }
 
   closePeer() {
@@ -454,8 +455,12 @@ class CallPanel {
       }
       return;
     }
-    if (msg.type === 'live.reconnected') {
+    if (msg.type === 'live.connected') {
       if (!this.want) return;
+      if (!msg.again) {
+        if (this.joinPending) this.join();
+        return;
+      }
       if (this.pc && this.offered && Date.now() - this.droppedAt < RESUME_WINDOW_MS) {
         this.resuming = true;
         this.join();
@@ -561,6 +566,7 @@ class CallPanel {
     if (!this.pc) return;
     if (this.resuming) {
       this.resuming = false;
+      this.resendMutes(); // pressed while the socket was down, they never reached the relay
       this.setPhase(this.pc.connectionState === 'connected' ? 'connected' : 'joining');
       // Same peer connection, maybe a new network: restart ICE (after any relay offer).
       this.step(() => this.ownOffer({ iceRestart: true }));
@@ -597,6 +603,12 @@ class CallPanel {
     preferVp8(this.videoTx);
     this.offered = true;
     await this.sendOffer({});
+    this.resendMutes(); // a new place on the relay starts unmuted
+  }
+
+  resendMutes() {
+    if (this.micOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'audio', muted: true });
+    if (this.cameraOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'video', muted: true });
   }
 
   async sendOffer(options) {

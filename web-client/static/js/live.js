@@ -1,7 +1,8 @@
 // The live channel (/ws): one socket per tab, reconnected with backoff when it drops. Pages
 // subscribe to events; a banner says when the connection is lost. After a reconnect the server
 // sends a fresh queue.snapshot, and subscribers get a synthetic `live.reconnected` to reload
-// (and `live.disconnected` when it drops, so that a call can show that it is reconnecting).
+// (and `live.disconnected` when it drops, `live.connected` with `again` on every open, so that a
+// call can show that it is reconnecting and send what could not go out meanwhile).
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 
@@ -63,6 +64,7 @@ export class Live {
       this.attempt = 0;
       this.everConnected = true;
       this.onStatus(true);
+      this.dispatch({ type: 'live.connected', again });
       if (again) this.dispatch({ type: 'live.reconnected' });
     };
     ws.onmessage = (e) => {
