@@ -862,3 +862,34 @@ test('switching camera mid-call replaces the track without renegotiating, and th
     await threeCameras.close();
   }
 });
+
+test('a server restart during a call: both pages get back into the call on their own', async () => {
+  let own = await startServer();
+  const agentCtx = await newContext(browser, own);
+  const approverCtx = await newContext(browser, own);
+  try {
+    const opened = await openCase(await apiAs(own, 'agent'), 'id-loss');
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent');
+    await agent.goto(`/#/case/${opened.id}`);
+    const approver = await newPage(approverCtx);
+    await login(approver, 'approver');
+    await approver.goto(`/#/case/${opened.id}`);
+    await approver.locator('#accept').click();
+    const view = (await (await apiAs(own, 'approver')).call('GET', `/cases/${opened.id}`)).body;
+    const [agentId, approverId] = [`user-${view.agent.id}`, `user-${view.approver.id}`];
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before' });
+    const { port, data } = own;
+    await own.kill();
+    await agent.locator('.call-area[data-call-state="reconnecting"]').waitFor();
+    own = await startServer({ dataDir: data, port });
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the restart', timeout: 40000 });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after the restart', timeout: 20000 });
+    assert.equal(await approver.locator('.call-tile').count(), 2);
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await own.kill();
+  }
+});

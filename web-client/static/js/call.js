@@ -493,7 +493,12 @@ class CallPanel {
   step(work) {
     this.chain = this.chain.then(work).catch((err) => {
       console.warn('call signaling step failed', err);
-      if (this.want && this.pc) this.fail(t('call.negotiation_failed'));
+      if (!this.want || !this.pc) return;
+      // E.g. a resume offered to a relay that restarted (its new connection answers with another
+      // certificate): one fresh join, then the message.
+      this.freshJoins = (this.freshJoins || 0) + 1;
+      if (this.freshJoins > 1) this.fail(t('call.negotiation_failed'));
+      else this.rejoinFresh();
     });
     return this.chain;
   }
