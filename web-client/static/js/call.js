@@ -192,6 +192,7 @@ class CallPanel {
   }
 
   dispose() {
+    this.disposed = true;
     this.unsubscribe();
     if (this.want) this.stop('idle');
     this.stopLocal();
@@ -256,10 +257,12 @@ class CallPanel {
     this.retryButton.hidden = true;
     this.say(null, '');
     if (this.phase === 'refused') this.phase = 'idle';
+    const wasIn = this.want;
     this.closePeer();
-    if (this.want) this.live.send({ type: 'call.leave', case_id: this.caseId });
+    if (wasIn) this.live.send({ type: 'call.leave', case_id: this.caseId });
     this.want = false;
-    this.update(this.view);
+    // As in rejoinFresh: the relay takes the leave before the join, or the join resumes the place.
+    setTimeout(() => { if (!this.disposed && !this.want) this.update(this.view); }, wasIn ? 500 : 0);
   }
 
   join() {
