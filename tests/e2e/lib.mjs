@@ -85,11 +85,13 @@ const FLAGS = [
 
 /** Headless system Chromium with fake camera and microphone devices. Permission to use them is
  * given per context (see `newContext`), so a context without it sees the browser's refusal. */
-export async function launchBrowser() {
+export async function launchBrowser({ cameras = 1 } = {}) {
+  // `device-count` gives the fake camera siblings (for switching cameras).
+  const args = cameras > 1 ? FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=device-count=${cameras}` : f)) : FLAGS;
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: FLAGS,
+    args,
   });
 }
 
@@ -197,4 +199,43 @@ export function usedKeys() {
     for (const m of readFileSync(f, 'utf8').matchAll(/'(nav\.[a-z_]+)'/g)) keys.add(m[1]);
   }
   return keys;
+}
+
+/** The call panel's per-participant inbound figures on `page` (`{ 'user-3': { framesDecoded,
+ * totalSamplesReceived } }`), from the panel's own RTCPeerConnection (getStats). */
+export async function callStats(page) {
+  return page.evaluate(async () => (window.cloudhelp.call ? window.cloudhelp.call.stats() : {}));
+}
+
+/** Waits until `page` has decoded video (and received audio) from every participant in `from`,
+ * and the figures are rising: measured a second apart, `framesDecoded` (and
+ * `totalSamplesReceived`) of each must have grown (media is live, not a frozen first frame).
+ * Measures again until `timeout`, so that a picture that freezes briefly (a keyframe after an
+ * ICE restart) passes once it moves again; one that stays frozen fails with the figures. */
+export async function expectMediaFlowing(page, from, { timeout = 30000, audio = true, label = '' } = {}) {
+  const started = Date.now();
+  let problem = '';
+  for (;;) {
+    const first = await callStats(page);
+    await page.waitForTimeout(1000);
+    const second = await callStats(page);
+    problem = '';
+    for (const p of from) {
+      const a = first[p];
+      const b = second[p];
+      if (!a || !b) problem ||= `nothing from ${p} yet: ${JSON.stringify([first, second])}`;
+      else if (!(b.framesDecoded > a.framesDecoded)) problem ||= `video from ${p} is not decoding: ${JSON.stringify([a, b])}`;
+      else if (audio && !(b.totalSamplesReceived > a.totalSamplesReceived)) problem ||= `audio from ${p} is not arriving: ${JSON.stringify([a, b])}`;
+    }
+    if (!problem) return { stats: second, waitedMs: Date.now() - started };
+    if (Date.now() - started > timeout) throw new Error(`${label}: ${problem} (after ${timeout} ms)`);
+  }
+}
+
+/** The remote tile of `participant` on `page` shows a playing video (not paused, with frames). */
+export async function expectTilePlaying(page, participant) {
+  await page.waitForFunction((p) => {
+    const v = document.querySelector(`.call-tile[data-participant="${p}"] video`);
+    return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0;
+  }, participant, { timeout: 20000 });
 }

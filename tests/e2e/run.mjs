@@ -9,6 +9,7 @@ import { DICTIONARIES } from '../../web-client/static/js/i18n.js';
 import {
   ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, apiAs,
   openCase, waitText, visibleUiText, untranslatedWords, usedKeys, binary,
+  callStats, expectMediaFlowing, expectTilePlaying,
 } from './lib.mjs';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdtempSync } from 'node:fs';
@@ -115,6 +116,10 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
     assert.match(await approver.locator('#viewer-image').evaluate((i) => i.style.transform), /rotate\(90deg\) scale\(1\.25\)/);
     assert.equal(await approver.locator('.viewer-side li').count(), 2);
 
+    // The accept starts the video call: each side sees and hears the other.
+    await agent.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 30000 });
+    await approver.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 30000 });
+
     // Approving before the identity check is refused with a plain message.
     await approver.locator('#approve').click();
     await waitText(approver.locator('#decision .notice.error'), '可信身份认证');
@@ -126,6 +131,13 @@ test('a whole case: capture and upload, live queue, accept, materials with the s
     await approver.locator('textarea[name=decision-reason]').fill('材料齐全，身份核验一致');
     await approver.locator('#approve').click();
     await waitText(approver.locator('.case-facts .badge'), '已审批通过');
+    // The decision closes the room: the call ends on both pages, its connection closed.
+    for (const p of [agent, approver]) {
+      await p.locator('.call-area[data-call-state="ended"]').waitFor();
+      await waitText(p.locator('.call-area'), '视频帮办已结束');
+      assert.equal(await p.locator('.call-tile').count(), 0);
+      assert.equal(await p.evaluate(() => window.cloudhelp.call?.pc ?? null), null);
+    }
     await approver.locator('#issue').click();
     await waitText(approver.locator('.case-facts .badge'), '已出件');
 
@@ -596,3 +608,288 @@ test('English is a switch away, and the Chinese scan would catch English words',
   }
 });
 
+
+/** Logs the agent and the approver in, opens a case and has the approver accept it on its page;
+ * returns the pages and the participant ids (`user-<id>`). */
+async function callOfTwo(agentCtx, approverCtx, item = 'id-loss') {
+  const opened = await openCase(await apiAs(server, 'agent'), item);
+  const agent = await newPage(agentCtx);
+  await login(agent, 'agent');
+  await agent.goto(`/#/case/${opened.id}`);
+  await agent.locator('.camera-panel[data-ready]').waitFor();
+  const approver = await newPage(approverCtx);
+  await login(approver, 'approver');
+  await approver.goto(`/#/case/${opened.id}`);
+  await approver.locator('#accept').click();
+  await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+  const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${opened.id}`)).body;
+  return { caseId: opened.id, agent, approver, agentId: `user-${view.agent.id}`, approverId: `user-${view.approver.id}` };
+}
+
+test('a call of two: the agent and the approver each see and hear the other; mute, camera off, network quality; screenshots', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  try {
+    const { caseId, agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(agent, [approverId], { label: 'agent' });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver' });
+    await expectTilePlaying(agent, approverId);
+    await expectTilePlaying(approver, agentId);
+    assert.match(await approver.locator(`.call-tile[data-participant="${agentId}"] .call-name`).innerText(), /（代办员）$/);
+    assert.match(await agent.locator(`.call-tile[data-participant="${approverId}"] .call-name`).innerText(), /（审批员）$/);
+
+    // Every 5 s each side learns everyone's connection quality, in words and colour.
+    const quality = approver.locator(`.call-tile[data-participant="${agentId}"] .call-quality[data-grade]`);
+    await quality.waitFor({ timeout: 15000 });
+    assert.match(await quality.innerText(), /^网络质量：(好|一般|差)$/);
+
+    // The fake microphone beeps: the relay's speaking detector marks the agent's tile.
+    await approver.locator(`.call-tile.speaking[data-participant="${agentId}"]`).waitFor({ timeout: 15000 });
+
+    // The agent mutes the microphone and turns the camera off: the approver's tile says so.
+    await agent.locator('#call-mute').click();
+    await waitText(agent.locator('#call-mute'), '取消静音');
+    const agentTile = approver.locator(`.call-tile[data-participant="${agentId}"]`);
+    await waitText(agentTile.locator('.call-flags'), '已静音');
+    await agent.locator('#call-camera').click();
+    await waitText(agentTile.locator('.call-placeholder'), '摄像头已关闭');
+    // The camera card's capture stream is not the one muted: the preview still runs.
+    assert.equal(await agent.evaluate(() => document.querySelector('video.preview').srcObject.getVideoTracks()[0].enabled), true);
+    await agent.locator('#call-camera').click();
+    await agent.locator('#call-mute').click();
+    await agentTile.locator('.call-flags').waitFor({ state: 'hidden' });
+    await agentTile.locator('.call-placeholder').waitFor({ state: 'hidden' });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after unmute' });
+
+    // The call view at desktop and phone width: screenshots, nothing wider than the screen, no
+    // English on the Chinese page.
+    for (const [width, height, label] of [[1280, 800, 'desktop'], [375, 812, 'phone']]) {
+      for (const [name, page] of [['agent', agent], ['approver', approver]]) {
+        await page.setViewportSize({ width, height });
+        await page.waitForTimeout(300);
+        await page.locator('.call-slot').scrollIntoViewIfNeeded();
+        await page.screenshot({ path: join(ARTIFACTS, `call-${name}-${label}.png`), fullPage: true });
+        await page.locator('.call-slot').screenshot({ path: join(ARTIFACTS, `call-${name}-${label}-panel.png`) });
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        assert.ok(overflow <= 1, `call view of the ${name} (${label}) is ${overflow}px wider than the screen`);
+        assert.deepEqual(untranslatedWords(await visibleUiText(page)), [], `English on the ${name}'s call view (${label})`);
+      }
+    }
+    // A refused message (call.error) is shown in plain words and the call stays up.
+    await approver.evaluate((caseId) => window.cloudhelp.live.send({ type: 'call.answer', case_id: caseId, sdp: 'not sdp' }), caseId);
+    await waitText(approver.locator('.call-message .notice.error'), '视频通话协商失败');
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after a refused message' });
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+  }
+});
+
+test('a call of three: the approver invites an expert, who joins; each of the three sees and hears the other two', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  const expertCtx = await newContext(browser, server);
+  try {
+    const { caseId, agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx, 'hukou-move');
+    await approver.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 30000 });
+    await approver.locator('#invite select').selectOption({ label: '陈专家（出入境）' });
+    await approver.locator('#invite button[type=submit]').click();
+    await waitText(approver.locator('.case-facts'), '陈专家');
+    const expert = await newPage(expertCtx);
+    await login(expert, 'expert');
+    await expert.locator(`.case-row[data-case-id="${caseId}"]`).click();
+    const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${caseId}`)).body;
+    const expertId = `user-${view.experts[0].id}`;
+    await expectMediaFlowing(expert, [agentId, approverId], { label: 'expert' });
+    await expectMediaFlowing(agent, [approverId, expertId], { label: 'agent' });
+    await expectMediaFlowing(approver, [agentId, expertId], { label: 'approver' });
+    for (const [page, others] of [[agent, [approverId, expertId]], [approver, [agentId, expertId]], [expert, [agentId, approverId]]]) {
+      for (const other of others) await expectTilePlaying(page, other);
+    }
+    assert.match(await agent.locator(`.call-tile[data-participant="${expertId}"] .call-name`).innerText(), /陈专家（专家）/);
+    await expert.locator('.call-slot').screenshot({ path: join(ARTIFACTS, 'call-expert-three-desktop-panel.png') });
+
+    // The expert goes back to the list (the panel says call.leave): the others' tiles follow.
+    await expert.goto('/#/expert');
+    for (const page of [agent, approver]) {
+      await page.locator(`.call-tile[data-participant="${expertId}"]`).waitFor({ state: 'detached', timeout: 10000 });
+      assert.equal(await page.locator('.call-tile').count(), 2);
+    }
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the expert left' });
+    for (const p of [agent, approver, expert]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await expertCtx.close().catch(() => {});
+  }
+});
+
+test('a lost socket during a call: 正在重连… over the call, then the call resumes without a new accept', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  try {
+    const { caseId, agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before' });
+    await expectMediaFlowing(agent, [approverId], { label: 'agent before' });
+    await agent.evaluate(() => { window.cloudhelp.call.pc.marked = true; });
+
+    // The agent's socket drops, and new sockets fail until the test lets them through.
+    await agent.evaluate(() => {
+      window.realWebSocket = window.WebSocket;
+      window.WebSocket = class { constructor() { this.readyState = 3; setTimeout(() => this.onclose?.({ code: 1006 }), 50); } close() {} send() {} };
+      window.WebSocket.OPEN = 1;
+      window.cloudhelp.live.ws.close();
+    });
+    const banner = agent.locator('.call-area[data-call-state="reconnecting"] .call-reconnecting');
+    await banner.waitFor({ state: 'visible' });
+    assert.equal(await banner.innerText(), '正在重连…');
+    // 静音 pressed while the socket is down reaches the relay once it is back.
+    await agent.locator('#call-mute').click();
+    await agent.waitForTimeout(1500);
+    await agent.evaluate(() => { window.WebSocket = window.realWebSocket; });
+
+    await agent.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 30000 });
+    await banner.waitFor({ state: 'hidden' });
+    // The same connection, resumed (an ICE restart, not a new call).
+    assert.equal(await agent.evaluate(() => window.cloudhelp.call.pc.marked === true), true, 'the call was set up anew instead of resumed');
+    // The picture may stall for a moment (a keyframe after the ICE restart); it must move again.
+    const after = await expectMediaFlowing(approver, [agentId], { label: 'approver after the reconnect', timeout: 10000, audio: false });
+    console.log(`# the approver's picture of the agent moved again ${after.waitedMs} ms after the agent's call was back`);
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the reconnect' });
+    await waitText(approver.locator(`.call-tile[data-participant="${agentId}"] .call-flags`), '已静音');
+    const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${caseId}`)).body;
+    assert.equal(view.state, 'in_call');
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+  }
+});
+
+test('a browser without WebRTC gets a plain message and a retry button', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const opened = await openCase(await apiAs(server, 'agent'), 'id-loss');
+    assert.equal((await (await apiAs(server, 'approver')).call('POST', `/cases/${opened.id}/actions/accept`)).status, 200);
+    await ctx.addInitScript(() => { delete window.RTCPeerConnection; });
+    const page = await newPage(ctx);
+    await login(page, 'approver');
+    await page.goto(`/#/case/${opened.id}`);
+    await page.locator('.call-area[data-call-state="failed"]').waitFor();
+    await waitText(page.locator('.call-message .notice.error'), '不能进行视频通话');
+    await page.locator('#call-retry').waitFor();
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('a reloaded page gets back into the call, and the other side sees it again', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  try {
+    const { agent, approver, agentId, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before' });
+    await agent.reload();
+    // The server hands the reloaded page the place its old page held (resume, not a fresh
+    // join): the panel gives that connection CONNECT_DEADLINE_MS and then joins afresh.
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the reload', timeout: 40000 });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after the reload', timeout: 20000 });
+    await expectTilePlaying(approver, agentId);
+    assert.equal(await approver.locator('.call-tile').count(), 2, 'one tile for the agent, not two');
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+  }
+});
+
+test('when ICE cannot connect (WebRTC blocked by the network), the panel tries once more, then says so with a retry button', async () => {
+  const ctx = await newContext(browser, server);
+  try {
+    const opened = await openCase(await apiAs(server, 'agent'), 'id-loss');
+    assert.equal((await (await apiAs(server, 'approver')).call('POST', `/cases/${opened.id}/actions/accept`)).status, 200);
+    // Relay-only ICE with no TURN server: no candidate pair can ever form, as behind a firewall
+    // that drops all UDP and has no TURN.
+    await ctx.addInitScript(() => {
+      const Real = window.RTCPeerConnection;
+      window.RealRTCPeerConnection = Real;
+      window.RTCPeerConnection = function RTCPeerConnection(config) { return new Real({ ...config, iceTransportPolicy: 'relay' }); };
+      window.RTCPeerConnection.prototype = Real.prototype;
+    });
+    const page = await newPage(ctx);
+    await login(page, 'approver');
+    await page.goto(`/#/case/${opened.id}`);
+    await page.locator('.call-area[data-call-state="failed"]').waitFor({ timeout: 40000 });
+    await waitText(page.locator('.call-message .notice.error'), '视频连接没有建立成功');
+    // The network is fixed: 重新连接 joins and connects.
+    await page.evaluate(() => { window.RTCPeerConnection = window.RealRTCPeerConnection; });
+    await page.locator('#call-retry').click();
+    await page.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 20000 });
+    await page.locator('.call-message .notice.error').waitFor({ state: 'detached' });
+    assert.deepEqual(page.problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('switching camera mid-call replaces the track without renegotiating, and the other side keeps decoding', async () => {
+  // Three fake cameras: Chromium's second fake camera is a 16-bit depth camera that the encoder
+  // does not take (no frame is encoded from it), so the test switches twice, to the third.
+  const threeCameras = await launchBrowser({ cameras: 3 });
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(threeCameras, server);
+  try {
+    const { agent, approver, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(agent, [approverId], { label: 'agent before the switch' });
+    const sentLabel = () => approver.evaluate(() => window.cloudhelp.call.senderOf('video').track?.label);
+    const sdp = await approver.evaluate(() => window.cloudhelp.call.pc.localDescription.sdp);
+    assert.equal(await sentLabel(), 'fake_device_0');
+    await approver.locator('#call-switch').click();
+    await approver.waitForFunction(() => window.cloudhelp.call.senderOf('video').track?.label === 'fake_device_1');
+    await approver.locator('#call-switch:not([disabled])').click();
+    await approver.waitForFunction(() => window.cloudhelp.call.senderOf('video').track?.label === 'fake_device_2');
+    assert.equal(await approver.evaluate(() => window.cloudhelp.call.pc.localDescription.sdp), sdp, 'no new negotiation');
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the switch' });
+    assert.equal(await approver.locator('.call-message .notice').count(), 0);
+    // The approver's own picture shows the new camera.
+    assert.equal(await approver.evaluate(() => document.querySelector('.call-tile.self video').srcObject.getVideoTracks()[0].label), 'fake_device_2');
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await threeCameras.close();
+  }
+});
+
+test('a server restart during a call: both pages get back into the call on their own', async () => {
+  let own = await startServer();
+  const agentCtx = await newContext(browser, own);
+  const approverCtx = await newContext(browser, own);
+  try {
+    const opened = await openCase(await apiAs(own, 'agent'), 'id-loss');
+    const agent = await newPage(agentCtx);
+    await login(agent, 'agent');
+    await agent.goto(`/#/case/${opened.id}`);
+    const approver = await newPage(approverCtx);
+    await login(approver, 'approver');
+    await approver.goto(`/#/case/${opened.id}`);
+    await approver.locator('#accept').click();
+    const view = (await (await apiAs(own, 'approver')).call('GET', `/cases/${opened.id}`)).body;
+    const [agentId, approverId] = [`user-${view.agent.id}`, `user-${view.approver.id}`];
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before' });
+    const { port, data } = own;
+    await own.kill();
+    await agent.locator('.call-area[data-call-state="reconnecting"]').waitFor();
+    own = await startServer({ dataDir: data, port });
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after the restart', timeout: 40000 });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after the restart', timeout: 20000 });
+    assert.equal(await approver.locator('.call-tile').count(), 2);
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await own.kill();
+  }
+});

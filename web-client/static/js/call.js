@@ -1,23 +1,778 @@
-// The call panel of a case: where the remote videos will go. The call work (media relay) fills
-// it; until then it is an empty, clearly labelled area so that the layout is final.
+// The call panel of a case (视频帮办): the agent, the approver holding the case and the invited
+// experts see and hear each other through the relay (media-relay), signaled over the tab's /ws
+// (docs/signaling.md, "Calls"). One RTCPeerConnection per panel: our first offer publishes the
+// camera and microphone; after it the relay is the offerer and we answer. Candidates trickle both
+// ways (the relay's may arrive before the description they belong to: they wait in a list).
 //
-// Contract for the call work:
-// - `mountCallPanel(container, { caseView, user, live, localStream })` is called once when the
-//   case page opens; `localStream` is the agent's camera stream (null for other roles, or when
-//   the camera is refused), and `getLocalStream()` gives the current one after a device change.
-// - It returns `{ update(caseView), dispose() }`: `update` on every change of the case (state,
-//   approver, experts), `dispose` when the page is left. A call must survive `update`.
-// - Call signaling goes over the same /ws (`live.subscribe`; a `send` is to be added to Live).
+// Contract with the case page: `mountCallPanel(container, { caseView, user, live, localStream,
+// getLocalStream })` once; `update(caseView)` on every change of the case (the call survives it;
+// it joins when the case is in a call state and we are one of its participants, and leaves when
+// that stops being true); `dispose()` when the page is left. The agent's camera is the camera
+// card's stream (`getLocalStream()`), cloned, so that muting the call never blacks the capture.
+//
+// It must not touch the case workflow: it only reads the case view.
 import { h, fill } from './core.js';
 import { t } from './i18n.js';
 
-export function mountCallPanel(container, { caseView }) {
-  const remote = h('div', { class: 'remote-videos' });
-  const note = h('p', { class: 'muted' });
-  fill(container, h('div', { class: 'call-area', dataset: { callArea: String(caseView.id) } }, remote, note));
-  const update = (view) => {
-    note.textContent = view.state === 'in_call' ? t('call.coming') : t('call.idle');
+const CALL_STATES = ['in_call', 'awaiting_material'];
+/** The server keeps a dropped participant's place for 30 s; after this long we join afresh. */
+const RESUME_WINDOW_MS = 25000;
+/** A connection not up this long after a join is given up and the call joined afresh once (the
+ * server hands a reloaded page the place its old page held, with the relay's old connection,
+ * which a new RTCPeerConnection cannot reach); after that, a message and the retry button. */
+const CONNECT_DEADLINE_MS = 12000;
+/** How long the agent's camera card may take to start before we join receive-only. */
+const AGENT_CAMERA_WAIT_MS = 6000;
+const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'bad_sdp', 'no_usable_codec',
+  'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'internal'];
+const KNOWN_REMOVALS = ['room_closed', 'too_slow', 'connection_lost', 'vanished', 'left'];
+
+export function mountCallPanel(container, options) {
+  const panel = new CallPanel(container, options);
+  // For the browser tests (getStats of the call) and for debugging in the console.
+  if (window.cloudhelp) window.cloudhelp.call = panel;
+  return {
+    update: (view) => panel.update(view),
+    dispose: () => {
+      panel.dispose();
+      if (window.cloudhelp?.call === panel) delete window.cloudhelp.call;
+    },
   };
-  update(caseView);
-  return { update, dispose: () => {} };
+}
+
+/** Whether `user` takes part in the call of `view` (the server checks again: `call_refused`). */
+function isParticipant(view, user) {
+  if (user.role === 'agent') return view.agent?.id === user.id;
+  if (user.role === 'approver') return view.approver?.id === user.id;
+  if (user.role === 'expert') return (view.experts || []).some((e) => e.id === user.id);
+  return false;
+}
+
+/** The plain message for a getUserMedia failure in a call (the call still goes on, receive-only). */
+function callMediaErrorText(err) {
+  switch (err?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return t('call.media_denied');
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return t('call.media_none');
+    case 'NotReadableError':
+    case 'AbortError':
+      return t('call.media_busy');
+    default:
+      return t('call.media_failed');
+  }
+}
+
+class Tile {
+  constructor(participantId, { self = false } = {}) {
+    this.id = participantId;
+    this.self = self;
+    this.video = h('video', { autoplay: true, playsinline: true, class: 'call-video' });
+    this.video.muted = self; // our own picture never plays our own voice
+    this.name = h('span', { class: 'call-name' });
+    this.flags = h('span', { class: 'call-flags' });
+    this.quality = h('span', { class: 'call-quality', hidden: true });
+    this.placeholder = h('div', { class: 'call-placeholder' }, t(self ? 'call.no_local_video' : 'call.waiting_video'));
+    this.el = h('div', { class: `call-tile${self ? ' self' : ''}`, dataset: { participant: participantId } },
+      this.video, this.placeholder,
+      h('div', { class: 'call-label' }, this.name, this.flags, this.quality));
+    this.muted = { audio: false, video: false };
+    this.stream = null;
+  }
+
+  setName(text) { this.name.textContent = text; }
+
+  attach(stream, onAutoplayRefused) {
+    if (this.stream === stream && this.video.srcObject === stream) return;
+    this.stream = stream;
+    this.video.srcObject = stream;
+    this.refresh();
+    if (!stream) return;
+    const played = this.video.play();
+    if (played && !this.self) {
+      played.catch(() => {
+        // The browser refused to play sound without a click: show the picture muted and offer a
+        // button that turns the sound on.
+        this.video.muted = true;
+        this.video.play().catch(() => {});
+        onAutoplayRefused();
+      });
+    }
+  }
+
+  refresh() {
+    const hasVideo = !!this.stream && this.stream.getVideoTracks().some((tr) => tr.readyState === 'live');
+    const showVideo = hasVideo && !this.muted.video;
+    this.placeholder.hidden = showVideo;
+    this.video.classList.toggle('off', !showVideo);
+    if (!showVideo) this.placeholder.textContent = t(this.muted.video ? 'call.camera_is_off' : (this.self ? 'call.no_local_video' : 'call.waiting_video'));
+    const flags = [];
+    if (this.muted.audio) flags.push(t('call.mic_is_off'));
+    this.flags.textContent = flags.join(' ');
+    this.flags.hidden = flags.length === 0;
+  }
+
+  setMuted(kind, muted) {
+    this.muted[kind] = muted;
+    this.refresh();
+  }
+
+  setSpeaking(speaking) {
+    this.el.classList.toggle('speaking', speaking);
+    this.el.dataset.speaking = speaking ? '1' : '0';
+  }
+
+  setQuality(grade) {
+    if (!['good', 'fair', 'poor'].includes(grade)) return;
+    this.quality.hidden = false;
+    this.quality.className = `call-quality q-${grade}`;
+    this.quality.dataset.grade = grade;
+    this.quality.textContent = t(`call.quality.${grade}`);
+  }
+}
+
+class CallPanel {
+  constructor(container, { caseView, user, live, getLocalStream }) {
+    this.view = caseView;
+    this.caseId = caseView.id;
+    this.user = user;
+    this.live = live;
+    this.getAgentStream = user.role === 'agent' && getLocalStream ? getLocalStream : null;
+
+    this.want = false;          // we mean to be in the call
+    this.phase = 'idle';        // idle | joining | connected | reconnecting | failed | ended | refused
+    this.pc = null;
+    this.ownId = null;
+    this.iceServers = [];
+    this.offered = false;       // our first offer went out on this peer connection
+    this.resuming = false;      // a call.join after a dropped socket, keeping the peer connection
+    this.droppedAt = 0;
+    this.pendingCandidates = [];
+    this.offerAfterAnswer = null; // options of an own offer to send once the relay's is answered
+    this.chain = Promise.resolve(); // signaling steps, one at a time, in arrival order
+    this.local = null;          // { stream, source } what we send; source: the agent's camera stream
+    this.mediaReady = null;
+    this.micOff = false;
+    this.cameraOff = false;
+    this.tiles = new Map();
+    this.trackOwner = new Map(); // remote track id → participant id (for stats)
+    this.timers = [];
+
+    this.grid = h('div', { class: 'remote-videos call-grid' });
+    this.reconnecting = h('div', { class: 'call-reconnecting', role: 'status', hidden: true }, t('call.reconnecting'));
+    this.message = h('div', { class: 'call-message', role: 'status' });
+    this.note = h('p', { class: 'muted call-note' });
+    this.micButton = h('button', { type: 'button', id: 'call-mute', class: 'small', onclick: () => this.toggleMic() });
+    this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
+    this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
+    this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
+    this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.soundButton);
+    this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
+      h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
+      this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls);
+    fill(container, this.area);
+    this.renderControls();
+
+    this.unsubscribe = live.subscribe((msg) => this.onLive(msg));
+    this.update(caseView);
+  }
+
+  // ---- the case and the panel's life ----
+
+  update(view) {
+    this.view = view;
+    for (const tile of this.tiles.values()) tile.setName(this.nameOf(tile.id));
+    const should = CALL_STATES.includes(view.state) && isParticipant(view, this.user);
+    if (should && !this.want && this.phase !== 'refused') this.start();
+    else if (!should && this.want) this.stop(CALL_STATES.includes(view.state) ? 'idle' : 'ended');
+    this.renderNote();
+  }
+
+  dispose() {
+    this.disposed = true;
+    this.unsubscribe();
+    if (this.want) this.stop('idle');
+    this.stopLocal();
+  }
+
+  setPhase(phase) {
+    this.phase = phase;
+    this.area.dataset.callState = phase;
+    this.reconnecting.hidden = phase !== 'reconnecting';
+    this.controls.hidden = !['joining', 'connected', 'reconnecting'].includes(phase);
+    this.renderNote();
+  }
+
+  renderNote() {
+    let key = '';
+    if (!isParticipant(this.view, this.user) && CALL_STATES.includes(this.view.state)) key = 'call.not_participant';
+    else if (this.view.state === 'waiting') key = 'call.idle';
+    else if (this.phase === 'joining') key = 'call.joining';
+    else if (this.phase === 'ended' || (!CALL_STATES.includes(this.view.state) && this.view.state !== 'waiting')) key = 'call.ended';
+    this.note.textContent = key ? t(key) : '';
+    this.note.hidden = !key;
+  }
+
+  say(kind, text) {
+    fill(this.message, text ? h('div', { class: `notice ${kind}` }, text) : null);
+  }
+
+  start() {
+    this.want = true;
+    this.say(null, '');
+    this.retryButton.hidden = true;
+    if (typeof RTCPeerConnection === 'undefined') {
+      this.fail(t('call.webrtc_unavailable'));
+      return;
+    }
+    this.setPhase('joining');
+    if (!this.mediaReady) this.mediaReady = this.prepareMedia();
+    this.join();
+  }
+
+  /** Leaves the call (the case left the call states, or the page is left). */
+  stop(phase) {
+    if (this.ownId || this.pc) this.live.send({ type: 'call.leave', case_id: this.caseId });
+    this.want = false;
+    this.closePeer();
+    this.stopLocal();
+    this.retryButton.hidden = true;
+    if (phase === 'ended') this.say(null, '');
+    this.setPhase(phase);
+  }
+
+  fail(text) {
+    this.closePeer();
+    this.say('error', text);
+    this.retryButton.hidden = false;
+    this.setPhase('failed');
+  }
+
+  /** The retry button: a fresh peer connection and a fresh join. */
+  retry() {
+    this.freshJoins = 0;
+    this.retryButton.hidden = true;
+    this.say(null, '');
+    if (this.phase === 'refused') this.phase = 'idle';
+    const wasIn = this.want;
+    this.closePeer();
+    if (wasIn) this.live.send({ type: 'call.leave', case_id: this.caseId });
+    this.want = false;
+    // As in rejoinFresh: the relay takes the leave before the join, or the join resumes the place.
+    setTimeout(() => { if (!this.disposed && !this.want) this.update(this.view); }, wasIn ? 500 : 0);
+  }
+
+  join() {
+    // When the socket is not open (the page is loading, or it dropped) the join goes out when it
+    // opens (`live.connected`).
+    this.joinPending = !this.live.send({ type: 'call.join', case_id: this.caseId });
+  }
+
+  closePeer() {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers = [];
+    if (this.pc) {
+      this.pc.onicecandidate = null;
+      this.pc.ontrack = null;
+      this.pc.onconnectionstatechange = null;
+      this.pc.close();
+    }
+    this.pc = null;
+    this.ownId = null;
+    this.offered = false;
+    this.resuming = false;
+    this.pendingCandidates = [];
+    this.offerAfterAnswer = null;
+    this.trackOwner.clear();
+    for (const [id, tile] of this.tiles) {
+      if (tile.self) continue;
+      tile.el.remove();
+      this.tiles.delete(id);
+    }
+    this.soundButton.hidden = true;
+  }
+
+  // ---- local media ----
+
+  async prepareMedia() {
+    let stream = null;
+    let source = null;
+    if (this.getAgentStream) {
+      // The camera card starts the camera as the page opens; it may not be ready yet.
+      const until = Date.now() + AGENT_CAMERA_WAIT_MS;
+      while (!(source = this.getAgentStream()) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      if (source) stream = source.clone();
+      else this.say('info', t('call.receive_only_agent'));
+      this.watchAgentCamera();
+    } else if (navigator.mediaDevices?.getUserMedia) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+      } catch (err) {
+        if (err?.name === 'NotFoundError') {
+          // One of the two may be there: a microphone alone still lets the others hear us.
+          for (const constraints of [{ audio: true }, { video: true }]) {
+            try { stream = await navigator.mediaDevices.getUserMedia(constraints); break; } catch { /* next */ }
+          }
+        }
+        this.say('info', stream ? t('call.partial_media') : callMediaErrorText(err));
+      }
+    } else {
+      this.say('info', t('call.media_unsupported'));
+    }
+    if (!this.want) { stream?.getTracks().forEach((tr) => tr.stop()); return; }
+    this.local = stream ? { stream, source } : null;
+    this.applyMuteToTracks();
+    const self = this.selfTile();
+    self.attach(stream, () => {});
+    this.renderControls();
+  }
+
+  /** The agent changed camera or microphone in the camera card: send the new devices. */
+  watchAgentCamera() {
+    clearInterval(this.agentWatch);
+    this.agentWatch = setInterval(() => {
+      if (!this.want || !this.local) return;
+      const source = this.getAgentStream();
+      if (!source || source === this.local.source) return;
+      const old = this.local.stream;
+      const stream = source.clone();
+      this.local = { stream, source };
+      this.applyMuteToTracks();
+      for (const kind of ['audio', 'video']) {
+        const sender = this.senderOf(kind);
+        const track = stream.getTracks().find((tr) => tr.kind === kind) || null;
+        sender?.replaceTrack(track).catch(() => {});
+      }
+      old.getTracks().forEach((tr) => tr.stop());
+      this.selfTile().attach(stream, () => {});
+    }, 1000);
+  }
+
+  stopLocal() {
+    clearInterval(this.agentWatch);
+    this.agentWatch = null;
+    this.local?.stream.getTracks().forEach((tr) => tr.stop());
+    this.local = null;
+    this.mediaReady = null;
+    const self = this.tiles.get('self');
+    if (self) { self.el.remove(); this.tiles.delete('self'); }
+  }
+
+  selfTile() {
+    let tile = this.tiles.get('self');
+    if (!tile) {
+      tile = new Tile('self', { self: true });
+      tile.setName(t('call.you'));
+      this.tiles.set('self', tile);
+      this.grid.prepend(tile.el);
+    }
+    return tile;
+  }
+
+  localTrack(kind) {
+    return this.local?.stream.getTracks().find((tr) => tr.kind === kind) || null;
+  }
+
+  senderOf(kind) {
+    return (kind === 'audio' ? this.audioTx : this.videoTx)?.sender || null;
+  }
+
+  applyMuteToTracks() {
+    const audio = this.localTrack('audio');
+    const video = this.localTrack('video');
+    if (audio) audio.enabled = !this.micOff;
+    if (video) video.enabled = !this.cameraOff;
+    const self = this.tiles.get('self');
+    if (self) { self.setMuted('audio', this.micOff); self.setMuted('video', this.cameraOff); }
+  }
+
+  renderControls() {
+    this.micButton.textContent = t(this.micOff ? 'call.unmute' : 'call.mute');
+    this.micButton.setAttribute('aria-pressed', String(this.micOff));
+    this.micButton.disabled = !this.localTrack('audio');
+    this.cameraButton.textContent = t(this.cameraOff ? 'call.camera_on' : 'call.camera_off');
+    this.cameraButton.setAttribute('aria-pressed', String(this.cameraOff));
+    this.cameraButton.disabled = !this.localTrack('video');
+    this.switchButton.disabled = !this.localTrack('video');
+  }
+
+  toggleMic() {
+    this.micOff = !this.micOff;
+    this.applyMuteToTracks();
+    this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'audio', muted: this.micOff });
+    this.renderControls();
+  }
+
+  toggleCamera() {
+    this.cameraOff = !this.cameraOff;
+    this.applyMuteToTracks();
+    this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'video', muted: this.cameraOff });
+    this.renderControls();
+  }
+
+  /** The next camera (front/back on a phone): a new track in place of the old, no renegotiation. */
+  async switchCamera() {
+    const current = this.localTrack('video');
+    if (!current) return;
+    this.switchButton.disabled = true;
+    try {
+      const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'videoinput');
+      if (cameras.length < 2) { this.say('info', t('call.one_camera')); return; }
+      const now = current.getSettings().deviceId;
+      const next = cameras[(cameras.findIndex((c) => c.deviceId === now) + 1) % cameras.length];
+      const fresh = await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: next.deviceId }, width: { ideal: 1280 }, height: { ideal: 720 } } });
+      const track = fresh.getVideoTracks()[0];
+      track.enabled = !this.cameraOff;
+      await this.senderOf('video')?.replaceTrack(track);
+      this.local.stream.removeTrack(current);
+      this.local.stream.addTrack(track);
+      current.stop();
+      this.selfTile().attach(new MediaStream(this.local.stream.getTracks()), () => {});
+      this.say(null, '');
+    } catch (err) {
+      this.say('error', callMediaErrorText(err));
+    } finally {
+      this.renderControls();
+    }
+  }
+
+  enableSound() {
+    this.soundButton.hidden = true;
+    for (const tile of this.tiles.values()) {
+      if (tile.self) continue;
+      tile.video.muted = false;
+      tile.video.play().catch(() => {});
+    }
+  }
+
+  // ---- signaling ----
+
+  onLive(msg) {
+    if (msg.type === 'live.disconnected') {
+      if (this.want && this.pc) {
+        this.droppedAt = Date.now();
+        this.setPhase('reconnecting');
+      }
+      return;
+    }
+    if (msg.type === 'live.connected') {
+      if (!this.want) return;
+      if (!msg.again) {
+        if (this.joinPending) this.join();
+        return;
+      }
+      if (this.pc && this.offered && Date.now() - this.droppedAt < RESUME_WINDOW_MS) {
+        this.resuming = true;
+        this.join();
+      } else {
+        this.rejoinFresh();
+      }
+      return;
+    }
+    if (!msg.type?.startsWith('call.') || msg.case_id !== this.caseId || !this.want) return;
+    switch (msg.type) {
+      case 'call.config': this.onConfig(msg); break;
+      case 'call.joined': this.onJoined(msg); break;
+      case 'call.offer': this.step(() => this.answerOffer(msg.sdp)); break;
+      case 'call.answer': this.step(() => this.takeAnswer(msg.sdp)); break;
+      case 'call.candidate': this.step(() => this.addRemoteCandidate(msg.candidate)); break;
+      case 'call.participant_joined': this.tileOf(msg.participant_id); break;
+      case 'call.participant_left': this.removeTile(msg.participant_id); break;
+      case 'call.track_published': this.tileOf(msg.participant_id); break;
+      case 'call.track_unpublished': this.tiles.get(msg.participant_id)?.refresh(); break;
+      case 'call.track_muted': this.tileOf(msg.participant_id).setMuted(msg.kind, !!msg.muted); break;
+      case 'call.speaking': this.tileOf(msg.participant_id).setSpeaking(!!msg.speaking); break;
+      case 'call.connection_quality': this.tileOf(msg.participant_id).setQuality(msg.quality?.grade); break;
+      case 'call.removed': this.onRemoved(msg.reason); break;
+      case 'call.error': this.onError(msg); break;
+      default: break;
+    }
+  }
+
+  /** Runs signaling steps one after another, so that a candidate never overtakes its offer. */
+  step(work) {
+    this.chain = this.chain.then(work).catch((err) => {
+      console.warn('call signaling step failed', err);
+      if (!this.want || !this.pc) return;
+      // E.g. a resume offered to a relay that restarted (its new connection answers with another
+      // certificate): one fresh join, then the message.
+      this.freshJoins = (this.freshJoins || 0) + 1;
+      if (this.freshJoins > 1) this.fail(t('call.negotiation_failed'));
+      else this.rejoinFresh();
+    });
+    return this.chain;
+  }
+
+  /** The place is gone or the connection cannot be resumed: leave and join with a new connection. */
+  rejoinFresh() {
+    this.closePeer();
+    const left = this.live.send({ type: 'call.leave', case_id: this.caseId });
+    this.setPhase('joining');
+    // The server resumes a place it still holds: give the relay a moment to take the leave, so
+    // that the join gets a new place for the new peer connection.
+    this.timers.push(setTimeout(() => { if (this.want && !this.pc) this.join(); }, left ? 500 : 0));
+  }
+
+  onConfig(msg) {
+    this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
+    this.ownId = msg.participant_id || this.ownId;
+    if (this.pc && this.resuming) {
+      try { this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers }); } catch { /* keep the old servers */ }
+      return;
+    }
+    this.closePeer();
+    this.ownId = msg.participant_id || null;
+    try {
+      this.createPeer();
+    } catch (err) {
+      console.warn('RTCPeerConnection', err);
+      this.fail(t('call.webrtc_unavailable'));
+    }
+  }
+
+  createPeer() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    this.pc = pc;
+    pc.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      const { candidate, sdpMid, sdpMLineIndex } = e.candidate;
+      this.live.send({ type: 'call.candidate', case_id: this.caseId, candidate: { candidate, sdpMid, sdpMLineIndex } });
+    };
+    pc.ontrack = (e) => {
+      const stream = e.streams[0];
+      if (!stream) return;
+      const participant = stream.id; // the publisher's participant id (user-<id>)
+      this.trackOwner.set(e.track.id, participant);
+      const tile = this.tileOf(participant);
+      tile.attach(stream, () => { this.soundButton.hidden = false; });
+      tile.refresh();
+      const refresh = () => tile.refresh();
+      e.track.addEventListener('ended', refresh);
+      e.track.addEventListener('unmute', refresh);
+      stream.addEventListener('removetrack', refresh);
+    };
+    pc.onconnectionstatechange = () => {
+      if (this.pc !== pc) return;
+      const state = pc.connectionState;
+      if (state === 'connected') {
+        this.freshJoins = 0;
+        if (this.phase !== 'reconnecting') this.setPhase('connected');
+        if (this.message.querySelector('.notice.error')) this.say(null, '');
+        this.retryButton.hidden = true;
+      } else if (state === 'failed' && this.phase !== 'reconnecting') {
+        this.fail(t('call.ice_failed'));
+      }
+    };
+  }
+
+  onJoined(msg) {
+    this.ownId = msg.participant_id || this.ownId;
+    for (const other of msg.others || []) this.tileOf(other);
+    if (!this.pc) return;
+    if (this.resuming) {
+      this.resuming = false;
+      this.resendMutes(); // pressed while the socket was down, they never reached the relay
+      this.setPhase(this.pc.connectionState === 'connected' ? 'connected' : 'joining');
+      // Same peer connection, maybe a new network: restart ICE (after any relay offer).
+      this.step(() => this.ownOffer({ iceRestart: true }));
+      this.connectDeadline();
+      return;
+    }
+    if (!this.offered) {
+      this.step(() => this.firstOffer());
+      this.connectDeadline();
+    }
+  }
+
+  connectDeadline() {
+    const pc = this.pc;
+    this.timers.push(setTimeout(() => {
+      if (this.pc !== pc || !this.want || pc.connectionState === 'connected') return;
+      this.freshJoins = (this.freshJoins || 0) + 1;
+      if (this.freshJoins > 1) this.fail(t('call.ice_failed'));
+      else this.rejoinFresh();
+    }, CONNECT_DEADLINE_MS));
+  }
+
+  async firstOffer() {
+    await this.mediaReady;
+    const pc = this.pc;
+    if (!pc || !this.want || this.offered) return;
+    const stream = this.local?.stream || null;
+    const audio = this.localTrack('audio');
+    const video = this.localTrack('video');
+    // Always one audio and one video m-section: receive-only when we have nothing to send, so
+    // that the offer names Opus and VP8 either way.
+    this.audioTx = pc.addTransceiver(audio || 'audio', { direction: audio ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
+    this.videoTx = pc.addTransceiver(video || 'video', { direction: video ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
+    preferVp8(this.videoTx);
+    this.offered = true;
+    await this.sendOffer({});
+    this.resendMutes(); // a new place on the relay starts unmuted
+  }
+
+  resendMutes() {
+    if (this.micOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'audio', muted: true });
+    if (this.cameraOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'video', muted: true });
+  }
+
+  async sendOffer(options) {
+    const pc = this.pc;
+    const offer = await pc.createOffer(options);
+    if (this.pc !== pc) return;
+    await pc.setLocalDescription(offer);
+    this.live.send({ type: 'call.offer', case_id: this.caseId, sdp: pc.localDescription.sdp });
+  }
+
+  /** An own offer after the first (ICE restart): only when no relay offer is being answered. */
+  async ownOffer(options) {
+    if (!this.pc || !this.offered) return;
+    if (this.pc.signalingState !== 'stable') { this.offerAfterAnswer = options; return; }
+    await this.sendOffer(options);
+  }
+
+  async answerOffer(sdp) {
+    const pc = this.pc;
+    if (!pc) return;
+    // A relay offer that crossed our own (refused with negotiation_in_progress): ours is dropped
+    // (Chromium rolls back implicitly) and sent again after this answer.
+    if (pc.signalingState === 'have-local-offer') {
+      this.offerAfterAnswer = this.offerAfterAnswer || {};
+      await pc.setLocalDescription({ type: 'rollback' });
+    }
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.flushCandidates();
+    const answer = await pc.createAnswer();
+    if (this.pc !== pc) return;
+    await pc.setLocalDescription(answer);
+    this.live.send({ type: 'call.answer', case_id: this.caseId, sdp: pc.localDescription.sdp });
+    if (this.offerAfterAnswer) {
+      const options = this.offerAfterAnswer;
+      this.offerAfterAnswer = null;
+      await this.sendOffer(options);
+    }
+  }
+
+  async takeAnswer(sdp) {
+    const pc = this.pc;
+    if (!pc || pc.signalingState !== 'have-local-offer') return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.flushCandidates();
+  }
+
+  async addRemoteCandidate(candidate) {
+    if (!candidate?.candidate) return; // end of candidates
+    const init = { candidate: candidate.candidate, sdpMLineIndex: candidate.sdpMLineIndex ?? 0 };
+    if (candidate.sdpMid) init.sdpMid = candidate.sdpMid;
+    if (!this.pc?.remoteDescription) { this.pendingCandidates.push(init); return; }
+    await this.pc.addIceCandidate(init).catch((err) => console.warn('remote candidate refused', err));
+  }
+
+  async flushCandidates() {
+    const list = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const init of list) await this.pc?.addIceCandidate(init).catch((err) => console.warn('remote candidate refused', err));
+  }
+
+  onRemoved(reason) {
+    if (reason === 'room_closed') {
+      this.stop('ended');
+      this.say('info', t('call.room_closed'));
+      return;
+    }
+    this.closePeer();
+    this.say('error', t(`call.removed.${KNOWN_REMOVALS.includes(reason) ? reason : 'other'}`));
+    this.retryButton.hidden = false;
+    this.setPhase('failed');
+  }
+
+  onError(msg) {
+    const code = msg.code;
+    if (code === 'negotiation_in_progress') {
+      // Answer the relay first, then offer again (docs/relay.md: no glare).
+      this.step(async () => {
+        if (!this.pc) return;
+        if (this.pc.signalingState === 'have-local-offer') {
+          await this.pc.setLocalDescription({ type: 'rollback' });
+          this.offerAfterAnswer = this.offerAfterAnswer || {};
+        } else if (this.pc.signalingState === 'stable' && !this.offerAfterAnswer) {
+          this.offerAfterAnswer = {};
+        }
+      });
+      return;
+    }
+    if (code === 'not_joined' && !this.pc) return; // a leave that crossed the end of the call
+    if (code === 'candidate_before_offer' || code === 'bad_candidate') return; // ICE copes without it
+    const text = t(`call.err.${KNOWN_ERRORS.includes(code) ? code : 'internal'}`);
+    if (code === 'call_refused' || code === 'room_full') {
+      this.closePeer();
+      this.say('error', text);
+      this.retryButton.hidden = false;
+      this.setPhase(code === 'call_refused' ? 'refused' : 'failed');
+      return;
+    }
+    if (code === 'not_joined') { this.rejoinFresh(); return; }
+    this.say('error', text);
+    this.retryButton.hidden = false;
+  }
+
+  // ---- tiles ----
+
+  nameOf(participantId) {
+    if (participantId === 'self') return t('call.you');
+    const id = Number(String(participantId).replace(/^user-/, ''));
+    const v = this.view;
+    if (v.agent?.id === id) return t('call.role_agent', { name: v.agent.display_name });
+    if (v.approver?.id === id) return t('call.role_approver', { name: v.approver.display_name });
+    const expert = (v.experts || []).find((e) => e.id === id);
+    if (expert) return t('call.role_expert', { name: expert.display_name });
+    return t('call.someone');
+  }
+
+  tileOf(participantId) {
+    if (!participantId || participantId === this.ownId) return this.selfTile();
+    let tile = this.tiles.get(participantId);
+    if (!tile) {
+      tile = new Tile(participantId);
+      tile.setName(this.nameOf(participantId));
+      this.tiles.set(participantId, tile);
+      this.grid.append(tile.el);
+    }
+    return tile;
+  }
+
+  removeTile(participantId) {
+    const tile = this.tiles.get(participantId);
+    if (!tile || tile.self) return;
+    tile.video.srcObject = null;
+    tile.el.remove();
+    this.tiles.delete(participantId);
+  }
+
+  /** Per remote participant: video frames decoded and audio samples received so far (tests). */
+  async stats() {
+    const out = {};
+    if (!this.pc) return out;
+    const report = await this.pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const who = this.trackOwner.get(s.trackIdentifier) || s.trackIdentifier || '?';
+      out[who] = out[who] || { framesDecoded: 0, totalSamplesReceived: 0 };
+      if (s.kind === 'video') out[who].framesDecoded += s.framesDecoded || 0;
+      if (s.kind === 'audio') out[who].totalSamplesReceived += s.totalSamplesReceived || 0;
+    });
+    return out;
+  }
+}
+
+/** The relay forwards VP8 only: put it first (and drop the rest) where the browser lets us. */
+function preferVp8(transceiver) {
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities?.('video')?.codecs || [];
+    const vp8 = codecs.filter((c) => /^video\/(VP8|rtx)$/i.test(c.mimeType));
+    if (vp8.some((c) => /VP8/i.test(c.mimeType))) transceiver.setCodecPreferences(vp8);
+  } catch { /* the browser's default order then; the relay picks VP8 from it */ }
 }

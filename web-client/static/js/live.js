@@ -1,6 +1,8 @@
 // The live channel (/ws): one socket per tab, reconnected with backoff when it drops. Pages
 // subscribe to events; a banner says when the connection is lost. After a reconnect the server
-// sends a fresh queue.snapshot, and subscribers get a synthetic `live.reconnected` to reload.
+// sends a fresh queue.snapshot, and subscribers get a synthetic `live.reconnected` to reload
+// (and `live.disconnected` when it drops, `live.connected` with `again` on every open, so that a
+// call can show that it is reconnecting and send what could not go out meanwhile).
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 
@@ -39,6 +41,20 @@ export class Live {
     return () => this.handlers.delete(fn);
   }
 
+  /** Sends a client → server message (`v: 1` added). False when the socket is not open: the
+   * caller decides whether it matters (call signaling is sent again after a reconnect). */
+  send(msg) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify({ v: 1, ...msg }));
+    return true;
+  }
+
+  /** True while the socket is open. */
+  get open() {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
   connect() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const ws = new WebSocket(`${scheme}://${location.host}/ws`);
@@ -48,6 +64,7 @@ export class Live {
       this.attempt = 0;
       this.everConnected = true;
       this.onStatus(true);
+      this.dispatch({ type: 'live.connected', again });
       if (again) this.dispatch({ type: 'live.reconnected' });
     };
     ws.onmessage = (e) => {
@@ -60,6 +77,7 @@ export class Live {
       this.ws = null;
       if (!this.wanted) return;
       this.onStatus(false);
+      this.dispatch({ type: 'live.disconnected' });
       const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
       this.attempt += 1;
       // Jitter so that many tabs do not all come back at the same instant after a restart.

@@ -1,4 +1,4 @@
-// One case, as each role sees it: the facts, the call panel (empty until the call work), the
+// One case, as each role sees it: the facts, the call panel (js/call.js), the
 // agent's camera and uploads, the materials viewer, and the actions the caller may take.
 import { h, fill, api, say, notice, errorText, field, fmtDateTime, fmtDuration, waitingClock, session, uploadMaterial, sha256Hex, busy, departmentName, ApiError } from '../core.js';
 import { t } from '../i18n.js';
@@ -71,8 +71,14 @@ export async function renderCase(view, { id }, { live, catalogue }) {
   else layout.append(h('section', { class: 'card' }, h('p', { class: 'muted' }, t('materials.not_for_supervisor'))));
   fill(view, layout);
 
+  let shownState = current.state;
   function render() {
     renderFacts(facts, current);
+    // Accepting (on this page) may give access to the materials: read them again.
+    if (current.state !== shownState) {
+      if (shownState === 'waiting') viewer?.load();
+      shownState = current.state;
+    }
     if (!call) {
       call = mountCallPanel(callSlot.querySelector('.call-panel'), {
         caseView: current, user: session.user, live, localStream: camera?.stream || null, getLocalStream: () => camera?.stream || null,
