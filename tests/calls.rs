@@ -242,6 +242,33 @@ async fn a_participant_whose_socket_drops_resumes_unseen_within_the_grace_period
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_page_joins_afresh_instead_of_taking_over_the_old_connection() {
+    let (_app, server, agent, approver, case) = case_in_call().await;
+    let old_page = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&approver_peer, 1, 1).await;
+    // The page reloads: a new peer connection joins without `resume` while the old place is held.
+    drop(old_page);
+    let new_page = join(&server, &agent, case).await;
+    receiving(&new_page, 1, 1).await;
+    // The approver sees the old place leave and receives the new page's media.
+    approver_peer
+        .peer
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks(MediaKind::Video)
+                .any(|t| t.counts.frames_complete > 10)
+                && r.tracks
+                    .iter()
+                    .filter(|t| t.kind == MediaKind::Video)
+                    .count()
+                    >= 2
+        })
+        .await
+        .expect("the new page's video reaches the approver");
+    assert!(!approver_peer.saw("call.participant_left").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_archive() {
     let (app, server, agent, approver, case) = case_in_call().await;
     let agent_peer = join(&server, &agent, case).await;

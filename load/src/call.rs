@@ -84,17 +84,19 @@ pub struct CallLink {
 }
 
 impl CallLink {
-    /// Opens `/ws`, sends `call.join` for the case, waits for `call.config` and starts bridging.
+    /// Opens `/ws`, sends `call.join` for the case (`resume`: keep the place of a peer connection
+    /// that is still up), waits for `call.config` and starts bridging.
     pub async fn open(
         server: &Server,
         token: &Token,
         case: i64,
+        resume: bool,
         seen: Seen,
     ) -> Result<CallLink, LoadError> {
         let mut ws = server.websocket(token).await?;
         send_json(
             &mut ws,
-            &json!({ "v": 1, "type": "call.join", "case_id": case }),
+            &json!({ "v": 1, "type": "call.join", "case_id": case, "resume": resume }),
         )
         .await?;
         let config = next_call_message(&mut ws).await?;
@@ -172,7 +174,7 @@ impl CallPeer {
         config: TestPeerConfig,
     ) -> Result<CallPeer, LoadError> {
         let seen = Seen::default();
-        let link = CallLink::open(server, token, case, seen.clone()).await?;
+        let link = CallLink::open(server, token, case, false, seen.clone()).await?;
         let peer = TestPeer::start(config, link.to_relay, link.from_relay).await?;
         Ok(CallPeer {
             peer,
@@ -193,7 +195,7 @@ impl CallPeer {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        let link = CallLink::open(server, token, case, self.seen.clone()).await?;
+        let link = CallLink::open(server, token, case, true, self.seen.clone()).await?;
         self.tasks = link.tasks;
         self.peer.attach_signaling(link.to_relay, link.from_relay);
         self.peer.restart_ice();

@@ -83,7 +83,13 @@ impl Calls {
             ));
         };
         match kind {
-            "join" => self.join(state, user, case_id).await,
+            "join" => {
+                let resume = message
+                    .get("resume")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.join(state, user, case_id, resume).await
+            }
             "consent" => {
                 let Some(consent) = message.get("consent").and_then(Value::as_bool) else {
                     return Some(call_error(
@@ -123,7 +129,13 @@ impl Calls {
         }
     }
 
-    async fn join(&mut self, state: &AppState, user: &User, case_id: i64) -> Option<Value> {
+    async fn join(
+        &mut self,
+        state: &AppState,
+        user: &User,
+        case_id: i64,
+        resume: bool,
+    ) -> Option<Value> {
         let refused = || {
             call_error(
                 Some(case_id),
@@ -145,9 +157,14 @@ impl Calls {
         self.joined.remove(&case_id);
         let room = room_of(case_id);
         let me = participant_of(user.id);
-        let participant = match state.relay.resume(&room, me.clone()).await {
-            Ok(p) => Ok(p),
-            Err(_) => state.relay.join(room, me.clone()).await,
+        let participant = if resume {
+            // The client still has its peer connection (its socket dropped): take the place back.
+            match state.relay.resume(&room, me.clone()).await {
+                Ok(p) => Ok(p),
+                Err(_) => state.relay.join(room, me.clone()).await,
+            }
+        } else {
+            join_fresh(state, &room, &me).await
         };
         let participant = match participant {
             Ok(p) => p,
@@ -198,6 +215,30 @@ impl Calls {
         });
         None
     }
+}
+
+/// Joins as a new connection (a reloaded page, another tab): a place still held for this user
+/// (within the grace period) is given up first, so the relay does not answer with a connection
+/// the new page cannot reach.
+async fn join_fresh(
+    state: &AppState,
+    room: &RoomId,
+    me: &ParticipantId,
+) -> Result<media_relay::Participant, RelayError> {
+    if let Ok(held) = state.relay.resume(room, me.clone()).await {
+        let (sender, _events) = held.into_parts();
+        let _ = sender.send(ClientMessage::Leave).await;
+    }
+    // The room task takes the leave asynchronously: wait for the place to be free (bounded).
+    for _ in 0..100 {
+        match state.relay.join(room.clone(), me.clone()).await {
+            Err(RelayError::AlreadyInRoom { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => return other,
+        }
+    }
+    state.relay.join(room.clone(), me.clone()).await
 }
 
 /// Keeps one quality sample of a participant with the case (it goes into the archive).

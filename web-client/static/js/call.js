@@ -268,7 +268,9 @@ class CallPanel {
   join() {
     // When the socket is not open (the page is loading, or it dropped) the join goes out when it
     // opens (`live.connected`).
-    this.joinPending = !this.live.send({ type: 'call.join', case_id: this.caseId });
+    // `resume`: the peer connection is still up (only the socket dropped), keep its place; else
+    // the server gives up any place still held and joins afresh.
+    this.joinPending = !this.live.send({ type: 'call.join', case_id: this.caseId, resume: this.resuming });
   }
 
   closePeer() {
