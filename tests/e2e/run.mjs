@@ -626,7 +626,7 @@ async function callOfTwo(agentCtx, approverCtx, item = 'id-loss') {
   return { caseId: opened.id, agent, approver, agentId: `user-${view.agent.id}`, approverId: `user-${view.approver.id}` };
 }
 
-test('a call of two: the agent and the approver each see and hear the other; mute, camera off, network quality; screenshots', async () => {
+test('a call of two: the agent and the approver each see and hear the other; mute, camera off, network quality, recording only after both consent; screenshots', async () => {
   const agentCtx = await newContext(browser, server);
   const approverCtx = await newContext(browser, server);
   try {
@@ -660,6 +660,15 @@ test('a call of two: the agent and the approver each see and hear the other; mut
     await agentTile.locator('.call-flags').waitFor({ state: 'hidden' });
     await agentTile.locator('.call-placeholder').waitFor({ state: 'hidden' });
     await expectMediaFlowing(approver, [agentId], { label: 'approver after unmute' });
+
+    // Recording needs both: after the agent's consent alone nothing records; after the
+    // approver's, both pages show the recording badge.
+    await agent.locator('#call-consent').click();
+    await waitText(agent.locator('#call-consent'), '撤回录音同意');
+    await agent.waitForTimeout(500);
+    assert.equal(await approver.locator('#call-recording').isHidden(), true, 'one consent does not record');
+    await approver.locator('#call-consent').click();
+    for (const page of [agent, approver]) await page.locator('#call-recording:not([hidden])').waitFor();
 
     // The call view at desktop and phone width: screenshots, nothing wider than the screen, no
     // English on the Chinese page.

@@ -169,7 +169,11 @@ class CallPanel {
     this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
-    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.soundButton);
+    // Recording needs everyone's consent (the server records it as an audit event).
+    this.consented = false;
+    this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
+    this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.consentButton, this.soundButton, this.recordingBadge);
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
       this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls);
@@ -391,7 +395,15 @@ class CallPanel {
     if (self) { self.setMuted('audio', this.micOff); self.setMuted('video', this.cameraOff); }
   }
 
+  toggleConsent() {
+    this.consented = !this.consented;
+    this.live.send({ type: 'call.consent', case_id: this.caseId, consent: this.consented });
+    this.renderControls();
+  }
+
   renderControls() {
+    this.consentButton.textContent = t(this.consented ? 'call.consent_withdraw' : 'call.consent_give');
+    this.consentButton.setAttribute('aria-pressed', String(this.consented));
     this.micButton.textContent = t(this.micOff ? 'call.unmute' : 'call.mute');
     this.micButton.setAttribute('aria-pressed', String(this.micOff));
     this.micButton.disabled = !this.localTrack('audio');
@@ -488,6 +500,7 @@ class CallPanel {
       case 'call.track_muted': this.tileOf(msg.participant_id).setMuted(msg.kind, !!msg.muted); break;
       case 'call.speaking': this.tileOf(msg.participant_id).setSpeaking(!!msg.speaking); break;
       case 'call.connection_quality': this.tileOf(msg.participant_id).setQuality(msg.quality?.grade); break;
+      case 'call.recording': this.recordingBadge.hidden = !msg.recording; break;
       case 'call.removed': this.onRemoved(msg.reason); break;
       case 'call.error': this.onError(msg); break;
       default: break;
