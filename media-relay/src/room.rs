@@ -786,6 +786,15 @@ impl Room {
             }
             PcEvent::State(state) => match state {
                 RTCPeerConnectionState::Connected => {
+                    // Connected again after an ICE restart (a resume): its video's decoders
+                    // downstream may have lost sync, and a browser sends no keyframe unasked.
+                    if self.members[index].media_connected || self.members[index].pc_failed {
+                        for published in &self.members[index].published {
+                            if published.kind == MediaKind::Video {
+                                let _ = published.forwarder.send(ForwardCommand::RequestKeyframe);
+                            }
+                        }
+                    }
                     self.members[index].media_connected = true;
                     self.members[index].pc_failed = false;
                     self.end_grace_if_healthy(index);

@@ -55,7 +55,18 @@ async fn a_participant_resumes_within_the_grace_period_unseen_by_the_others() {
         .expect("still in the room");
     let (sender, events) = resumed.into_parts();
     approver.attach_signaling(sender, events);
+    let asked_before = approver.report().keyframe_requests;
     approver.restart_ice(); // its network changed meanwhile
+    // After the ICE restart its subscribers' decoders start again from a keyframe.
+    approver
+        .wait_until(PATIENCE, |r| r.keyframe_requests > asked_before)
+        .await
+        .unwrap_or_else(|r| {
+            panic!(
+                "no keyframe asked of the resumed publisher: {}",
+                r.keyframe_requests
+            )
+        });
 
     // Signaling works again: a newcomer's tracks reach the resumed approver.
     let expert = join(&relay, "case-resume", "expert", TestPeerConfig::default()).await;
