@@ -318,6 +318,20 @@ impl TestApp {
         sealed.json()
     }
 
+    /// Records the identity check and approves with a signed decision, as an approver ends most
+    /// cases in these tests.
+    pub async fn check_identity_and_approve(&self, approver: &Auth, case: i64) -> Value {
+        self.act(
+            approver,
+            case,
+            "identity-check",
+            json!({ "methods": ["id_card_shown"] }),
+            StatusCode::OK,
+        )
+        .await;
+        self.decide(approver, case, "approve", "同意").await
+    }
+
     /// Runs a workflow action and asserts its status.
     pub async fn act(
         &self,
