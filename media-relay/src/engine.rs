@@ -3,8 +3,6 @@
 //! keyframe requests to the application) and the settings that loopback/NAT deployments need.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
@@ -17,12 +15,10 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
+    MediaEngine, RTCConfigurationBuilder, Registry, SettingEngineBuilder,
 };
 
 use crate::messages::MediaKind;
-use crate::turn::IceServer;
 
 /// RFC 6464 audio level: how loud each Opus packet is, for speaking detection.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -164,12 +160,9 @@ impl Interceptor for KeyframeRequestDelivery {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// Builds a peer connection bound to `udp_addrs`, with mDNS off and keyframe requests delivered.
-pub async fn build_peer_connection(
-    udp_addrs: Vec<SocketAddr>,
-    ice_servers: &[IceServer],
-    handler: Arc<dyn PeerConnectionEventHandler>,
-) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+/// The media engine and interceptor chain both sides use: Opus and VP8, the default
+/// interceptors (NACK, reports, TWCC), and keyframe requests delivered to the application.
+pub(crate) fn engine_and_registry() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
     let mut engine = media_engine()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
@@ -179,31 +172,27 @@ pub async fn build_peer_connection(
             write_queue: VecDeque::new(),
         },
     );
-    // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
+    Ok((engine, registry))
+}
+
+/// The relay's side of a participant's connection: the sans-IO core, driven by the room over
+/// the relay's shared socket (`socket.rs`). Its ICE credentials are fixed here so that the
+/// socket can route the peer's STUN requests to it; it gathers nothing (the room adds the
+/// socket's host candidates).
+pub(crate) fn build_relay_connection(
+    now: Instant,
+    ufrag: String,
+    pwd: String,
+) -> Result<rtc::peer_connection::RTCPeerConnection, webrtc::error::Error> {
+    let (engine, registry) = engine_and_registry()?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(true)
+        .with_ice_credentials(ufrag, pwd)
         .build();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(
-            ice_servers
-                .iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone(),
-                    credential: s.credential.clone(),
-                })
-                .collect(),
-        )
-        .build();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(config)
+    rtc::peer_connection::RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
-        .with_handler(handler)
-        .with_udp_addrs(udp_addrs)
-        .build()
-        .await?;
-    Ok(Arc::new(pc))
+        .build(now)
 }

@@ -1,220 +1,166 @@
-//! One task per published track: reads the publisher's RTP and writes it to each subscriber's own
-//! local track, rewritten for that leg. Owns its subscriber list (no shared lock); the room
-//! changes it through commands. Asks the publisher for keyframes through the rate limiter.
+//! One forwarder per published track: the state the room keeps to fan a publisher's packets out
+//! to each subscriber leg (rewritten for that leg), ask the publisher for keyframes through the
+//! rate limiter, tell who is speaking, and feed a recording. Plain data fed packets and times:
+//! the room owns the peer connections and does the writing.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::messages::{MediaKind, ParticipantId};
-use crate::metrics::RelayMetrics;
 use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
 use crate::vp8;
 
-/// What the room tells a forwarder.
-pub(crate) enum ForwardCommand {
-    /// Start forwarding to a subscriber leg (its negotiation is complete).
-    Subscribe {
-        subscriber: ParticipantId,
-        local: Arc<TrackLocalStaticRTP>,
-        rewriter: DownstreamRewriter,
-    },
-    /// Stop forwarding to every leg of this subscriber.
-    Unsubscribe { subscriber: ParticipantId },
-    /// Someone (a subscriber's PLI/FIR) wants a keyframe.
-    RequestKeyframe,
-    /// Drop (or resume) the publisher's packets.
-    SetMuted(bool),
-    /// Start writing the track (`Some`), or stop, closing the file (`None`).
-    Record(Option<RecordingSink>),
+/// One subscriber's copy of the track.
+pub(crate) struct Leg {
+    pub(crate) subscriber: ParticipantId,
+    pub(crate) sender: RTCRtpSenderId,
+    pub(crate) rewriter: DownstreamRewriter,
 }
 
-/// Reads the publisher's audio level (RFC 6464) and reports speaking changes.
-pub(crate) struct AudioLevelTap {
-    /// The header extension id the publisher negotiated for the audio level.
-    pub(crate) extension_id: u8,
-    /// Called with each change of the speaking state.
-    pub(crate) report: Box<dyn Fn(bool) + Send>,
+/// What a received packet asks of the room.
+pub(crate) struct Arrival {
+    /// Forward it to the legs (`false` while muted).
+    pub(crate) forward: bool,
+    /// It starts a VP8 keyframe.
+    pub(crate) keyframe: bool,
+    /// The publisher started (`Some(true)`) or stopped speaking.
+    pub(crate) speaking: Option<bool>,
 }
 
-struct Leg {
-    subscriber: ParticipantId,
-    local: Arc<TrackLocalStaticRTP>,
-    rewriter: DownstreamRewriter,
+/// What a timer asks of the room.
+#[derive(Default)]
+pub(crate) struct Due {
+    /// Send the publisher a PLI now.
+    pub(crate) send_pli: bool,
+    /// The publisher stopped speaking (silence outlasted the hold time).
+    pub(crate) speaking: Option<bool>,
 }
 
-/// Runs until the publisher's track ends or the room drops the command sender.
-pub(crate) async fn run_forwarder(
-    track: Arc<dyn TrackRemote>,
-    kind: MediaKind,
-    mut commands: mpsc::UnboundedReceiver<ForwardCommand>,
-    keyframe_interval: Duration,
-    metrics: Arc<RelayMetrics>,
-    audio_level: Option<AudioLevelTap>,
-) {
-    let video = kind == MediaKind::Video;
-    let mut legs: Vec<Leg> = Vec::new();
-    let mut limiter = KeyframeRequestLimiter::new(keyframe_interval);
-    let mut speaking =
-        audio_level.map(|tap| (tap, SpeakingDetector::new(SpeakingPolicy::default())));
-    let mut media_ssrc: Option<u32> = None;
-    let mut muted = false;
-    let mut recording: Option<RecordingSink> = None;
-    loop {
-        let deadlines = [
-            limiter.next_deadline(),
-            speaking.as_ref().and_then(|(_, d)| d.next_deadline()),
-        ];
-        let deadline = deadlines
-            .into_iter()
-            .flatten()
-            .min()
-            .map(tokio::time::Instant::from_std);
-        tokio::select! {
-            command = commands.recv() => {
-                let Some(command) = command else { break };
-                match command {
-                    ForwardCommand::Subscribe { subscriber, local, rewriter } => {
-                        legs.push(Leg { subscriber, local, rewriter });
-                        if video {
-                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
-                        }
-                    }
-                    ForwardCommand::Unsubscribe { subscriber } => {
-                        legs.retain(|leg| leg.subscriber != subscriber);
-                    }
-                    ForwardCommand::RequestKeyframe => {
-                        if video {
-                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
-                        }
-                    }
-                    ForwardCommand::Record(sink) => {
-                        let starts = sink.is_some();
-                        recording = sink;
-                        if starts && video {
-                            // The file starts at a keyframe.
-                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
-                        }
-                    }
-                    ForwardCommand::SetMuted(now_muted) => {
-                        if now_muted && !muted {
-                            for leg in &mut legs {
-                                leg.rewriter.pause(video);
-                            }
-                        }
-                        if !now_muted && muted && video {
-                            request_keyframe(&track, &mut limiter, media_ssrc, &metrics).await;
-                        }
-                        muted = now_muted;
-                    }
-                }
-            }
-            event = track.poll() => {
-                match event {
-                    None | Some(TrackRemoteEvent::OnEnded) => break,
-                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                        RelayMetrics::inc(&metrics.packets_received);
-                        media_ssrc = Some(packet.header.ssrc);
-                        if let Some((tap, detector)) = speaking.as_mut() {
-                            // A muted participant is not speaking, whatever its microphone says.
-                            let level = match packet.header.get_extension(tap.extension_id) {
-                                Some(value) if !muted => value.first().map_or(127, |b| b & 0x7f),
-                                _ => 127,
-                            };
-                            if let Some(change) = detector.on_level(Instant::now(), level) {
-                                (tap.report)(change);
-                            }
-                        }
-                        if muted {
-                            continue;
-                        }
-                        if let Some(sink) = &recording {
-                            sink.record(&packet);
-                        }
-                        let keyframe = video && vp8::is_keyframe_start(&packet.payload);
-                        if keyframe {
-                            limiter.keyframe_forwarded(Instant::now());
-                        }
-                        forward(&packet, keyframe, &mut legs, &metrics).await;
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                let now = Instant::now();
-                if limiter.poll(now) {
-                    send_pli(&track, media_ssrc, &metrics).await;
-                }
-                if let Some((tap, detector)) = speaking.as_mut()
-                    && let Some(change) = detector.poll(now)
-                {
-                    (tap.report)(change);
-                }
-            }
+pub(crate) struct Forwarder {
+    video: bool,
+    pub(crate) legs: Vec<Leg>,
+    limiter: KeyframeRequestLimiter,
+    /// The audio-level header extension id and the detector fed from it.
+    speaking: Option<(u8, SpeakingDetector)>,
+    /// The publisher's SSRC, learnt from its packets (for PLIs).
+    pub(crate) media_ssrc: Option<u32>,
+    muted: bool,
+    recording: Option<RecordingSink>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        kind: MediaKind,
+        keyframe_interval: Duration,
+        audio_level_id: Option<u8>,
+        media_ssrc: u32,
+    ) -> Self {
+        let video = kind == MediaKind::Video;
+        Self {
+            video,
+            legs: Vec::new(),
+            limiter: KeyframeRequestLimiter::new(keyframe_interval),
+            speaking: audio_level_id
+                .filter(|_| !video)
+                .map(|id| (id, SpeakingDetector::new(SpeakingPolicy::default()))),
+            media_ssrc: (media_ssrc != 0).then_some(media_ssrc),
+            muted: false,
+            recording: None,
         }
     }
-    tracing::debug!(legs = legs.len(), "forwarder stopped");
-}
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn forward(packet: &rtp::Packet, keyframe: bool, legs: &mut [Leg], metrics: &RelayMetrics) {
-    for leg in legs.iter_mut() {
-        let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
-            continue;
-        };
-        let bytes = out.payload.len() as u64;
-        // write_rtp only fails once the subscriber's connection is gone; the room removes the leg.
-        if let Err(err) = leg.local.write_rtp(out).await {
-            tracing::debug!(subscriber = %leg.subscriber, %err, "forward failed");
-            continue;
+    /// A packet from the publisher; records it when recording and not muted.
+    pub(crate) fn on_packet(&mut self, now: Instant, packet: &rtp::Packet) -> Arrival {
+        self.media_ssrc = Some(packet.header.ssrc);
+        let speaking = self.speaking.as_mut().and_then(|(id, detector)| {
+            // A muted participant is not speaking, whatever its microphone says.
+            let level = match packet.header.get_extension(*id) {
+                Some(value) if !self.muted => value.first().map_or(127, |b| b & 0x7f),
+                _ => 127,
+            };
+            detector.on_level(now, level)
+        });
+        if self.muted {
+            return Arrival {
+                forward: false,
+                keyframe: false,
+                speaking,
+            };
         }
-        RelayMetrics::inc(&metrics.packets_forwarded);
-        metrics
-            .bytes_forwarded
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Some(sink) = &self.recording {
+            sink.record(packet);
+        }
+        let keyframe = self.video && vp8::is_keyframe_start(&packet.payload);
+        if keyframe {
+            self.limiter.keyframe_forwarded(now);
+        }
+        Arrival {
+            forward: true,
+            keyframe,
+            speaking,
+        }
     }
-}
 
-async fn request_keyframe(
-    track: &Arc<dyn TrackRemote>,
-    limiter: &mut KeyframeRequestLimiter,
-    media_ssrc: Option<u32>,
-    metrics: &RelayMetrics,
-) {
-    if limiter.request(Instant::now()) == KeyframeDecision::SendNow {
-        send_pli(track, media_ssrc, metrics).await;
+    /// Someone wants a keyframe (a new leg, a subscriber's PLI/FIR, a recording start, unmute):
+    /// whether to send a PLI now (otherwise the limiter sends one later, or a keyframe is due).
+    pub(crate) fn want_keyframe(&mut self, now: Instant) -> bool {
+        self.video && self.limiter.request(now) == KeyframeDecision::SendNow
     }
-}
 
-async fn send_pli(track: &Arc<dyn TrackRemote>, media_ssrc: Option<u32>, metrics: &RelayMetrics) {
-    let media_ssrc = match media_ssrc {
-        Some(ssrc) => ssrc,
-        None => match track.ssrcs().await.first() {
-            Some(ssrc) => *ssrc,
-            None => return,
-        },
-    };
-    let pli = PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc,
-    };
-    match track.write_rtcp(vec![Box::new(pli)]).await {
-        Ok(()) => RelayMetrics::inc(&metrics.plis_sent),
-        Err(err) => tracing::debug!(%err, "PLI not sent"),
+    /// Adds a subscriber leg; video asks for a keyframe so it can start decoding.
+    pub(crate) fn subscribe(&mut self, now: Instant, leg: Leg) -> bool {
+        self.legs.push(leg);
+        self.want_keyframe(now)
+    }
+
+    /// Drops every leg of `subscriber`.
+    pub(crate) fn unsubscribe(&mut self, subscriber: &ParticipantId) {
+        self.legs.retain(|leg| &leg.subscriber != subscriber);
+    }
+
+    /// Mutes or unmutes; returns whether to send a PLI now (video resumes on a keyframe).
+    pub(crate) fn set_muted(&mut self, now: Instant, muted: bool) -> bool {
+        let was = std::mem::replace(&mut self.muted, muted);
+        if muted && !was {
+            for leg in &mut self.legs {
+                leg.rewriter.pause(self.video);
+            }
+        }
+        !muted && was && self.want_keyframe(now)
+    }
+
+    /// Starts (`Some`) or stops (`None`, closing the file) recording; a video file starts at a
+    /// keyframe, so starting returns whether to send a PLI now.
+    pub(crate) fn record(&mut self, now: Instant, sink: Option<RecordingSink>) -> bool {
+        let starts = sink.is_some();
+        self.recording = sink;
+        starts && self.want_keyframe(now)
+    }
+
+    /// When [`Forwarder::poll`] next has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.limiter.next_deadline(),
+            self.speaking.as_ref().and_then(|(_, d)| d.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the timers due at `now`.
+    pub(crate) fn poll(&mut self, now: Instant) -> Due {
+        Due {
+            send_pli: self.limiter.poll(now),
+            speaking: self
+                .speaking
+                .as_mut()
+                .and_then(|(_, detector)| detector.poll(now)),
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! carries [`ClientMessage`]/[`ServerMessage`] over its own `/ws`. See `docs/relay.md`.
 //!
 //! Decisions (keyframe rate limiting, per-subscriber rewriting, SDP checks) live in pure modules
-//! fed with packets and times; the webrtc-rs glue around them is kept thin.
+//! fed with packets and times. The relay drives webrtc-rs's sans-IO core (`rtc`) itself, over
+//! one UDP socket per configured address shared by all peer connections (`socket.rs`).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ mod relay;
 pub mod rewrite;
 mod room;
 pub mod sdp;
+mod socket;
 pub mod speaking;
 pub mod turn;
 pub mod vp8;

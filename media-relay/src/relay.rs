@@ -15,6 +15,7 @@ use crate::messages::{ClientMessage, ParticipantId, RoomId, ServerMessage};
 use crate::metrics::RelayMetrics;
 use crate::recording::{RecordedTrack, RecordingError};
 use crate::room::{RoomCommand, run_room};
+use crate::socket::UdpMux;
 use crate::turn::{IceServer, TurnConfig};
 
 /// Largest room the relay accepts (issue 3: agent, approver and invited experts).
@@ -23,14 +24,13 @@ pub const MAX_ROOM_SIZE: usize = 8;
 /// How the relay binds and what it tells peers.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Local UDP addresses each peer connection binds (port 0: ephemeral). webrtc 0.21 has no UDP
-    /// mux, so each participant gets its own socket; a fixed single port needs our own ICE loop.
+    /// The UDP addresses the relay binds, one socket each, shared by every peer connection of
+    /// every room (port 0: one ephemeral port chosen at bind). A wildcard address needs
+    /// `public_ip`.
     pub udp_addrs: Vec<SocketAddr>,
     /// The public address of a 1:1 NAT in front of the relay: host candidates announce it instead
     /// of the local address (same port).
     pub public_ip: Option<IpAddr>,
-    /// STUN/TURN servers for the relay's own connections (usually none: browsers use TURN).
-    pub ice_servers: Vec<IceServer>,
     /// A TURN server whose time-limited credentials clients get (see [`Relay::ice_servers_for`]).
     pub turn: Option<TurnConfig>,
     /// Participants per room, at most [`MAX_ROOM_SIZE`].
@@ -52,7 +52,6 @@ impl Default for RelayConfig {
         Self {
             udp_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             public_ip: None,
-            ice_servers: Vec::new(),
             turn: None,
             max_participants: MAX_ROOM_SIZE,
             keyframe_request_interval: Duration::from_millis(500),
@@ -70,9 +69,12 @@ impl RelayConfig {
                 "udp_addrs is empty: give at least one address to bind, e.g. 127.0.0.1:0".into(),
             ));
         }
-        if self.udp_addrs.iter().any(|a| a.ip().is_unspecified()) {
-            // A wildcard skips loopback and binds one socket per interface; say which one.
-            tracing::warn!("udp_addrs has a wildcard address: loopback will not be used");
+        if self.public_ip.is_none() && self.udp_addrs.iter().any(|a| a.ip().is_unspecified()) {
+            return Err(RelayError::Config(
+                "a wildcard UDP address (0.0.0.0 or ::) needs the public address peers reach \
+                 (public_ip): candidates must name a reachable address"
+                    .into(),
+            ));
         }
         if !(1..=MAX_ROOM_SIZE).contains(&self.max_participants) {
             return Err(RelayError::Config(format!(
@@ -98,6 +100,8 @@ pub struct Relay {
 pub(crate) struct RelayInner {
     pub(crate) config: RelayConfig,
     pub(crate) metrics: Arc<RelayMetrics>,
+    /// The shared sockets, bound on first use (or by [`Relay::bind`]).
+    mux: tokio::sync::OnceCell<Arc<UdpMux>>,
     rooms: Mutex<HashMap<RoomId, RoomEntry>>,
     next_generation: AtomicU64,
 }
@@ -142,17 +146,39 @@ impl Participant {
 }
 
 impl Relay {
-    /// A relay with this configuration; no socket is bound until someone joins.
+    /// A relay with this configuration; no socket is bound until [`Relay::bind`] or the first join.
     pub fn new(config: RelayConfig) -> Result<Self, RelayError> {
         config.validate()?;
         Ok(Self {
             inner: Arc::new(RelayInner {
                 config,
                 metrics: Arc::new(RelayMetrics::default()),
+                mux: tokio::sync::OnceCell::new(),
                 rooms: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// Binds the relay's UDP sockets now (otherwise the first join does), so that a busy port
+    /// fails at start-up; returns the bound local addresses. Idempotent.
+    pub async fn bind(&self) -> Result<Vec<SocketAddr>, RelayError> {
+        Ok(self.mux().await?.local_addrs())
+    }
+
+    async fn mux(&self) -> Result<Arc<UdpMux>, RelayError> {
+        let inner = &self.inner;
+        inner
+            .mux
+            .get_or_try_init(|| {
+                UdpMux::bind(
+                    &inner.config.udp_addrs,
+                    inner.config.public_ip,
+                    inner.metrics.clone(),
+                )
+            })
+            .await
+            .cloned()
     }
 
     /// The relay's counters.
@@ -187,9 +213,10 @@ impl Relay {
         room: RoomId,
         participant: ParticipantId,
     ) -> Result<Participant, RelayError> {
+        let mux = self.mux().await?;
         // A room whose task just ended (it emptied) drops the command: retry once on a new room.
         for _ in 0..2 {
-            let commands = self.room_commands(&room);
+            let commands = self.room_commands(&room, &mux);
             let (reply, answer) = oneshot::channel();
             let join = RoomCommand::Join {
                 participant: participant.clone(),
@@ -281,7 +308,7 @@ impl Relay {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn room_commands(&self, room: &RoomId) -> mpsc::Sender<RoomCommand> {
+    fn room_commands(&self, room: &RoomId, mux: &Arc<UdpMux>) -> mpsc::Sender<RoomCommand> {
         let mut rooms = self.lock_rooms();
         if let Some(entry) = rooms.get(room)
             && !entry.commands.is_closed()
@@ -301,8 +328,9 @@ impl Relay {
         let relay = self.clone();
         let room_id = room.clone();
         let internal = commands.downgrade();
+        let mux = mux.clone();
         tokio::spawn(async move {
-            run_room(relay.inner.clone(), room_id.clone(), inbox, internal).await;
+            run_room(relay.inner.clone(), mux, room_id.clone(), inbox, internal).await;
             relay.forget_room(&room_id, generation);
         });
         commands

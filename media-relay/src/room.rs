@@ -1,34 +1,42 @@
-//! One task per room: owns its participants, their peer connections and the negotiation state,
-//! and drives every renegotiation. Nothing else touches a room's state; the relay handle, the
-//! participants' pumps and the peer-connection handlers talk to it through channels.
+//! One task per room: owns its participants, their peer connections (the sans-IO `rtc` core)
+//! and the negotiation state, drives every renegotiation, and forwards media between them.
+//! Nothing else touches a room's state; the relay handle, the participants' pumps and the
+//! shared UDP socket (`socket.rs`) talk to it through channels.
+//!
+//! Each turn of the loop takes one input (a command, a burst of datagrams, a timer), then
+//! drives every connection until it is quiet: events, received media (forwarded at once into
+//! the subscribers' connections), then every connection's outgoing datagrams onto the socket.
 //!
 //! Negotiation: the participant's first offer opens its connection; after that the relay is the
 //! offerer (server-driven). A participant offer is still accepted when the relay has no offer of
 //! its own outstanding, and refused with `negotiation_in_progress` otherwise; the relay never
 //! waits on the participant for anything but the answer to its own offer, so there is no glare.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
-use rtc::media_stream::MediaStreamTrack;
+use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, StatsSelector,
-};
-use webrtc::rtp_transceiver::RtpSender;
 
-use crate::engine::{
-    AUDIO_LEVEL_URI, build_peer_connection, codec_for, is_keyframe_request, media_kind,
-};
+use crate::engine::{AUDIO_LEVEL_URI, build_relay_connection, codec_for, is_keyframe_request};
 use crate::error::RelayError;
-use crate::forwarder::{AudioLevelTap, ForwardCommand, run_forwarder};
+use crate::forwarder::{Forwarder, Leg};
 use crate::messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,
     ServerMessage,
@@ -39,6 +47,7 @@ use crate::recording::{self, RecordingResult};
 use crate::relay::{Participant, RelayInner};
 use crate::rewrite::DownstreamRewriter;
 use crate::sdp;
+use crate::socket::{Inbound, ROOM_QUEUE, UdpMux};
 
 /// What the relay handle and participant pumps send to a room.
 pub(crate) enum RoomCommand {
@@ -77,68 +86,15 @@ pub(crate) enum RoomCommand {
     Close,
 }
 
-/// What peer-connection handlers report; unbounded so a handler never blocks its driver while
-/// the room awaits that same driver.
-enum PcEvent {
-    Candidate(IceCandidate),
-    State(RTCPeerConnectionState),
-    Track(Arc<dyn TrackRemote>),
-    /// From the member's audio forwarder.
-    Speaking(bool),
-}
-
-struct Internal {
-    participant: ParticipantId,
-    session: u64,
-    event: PcEvent,
-}
-
-struct PcHandler {
-    participant: ParticipantId,
-    session: u64,
-    events: mpsc::UnboundedSender<Internal>,
-}
-
-impl PcHandler {
-    fn report(&self, event: PcEvent) {
-        // The room is gone: nothing left to tell.
-        let _ = self.events.send(Internal {
-            participant: self.participant.clone(),
-            session: self.session,
-            event,
-        });
-    }
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for PcHandler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
-            Ok(init) => self.report(PcEvent::Candidate(IceCandidate {
-                candidate: init.candidate,
-                sdp_mid: init.sdp_mid,
-                sdp_mline_index: init.sdp_mline_index,
-            })),
-            Err(err) => tracing::warn!(%err, "local candidate not serialisable"),
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.report(PcEvent::State(state));
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        self.report(PcEvent::Track(track));
-    }
-}
-
-/// A track a member publishes, and the command line to its forwarder.
+/// A track a member publishes, and the state that forwards it.
 struct Published {
     track_id: String,
-    /// The publisher's own id for the track (its `msid`), to notice when it stops sending it.
-    source_track_id: String,
+    /// The core's id for the track: its packets arrive tagged with it. It is the publisher's own
+    /// id for the track (its `msid`), used also to notice when it stops sending it.
+    source: MediaStreamTrackId,
+    receiver: RTCRtpReceiverId,
     kind: MediaKind,
-    forwarder: mpsc::UnboundedSender<ForwardCommand>,
+    forwarder: Forwarder,
 }
 
 /// A track a member receives from another member.
@@ -147,17 +103,17 @@ struct DownLeg {
     track_id: String,
     kind: MediaKind,
     ssrc: u32,
-    local: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
+    sender: RTCRtpSenderId,
     /// Subscribed at the forwarder (the leg's negotiation completed).
     active: bool,
 }
 
 struct Member {
     id: ParticipantId,
-    /// Tags this member's peer-connection events (a rejoin under the same id gets a new one).
-    session: u64,
-    pc: Arc<dyn PeerConnection>,
+    /// Relay-wide id of this member's connection: the socket routes its datagrams by it, and a
+    /// rejoin under the same participant id gets a new one.
+    link: u64,
+    pc: RTCPeerConnection,
     out: mpsc::Sender<ServerMessage>,
     pump: JoinHandle<()>,
     /// Tags the current signaling handle's messages (a resume gets a new one).
@@ -182,17 +138,29 @@ struct Member {
     early_candidates: Vec<IceCandidate>,
     /// The audio-level header extension id of its last offer.
     audio_level_id: Option<u8>,
+    /// The relay's host candidates were added (once, after the first remote description).
+    candidates_added: bool,
+    /// The local ICE username fragments the socket routes to this member.
+    ufrags: Vec<String>,
+    /// The peer's ICE username fragment, to notice its ICE restarts.
+    remote_ufrag: Option<String>,
+    /// The peer restarted ICE: once connected again, its video needs fresh keyframes.
+    ice_restarted: bool,
     quality: QualityTracker,
 }
 
 /// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
 const MAX_EARLY_CANDIDATES: usize = 64;
 
+/// Datagrams taken from the socket's queue in one turn before the connections are driven.
+const DATAGRAM_BURST: usize = 64;
+
 struct Room {
     id: RoomId,
     relay: Arc<RelayInner>,
+    mux: Arc<UdpMux>,
     commands: mpsc::WeakSender<RoomCommand>,
-    internal_tx: mpsc::UnboundedSender<Internal>,
+    datagrams: mpsc::Sender<Inbound>,
     members: Vec<Member>,
     next_session: u64,
     /// Members to remove once the current step is done (slow consumers, dropped receivers).
@@ -209,24 +177,40 @@ struct Recording {
 }
 
 static NEXT_SSRC: AtomicU32 = AtomicU32::new(0x1000_0001);
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 fn next_ssrc() -> u32 {
     // Unique per process, which is more than the one-per-connection uniqueness SSRCs need.
     NEXT_SSRC.fetch_add(0x9E37_79B9, Ordering::Relaxed) | 1
 }
 
+/// Random ICE credentials (RFC 8445 §5.3: ufrag ≥ 24 bits, password ≥ 128 bits of randomness).
+fn ice_credentials() -> (String, String) {
+    use rand::Rng;
+    let random = |n: usize| -> String {
+        rand::thread_rng()
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect()
+    };
+    (random(16), random(32))
+}
+
 pub(crate) async fn run_room(
     relay: Arc<RelayInner>,
+    mux: Arc<UdpMux>,
     id: RoomId,
     mut inbox: mpsc::Receiver<RoomCommand>,
     commands: mpsc::WeakSender<RoomCommand>,
 ) {
-    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    let (datagrams, mut datagram_rx) = mpsc::channel(ROOM_QUEUE);
     let mut room = Room {
         id,
         relay,
+        mux,
         commands,
-        internal_tx,
+        datagrams,
         members: Vec::new(),
         next_session: 1,
         doomed: Vec::new(),
@@ -240,30 +224,48 @@ pub(crate) async fn run_room(
         tick
     });
     loop {
+        let deadline = room.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = async {
                 match quality_tick.as_mut() {
                     Some(tick) => tick.tick().await,
                     None => std::future::pending().await,
                 }
-            } => room.report_quality().await,
+            } => room.report_quality(),
             command = inbox.recv() => {
                 match command {
                     None | Some(RoomCommand::Close) => {
-                        room.close().await;
+                        room.close();
                         break;
                     }
-                    Some(command) => room.handle_command(command).await,
+                    Some(command) => room.handle_command(command),
                 }
             }
-            Some(internal) = internal_rx.recv() => room.handle_internal(internal).await,
+            Some(inbound) = datagram_rx.recv() => {
+                room.on_datagram(inbound);
+                for _ in 1..DATAGRAM_BURST {
+                    match datagram_rx.try_recv() {
+                        Ok(inbound) => room.on_datagram(inbound),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => room.on_timeout(Instant::now()),
         }
-        room.reap().await;
+        room.drive();
+        room.reap();
         if room.members.is_empty() {
             break;
         }
     }
     tracing::debug!(room = %room.id, "room closed");
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Room {
@@ -274,12 +276,20 @@ impl Room {
             .position(|m| &m.id == id && m.attachment == attachment && !m.detached)
     }
 
+    fn member_index(&self, id: &ParticipantId) -> Option<usize> {
+        self.members.iter().position(|m| &m.id == id)
+    }
+
+    fn link_index(&self, link: u64) -> Option<usize> {
+        self.members.iter().position(|m| m.link == link)
+    }
+
     /// Starts the member's grace period unless one runs; with no grace configured, removes it now.
-    async fn start_grace(&mut self, index: usize, reason: LeaveReason) {
+    fn start_grace(&mut self, index: usize, reason: LeaveReason) {
         let grace = self.relay.config.resume_grace;
         if grace.is_zero() {
             let id = self.members[index].id.clone();
-            return self.remove(&id, reason).await;
+            return self.remove(&id, reason);
         }
         if self.members[index].grace.is_some() {
             return;
@@ -388,7 +398,7 @@ impl Room {
         }
     }
 
-    async fn resume(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
+    fn resume(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
         let index = self.member_index(&participant).ok_or(RelayError::Gone)?;
         let (handle, out, pump, attachment) = self.attach(&participant)?;
         let member = &mut self.members[index];
@@ -399,18 +409,13 @@ impl Room {
         member.detached = false;
         self.welcome(index);
         // An offer sent while it was away (or lost with the old socket) is sent again.
-        if self.members[index].offer_outstanding {
-            let pc = self.members[index].pc.clone();
-            if let Some(sdp) = self.local_sdp(&pc).await {
-                self.send_to(index, ServerMessage::Offer { sdp });
-            }
+        if self.members[index].offer_outstanding
+            && let Some(sdp) = self.local_sdp(index)
+        {
+            self.send_to(index, ServerMessage::Offer { sdp });
         }
         self.end_grace_if_healthy(index);
         Ok(handle)
-    }
-
-    fn member_index(&self, id: &ParticipantId) -> Option<usize> {
-        self.members.iter().position(|m| &m.id == id)
     }
 
     /// Queues a message to a member; a full or closed queue dooms the member.
@@ -448,14 +453,14 @@ impl Room {
         );
     }
 
-    async fn handle_command(&mut self, command: RoomCommand) {
+    fn handle_command(&mut self, command: RoomCommand) {
         match command {
             RoomCommand::Join { participant, reply } => {
-                let result = self.join(participant).await;
+                let result = self.join(participant);
                 let _ = reply.send(result);
             }
             RoomCommand::Resume { participant, reply } => {
-                let result = self.resume(participant).await;
+                let result = self.resume(participant);
                 let _ = reply.send(result);
             }
             RoomCommand::Client {
@@ -464,7 +469,7 @@ impl Room {
                 message,
             } => {
                 if self.attached(&participant, attachment).is_some() {
-                    self.handle_client(participant, message).await;
+                    self.handle_client(participant, message);
                 }
             }
             RoomCommand::Vanished {
@@ -473,7 +478,7 @@ impl Room {
             } => {
                 if let Some(index) = self.attached(&participant, attachment) {
                     self.members[index].detached = true;
-                    self.start_grace(index, LeaveReason::Vanished).await;
+                    self.start_grace(index, LeaveReason::Vanished);
                 }
             }
             RoomCommand::StartRecording { dir, reply } => {
@@ -484,9 +489,10 @@ impl Room {
                     let _ = reply.send(Err(RelayError::Recording("not recording".into())));
                 }
                 Some(recording) => {
-                    for member in &self.members {
-                        for published in &member.published {
-                            let _ = published.forwarder.send(ForwardCommand::Record(None));
+                    let now = Instant::now();
+                    for member in &mut self.members {
+                        for published in &mut member.published {
+                            published.forwarder.record(now, None);
                         }
                     }
                     // Writers close and hash on their own threads; do not hold the room for it.
@@ -507,14 +513,14 @@ impl Room {
                     .and_then(|i| self.members[i].grace)
                     .filter(|(running, _)| *running == token);
                 if let Some((_, reason)) = expired {
-                    self.remove(&participant, reason).await;
+                    self.remove(&participant, reason);
                 }
             }
             RoomCommand::Close => {}
         }
     }
 
-    async fn join(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
+    fn join(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
         if self.member_index(&participant).is_some() {
             return Err(RelayError::AlreadyInRoom {
                 room: self.id.clone(),
@@ -528,26 +534,14 @@ impl Room {
                 max,
             });
         }
-        let session = self.next_session;
-        self.next_session += 1;
-        let handler = Arc::new(PcHandler {
-            participant: participant.clone(),
-            session,
-            events: self.internal_tx.clone(),
-        });
-        let config = &self.relay.config;
-        let pc =
-            build_peer_connection(config.udp_addrs.clone(), &config.ice_servers, handler).await?;
-        let (handle, out, pump, attachment) = match self.attach(&participant) {
-            Ok(attached) => attached,
-            Err(err) => {
-                let _ = pc.close().await;
-                return Err(err);
-            }
-        };
+        let (ufrag, pwd) = ice_credentials();
+        let pc = build_relay_connection(Instant::now(), ufrag.clone(), pwd)?;
+        let (handle, out, pump, attachment) = self.attach(&participant)?;
+        let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
+        self.mux.register(&ufrag, link, self.datagrams.clone());
         self.members.push(Member {
             id: participant.clone(),
-            session,
+            link,
             pc,
             out,
             pump,
@@ -564,6 +558,10 @@ impl Room {
             muted: Vec::new(),
             early_candidates: Vec::new(),
             audio_level_id: None,
+            candidates_added: false,
+            ufrags: vec![ufrag],
+            remote_ufrag: None,
+            ice_restarted: false,
             quality: QualityTracker::new(),
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
@@ -580,20 +578,47 @@ impl Room {
         Ok(handle)
     }
 
-    async fn handle_client(&mut self, participant: ParticipantId, message: ClientMessage) {
+    fn handle_client(&mut self, participant: ParticipantId, message: ClientMessage) {
         let Some(index) = self.member_index(&participant) else {
             return;
         };
         match message {
-            ClientMessage::Offer { sdp } => self.on_offer(index, sdp).await,
-            ClientMessage::Answer { sdp } => self.on_answer(index, sdp).await,
-            ClientMessage::Candidate { candidate } => self.on_candidate(index, candidate).await,
+            ClientMessage::Offer { sdp } => self.on_offer(index, sdp),
+            ClientMessage::Answer { sdp } => self.on_answer(index, sdp),
+            ClientMessage::Candidate { candidate } => self.on_candidate(index, candidate),
             ClientMessage::Mute { kind, muted } => self.on_mute(index, kind, muted),
-            ClientMessage::Leave => self.remove(&participant, LeaveReason::Left).await,
+            ClientMessage::Leave => self.remove(&participant, LeaveReason::Left),
         }
     }
 
-    async fn on_offer(&mut self, index: usize, sdp_text: String) {
+    /// Adds the relay's host candidates (one per socket, with the announced address) to member
+    /// `index`'s connection: every description it sends from now on carries them.
+    fn add_host_candidates(&mut self, index: usize) {
+        if self.members[index].candidates_added {
+            return;
+        }
+        for addr in self.mux.announced() {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host();
+            let init = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json());
+            match init.and_then(|init| self.members[index].pc.add_local_candidate(init)) {
+                Ok(()) => {}
+                Err(err) => tracing::warn!(%err, %addr, "host candidate not added"),
+            }
+        }
+        self.members[index].candidates_added = true;
+    }
+
+    fn on_offer(&mut self, index: usize, sdp_text: String) {
         let usable = sdp::usable_media(&sdp_text);
         let still_sent = sdp::sending_track_ids(&sdp_text);
         // An offer without any msid names no tracks: then nothing can be judged stopped.
@@ -619,34 +644,38 @@ impl Room {
             );
         }
         let audio_level_id = sdp::audio_extmap_id(&offer.sdp, AUDIO_LEVEL_URI);
-        let pc = self.members[index].pc.clone();
-        if let Err(err) = pc.set_remote_description(offer).await {
+        let remote_ufrag = sdp::ice_ufrags(&offer.sdp).first().map(|u| u.to_string());
+        let now = Instant::now();
+        if let Err(err) = self.members[index].pc.set_remote_description(now, offer) {
             return self.error_to(
                 index,
                 ErrorCode::BadSdp,
                 format!("offer not applicable: {err}"),
             );
         }
-        self.members[index].audio_level_id = audio_level_id;
-        let answer = match pc.create_answer(None).await {
-            Ok(answer) => answer,
-            Err(err) => {
-                tracing::warn!(%err, "create_answer failed");
-                return self.error_to(index, ErrorCode::Internal, "could not answer");
-            }
-        };
-        if let Err(err) = pc.set_local_description(answer).await {
-            tracing::warn!(%err, "set_local_description(answer) failed");
+        let member = &mut self.members[index];
+        member.audio_level_id = audio_level_id;
+        if member.remote_ufrag.is_some() && member.remote_ufrag != remote_ufrag {
+            member.ice_restarted = true;
+        }
+        member.remote_ufrag = remote_ufrag;
+        self.add_host_candidates(index);
+        let pc = &mut self.members[index].pc;
+        let answered = pc
+            .create_answer(None)
+            .and_then(|answer| pc.set_local_description(now, answer));
+        if let Err(err) = answered {
+            tracing::warn!(%err, "answer failed");
             return self.error_to(index, ErrorCode::Internal, "could not answer");
         }
-        let Some(sdp) = self.local_sdp(&pc).await else {
+        let Some(sdp) = self.local_sdp(index) else {
             return self.error_to(index, ErrorCode::Internal, "could not answer");
         };
         self.send_to(index, ServerMessage::Answer { sdp });
         let first = !self.members[index].connected_signaling;
         self.members[index].connected_signaling = true;
         for candidate in std::mem::take(&mut self.members[index].early_candidates) {
-            self.on_candidate(index, candidate).await;
+            self.on_candidate(index, candidate);
         }
         if first {
             // Subscribe the newcomer to everything already published.
@@ -662,25 +691,25 @@ impl Room {
                 })
                 .collect();
             for (publisher, track_id, kind) in sources {
-                self.add_down_leg(index, publisher, track_id, kind).await;
+                self.add_down_leg(index, publisher, track_id, kind);
             }
         }
-        // Tracks the participant no longer sends are unpublished (webrtc-rs does not end them).
+        // Tracks the participant no longer sends are unpublished.
         let stopped: Vec<String> = self.members[index]
             .published
             .iter()
-            .filter(|p| names_tracks && !still_sent.contains(&p.source_track_id))
+            .filter(|p| names_tracks && !still_sent.contains(&p.source))
             .map(|p| p.track_id.clone())
             .collect();
         for track_id in stopped {
-            self.unpublish(index, &track_id).await;
+            self.unpublish(index, &track_id);
         }
         // Legs added before this exchange were negotiated by it.
-        self.activate_legs(index).await;
-        self.maybe_offer(index).await;
+        self.activate_legs(index);
+        self.maybe_offer(index);
     }
 
-    async fn on_answer(&mut self, index: usize, sdp_text: String) {
+    fn on_answer(&mut self, index: usize, sdp_text: String) {
         if !self.members[index].offer_outstanding {
             return self.error_to(
                 index,
@@ -698,8 +727,8 @@ impl Room {
                 );
             }
         };
-        let pc = self.members[index].pc.clone();
-        if let Err(err) = pc.set_remote_description(answer).await {
+        let now = Instant::now();
+        if let Err(err) = self.members[index].pc.set_remote_description(now, answer) {
             // The offer stays outstanding: a corrected answer may follow.
             return self.error_to(
                 index,
@@ -708,11 +737,11 @@ impl Room {
             );
         }
         self.members[index].offer_outstanding = false;
-        self.activate_legs(index).await;
-        self.maybe_offer(index).await;
+        self.activate_legs(index);
+        self.maybe_offer(index);
     }
 
-    async fn on_candidate(&mut self, index: usize, candidate: IceCandidate) {
+    fn on_candidate(&mut self, index: usize, candidate: IceCandidate) {
         if !self.members[index].connected_signaling {
             let early = &mut self.members[index].early_candidates;
             if early.len() < MAX_EARLY_CANDIDATES {
@@ -734,8 +763,7 @@ impl Room {
             sdp_mline_index: candidate.sdp_mline_index,
             ..Default::default()
         };
-        let pc = self.members[index].pc.clone();
-        if let Err(err) = pc.add_ice_candidate(init).await {
+        if let Err(err) = self.members[index].pc.add_remote_candidate(init) {
             self.error_to(
                 index,
                 ErrorCode::BadCandidate,
@@ -745,15 +773,22 @@ impl Room {
     }
 
     fn on_mute(&mut self, index: usize, kind: MediaKind, muted: bool) {
+        let now = Instant::now();
         let member = &mut self.members[index];
         member.muted.retain(|k| *k != kind);
         if muted {
             member.muted.push(kind);
         }
-        for published in member.published.iter().filter(|p| p.kind == kind) {
-            let _ = published.forwarder.send(ForwardCommand::SetMuted(muted));
+        let mut plis = Vec::new();
+        for (k, published) in member.published.iter_mut().enumerate() {
+            if published.kind == kind && published.forwarder.set_muted(now, muted) {
+                plis.push(k);
+            }
         }
-        let id = member.id.clone();
+        for k in plis {
+            self.send_pli(index, k, now);
+        }
+        let id = self.members[index].id.clone();
         self.broadcast_except(
             &id,
             ServerMessage::TrackMuted {
@@ -764,112 +799,363 @@ impl Room {
         );
     }
 
-    async fn handle_internal(&mut self, internal: Internal) {
-        let Internal {
-            participant,
-            session,
-            event,
-        } = internal;
-        let Some(index) = self
-            .members
-            .iter()
-            .position(|m| m.id == participant && m.session == session)
-        else {
-            return; // a removed member's late events
+    /// Hands one datagram to the connection it was routed to.
+    fn on_datagram(&mut self, inbound: Inbound) {
+        let Some(index) = self.link_index(inbound.link) else {
+            return; // a removed member's late packets
         };
-        match event {
-            PcEvent::Candidate(mut candidate) => {
-                if let Some(ip) = self.relay.config.public_ip {
-                    candidate.candidate = sdp::rewrite_candidate_address(&candidate.candidate, ip);
-                }
-                self.send_to(index, ServerMessage::Candidate { candidate });
-            }
-            PcEvent::State(state) => match state {
-                RTCPeerConnectionState::Connected => {
-                    // Connected again after an ICE restart (a resume): its video's decoders
-                    // downstream may have lost sync, and a browser sends no keyframe unasked.
-                    if self.members[index].media_connected || self.members[index].pc_failed {
-                        for published in &self.members[index].published {
-                            if published.kind == MediaKind::Video {
-                                let _ = published.forwarder.send(ForwardCommand::RequestKeyframe);
-                            }
-                        }
-                    }
-                    self.members[index].media_connected = true;
-                    self.members[index].pc_failed = false;
-                    self.end_grace_if_healthy(index);
-                    self.activate_legs(index).await;
-                }
-                // An ICE restart may still revive a failed connection within the grace period.
-                RTCPeerConnectionState::Failed => {
-                    self.members[index].pc_failed = true;
-                    self.start_grace(index, LeaveReason::ConnectionLost).await;
-                }
-                RTCPeerConnectionState::Closed => {
-                    self.remove(&participant, LeaveReason::ConnectionLost).await;
-                }
-                _ => {}
+        let message = TaggedBytesMut {
+            now: inbound.at,
+            transport: TransportContext {
+                local_addr: inbound.local,
+                peer_addr: inbound.peer,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
             },
-            PcEvent::Track(track) => self.on_published(index, track).await,
-            PcEvent::Speaking(speaking) => self.broadcast_except(
-                &participant,
-                ServerMessage::Speaking {
-                    participant_id: participant.clone(),
-                    speaking,
-                },
-            ),
+            message: inbound.data,
+        };
+        if let Err(err) = self.members[index].pc.handle_read(message) {
+            // One bad datagram (stray, replayed, undecryptable) must not end the connection.
+            tracing::trace!(%err, participant = %self.members[index].id, "datagram refused");
         }
     }
 
-    async fn on_published(&mut self, index: usize, track: Arc<dyn TrackRemote>) {
-        let Some(kind) = media_kind(track.kind().await) else {
+    /// The earliest time a connection or a forwarder has something to do.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let mut deadline: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        for member in &mut self.members {
+            consider(member.pc.poll_timeout());
+            for published in &member.published {
+                consider(published.forwarder.next_deadline());
+            }
+        }
+        deadline
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        for index in 0..self.members.len() {
+            let member = &mut self.members[index];
+            if member.pc.poll_timeout().is_some_and(|t| t <= now)
+                && let Err(err) = member.pc.handle_timeout(now)
+            {
+                tracing::debug!(%err, participant = %member.id, "timeout handling failed");
+            }
+            let mut plis = Vec::new();
+            let mut speaking = Vec::new();
+            for (k, published) in member.published.iter_mut().enumerate() {
+                if published
+                    .forwarder
+                    .next_deadline()
+                    .is_some_and(|t| t <= now)
+                {
+                    let due = published.forwarder.poll(now);
+                    if due.send_pli {
+                        plis.push(k);
+                    }
+                    speaking.extend(due.speaking);
+                }
+            }
+            for k in plis {
+                self.write_pli(index, k, now);
+            }
+            for change in speaking {
+                self.announce_speaking(index, change);
+            }
+        }
+    }
+
+    /// Drives every connection until none has anything left: its events, its received media
+    /// (forwarded into the others' connections), then everyone's outgoing datagrams.
+    fn drive(&mut self) {
+        loop {
+            let mut progressed = false;
+            let mut events = Vec::new();
+            for member in &mut self.members {
+                while let Some(event) = member.pc.poll_event() {
+                    events.push((member.link, event));
+                }
+            }
+            progressed |= !events.is_empty();
+            for (link, event) in events {
+                if let Some(index) = self.link_index(link) {
+                    self.on_pc_event(index, event);
+                }
+            }
+            let now = Instant::now();
+            for index in 0..self.members.len() {
+                while let Some(message) = self.members[index].pc.poll_read() {
+                    progressed = true;
+                    self.on_pc_message(index, now, message.message);
+                }
+            }
+            for member in &mut self.members {
+                while let Some(out) = member.pc.poll_write() {
+                    self.mux.send(
+                        out.transport.local_addr,
+                        out.transport.peer_addr,
+                        &out.message,
+                    );
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_pc_event(&mut self, index: usize, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                self.on_connection_state(index, state)
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+            ) if self.members[index].ice_restarted => {
+                // Its path changed: subscribers' decoders may have lost sync, and a browser
+                // sends no keyframe unasked.
+                self.members[index].ice_restarted = false;
+                self.request_video_keyframes(index);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.on_published(index, init.track_id, init.receiver_id, init.ssrc)
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                let gone = self.members[index]
+                    .published
+                    .iter()
+                    .find(|p| p.source == track_id)
+                    .map(|p| p.track_id.clone());
+                if let Some(track_id) = gone {
+                    self.unpublish(index, &track_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_state(&mut self, index: usize, state: RTCPeerConnectionState) {
+        match state {
+            RTCPeerConnectionState::Connected => {
+                // Connected again after an ICE restart (a resume): its video's decoders
+                // downstream may have lost sync, and a browser sends no keyframe unasked.
+                let member = &self.members[index];
+                if member.media_connected || member.pc_failed {
+                    self.request_video_keyframes(index);
+                }
+                self.members[index].media_connected = true;
+                self.members[index].pc_failed = false;
+                self.end_grace_if_healthy(index);
+                self.activate_legs(index);
+            }
+            // An ICE restart may still revive a failed connection within the grace period.
+            RTCPeerConnectionState::Failed => {
+                self.members[index].pc_failed = true;
+                self.start_grace(index, LeaveReason::ConnectionLost);
+            }
+            RTCPeerConnectionState::Closed => {
+                let id = self.members[index].id.clone();
+                self.remove(&id, LeaveReason::ConnectionLost);
+            }
+            _ => {}
+        }
+    }
+
+    /// Media or feedback read from member `index`'s connection.
+    fn on_pc_message(&mut self, index: usize, now: Instant, message: RTCMessage) {
+        match message {
+            RTCMessage::RtpPacket(source, packet) => {
+                let Some(k) = self.members[index]
+                    .published
+                    .iter()
+                    .position(|p| p.source == source)
+                else {
+                    return;
+                };
+                RelayMetrics::inc(&self.relay.metrics.packets_received);
+                let arrival = self.members[index].published[k]
+                    .forwarder
+                    .on_packet(now, &packet);
+                if let Some(change) = arrival.speaking {
+                    self.announce_speaking(index, change);
+                }
+                if arrival.forward {
+                    self.forward(index, k, now, &packet, arrival.keyframe);
+                }
+            }
+            // Feedback about a track this member receives: a keyframe request for its publisher.
+            RTCMessage::RtcpPacket(track_id, packets) => {
+                if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    return;
+                }
+                let Some(leg) = self.members[index]
+                    .downs
+                    .iter()
+                    .find(|leg| leg.track_id == track_id.as_str())
+                else {
+                    return;
+                };
+                RelayMetrics::inc(&self.relay.metrics.keyframe_requests_received);
+                let publisher = leg.publisher.clone();
+                let track_id = leg.track_id.clone();
+                if let Some((p, k)) = self.published_index(&publisher, &track_id) {
+                    self.send_pli(p, k, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes one packet of member `index`'s track `k` to every subscriber leg.
+    fn forward(
+        &mut self,
+        index: usize,
+        k: usize,
+        now: Instant,
+        packet: &rtc::rtp::Packet,
+        keyframe: bool,
+    ) {
+        let metrics = self.relay.metrics.clone();
+        let (before, rest) = self.members.split_at_mut(index);
+        let (publisher, after) = rest.split_first_mut().expect("index is in range");
+        for leg in &mut publisher.published[k].forwarder.legs {
+            let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
+                continue;
+            };
+            let Some(subscriber) = before
+                .iter_mut()
+                .chain(after.iter_mut())
+                .find(|m| m.id == leg.subscriber)
+            else {
+                continue;
+            };
+            let bytes = out.payload.len() as u64;
+            let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender) else {
+                continue;
+            };
+            // The core drops (and logs) a packet it cannot send; count only what it took.
+            if let Err(err) = sender.write_rtp(now, out) {
+                tracing::debug!(subscriber = %leg.subscriber, %err, "forward failed");
+                continue;
+            }
+            RelayMetrics::inc(&metrics.packets_forwarded);
+            metrics
+                .bytes_forwarded
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn announce_speaking(&mut self, index: usize, speaking: bool) {
+        let participant = self.members[index].id.clone();
+        self.broadcast_except(
+            &participant,
+            ServerMessage::Speaking {
+                participant_id: participant.clone(),
+                speaking,
+            },
+        );
+    }
+
+    /// Asks for a keyframe of every video track member `index` publishes.
+    fn request_video_keyframes(&mut self, index: usize) {
+        let now = Instant::now();
+        for k in 0..self.members[index].published.len() {
+            if self.members[index].published[k].kind == MediaKind::Video {
+                self.send_pli(index, k, now);
+            }
+        }
+    }
+
+    /// Asks for a keyframe of member `index`'s track `k` through its rate limiter.
+    fn send_pli(&mut self, index: usize, k: usize, now: Instant) {
+        if self.members[index].published[k]
+            .forwarder
+            .want_keyframe(now)
+        {
+            self.write_pli(index, k, now);
+        }
+    }
+
+    /// Writes a PLI to the publisher of member `index`'s track `k` (the limiter said so).
+    fn write_pli(&mut self, index: usize, k: usize, now: Instant) {
+        let member = &mut self.members[index];
+        let published = &member.published[k];
+        let receiver = published.receiver;
+        let Some(media_ssrc) = published.forwarder.media_ssrc else {
             return;
         };
-        let source_track_id = track.track_id().await;
+        let Some(mut receiver) = member.pc.rtp_receiver(receiver) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+            Ok(()) => RelayMetrics::inc(&self.relay.metrics.plis_sent),
+            Err(err) => tracing::debug!(%err, "PLI not sent"),
+        }
+    }
+
+    /// The member index and track index of `publisher`'s `track_id`.
+    fn published_index(&self, publisher: &ParticipantId, track_id: &str) -> Option<(usize, usize)> {
+        let index = self.member_index(publisher)?;
+        let k = self.members[index]
+            .published
+            .iter()
+            .position(|p| p.track_id == track_id)?;
+        Some((index, k))
+    }
+
+    fn on_published(
+        &mut self,
+        index: usize,
+        source: MediaStreamTrackId,
+        receiver: RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
+        if self.members[index]
+            .published
+            .iter()
+            .any(|p| p.source == source)
+        {
+            return; // another encoding of a track already published
+        }
+        let Some(kind) = self.members[index]
+            .pc
+            .rtp_receiver(receiver)
+            .and_then(|r| crate::engine::media_kind(r.track().kind()))
+        else {
+            return;
+        };
         let publisher = self.members[index].id.clone();
         let ordinal = self.next_track;
         self.next_track += 1;
         let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
-        let (forwarder, commands) = mpsc::unbounded_channel();
-        if self.members[index].muted.contains(&kind) {
-            let _ = forwarder.send(ForwardCommand::SetMuted(true));
-        }
-        let audio_level = match (kind, self.members[index].audio_level_id) {
-            (MediaKind::Audio, Some(extension_id)) => {
-                let events = self.internal_tx.clone();
-                let participant = publisher.clone();
-                let session = self.members[index].session;
-                Some(AudioLevelTap {
-                    extension_id,
-                    report: Box::new(move |speaking| {
-                        // The room is gone: nobody left to tell.
-                        let _ = events.send(Internal {
-                            participant: participant.clone(),
-                            session,
-                            event: PcEvent::Speaking(speaking),
-                        });
-                    }),
-                })
-            }
-            _ => None,
-        };
-        tokio::spawn(run_forwarder(
-            track,
+        let now = Instant::now();
+        let mut forwarder = Forwarder::new(
             kind,
-            commands,
             self.relay.config.keyframe_request_interval,
-            self.relay.metrics.clone(),
-            audio_level,
-        ));
+            self.members[index].audio_level_id,
+            ssrc,
+        );
+        if self.members[index].muted.contains(&kind) {
+            forwarder.set_muted(now, true);
+        }
         if let Some(recording) = self.recording.as_mut() {
             let (sink, result) =
                 recording::start(&recording.dir, publisher.clone(), track_id.clone(), kind);
-            let _ = forwarder.send(ForwardCommand::Record(Some(sink)));
+            forwarder.record(now, Some(sink));
             recording.results.push(result);
         }
         self.members[index].published.push(Published {
             track_id: track_id.clone(),
-            source_track_id,
+            source,
+            receiver,
             kind,
             forwarder,
         });
@@ -884,15 +1170,14 @@ impl Room {
         );
         for other in 0..self.members.len() {
             if other != index && self.members[other].connected_signaling {
-                self.add_down_leg(other, publisher.clone(), track_id.clone(), kind)
-                    .await;
-                self.maybe_offer(other).await;
+                self.add_down_leg(other, publisher.clone(), track_id.clone(), kind);
+                self.maybe_offer(other);
             }
         }
     }
 
     /// Adds a local track for `publisher`'s track to member `index`; negotiated by the next offer.
-    async fn add_down_leg(
+    fn add_down_leg(
         &mut self,
         index: usize,
         publisher: ParticipantId,
@@ -900,7 +1185,7 @@ impl Room {
         kind: MediaKind,
     ) {
         let ssrc = next_ssrc();
-        let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        let local = MediaStreamTrack::new(
             publisher.to_string(),
             track_id.clone(),
             track_id.clone(),
@@ -913,9 +1198,8 @@ impl Room {
                 codec: codec_for(kind),
                 ..Default::default()
             }],
-        )));
-        let pc = self.members[index].pc.clone();
-        match pc.add_track(local.clone() as Arc<dyn TrackLocal>).await {
+        );
+        match self.members[index].pc.add_track(local) {
             Ok(sender) => {
                 let member = &mut self.members[index];
                 member.downs.push(DownLeg {
@@ -923,7 +1207,6 @@ impl Room {
                     track_id,
                     kind,
                     ssrc,
-                    local,
                     sender,
                     active: false,
                 });
@@ -934,21 +1217,23 @@ impl Room {
     }
 
     /// Starts forwarding on every negotiated leg of member `index` not yet forwarding.
-    async fn activate_legs(&mut self, index: usize) {
+    fn activate_legs(&mut self, index: usize) {
         if !self.members[index].media_connected {
             return;
         }
         let subscriber = self.members[index].id.clone();
         let mut activated = Vec::new();
-        for (leg_index, leg) in self.members[index].downs.iter().enumerate() {
+        let member = &mut self.members[index];
+        for (leg_index, leg) in member.downs.iter().enumerate() {
             if leg.active {
                 continue;
             }
-            let Ok(parameters) = leg.sender.get_parameters().await else {
+            let Some(mut sender) = member.pc.rtp_sender(leg.sender) else {
                 continue;
             };
             let mime = codec_for(leg.kind).mime_type;
-            let Some(payload_type) = parameters
+            let Some(payload_type) = sender
+                .get_parameters()
                 .rtp_parameters
                 .codecs
                 .iter()
@@ -959,63 +1244,46 @@ impl Room {
             };
             activated.push((leg_index, payload_type));
         }
+        let now = Instant::now();
         for (leg_index, payload_type) in activated {
             let leg = &self.members[index].downs[leg_index];
-            let Some(forwarder) = self.forwarder_of(&leg.publisher, &leg.track_id) else {
+            let (publisher, track_id) = (leg.publisher.clone(), leg.track_id.clone());
+            let new_leg = Leg {
+                subscriber: subscriber.clone(),
+                sender: leg.sender,
+                rewriter: DownstreamRewriter::new(
+                    leg.ssrc,
+                    payload_type,
+                    leg.kind == MediaKind::Video,
+                ),
+            };
+            self.members[index].downs[leg_index].active = true;
+            let Some((p, k)) = self.published_index(&publisher, &track_id) else {
                 continue;
             };
-            let video = leg.kind == MediaKind::Video;
-            let local = leg.local.clone();
-            let _ = forwarder.send(ForwardCommand::Subscribe {
-                subscriber: subscriber.clone(),
-                local: local.clone(),
-                rewriter: DownstreamRewriter::new(leg.ssrc, payload_type, video),
-            });
-            // Keyframe requests from this subscriber go to the publisher (rate-limited there).
-            let metrics = self.relay.metrics.clone();
-            tokio::spawn(async move {
-                while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        RelayMetrics::inc(&metrics.keyframe_requests_received);
-                        if forwarder.send(ForwardCommand::RequestKeyframe).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            self.members[index].downs[leg_index].active = true;
+            if self.members[p].published[k]
+                .forwarder
+                .subscribe(now, new_leg)
+            {
+                self.write_pli(p, k, now);
+            }
         }
-    }
-
-    fn forwarder_of(
-        &self,
-        publisher: &ParticipantId,
-        track_id: &str,
-    ) -> Option<mpsc::UnboundedSender<ForwardCommand>> {
-        self.members
-            .iter()
-            .find(|m| &m.id == publisher)?
-            .published
-            .iter()
-            .find(|p| p.track_id == track_id)
-            .map(|p| p.forwarder.clone())
     }
 
     /// Sends a relay offer to member `index` if it needs one and none is outstanding.
-    async fn maybe_offer(&mut self, index: usize) {
-        let member = &self.members[index];
+    fn maybe_offer(&mut self, index: usize) {
+        let member = &mut self.members[index];
         if !member.connected_signaling || member.offer_outstanding || !member.needs_offer {
             return;
         }
-        let pc = member.pc.clone();
-        let offer = match pc.create_offer(None).await {
-            Ok(offer) => offer,
-            Err(err) => return tracing::warn!(%err, "create_offer failed"),
-        };
-        if let Err(err) = pc.set_local_description(offer).await {
-            return tracing::warn!(%err, "set_local_description(offer) failed");
+        let pc = &mut member.pc;
+        let offered = pc
+            .create_offer(None)
+            .and_then(|offer| pc.set_local_description(Instant::now(), offer));
+        if let Err(err) = offered {
+            return tracing::warn!(%err, "offer failed");
         }
-        let Some(sdp) = self.local_sdp(&pc).await else {
+        let Some(sdp) = self.local_sdp(index) else {
             return;
         };
         let member = &mut self.members[index];
@@ -1024,18 +1292,24 @@ impl Room {
         self.send_to(index, ServerMessage::Offer { sdp });
     }
 
-    async fn local_sdp(&self, pc: &Arc<dyn PeerConnection>) -> Option<String> {
-        let sdp = pc.local_description().await?.sdp;
-        Some(match self.relay.config.public_ip {
-            Some(ip) => rewrite(&sdp, ip),
-            None => sdp,
-        })
+    /// The member's local description, after making sure the socket routes its ICE username
+    /// fragment (an ICE restart may bring a new one).
+    fn local_sdp(&mut self, index: usize) -> Option<String> {
+        let sdp = self.members[index].pc.local_description()?.sdp;
+        let member = &mut self.members[index];
+        for ufrag in sdp::ice_ufrags(&sdp) {
+            if !member.ufrags.iter().any(|u| u == ufrag) {
+                self.mux
+                    .register(ufrag, member.link, self.datagrams.clone());
+                member.ufrags.push(ufrag.to_owned());
+            }
+        }
+        Some(sdp)
     }
 
     /// Stops forwarding one of member `index`'s tracks and takes it from the others.
-    async fn unpublish(&mut self, index: usize, track_id: &str) {
+    fn unpublish(&mut self, index: usize, track_id: &str) {
         let publisher = self.members[index].id.clone();
-        // Dropping the forwarder's command sender ends the forwarder.
         self.members[index]
             .published
             .retain(|p| p.track_id != track_id);
@@ -1044,20 +1318,9 @@ impl Room {
             if other == index {
                 continue;
             }
-            let (gone, kept): (Vec<DownLeg>, Vec<DownLeg>) = self.members[other]
-                .downs
-                .drain(..)
-                .partition(|leg| leg.publisher == publisher && leg.track_id == track_id);
-            self.members[other].downs = kept;
-            let pc = self.members[other].pc.clone();
-            for leg in &gone {
-                if let Err(err) = pc.remove_track(&leg.sender).await {
-                    tracing::debug!(%err, "remove_track failed");
-                }
-            }
-            if !gone.is_empty() {
-                self.members[other].needs_offer = true;
-            }
+            self.drop_legs(other, |leg| {
+                leg.publisher == publisher && leg.track_id == track_id
+            });
             self.send_to(
                 other,
                 ServerMessage::TrackUnpublished {
@@ -1065,48 +1328,56 @@ impl Room {
                     track_id: track_id.to_owned(),
                 },
             );
-            self.maybe_offer(other).await;
+            self.maybe_offer(other);
+        }
+    }
+
+    /// Removes member `index`'s legs that `gone` selects (renegotiated by its next offer).
+    fn drop_legs(&mut self, index: usize, gone: impl Fn(&DownLeg) -> bool) {
+        let member = &mut self.members[index];
+        let (dropped, kept): (Vec<DownLeg>, Vec<DownLeg>) =
+            member.downs.drain(..).partition(|leg| gone(leg));
+        member.downs = kept;
+        for leg in &dropped {
+            if let Err(err) = member.pc.remove_track(leg.sender) {
+                tracing::debug!(%err, "remove_track failed");
+            }
+        }
+        if !dropped.is_empty() {
+            member.needs_offer = true;
         }
     }
 
     /// Removes a member: closes its connection, stops its forwarders, and takes its tracks
     /// from the others (each renegotiated).
-    async fn remove(&mut self, participant: &ParticipantId, reason: LeaveReason) {
+    fn remove(&mut self, participant: &ParticipantId, reason: LeaveReason) {
         let Some(index) = self.member_index(participant) else {
             return;
         };
-        let member = self.members.remove(index);
+        let mut member = self.members.remove(index);
         member.pump.abort();
         if matches!(reason, LeaveReason::RoomClosed | LeaveReason::TooSlow) {
             let _ = member.out.try_send(ServerMessage::Removed { reason });
         }
-        // Dropping the forwarder senders ends the forwarders.
-        drop(member.published);
-        if let Err(err) = member.pc.close().await {
+        // Tell the peer (DTLS close), then forget its routes.
+        if let Err(err) = member.pc.close() {
             tracing::debug!(%err, "close failed");
         }
+        while let Some(out) = member.pc.poll_write() {
+            self.mux.send(
+                out.transport.local_addr,
+                out.transport.peer_addr,
+                &out.message,
+            );
+        }
+        self.mux.forget(member.link);
         RelayMetrics::dec(&self.relay.metrics.participants);
         tracing::info!(room = %self.id, participant = %participant, ?reason, "left");
         for other in 0..self.members.len() {
-            for published in &self.members[other].published {
-                let _ = published.forwarder.send(ForwardCommand::Unsubscribe {
-                    subscriber: participant.clone(),
-                });
+            for published in &mut self.members[other].published {
+                published.forwarder.unsubscribe(participant);
             }
-            let (gone, kept): (Vec<DownLeg>, Vec<DownLeg>) = self.members[other]
-                .downs
-                .drain(..)
-                .partition(|leg| &leg.publisher == participant);
-            self.members[other].downs = kept;
-            if !gone.is_empty() {
-                let pc = self.members[other].pc.clone();
-                for leg in gone {
-                    if let Err(err) = pc.remove_track(&leg.sender).await {
-                        tracing::debug!(%err, "remove_track failed");
-                    }
-                }
-                self.members[other].needs_offer = true;
-            }
+            self.drop_legs(other, |leg| &leg.publisher == participant);
             self.send_to(
                 other,
                 ServerMessage::ParticipantLeft {
@@ -1114,7 +1385,7 @@ impl Room {
                     reason,
                 },
             );
-            self.maybe_offer(other).await;
+            self.maybe_offer(other);
         }
     }
 
@@ -1132,17 +1403,24 @@ impl Room {
             dir,
             results: Vec::new(),
         };
-        for member in &self.members {
-            for published in &member.published {
+        let now = Instant::now();
+        let mut plis = Vec::new();
+        for (index, member) in self.members.iter_mut().enumerate() {
+            for (k, published) in member.published.iter_mut().enumerate() {
                 let (sink, result) = recording::start(
                     &recording.dir,
                     member.id.clone(),
                     published.track_id.clone(),
                     published.kind,
                 );
-                let _ = published.forwarder.send(ForwardCommand::Record(Some(sink)));
+                if published.forwarder.record(now, Some(sink)) {
+                    plis.push((index, k));
+                }
                 recording.results.push(result);
             }
+        }
+        for (index, k) in plis {
+            self.write_pli(index, k, now);
         }
         tracing::info!(room = %self.id, tracks = recording.results.len(), "recording started");
         self.recording = Some(recording);
@@ -1150,16 +1428,12 @@ impl Room {
     }
 
     /// Sends everyone the connection quality of every connected member.
-    async fn report_quality(&mut self) {
+    fn report_quality(&mut self) {
+        let now = Instant::now();
         let mut reports = Vec::new();
         for member in self.members.iter_mut().filter(|m| m.media_connected) {
-            let report = member
-                .pc
-                .get_stats(std::time::Instant::now(), StatsSelector::None)
-                .await;
-            let quality = member
-                .quality
-                .update(std::time::Instant::now(), totals_from(&report));
+            let report = member.pc.get_stats(now, StatsSelector::None);
+            let quality = member.quality.update(now, totals_from(&report));
             reports.push(ServerMessage::ConnectionQuality {
                 participant_id: member.id.clone(),
                 quality,
@@ -1173,29 +1447,25 @@ impl Room {
     }
 
     /// Removes the members found slow or gone during the last step.
-    async fn reap(&mut self) {
+    fn reap(&mut self) {
         while let Some((participant, reason)) = self.doomed.pop() {
             match (reason, self.member_index(&participant)) {
                 // Its events receiver was dropped: like a dropped handle, it may resume.
                 (LeaveReason::Vanished, Some(index)) => {
                     self.members[index].detached = true;
-                    self.start_grace(index, reason).await;
+                    self.start_grace(index, reason);
                 }
-                _ => self.remove(&participant, reason).await,
+                _ => self.remove(&participant, reason),
             }
         }
     }
 
-    async fn close(&mut self) {
+    fn close(&mut self) {
         while let Some(member) = self.members.first() {
             let id = member.id.clone();
-            self.remove(&id, LeaveReason::RoomClosed).await;
+            self.remove(&id, LeaveReason::RoomClosed);
         }
     }
-}
-
-fn rewrite(sdp_text: &str, ip: IpAddr) -> String {
-    sdp::rewrite_sdp_candidates(sdp_text, ip)
 }
 
 fn kind_name(kind: MediaKind) -> &'static str {

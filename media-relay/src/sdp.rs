@@ -1,8 +1,6 @@
 //! Small pure checks and rewrites over SDP text, done before handing it to the WebRTC stack, so a
 //! peer gets a precise error code and the public (1:1 NAT) address reaches the browser.
 
-use std::net::IpAddr;
-
 /// What an SDP offers that the relay can forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsableMedia {
@@ -36,44 +34,19 @@ pub fn usable_media(sdp: &str) -> UsableMedia {
     usable
 }
 
-/// Replaces the connection address of a host candidate with `public_ip` (1:1 NAT: same port).
-/// Other candidate types and unparsable lines are returned unchanged.
-pub fn rewrite_candidate_address(candidate: &str, public_ip: IpAddr) -> String {
-    let fields: Vec<&str> = candidate.split(' ').collect();
-    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
-    if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
-        return candidate.to_owned();
-    }
-    let public = public_ip.to_string();
-    fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| if i == 4 { public.as_str() } else { f })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Applies [`rewrite_candidate_address`] to every `a=candidate:` line of an SDP.
-pub fn rewrite_sdp_candidates(sdp: &str, public_ip: IpAddr) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.split_inclusive('\n') {
-        let (body, end) = match line.strip_suffix("\r\n") {
-            Some(body) => (body, "\r\n"),
-            None => match line.strip_suffix('\n') {
-                Some(body) => (body, "\n"),
-                None => (line, ""),
-            },
-        };
-        match body.strip_prefix("a=") {
-            Some(candidate) if candidate.starts_with("candidate:") => {
-                out.push_str("a=");
-                out.push_str(&rewrite_candidate_address(candidate, public_ip));
-            }
-            _ => out.push_str(body),
+/// The ICE username fragments of an SDP (`a=ice-ufrag:`), session- or media-level, in order
+/// and without repeats.
+pub fn ice_ufrags(sdp: &str) -> Vec<&str> {
+    let mut ufrags: Vec<&str> = Vec::new();
+    for ufrag in sdp
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+    {
+        if !ufrags.contains(&ufrag) {
+            ufrags.push(ufrag);
         }
-        out.push_str(end);
     }
-    out
+    ufrags
 }
 
 /// The `msid` track ids of the m-sections in which the SDP's author sends media (direction
@@ -189,19 +162,9 @@ m=audio 9 X 111\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/
     }
 
     #[test]
-    fn host_candidates_get_the_public_address_and_others_are_untouched() {
-        let ip: IpAddr = "203.0.113.7".parse().expect("literal address");
-        assert_eq!(
-            rewrite_candidate_address("candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host", ip),
-            "candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host"
-        );
-        let srflx = "candidate:2 1 udp 1 198.51.100.1 5000 typ srflx raddr 10.0.0.5 rport 40000";
-        assert_eq!(rewrite_candidate_address(srflx, ip), srflx);
-        assert_eq!(rewrite_candidate_address("garbage", ip), "garbage");
-        let sdp = "v=0\r\na=candidate:1 1 udp 9 10.0.0.5 40000 typ host\r\na=mid:0\r\n";
-        assert_eq!(
-            rewrite_sdp_candidates(sdp, ip),
-            "v=0\r\na=candidate:1 1 udp 9 203.0.113.7 40000 typ host\r\na=mid:0\r\n"
-        );
+    fn ice_ufrags_are_read_once_each_in_order() {
+        let sdp = "v=0\r\na=ice-ufrag:abcd\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:efgh\r\n";
+        assert_eq!(ice_ufrags(sdp), vec!["abcd", "efgh"]);
+        assert!(ice_ufrags("v=0\r\n").is_empty());
     }
 }

@@ -58,12 +58,12 @@ pub struct Metrics {
     /// Relay: participants in calls.
     pub relay_participants: Gauge,
     /// Relay counters, advanced at scrape time from the relay's own atomics.
-    relay_counters: [Counter; 5],
-    relay_seen: std::sync::Mutex<[u64; 5]>,
+    relay_counters: [Counter; RELAY_COUNTERS.len()],
+    relay_seen: std::sync::Mutex<[u64; RELAY_COUNTERS.len()]>,
 }
 
 /// Names and help of the relay counters, in the order of `relay_counters`.
-const RELAY_COUNTERS: [(&str, &str); 5] = [
+const RELAY_COUNTERS: [(&str, &str); 7] = [
     (
         "relay_packets_received",
         "RTP packets received from publishers",
@@ -84,6 +84,14 @@ const RELAY_COUNTERS: [(&str, &str); 5] = [
         "relay_keyframe_requests_received",
         "Keyframe requests (PLI/FIR) received from subscribers",
     ),
+    (
+        "relay_datagrams_dropped",
+        "UDP datagrams dropped because a room's queue or the socket's send buffer was full",
+    ),
+    (
+        "relay_datagrams_unrouted",
+        "UDP datagrams from addresses no peer connection knows",
+    ),
 ];
 
 impl Default for Metrics {
@@ -100,7 +108,7 @@ impl Default for Metrics {
         let materials = Counter::default();
         let relay_rooms = Gauge::default();
         let relay_participants = Gauge::default();
-        let relay_counters: [Counter; 5] = Default::default();
+        let relay_counters: [Counter; RELAY_COUNTERS.len()] = Default::default();
         registry.register(
             "case_events",
             "Case workflow events by kind",
@@ -161,7 +169,7 @@ impl Default for Metrics {
             relay_rooms,
             relay_participants,
             relay_counters,
-            relay_seen: std::sync::Mutex::new([0; 5]),
+            relay_seen: std::sync::Mutex::new([0; RELAY_COUNTERS.len()]),
         }
     }
 }
@@ -177,6 +185,8 @@ impl Metrics {
             snapshot.bytes_forwarded,
             snapshot.plis_sent,
             snapshot.keyframe_requests_received,
+            snapshot.datagrams_dropped,
+            snapshot.datagrams_unrouted,
         ];
         let mut seen = self.relay_seen.lock().unwrap_or_else(|p| p.into_inner());
         for ((counter, seen), now) in self.relay_counters.iter().zip(seen.iter_mut()).zip(now) {

@@ -27,6 +27,13 @@ pub async fn serve(
 ) -> Result<()> {
     install_crypto_provider();
     let config = state.config.clone();
+    // Bind the relay's UDP socket now: a taken port fails the start, not the first call.
+    let udp = state
+        .relay
+        .bind()
+        .await
+        .map_err(|e| Error::Internal(format!("relay: {e}")))?;
+    tracing::info!(?udp, "relay media on UDP (every call, one port)");
     let handle: Handle<SocketAddr> = Handle::new();
     tokio::spawn(stop_on_signal(handle.clone()));
     let scheme = if config.plain_http { "http" } else { "https" };

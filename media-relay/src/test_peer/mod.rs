@@ -22,17 +22,19 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::RelayError;
 use crate::engine::{
-    AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, build_peer_connection, codec_for,
-    is_keyframe_request, media_kind, rtp_kind,
+    AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, codec_for, is_keyframe_request,
+    media_kind, rtp_kind,
 };
 use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
+use crate::turn::IceServer;
 use delay::DelayHistogram;
 use frames::{Fed, TrackCounter, TrackCounts};
 use media::{Vp8FrameSource, append_send_stamp, opus_payload, send_stamp};
@@ -798,4 +800,41 @@ impl Stream {
             shared.packets_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Builds an async (webrtc crate) peer connection bound to `udp_addrs`, with mDNS off and
+/// keyframe requests delivered: the client side, for the test peer and the load generator.
+async fn build_peer_connection(
+    udp_addrs: Vec<SocketAddr>,
+    ice_servers: &[IceServer],
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+    let (engine, registry) = crate::engine::engine_and_registry()?;
+    // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(true)
+        .build();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(
+            ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
+                .collect(),
+        )
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(udp_addrs)
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
 }

@@ -1,0 +1,279 @@
+//! The relay's UDP socket: one per configured address, shared by every peer connection of every
+//! room (ICE, DTLS, SRTP and RTCP all on one port). A reader task hands each datagram to the
+//! room that owns the peer it came from; rooms send through the same socket.
+//!
+//! Demultiplexing (as str0m and LiveKit do): a datagram from a known remote address goes to that
+//! address's link; from an unknown one, only a STUN binding request is accepted, and its USERNAME
+//! (`<relay ufrag>:<peer ufrag>`, RFC 8445 §7.2.2) names the link. The link's ICE agent then
+//! checks the request's integrity; a forged USERNAME can at most make a room read and refuse one
+//! packet.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::error::RelayError;
+use crate::metrics::RelayMetrics;
+
+/// Largest datagram read (an MTU-sized packet is ~1,200–1,500 bytes).
+const MAX_DATAGRAM: usize = 2048;
+
+/// Datagrams queued to one room before further ones are dropped (UDP semantics: a room that
+/// cannot keep up loses packets, it does not stall the other rooms).
+pub(crate) const ROOM_QUEUE: usize = 4096;
+
+/// One received datagram, for the link `link`.
+pub(crate) struct Inbound {
+    pub(crate) link: u64,
+    /// The announced address the datagram arrived at (what the link's ICE candidate names).
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) at: Instant,
+    pub(crate) data: BytesMut,
+}
+
+/// Where a link's datagrams go.
+#[derive(Clone)]
+struct Route {
+    link: u64,
+    room: mpsc::Sender<Inbound>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Local ICE username fragment → link.
+    by_ufrag: HashMap<String, Route>,
+    /// (socket index, remote address) → link.
+    by_addr: HashMap<(usize, SocketAddr), Route>,
+}
+
+/// One bound socket and the address its candidates announce.
+struct Bound {
+    socket: Arc<UdpSocket>,
+    announced: SocketAddr,
+}
+
+/// The shared sockets and the routing table.
+pub(crate) struct UdpMux {
+    bound: Vec<Bound>,
+    routes: Mutex<Routes>,
+    metrics: Arc<RelayMetrics>,
+}
+
+impl UdpMux {
+    /// Binds every address and starts a reader per socket. A wildcard address needs `public_ip`
+    /// (the candidates must name an address peers can reach).
+    pub(crate) async fn bind(
+        addrs: &[SocketAddr],
+        public_ip: Option<IpAddr>,
+        metrics: Arc<RelayMetrics>,
+    ) -> Result<Arc<Self>, RelayError> {
+        let mut bound = Vec::new();
+        for addr in addrs {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|e| RelayError::Config(format!("cannot bind UDP {addr}: {e}")))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| RelayError::Config(format!("UDP {addr}: {e}")))?;
+            let ip = match public_ip {
+                Some(ip) => ip,
+                None if local.ip().is_unspecified() => {
+                    return Err(RelayError::Config(format!(
+                        "UDP {addr} is a wildcard address: set the public address peers reach"
+                    )));
+                }
+                None => local.ip(),
+            };
+            bound.push(Bound {
+                socket: Arc::new(socket),
+                announced: SocketAddr::new(ip, local.port()),
+            });
+        }
+        let mux = Arc::new(Self {
+            bound,
+            routes: Mutex::new(Routes::default()),
+            metrics,
+        });
+        for index in 0..mux.bound.len() {
+            let weak = Arc::downgrade(&mux);
+            let socket = mux.bound[index].socket.clone();
+            tokio::spawn(async move { read_loop(weak, index, socket).await });
+        }
+        Ok(mux)
+    }
+
+    /// The addresses the relay's candidates announce, one per socket.
+    pub(crate) fn announced(&self) -> Vec<SocketAddr> {
+        self.bound.iter().map(|b| b.announced).collect()
+    }
+
+    /// The bound local addresses, one per socket.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound
+            .iter()
+            .filter_map(|b| b.socket.local_addr().ok())
+            .collect()
+    }
+
+    /// Routes STUN requests naming `ufrag` (and then their senders' datagrams) to `link`.
+    pub(crate) fn register(&self, ufrag: &str, link: u64, room: mpsc::Sender<Inbound>) {
+        self.lock()
+            .by_ufrag
+            .insert(ufrag.to_owned(), Route { link, room });
+    }
+
+    /// Forgets every route of `link` (its connection closed).
+    pub(crate) fn forget(&self, link: u64) {
+        let mut routes = self.lock();
+        routes.by_ufrag.retain(|_, r| r.link != link);
+        routes.by_addr.retain(|_, r| r.link != link);
+    }
+
+    /// Sends one datagram from the socket whose announced address is `from` (the first socket if
+    /// none matches). A full socket buffer drops the datagram, as the network would.
+    pub(crate) fn send(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let bound = self
+            .bound
+            .iter()
+            .find(|b| b.announced == from)
+            .or_else(|| self.bound.first());
+        let Some(bound) = bound else { return };
+        match bound.socket.try_send_to(data, to) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                RelayMetrics::inc(&self.metrics.datagrams_dropped);
+            }
+            Err(err) => tracing::debug!(%to, %err, "UDP send failed"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // Every critical section is a single map operation: a panic cannot leave it half done.
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The link a datagram from `peer` on socket `index` belongs to, learning the address from a
+    /// STUN request's USERNAME.
+    fn route(&self, index: usize, peer: SocketAddr, data: &[u8]) -> Option<Route> {
+        let mut routes = self.lock();
+        if let Some(route) = routes.by_addr.get(&(index, peer)) {
+            return Some(route.clone());
+        }
+        let ufrag = stun_username(data)?.split(':').next()?.to_owned();
+        let route = routes.by_ufrag.get(&ufrag)?.clone();
+        routes.by_addr.insert((index, peer), route.clone());
+        Some(route)
+    }
+}
+
+async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSocket>) {
+    let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
+    loop {
+        if buf.capacity() < MAX_DATAGRAM {
+            buf.reserve(64 * MAX_DATAGRAM);
+        }
+        buf.resize(MAX_DATAGRAM, 0);
+        let received = socket.recv_from(&mut buf[..]).await;
+        let Some(mux) = mux.upgrade() else { return };
+        let (len, peer) = match received {
+            Ok(received) => received,
+            Err(err) => {
+                // ICMP port-unreachable from a departed peer surfaces here on some systems.
+                tracing::debug!(%err, "UDP receive failed");
+                continue;
+            }
+        };
+        let data = buf.split_to(len);
+        let Some(route) = mux.route(index, peer, &data) else {
+            RelayMetrics::inc(&mux.metrics.datagrams_unrouted);
+            continue;
+        };
+        let inbound = Inbound {
+            link: route.link,
+            local: mux.bound[index].announced,
+            peer,
+            at: Instant::now(),
+            data,
+        };
+        match route.room.try_send(inbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                RelayMetrics::inc(&mux.metrics.datagrams_dropped);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => mux.forget(route.link),
+        }
+    }
+}
+
+/// The USERNAME of a STUN binding request (RFC 8489 §5, §14.3), if `data` is one.
+pub(crate) fn stun_username(data: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+    const USERNAME: u16 = 0x0006;
+    if data.len() < 20 || data[0..2] != BINDING_REQUEST || data[4..8] != MAGIC {
+        return None;
+    }
+    let length = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(20..20 + length)?;
+    let mut rest = body;
+    while rest.len() >= 4 {
+        let kind = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+        let value = rest.get(4..4 + len)?;
+        if kind == USERNAME {
+            return std::str::from_utf8(value).ok();
+        }
+        let padded = (4 + len).div_ceil(4) * 4;
+        rest = rest.get(padded..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(attributes: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, value) in attributes {
+            body.extend_from_slice(&kind.to_be_bytes());
+            body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            body.extend_from_slice(value);
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+        }
+        let mut packet = vec![0x00, 0x01];
+        packet.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        packet.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        packet.extend_from_slice(&[7; 12]);
+        packet.extend_from_slice(&body);
+        packet
+    }
+
+    #[test]
+    fn username_is_read_after_a_padded_attribute() {
+        let packet = binding_request(&[(0x0024, b"\x6e\x7f\x1e"), (0x0006, b"relayA:peerB")]);
+        assert_eq!(stun_username(&packet), Some("relayA:peerB"));
+    }
+
+    #[test]
+    fn non_stun_and_truncated_packets_have_no_username() {
+        let packet = binding_request(&[(0x0006, b"relayA:peerB")]);
+        assert_eq!(stun_username(&packet[..packet.len() - 3]), None);
+        let mut response = packet.clone();
+        response[1] = 0x01; // 0x0101: a binding success response, not a request
+        response[0] = 0x01;
+        assert_eq!(stun_username(&response), None);
+        assert_eq!(stun_username(&[0x80, 0x60, 0, 1]), None); // RTP
+        assert_eq!(stun_username(&binding_request(&[(0x8028, b"abcd")])), None);
+    }
+}
