@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import assert from 'node:assert/strict';
 import { chromium, request } from 'playwright-core';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
@@ -339,4 +340,30 @@ export async function verifyOffline(server, zipPath) {
     out = err.stdout;
   }
   return JSON.parse(out.toString());
+}
+
+/** Where a call page shows its own picture (self-view) beside the picture of `remoteId`. With
+ * `overlay` (phone width): a small picture, less than half as wide and high as the other's,
+ * lying inside it and drawn over it (the topmost element at its centre). Without: a tile of its
+ * own that does not overlap the other. */
+export async function expectSelfView(page, remoteId, { overlay }) {
+  await page.locator('.call-tile.self').scrollIntoViewIfNeeded();
+  const { self, remote, selfOnTop } = await page.evaluate((id) => {
+    const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height }; };
+    const selfTile = document.querySelector('.call-tile.self');
+    const s = box(selfTile);
+    const top = document.elementFromPoint((s.left + s.right) / 2, (s.top + s.bottom) / 2)?.closest('.call-tile');
+    return { self: s, remote: box(document.querySelector(`.call-tile[data-participant="${id}"]`)), selfOnTop: top === selfTile };
+  }, remoteId);
+  const boxes = JSON.stringify({ self, remote });
+  assert.ok(self.width > 0 && self.height > 0, `the self-view is not shown: ${boxes}`);
+  const inside = self.left >= remote.left && self.top >= remote.top && self.right <= remote.right && self.bottom <= remote.bottom;
+  const overlaps = self.left < remote.right && remote.left < self.right && self.top < remote.bottom && remote.top < self.bottom;
+  if (overlay) {
+    assert.ok(self.width < remote.width / 2 && self.height < remote.height / 2, `the self-view is not small beside the other's picture: ${boxes}`);
+    assert.ok(inside, `the self-view does not lie within the other's picture: ${boxes}`);
+    assert.ok(selfOnTop, `the self-view is hidden under another element: ${boxes}`);
+  } else {
+    assert.ok(!overlaps, `the self-view covers the other's picture: ${boxes}`);
+  }
 }

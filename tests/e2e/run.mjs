@@ -10,7 +10,7 @@ import {
   ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, pageAs, apiAs, participantIds,
   openCase, waitText, visibleUiText, untranslatedWords, usedKeys,
   expectMediaFlowing, expectTilePlaying, expectEveryoneReceives, inviteExpert, checkIdentityAndApprove,
-  browserSigningKey, rateOnPage, readZipEntry, verifyOffline,
+  browserSigningKey, rateOnPage, readZipEntry, verifyOffline, expectSelfView,
 } from './lib.mjs';
 
 let server;
@@ -612,7 +612,7 @@ async function callOfTwo(agentCtx, approverCtx, item = 'id-loss', on = server) {
   return { caseId: opened.id, agent, approver, ...(await participantIds(on, opened.id)) };
 }
 
-test("a call of two: names on the tiles, network quality, the speaker's border, mute and camera off seen on the other side, recording only after both consent, a refused message in plain words; screenshots", async () => {
+test("a call of two: names on the tiles, network quality, the speaker's border, mute and camera off seen on the other side, recording only after both consent, a refused message in plain words; at phone width the own picture is a small overlay in the other's picture; screenshots", async () => {
   const agentCtx = await newContext(browser, server);
   const approverCtx = await newContext(browser, server);
   try {
@@ -667,6 +667,7 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
         await page.locator('.call-slot').screenshot({ path: join(ARTIFACTS, `call-${name}-${label}-panel.png`) });
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert.ok(overflow <= 1, `call view of the ${name} (${label}) is ${overflow}px wider than the screen`);
+        await expectSelfView(page, name === 'agent' ? approverId : agentId, { overlay: label === 'phone' });
         assert.deepEqual(untranslatedWords(await visibleUiText(page)), [], `English on the ${name}'s call view (${label})`);
       }
     }
