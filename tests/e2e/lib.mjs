@@ -1,11 +1,12 @@
 // Helpers for the browser tests: the real server binary on an ephemeral port, headless system
 // Chromium with a fake camera, logins, and the checks shared by several tests.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import assert from 'node:assert/strict';
 import { chromium, request } from 'playwright-core';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
@@ -127,6 +128,14 @@ export async function login(page, username, password = PASSWORDS[username]) {
   await page.locator('header .who').waitFor();
 }
 
+/** A new page in `context`, logged in as `username`, then at `path` (a hash route) if given. */
+export async function pageAs(context, username, path) {
+  const page = await newPage(context);
+  await login(page, username);
+  if (path) await page.goto(path);
+  return page;
+}
+
 /** An API client for set-up steps, with a bearer token of `username`. */
 export async function apiAs(server, username, password = PASSWORDS[username]) {
   const anon = await request.newContext({ baseURL: server.url, ignoreHTTPSErrors: true });
@@ -238,4 +247,123 @@ export async function expectTilePlaying(page, participant) {
     const v = document.querySelector(`.call-tile[data-participant="${p}"] video`);
     return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0;
   }, participant, { timeout: 20000 });
+}
+
+/** Every page of `parties` (`[[page, participantId], …]`) receives every other party: video
+ * decoding and audio arriving, both rising (`expectMediaFlowing`), and the tile playing. */
+export async function expectEveryoneReceives(parties) {
+  for (const [page, own] of parties) {
+    const others = parties.map(([, id]) => id).filter((id) => id !== own);
+    await expectMediaFlowing(page, others, { label: `${own} receiving ${others.join(', ')}` });
+    for (const other of others) await expectTilePlaying(page, other);
+  }
+}
+
+/** The approver invites 陈专家 on its case page; the expert logs in (in `expertContext`) and opens
+ * the case from its list. Returns the expert's page and participant id (`user-<id>`). */
+export async function inviteExpert(server, approver, expertContext, caseId) {
+  await approver.locator('#invite select').selectOption({ label: '陈专家（出入境）' });
+  await approver.locator('#invite button[type=submit]').click();
+  await waitText(approver.locator('.case-facts'), '陈专家');
+  const expert = await pageAs(expertContext, 'expert');
+  await expert.locator(`.case-row[data-case-id="${caseId}"]`).click();
+  await expert.waitForFunction((id) => location.hash === `#/case/${id}`, caseId);
+  return { expert, expertId: (await participantIds(server, caseId)).expertIds[0] };
+}
+
+/** The call participant ids (`user-<id>`, the tiles' `data-participant`) of a case's agent,
+ * approver and invited experts. */
+export async function participantIds(server, caseId) {
+  const view = (await (await apiAs(server, 'approver')).call('GET', `/cases/${caseId}`)).body;
+  return { agentId: `user-${view.agent.id}`, approverId: `user-${view.approver?.id}`, expertIds: view.experts.map((e) => `user-${e.id}`) };
+}
+
+/** On the approver's case page: 可信身份认证 (ID card shown, face compared), then 审批通过 with
+ * `reason`, which the page signs with the browser's own key (WebCrypto Ed25519, js/decision.js). */
+export async function checkIdentityAndApprove(approver, reason = '材料齐全，身份核验一致') {
+  await approver.locator('#identity-check input[value=id_card_shown]').check();
+  await approver.locator('#identity-check input[value=face_compared]').check();
+  await approver.locator('#identity-check button[type=submit]').click();
+  await waitText(approver.locator('.case-facts'), '已完成可信身份认证');
+  await approver.locator('textarea[name=decision-reason]').fill(reason);
+  await approver.locator('#approve').click();
+  await waitText(approver.locator('.case-facts .badge'), '已审批通过');
+}
+
+/** The approver's signing key as its browser keeps it (IndexedDB, js/decision.js): the key id the
+ * server registered, and whether the private half could be exported. */
+export async function browserSigningKey(page) {
+  return page.evaluate(() => new Promise((resolve, reject) => {
+    const open = indexedDB.open('cloudhelp-signing', 1);
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const all = open.result.transaction('keys', 'readonly').objectStore('keys').getAll();
+      all.onerror = () => reject(all.error);
+      all.onsuccess = () => {
+        open.result.close();
+        resolve(all.result.map((k) => ({ keyId: k.keyId, extractable: k.privateKey.extractable })));
+      };
+    };
+  }));
+}
+
+/** On the agent's page of an issued case: the resident's rating (好差评) of `score` stars with
+ * `comment`; returns the page's answer. */
+export async function rateOnPage(agent, score, comment) {
+  await agent.locator(`#rating button.star[data-score="${score}"]`).click();
+  await agent.locator('#rating textarea[name=comment]').fill(comment);
+  await agent.locator('#rating button[type=submit]').click();
+  const saved = agent.locator('#rating .notice.ok');
+  await saved.waitFor();
+  return saved.innerText();
+}
+
+/** One file of a zip (the archive's entries are stored, but read it properly all the same). */
+export function readZipEntry(zipPath, name) {
+  const script = 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))';
+  return execFileSync('python3', ['-c', script, zipPath, name]).toString('utf8');
+}
+
+/** `cloudhelp verify ZIP --trust trust.json --json`, the real binary, with the trust file the
+ * server publishes, no data folder, no network and no environment; returns its JSON report. */
+export async function verifyOffline(server, zipPath) {
+  const folder = mkdtempSync(join(tmpdir(), 'cloudhelp-offline-'));
+  const trust = await (await apiAs(server, 'auditor')).call('GET', '/log/trust');
+  if (trust.status !== 200) throw new Error(`trust file: ${trust.status}`);
+  writeFileSync(join(folder, 'trust.json'), JSON.stringify(trust.body));
+  let out;
+  try {
+    out = execFileSync(binary(), ['verify', zipPath, '--trust', join(folder, 'trust.json'), '--json'], { env: {} });
+  } catch (err) {
+    // It exits non-zero when a check fails: the report (stdout) says which.
+    if (!err.stdout?.length) throw err;
+    out = err.stdout;
+  }
+  return JSON.parse(out.toString());
+}
+
+/** Where a call page shows its own picture (self-view) beside the picture of `remoteId`. With
+ * `overlay` (phone width): a small picture, less than half as wide and high as the other's,
+ * lying inside it and drawn over it (the topmost element at its centre). Without: a tile of its
+ * own that does not overlap the other. */
+export async function expectSelfView(page, remoteId, { overlay }) {
+  await page.locator('.call-tile.self').scrollIntoViewIfNeeded();
+  const { self, remote, selfOnTop } = await page.evaluate((id) => {
+    const box = (el) => { const r = el.getBoundingClientRect(); return { left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height }; };
+    const selfTile = document.querySelector('.call-tile.self');
+    const s = box(selfTile);
+    const top = document.elementFromPoint((s.left + s.right) / 2, (s.top + s.bottom) / 2)?.closest('.call-tile');
+    return { self: s, remote: box(document.querySelector(`.call-tile[data-participant="${id}"]`)), selfOnTop: top === selfTile };
+  }, remoteId);
+  const boxes = JSON.stringify({ self, remote });
+  assert.ok(self.width > 0 && self.height > 0, `the self-view is not shown: ${boxes}`);
+  const inside = self.left >= remote.left && self.top >= remote.top && self.right <= remote.right && self.bottom <= remote.bottom;
+  const overlaps = self.left < remote.right && remote.left < self.right && self.top < remote.bottom && remote.top < self.bottom;
+  if (overlay) {
+    assert.ok(self.width < remote.width / 2 && self.height < remote.height / 2, `the self-view is not small beside the other's picture: ${boxes}`);
+    assert.ok(inside, `the self-view does not lie within the other's picture: ${boxes}`);
+    assert.ok(selfOnTop, `the self-view is hidden under another element: ${boxes}`);
+  } else {
+    assert.ok(!overlaps, `the self-view covers the other's picture: ${boxes}`);
+  }
 }
