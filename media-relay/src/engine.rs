@@ -1,5 +1,5 @@
-//! How the relay and the test peer build their peer connections: the codecs they speak (Opus and
-//! VP8 only, so a kind names a codec), the interceptor chain (defaults plus one that hands
+//! How the relay and the test peer build their peer connections: the codecs they speak
+//! (`codec.rs`), the interceptor chain (defaults plus one that hands
 //! keyframe requests to the application) and the settings that loopback/NAT deployments need.
 
 use std::collections::VecDeque;
@@ -7,55 +7,21 @@ use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
     MediaEngine, RTCConfigurationBuilder, Registry, SettingEngineBuilder,
 };
 
+use crate::codec::Codec;
 use crate::messages::MediaKind;
 
 /// RFC 6464 audio level: how loud each Opus packet is, for speaking detection.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-
-/// Payload type the relay's own offers use for Opus.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// Payload type the relay's own offers use for VP8.
-pub const VP8_PAYLOAD_TYPE: u8 = 96;
-
-/// The codec description of a kind (Opus for audio, VP8 for video).
-pub fn codec_for(kind: MediaKind) -> RTCRtpCodec {
-    match kind {
-        MediaKind::Audio => RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        },
-        MediaKind::Video => RTCRtpCodec {
-            mime_type: MIME_TYPE_VP8.to_owned(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: ["nack", "nack pli", "ccm fir", "goog-remb"]
-                .iter()
-                .map(|fb| {
-                    let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
-                    RTCPFeedback {
-                        typ: typ.to_owned(),
-                        parameter: parameter.to_owned(),
-                    }
-                })
-                .collect(),
-        },
-    }
-}
 
 /// The WebRTC kind of a media kind.
 pub fn rtp_kind(kind: MediaKind) -> RtpCodecKind {
@@ -74,23 +40,18 @@ pub fn media_kind(kind: RtpCodecKind) -> Option<MediaKind> {
     }
 }
 
-/// A media engine that knows Opus and VP8 only.
+/// A media engine that knows the relay's codecs only (Opus; VP8 before H.264).
 fn media_engine() -> Result<MediaEngine, webrtc::error::Error> {
     let mut engine = MediaEngine::default();
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: codec_for(MediaKind::Audio),
-            payload_type: OPUS_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: codec_for(MediaKind::Video),
-            payload_type: VP8_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Video,
-    )?;
+    for codec in Codec::ALL {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec.rtp_codec(),
+                payload_type: codec.payload_type(),
+            },
+            rtp_kind(codec.kind()),
+        )?;
+    }
     engine.register_header_extension(
         RTCRtpHeaderExtensionCapability {
             uri: AUDIO_LEVEL_URI.to_owned(),

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
+use crate::codec::Codec;
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::messages::{MediaKind, ParticipantId};
 use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
-use crate::vp8;
 
 /// One subscriber's copy of the track.
 pub(crate) struct Leg {
@@ -43,6 +43,7 @@ pub(crate) struct Due {
 
 pub(crate) struct Forwarder {
     video: bool,
+    codec: Codec,
     pub(crate) legs: Vec<Leg>,
     limiter: KeyframeRequestLimiter,
     /// The audio-level header extension id and the detector fed from it.
@@ -55,14 +56,15 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     pub(crate) fn new(
-        kind: MediaKind,
+        codec: Codec,
         keyframe_interval: Duration,
         audio_level_id: Option<u8>,
         media_ssrc: u32,
     ) -> Self {
-        let video = kind == MediaKind::Video;
+        let video = codec.kind() == MediaKind::Video;
         Self {
             video,
+            codec,
             legs: Vec::new(),
             limiter: KeyframeRequestLimiter::new(keyframe_interval),
             speaking: audio_level_id
@@ -95,7 +97,7 @@ impl Forwarder {
         if let Some(sink) = &self.recording {
             sink.record(packet);
         }
-        let keyframe = self.video && vp8::is_keyframe_start(&packet.payload);
+        let keyframe = self.codec.is_keyframe_start(&packet.payload);
         if keyframe {
             self.limiter.keyframe_forwarded(now);
         }

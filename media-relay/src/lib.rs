@@ -8,9 +8,11 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 mod engine;
 mod error;
 mod forwarder;
+pub mod h264;
 pub mod keyframe;
 pub mod layer;
 mod messages;
@@ -29,6 +31,7 @@ pub mod vp8;
 #[cfg(feature = "test-peer")]
 pub mod test_peer;
 
+pub use codec::Codec;
 pub use error::RelayError;
 pub use messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,

@@ -1,4 +1,5 @@
-//! Recording a track as it arrives: Opus into Ogg, VP8 into IVF, on a thread of its own (file
+//! Recording a track as it arrives: Opus into Ogg, VP8 into IVF, H.264 into an Annex B byte
+//! stream, on a thread of its own (file
 //! I/O never blocks forwarding), closed and hashed (SHA-256) when recording stops or the track
 //! ends. Whether to record at all (everyone's consent) is the server's decision; this module only
 //! writes what it is handed.
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use rtc::media::io::Writer;
+use rtc::media::io::h26x_writer::H26xWriter;
 use rtc::media::io::ivf_reader::IVFFileHeader;
 use rtc::media::io::ivf_writer::IVFWriter;
 use rtc::media::io::ogg_writer::OggWriter;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::codec::Codec;
 use crate::messages::{MediaKind, ParticipantId};
 
 /// One recorded track, closed and hashed.
@@ -31,8 +34,10 @@ pub struct RecordedTrack {
     pub participant: ParticipantId,
     /// The track id as announced in `track_published`.
     pub track_id: String,
-    /// Audio (Ogg/Opus) or video (IVF/VP8).
+    /// Audio or video.
     pub kind: MediaKind,
+    /// Its codec, which names the file format (`Codec::recording_format`).
+    pub codec: Codec,
     /// Where the file is.
     pub path: PathBuf,
     /// Its size.
@@ -138,12 +143,10 @@ pub(crate) fn start(
     dir: &Path,
     participant: ParticipantId,
     track_id: String,
-    kind: MediaKind,
+    codec: Codec,
 ) -> (RecordingSink, oneshot::Receiver<RecordingResult>) {
-    let extension = match kind {
-        MediaKind::Audio => "ogg",
-        MediaKind::Video => "ivf",
-    };
+    let kind = codec.kind();
+    let (extension, _) = codec.recording_format();
     let path = dir.join(format!("{}.{extension}", safe_file_stem(&track_id)));
     // About 10 s of video at 60 packets/s: a slow disk loses packets, never the call.
     let (packets, rx) = sync_channel(600);
@@ -153,19 +156,21 @@ pub(crate) fn start(
     let spawned = std::thread::Builder::new()
         .name(format!("rec-{extension}"))
         .spawn(move || {
-            let outcome = write_track(&path, kind, rx).map(|(bytes, sha256, written, filtered)| {
-                RecordedTrack {
-                    participant,
-                    track_id,
-                    kind,
-                    path: path.clone(),
-                    bytes,
-                    sha256,
-                    packets_written: written,
-                    packets_skipped: filtered
-                        + thread_skipped.load(std::sync::atomic::Ordering::Relaxed),
-                }
-            });
+            let outcome =
+                write_track(&path, codec, rx).map(|(bytes, sha256, written, filtered)| {
+                    RecordedTrack {
+                        participant,
+                        track_id,
+                        kind,
+                        codec,
+                        path: path.clone(),
+                        bytes,
+                        sha256,
+                        packets_written: written,
+                        packets_skipped: filtered
+                            + thread_skipped.load(std::sync::atomic::Ordering::Relaxed),
+                    }
+                });
             let _ = done.send(outcome);
         });
     if let Err(err) = spawned {
@@ -177,7 +182,7 @@ pub(crate) fn start(
 /// Writes until the sender side is dropped; returns (bytes, sha256 hex, written, filtered out).
 fn write_track(
     path: &Path,
-    kind: MediaKind,
+    codec: Codec,
     packets: Receiver<rtp::Packet>,
 ) -> Result<(u64, String, u64, u64), RecordingError> {
     let fail = |reason: String| RecordingError {
@@ -186,11 +191,12 @@ fn write_track(
     };
     let file = create_private(path).map_err(|e| fail(format!("create: {e}")))?;
     let sink = BufWriter::new(file);
-    let mut writer: Box<dyn Writer> = match kind {
-        MediaKind::Audio => {
+    let mut writer: Box<dyn Writer> = match codec {
+        Codec::H264 => Box::new(H26xWriter::new(sink, false)),
+        Codec::Opus => {
             Box::new(OggWriter::new(sink, 48_000, 2).map_err(|e| fail(format!("ogg header: {e}")))?)
         }
-        MediaKind::Video => {
+        Codec::Vp8 => {
             let header = IVFFileHeader {
                 signature: *b"DKIF",
                 version: 0,
@@ -303,7 +309,7 @@ mod tests {
             &dir,
             ParticipantId::from("p"),
             "p-audio-0".into(),
-            MediaKind::Audio,
+            Codec::Opus,
         );
         for i in 0..50u16 {
             sink.record(&packet(i, 960 * u32::from(i)));
@@ -323,5 +329,49 @@ mod tests {
             (50, 1)
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_recorded_h264_stream_is_an_annex_b_byte_stream_starting_with_its_parameter_sets() {
+        let dir = std::env::temp_dir().join(format!("relay-rec-h264-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (sink, result) = start(
+            &dir,
+            ParticipantId::from("p"),
+            "p-video-0".into(),
+            Codec::H264,
+        );
+        let h264 = |seq: u16, marker: bool, payload: &'static [u8]| rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                sequence_number: seq,
+                timestamp: 3000,
+                marker,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(payload),
+        };
+        // STAP-A (SPS, PPS), then an IDR slice in two FU-A fragments.
+        sink.record(&h264(1, false, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]));
+        sink.record(&h264(2, false, &[0x7c, 0x85, 1, 2, 3]));
+        sink.record(&h264(3, true, &[0x7c, 0x45, 4, 5]));
+        drop(sink);
+        let recorded = result
+            .blocking_recv()
+            .expect("thread reports")
+            .expect("recorded");
+        assert_eq!(recorded.codec, Codec::H264);
+        assert!(recorded.path.extension().is_some_and(|e| e == "h264"));
+        let content = std::fs::read(&recorded.path).expect("file exists");
+        assert!(
+            content.starts_with(&[0, 0, 0, 1, 0x67, 0x42]),
+            "{content:02x?}"
+        );
+        let idr = [0, 0, 0, 1, 0x65, 1, 2, 3, 4, 5];
+        assert!(
+            content.windows(idr.len()).any(|w| w == idr),
+            "{content:02x?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

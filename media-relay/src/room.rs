@@ -27,14 +27,17 @@ use rtc::peer_connection::transport::{
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::engine::{AUDIO_LEVEL_URI, build_relay_connection, codec_for, is_keyframe_request};
+use crate::codec::Codec;
+use crate::engine::{AUDIO_LEVEL_URI, build_relay_connection, is_keyframe_request};
 use crate::error::RelayError;
 use crate::forwarder::{Forwarder, Leg};
 use crate::messages::{
@@ -94,6 +97,7 @@ struct Published {
     source: MediaStreamTrackId,
     receiver: RTCRtpReceiverId,
     kind: MediaKind,
+    codec: Codec,
     forwarder: Forwarder,
 }
 
@@ -101,7 +105,8 @@ struct Published {
 struct DownLeg {
     publisher: ParticipantId,
     track_id: String,
-    kind: MediaKind,
+    /// The publisher's codec: the relay does not transcode.
+    codec: Codec,
     ssrc: u32,
     sender: RTCRtpSenderId,
     /// Subscribed at the forwarder (the leg's negotiation completed).
@@ -629,11 +634,11 @@ impl Room {
                 return self.error_to(index, ErrorCode::BadSdp, format!("unparsable offer: {err}"));
             }
         };
-        if !usable.opus && !usable.vp8 {
+        if !usable.any() {
             return self.error_to(
                 index,
                 ErrorCode::NoUsableCodec,
-                "the offer has neither Opus audio nor VP8 video",
+                "the offer has no Opus audio and no VP8 or H.264 video",
             );
         }
         if self.members[index].offer_outstanding {
@@ -679,7 +684,7 @@ impl Room {
         }
         if first {
             // Subscribe the newcomer to everything already published.
-            let sources: Vec<(ParticipantId, String, MediaKind)> = self
+            let sources: Vec<(ParticipantId, String, Codec)> = self
                 .members
                 .iter()
                 .enumerate()
@@ -687,11 +692,11 @@ impl Room {
                 .flat_map(|(_, m)| {
                     m.published
                         .iter()
-                        .map(|p| (m.id.clone(), p.track_id.clone(), p.kind))
+                        .map(|p| (m.id.clone(), p.track_id.clone(), p.codec))
                 })
                 .collect();
-            for (publisher, track_id, kind) in sources {
-                self.add_down_leg(index, publisher, track_id, kind);
+            for (publisher, track_id, codec) in sources {
+                self.add_down_leg(index, publisher, track_id, codec);
             }
         }
         // Tracks the participant no longer sends are unpublished.
@@ -1125,11 +1130,15 @@ impl Room {
         {
             return; // another encoding of a track already published
         }
-        let Some(kind) = self.members[index]
-            .pc
-            .rtp_receiver(receiver)
-            .and_then(|r| crate::engine::media_kind(r.track().kind()))
-        else {
+        let Some((kind, codec)) = self.members[index].pc.rtp_receiver(receiver).and_then(|r| {
+            let track = r.track();
+            let kind = crate::engine::media_kind(track.kind())?;
+            let codec = track
+                .codec(ssrc)
+                .and_then(|c| Codec::from_mime(&c.mime_type))
+                .unwrap_or(Codec::default_for(kind));
+            Some((kind, codec))
+        }) else {
             return;
         };
         let publisher = self.members[index].id.clone();
@@ -1138,7 +1147,7 @@ impl Room {
         let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
         let now = Instant::now();
         let mut forwarder = Forwarder::new(
-            kind,
+            codec,
             self.relay.config.keyframe_request_interval,
             self.members[index].audio_level_id,
             ssrc,
@@ -1148,7 +1157,7 @@ impl Room {
         }
         if let Some(recording) = self.recording.as_mut() {
             let (sink, result) =
-                recording::start(&recording.dir, publisher.clone(), track_id.clone(), kind);
+                recording::start(&recording.dir, publisher.clone(), track_id.clone(), codec);
             forwarder.record(now, Some(sink));
             recording.results.push(result);
         }
@@ -1157,6 +1166,7 @@ impl Room {
             source,
             receiver,
             kind,
+            codec,
             forwarder,
         });
         tracing::info!(room = %self.id, participant = %publisher, %track_id, "track published");
@@ -1170,7 +1180,7 @@ impl Room {
         );
         for other in 0..self.members.len() {
             if other != index && self.members[other].connected_signaling {
-                self.add_down_leg(other, publisher.clone(), track_id.clone(), kind);
+                self.add_down_leg(other, publisher.clone(), track_id.clone(), codec);
                 self.maybe_offer(other);
             }
         }
@@ -1182,37 +1192,47 @@ impl Room {
         index: usize,
         publisher: ParticipantId,
         track_id: String,
-        kind: MediaKind,
+        codec: Codec,
     ) {
         let ssrc = next_ssrc();
         let local = MediaStreamTrack::new(
             publisher.to_string(),
             track_id.clone(),
             track_id.clone(),
-            crate::engine::rtp_kind(kind),
+            crate::engine::rtp_kind(codec.kind()),
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
                     ..Default::default()
                 },
-                codec: codec_for(kind),
+                codec: codec.rtp_codec(),
                 ..Default::default()
             }],
         );
-        match self.members[index].pc.add_track(local) {
+        // A transceiver of its own (not the subscriber's own sendrecv one): its codec may differ
+        // from what the subscriber itself sends.
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        let added = self.members[index]
+            .pc
+            .add_transceiver_from_track(local, Some(init));
+        match added.map(RTCRtpSenderId::from) {
             Ok(sender) => {
                 let member = &mut self.members[index];
                 member.downs.push(DownLeg {
                     publisher,
                     track_id,
-                    kind,
+                    codec,
                     ssrc,
                     sender,
                     active: false,
                 });
                 member.needs_offer = true;
             }
-            Err(err) => tracing::warn!(%err, "add_track failed"),
+            Err(err) => tracing::warn!(%err, "adding a track failed"),
         }
     }
 
@@ -1231,13 +1251,13 @@ impl Room {
             let Some(mut sender) = member.pc.rtp_sender(leg.sender) else {
                 continue;
             };
-            let mime = codec_for(leg.kind).mime_type;
+            let mime = leg.codec.mime_type();
             let Some(payload_type) = sender
                 .get_parameters()
                 .rtp_parameters
                 .codecs
                 .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
                 .map(|c| c.payload_type)
             else {
                 continue; // not negotiated (yet): the next exchange may settle it
@@ -1254,7 +1274,7 @@ impl Room {
                 rewriter: DownstreamRewriter::new(
                     leg.ssrc,
                     payload_type,
-                    leg.kind == MediaKind::Video,
+                    leg.codec.kind() == MediaKind::Video,
                 ),
             };
             self.members[index].downs[leg_index].active = true;
@@ -1411,7 +1431,7 @@ impl Room {
                     &recording.dir,
                     member.id.clone(),
                     published.track_id.clone(),
-                    published.kind,
+                    published.codec,
                 );
                 if published.forwarder.record(now, Some(sink)) {
                     plis.push((index, k));

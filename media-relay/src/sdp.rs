@@ -8,6 +8,15 @@ pub struct UsableMedia {
     pub opus: bool,
     /// A video m-section offers VP8.
     pub vp8: bool,
+    /// A video m-section offers H.264.
+    pub h264: bool,
+}
+
+impl UsableMedia {
+    /// Whether anything at all can be forwarded.
+    pub fn any(&self) -> bool {
+        self.opus || self.vp8 || self.h264
+    }
 }
 
 /// Reads which forwardable codecs the SDP's m-sections offer (by `a=rtpmap`).
@@ -28,6 +37,7 @@ pub fn usable_media(sdp: &str) -> UsableMedia {
         match section {
             "audio" if name.eq_ignore_ascii_case("opus") => usable.opus = true,
             "video" if name.eq_ignore_ascii_case("vp8") => usable.vp8 = true,
+            "video" if name.eq_ignore_ascii_case("h264") => usable.h264 = true,
             _ => {}
         }
     }
@@ -119,20 +129,24 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCM
 m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
 
     #[test]
-    fn opus_and_vp8_are_found_in_their_own_sections() {
+    fn opus_vp8_and_h264_are_found_in_their_own_sections() {
         assert_eq!(
             usable_media(BROWSER_LIKE),
             UsableMedia {
                 opus: true,
-                vp8: true
+                vp8: true,
+                h264: true
             }
         );
     }
 
     #[test]
-    fn pcmu_and_h264_only_offer_nothing_usable() {
-        let sdp = "v=0\r\nm=audio 9 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+    fn pcmu_and_vp9_only_offer_nothing_usable() {
+        let sdp = "v=0\r\nm=audio 9 RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\nm=video 9 RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n";
         assert_eq!(usable_media(sdp), UsableMedia::default());
+        assert!(!usable_media(sdp).any());
+        let h264_only = "v=0\r\nm=video 9 RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert!(usable_media(h264_only).h264 && usable_media(h264_only).any());
         // VP8 listed under an audio section does not count.
         assert_eq!(
             usable_media("m=audio 9 X 96\na=rtpmap:96 VP8/90000\n"),

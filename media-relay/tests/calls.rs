@@ -5,7 +5,7 @@ mod common;
 
 use common::{PATIENCE, join, receives_from, relay};
 use media_relay::test_peer::TestPeerConfig;
-use media_relay::{ClientMessage, LeaveReason, MediaKind, ParticipantId, ServerMessage};
+use media_relay::{ClientMessage, Codec, LeaveReason, MediaKind, ParticipantId, ServerMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_frames_in_order() {
@@ -40,6 +40,48 @@ async fn two_party_call_each_side_receives_the_others_audio_and_complete_vp8_fra
         metrics.packets_forwarded > 0 && metrics.plis_sent > 0,
         "{metrics:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_from_a_phone_reaches_the_other_side_as_h264_starting_on_a_keyframe_with_whole_frames()
+{
+    let relay = relay();
+    let phone = TestPeerConfig {
+        video_codec: Codec::H264,
+        ..TestPeerConfig::default()
+    };
+    let agent = join(&relay, "case-h264", "agent", phone).await;
+    let approver = join(&relay, "case-h264", "approver", TestPeerConfig::default()).await;
+
+    let report = approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 60, 20))
+        .await
+        .unwrap_or_else(|r| panic!("no H.264 from the agent: {r:#?}"));
+    let video = report
+        .live_tracks(MediaKind::Video)
+        .next()
+        .expect("checked above");
+    assert_eq!(video.codec, Some(Codec::H264), "{video:#?}");
+    assert!(video.counts.keyframes >= 1, "{video:#?}");
+    assert_eq!(
+        video.counts.first_frame_keyframe,
+        Some(true),
+        "the first forwarded frame is a keyframe: {video:#?}"
+    );
+    assert!(
+        video.counts.frames_decodable > 0,
+        "whole frames decode in order: {video:#?}"
+    );
+    // The other direction stays VP8: each publisher's codec is kept.
+    let report = agent
+        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 60, 20))
+        .await
+        .unwrap_or_else(|r| panic!("no VP8 from the approver: {r:#?}"));
+    let video = report
+        .live_tracks(MediaKind::Video)
+        .next()
+        .expect("checked above");
+    assert_eq!(video.codec, Some(Codec::Vp8), "{video:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,10 +168,7 @@ pub async fn stop_and_store(state: &AppState, case_id: i64) -> Result<usize> {
                 continue;
             }
         };
-        let (media_type, extension) = match track.kind {
-            media_relay::MediaKind::Audio => ("audio/ogg", "ogg"),
-            media_relay::MediaKind::Video => ("video/x-ivf", "ivf"),
-        };
+        let (extension, media_type) = track.codec.recording_format();
         let blobs = state.blobs.clone();
         let path = track.path.clone();
         let (sha256, size) = tokio::task::spawn_blocking(move || {

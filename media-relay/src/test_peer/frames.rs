@@ -1,6 +1,8 @@
-//! Counting what a receiver got, per remote track: packets, losses, reordering, and for VP8 whole
-//! frames, keyframes and whether frames decode in order. Pure: fed packets, no I/O.
+//! Counting what a receiver got, per remote track: packets, losses, reordering, and for video
+//! (VP8 or H.264) whole frames, keyframes and whether frames decode in order. Pure: fed packets,
+//! no I/O.
 
+use crate::codec::Codec;
 use crate::vp8;
 
 /// What one remote track delivered, as counted by [`TrackCounter`].
@@ -24,6 +26,8 @@ pub struct TrackCounts {
     pub frames_incomplete: u64,
     /// Complete VP8 keyframes.
     pub keyframes: u64,
+    /// Whether the first frame that began was a keyframe (`None` before any frame began).
+    pub first_frame_keyframe: Option<bool>,
     /// Complete VP8 frames that a decoder could show: a keyframe, or a delta frame whose chain
     /// back to a keyframe is unbroken.
     pub frames_decodable: u64,
@@ -32,7 +36,10 @@ pub struct TrackCounts {
 /// Feeds RTP packets of one track and keeps [`TrackCounts`].
 #[derive(Debug, Clone, Default)]
 pub struct TrackCounter {
-    video: bool,
+    /// The video codec whose frames are counted (none for audio).
+    video: Option<Codec>,
+    /// The previous packet in sequence ended a frame (an H.264 frame starts after a marker).
+    after_marker: bool,
     counts: TrackCounts,
     last_seq: Option<u16>,
     /// Bit i: sequence number `last_seq - i` arrived (the last 128).
@@ -57,8 +64,14 @@ pub enum Fed {
 impl TrackCounter {
     /// A counter; `video` tracks also count VP8 frames.
     pub fn new(video: bool) -> Self {
+        Self::for_codec(video.then_some(Codec::Vp8))
+    }
+
+    /// A counter for a track of this codec (`None` or Opus: packets only).
+    pub fn for_codec(codec: Option<Codec>) -> Self {
         Self {
-            video,
+            video: codec.filter(|c| *c != Codec::Opus),
+            after_marker: true,
             ..Self::default()
         }
     }
@@ -103,17 +116,25 @@ impl TrackCounter {
             self.seen = 1;
         }
         self.last_seq = Some(seq);
-        if !self.video {
+        let Some(codec) = self.video else {
             return Fed::Packet;
-        }
-        if vp8::is_frame_start(payload) {
+        };
+        let frame_start = match codec {
+            Codec::Vp8 => vp8::is_frame_start(payload),
+            _ => self.after_marker,
+        };
+        self.after_marker = marker;
+        if frame_start {
             if self.frame_in_progress {
                 self.counts.frames_incomplete += 1;
                 self.chain_ok = false;
             }
             self.frame_in_progress = true;
             self.frame_broken = false;
-            self.frame_is_key = vp8::is_keyframe_start(payload);
+            self.frame_is_key = codec.is_keyframe_start(payload);
+            self.counts
+                .first_frame_keyframe
+                .get_or_insert(self.frame_is_key);
         }
         if !(marker && self.frame_in_progress) {
             return Fed::Packet;
@@ -202,6 +223,25 @@ mod tests {
             "the delta after the loss is not decodable"
         );
         assert_eq!(counts.lost, 1);
+    }
+
+    #[test]
+    fn h264_frames_are_told_apart_by_markers_and_keyframes_by_their_parameter_sets() {
+        let mut source = crate::test_peer::media::H264FrameSource::new(1000);
+        let mut counter = TrackCounter::for_codec(Some(Codec::H264));
+        let mut seq = 100;
+        let keyframe = source.frame(true, 3000);
+        assert!(Codec::H264.is_keyframe_start(&keyframe[0].1));
+        feed_frame(&mut counter, &mut seq, &keyframe);
+        feed_frame(&mut counter, &mut seq, &source.frame(false, 500));
+        let broken = source.frame(false, 3000);
+        feed_frame_losing(&mut counter, &mut seq, &broken, Some(1));
+        feed_frame(&mut counter, &mut seq, &source.frame(true, 3000));
+        let counts = counter.counts();
+        assert_eq!(counts.keyframes, 2);
+        assert_eq!(counts.frames_complete, 3);
+        assert_eq!(counts.frames_incomplete, 1);
+        assert_eq!(counts.frames_decodable, 3);
     }
 
     #[test]

@@ -1,5 +1,95 @@
-//! Synthetic media: Opus-shaped audio packets and VP8 frames with a correct payload descriptor.
-//! Not decodable pictures, but every field a relay or a depacketizer looks at is right.
+//! Synthetic media: Opus-shaped audio packets, VP8 frames with a correct payload descriptor, and
+//! H.264 frames packetized as RFC 6184 mode 1 (STAP-A parameter sets, FU-A slices). Not decodable
+//! pictures, but every field a relay or a depacketizer looks at is right.
+
+use crate::codec::Codec;
+
+/// The video frames a test peer sends, in its codec's packetization.
+#[derive(Debug, Clone)]
+pub enum FrameSource {
+    /// VP8.
+    Vp8(Vp8FrameSource),
+    /// H.264.
+    H264(H264FrameSource),
+}
+
+impl FrameSource {
+    /// A source of `codec` frames split into payloads of at most `max_payload` bytes (VP8 unless
+    /// `codec` is H.264).
+    pub fn new(codec: Codec, max_payload: usize) -> Self {
+        match codec {
+            Codec::H264 => FrameSource::H264(H264FrameSource::new(max_payload)),
+            _ => FrameSource::Vp8(Vp8FrameSource::new(max_payload)),
+        }
+    }
+
+    /// The packets (marker, payload) of the next frame of about `size` bytes.
+    pub fn frame(&mut self, keyframe: bool, size: usize) -> Vec<(bool, Vec<u8>)> {
+        match self {
+            FrameSource::Vp8(source) => source.frame(keyframe, size),
+            FrameSource::H264(source) => source.frame(keyframe, size),
+        }
+    }
+}
+
+/// Builds H.264 RTP payloads: a keyframe is a STAP-A with SPS and PPS, then the IDR slice; a
+/// delta frame is one non-IDR slice; slices larger than a payload go as FU-A fragments.
+#[derive(Debug, Clone)]
+pub struct H264FrameSource {
+    max_payload: usize,
+    frame_number: u32,
+}
+
+impl H264FrameSource {
+    /// A source that splits slices into payloads of at most `max_payload` bytes (min 16).
+    pub fn new(max_payload: usize) -> Self {
+        Self {
+            max_payload: max_payload.max(16),
+            frame_number: 0,
+        }
+    }
+
+    /// The packets (marker, payload) of the next frame of about `size` bytes.
+    pub fn frame(&mut self, keyframe: bool, size: usize) -> Vec<(bool, Vec<u8>)> {
+        let mut packets = Vec::new();
+        if keyframe {
+            // Constrained baseline, level 3.1 (42e01f), as the relay's fmtp line says.
+            let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40];
+            let pps: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+            let mut stap = vec![0x78];
+            for nal in [sps, pps] {
+                stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+                stap.extend_from_slice(nal);
+            }
+            packets.push((false, stap));
+        }
+        let header = if keyframe { 0x65 } else { 0x41 };
+        let number = self.frame_number.to_be_bytes();
+        self.frame_number = self.frame_number.wrapping_add(1);
+        let body: Vec<u8> = (0..size.max(2) - 1).map(|i| number[i % 4]).collect();
+        if body.len() < self.max_payload {
+            let mut nal = vec![header];
+            nal.extend_from_slice(&body);
+            packets.push((true, nal));
+            return packets;
+        }
+        let chunk = self.max_payload - 2;
+        let count = body.len().div_ceil(chunk);
+        for (i, part) in body.chunks(chunk).enumerate() {
+            // FU indicator (NRI of the NAL, type 28), FU header (S, E bits and the NAL type).
+            let mut payload = vec![(header & 0x60) | 28, header & 0x1f];
+            if i == 0 {
+                payload[1] |= 0x80;
+            }
+            if i + 1 == count {
+                payload[1] |= 0x40;
+            }
+            payload.extend_from_slice(part);
+            packets.push((i + 1 == count, payload));
+        }
+        packets
+    }
+}
 
 /// Builds VP8 RTP payloads (descriptor + frame bytes) for frames of a given size.
 #[derive(Debug, Clone)]

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -29,15 +31,13 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::RelayError;
-use crate::engine::{
-    AUDIO_LEVEL_URI, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE, codec_for, is_keyframe_request,
-    media_kind, rtp_kind,
-};
+use crate::codec::Codec;
+use crate::engine::{AUDIO_LEVEL_URI, is_keyframe_request, media_kind, rtp_kind};
 use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
 use crate::turn::IceServer;
 use delay::DelayHistogram;
 use frames::{Fed, TrackCounter, TrackCounts};
-use media::{Vp8FrameSource, append_send_stamp, opus_payload, send_stamp};
+use media::{FrameSource, append_send_stamp, opus_payload, send_stamp};
 
 /// How a test peer behaves.
 #[derive(Debug, Clone)]
@@ -46,8 +46,10 @@ pub struct TestPeerConfig {
     pub udp_addr: SocketAddr,
     /// Publish Opus audio (else receive audio only).
     pub publish_audio: bool,
-    /// Publish VP8 video (else receive video only).
+    /// Publish video (else receive video only).
     pub publish_video: bool,
+    /// The codec of the published video (VP8 or H.264).
+    pub video_codec: Codec,
     /// Video frames per second.
     pub video_fps: u32,
     /// A keyframe at least this often (besides the first frame and PLI/FIR answers).
@@ -72,6 +74,7 @@ impl Default for TestPeerConfig {
             udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             publish_audio: true,
             publish_video: true,
+            video_codec: Codec::Vp8,
             video_fps: 30,
             keyframe_interval: Duration::from_secs(3),
             keyframe_bytes: 6000,
@@ -92,6 +95,8 @@ pub struct ReceivedTrack {
     pub track_id: String,
     /// Audio or video.
     pub kind: MediaKind,
+    /// The codec its packets arrived in (known from the first packet).
+    pub codec: Option<Codec>,
     /// Counts so far.
     pub counts: TrackCounts,
     /// When the first packet arrived (peer clock).
@@ -219,6 +224,7 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             publisher,
             track_id,
             kind,
+            codec: None,
             counts: TrackCounts::default(),
             first_packet_at: None,
             first_keyframe_at: None,
@@ -227,11 +233,24 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         });
         report.tracks.len() - 1
     };
-    let mut counter = TrackCounter::new(kind == MediaKind::Video);
+    let mut counter: Option<TrackCounter> = None;
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
                 let now = Instant::now();
+                if counter.is_none() {
+                    let codec = track
+                        .codec(packet.header.ssrc)
+                        .await
+                        .and_then(|c| Codec::from_mime(&c.mime_type));
+                    shared.update(|r| r.tracks[index].codec = codec);
+                    counter = Some(TrackCounter::for_codec(
+                        codec.or((kind == MediaKind::Video).then_some(Codec::Vp8)),
+                    ));
+                }
+                let Some(counter) = counter.as_mut() else {
+                    continue;
+                };
                 let fed = counter.feed(
                     packet.header.sequence_number,
                     packet.header.marker,
@@ -336,11 +355,31 @@ impl TestPeer {
                             ssrc: Some(ssrc),
                             ..Default::default()
                         },
-                        codec: codec_for(kind),
+                        codec: publication_codec(&config, kind).rtp_codec(),
                         ..Default::default()
                     }],
                 )));
-                let sender = pc.add_track(local.clone() as Arc<dyn TrackLocal>).await?;
+                let transceiver = pc
+                    .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, None)
+                    .await?;
+                if kind == MediaKind::Video {
+                    // Offer every video codec, its own first, as browsers do: the relay forwards
+                    // each publisher's codec, which may not be this peer's.
+                    let own = publication_codec(&config, kind);
+                    let preferences = std::iter::once(own)
+                        .chain(Codec::ALL.into_iter().filter(|c| *c != own))
+                        .filter(|c| c.kind() == MediaKind::Video)
+                        .map(|c| RTCRtpCodecParameters {
+                            rtp_codec: c.rtp_codec(),
+                            payload_type: c.payload_type(),
+                        })
+                        .collect();
+                    transceiver.set_codec_preferences(preferences).await?;
+                }
+                let sender = transceiver
+                    .sender()
+                    .await?
+                    .ok_or(webrtc::error::Error::ErrRTPSenderNotExisted)?;
                 publications.push(Publication {
                     kind,
                     ssrc,
@@ -665,7 +704,15 @@ async fn handle_relay_message(
     }
 }
 
-/// Publishes once connected: Opus every 20 ms, VP8 at the configured frame rate.
+/// The codec a test peer publishes a kind in.
+fn publication_codec(config: &TestPeerConfig, kind: MediaKind) -> Codec {
+    match kind {
+        MediaKind::Audio => Codec::Opus,
+        MediaKind::Video => config.video_codec,
+    }
+}
+
+/// Publishes once connected: Opus every 20 ms, video at the configured frame rate.
 async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<Publication>) {
     let mut connected = shared.connected.subscribe();
     if connected.wait_for(|c| *c).await.is_err() {
@@ -674,11 +721,9 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
     let mut audio = None;
     let mut video = None;
     for publication in publications {
-        let fallback = match publication.kind {
-            MediaKind::Audio => OPUS_PAYLOAD_TYPE,
-            MediaKind::Video => VP8_PAYLOAD_TYPE,
-        };
-        let mime = codec_for(publication.kind).mime_type;
+        let codec = publication_codec(&config, publication.kind);
+        let fallback = codec.payload_type();
+        let mime = codec.mime_type();
         let parameters = publication.sender.get_parameters().await.ok();
         let payload_type = parameters
             .as_ref()
@@ -686,7 +731,7 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
                 p.rtp_parameters
                     .codecs
                     .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&mime))
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
             })
             .map_or(fallback, |c| c.payload_type);
         let audio_level = match (publication.kind, config.audio_level) {
@@ -720,7 +765,7 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
     let frame_period = Duration::from_secs(1) / config.video_fps.max(1);
     let mut video_tick = tokio::time::interval(frame_period);
     let frame_ticks = 90_000 / config.video_fps.max(1);
-    let mut frames = Vp8FrameSource::new(1100);
+    let mut frames = FrameSource::new(config.video_codec, 1100);
     let mut last_keyframe: Option<Instant> = None;
     let mut audio_counter = 0u32;
     loop {
