@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use crate::codec::Codec;
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::messages::{MediaKind, ParticipantId};
+use crate::quality::FreezeCounter;
 use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
@@ -20,6 +21,8 @@ pub(crate) struct Leg {
     pub(crate) subscriber: ParticipantId,
     pub(crate) sender: RTCRtpSenderId,
     pub(crate) rewriter: DownstreamRewriter,
+    /// Freezes in the video forwarded on this leg.
+    pub(crate) freezes: FreezeCounter,
 }
 
 /// What a received packet asks of the room.
@@ -131,6 +134,7 @@ impl Forwarder {
         if muted && !was {
             for leg in &mut self.legs {
                 leg.rewriter.pause(self.video);
+                leg.freezes.pause();
             }
         }
         !muted && was && self.want_keyframe(now)

@@ -55,6 +55,13 @@ pub struct ConnectionQuality {
     pub uplink_kbps: u32,
     /// What the relay sends the participant, kbit/s.
     pub downlink_kbps: u32,
+    /// Freezes in the video the relay forwarded to the participant during the interval
+    /// ([`FreezeCounter`]), and how long they lasted.
+    #[serde(default)]
+    pub freezes: u32,
+    /// Total length of those freezes, ms.
+    #[serde(default)]
+    pub frozen_ms: u32,
     /// The verdict.
     pub grade: QualityGrade,
 }
@@ -113,8 +120,64 @@ impl QualityTracker {
             jitter_ms,
             uplink_kbps: kbps(totals.bytes_received, before.bytes_received),
             downlink_kbps: kbps(totals.bytes_sent, before.bytes_sent),
+            freezes: 0,
+            frozen_ms: 0,
             grade,
         }
+    }
+}
+
+/// Video freezes as the W3C webrtc-stats define them for a receiver (a frame that comes more
+/// than max(3 × the average inter-frame delay, the average + 150 ms) after the previous one),
+/// counted on the frames the relay forwards to one subscriber. It sees freezes that start
+/// upstream (publisher's network, a lost keyframe); the subscriber's own downlink shows in its
+/// loss. Pure: fed frame times.
+#[derive(Debug, Clone, Default)]
+pub struct FreezeCounter {
+    last_frame: Option<Instant>,
+    average: Option<Duration>,
+    freezes: u32,
+    frozen: Duration,
+}
+
+impl FreezeCounter {
+    /// A counter with no history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A frame was forwarded at `now`.
+    pub fn on_frame(&mut self, now: Instant) {
+        if let Some(last) = self.last_frame {
+            let delay = now.saturating_duration_since(last);
+            match self.average {
+                None => self.average = Some(delay),
+                Some(average) => {
+                    let threshold = (average * 3).max(average + Duration::from_millis(150));
+                    if delay > threshold {
+                        self.freezes += 1;
+                        self.frozen += delay;
+                    } else {
+                        // About the last 30 frames, as the stats' definition has it.
+                        self.average = Some((average * 29 + delay) / 30);
+                    }
+                }
+            }
+        }
+        self.last_frame = Some(now);
+    }
+
+    /// The relay stopped forwarding on purpose (mute, camera off): the gap is not a freeze.
+    pub fn pause(&mut self) {
+        self.last_frame = None;
+    }
+
+    /// Freezes and their total length since the last call.
+    pub fn take(&mut self) -> (u32, Duration) {
+        (
+            std::mem::take(&mut self.freezes),
+            std::mem::take(&mut self.frozen),
+        )
     }
 }
 
@@ -238,6 +301,27 @@ mod tests {
             }),
             QualityGrade::Fair
         );
+    }
+
+    #[test]
+    fn a_long_gap_between_frames_is_a_freeze_and_a_pause_is_not() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut counter = FreezeCounter::new();
+        for frame in 0..30 {
+            counter.on_frame(at(frame * 33));
+        }
+        assert_eq!(counter.take(), (0, Duration::ZERO), "steady 30 fps");
+        // A 33 ms average puts the threshold at max(99 ms, 183 ms): 120 ms is no freeze.
+        counter.on_frame(at(29 * 33 + 120));
+        assert_eq!(counter.take().0, 0, "below average + 150 ms");
+        counter.on_frame(at(29 * 33 + 120 + 400));
+        assert_eq!(counter.take(), (1, Duration::from_millis(400)));
+        assert_eq!(counter.take(), (0, Duration::ZERO), "taken once");
+        counter.pause();
+        counter.on_frame(at(10_000));
+        counter.on_frame(at(10_033));
+        assert_eq!(counter.take().0, 0, "muted for 9 s: not a freeze");
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::messages::{
     ServerMessage,
 };
 use crate::metrics::RelayMetrics;
-use crate::quality::{QualityTracker, totals_from};
+use crate::quality::{FreezeCounter, QualityTracker, totals_from};
 use crate::recording::{self, RecordingResult};
 use crate::relay::{Participant, RelayInner};
 use crate::rewrite::DownstreamRewriter;
@@ -98,6 +98,11 @@ struct Published {
     receiver: RTCRtpReceiverId,
     kind: MediaKind,
     codec: Codec,
+    /// The SSRC of the first encoding opened for the track.
+    first_ssrc: u32,
+    /// Set once a second encoding (a simulcast layer) opens: only this SSRC is forwarded, until
+    /// the relay chooses layers.
+    only_ssrc: Option<u32>,
     forwarder: Forwarder,
 }
 
@@ -974,11 +979,9 @@ impl Room {
     fn on_pc_message(&mut self, index: usize, now: Instant, message: RTCMessage) {
         match message {
             RTCMessage::RtpPacket(source, packet) => {
-                let Some(k) = self.members[index]
-                    .published
-                    .iter()
-                    .position(|p| p.source == source)
-                else {
+                let Some(k) = self.members[index].published.iter().position(|p| {
+                    p.source == source && p.only_ssrc.is_none_or(|s| s == packet.header.ssrc)
+                }) else {
                     return;
                 };
                 RelayMetrics::inc(&self.relay.metrics.packets_received);
@@ -1027,6 +1030,7 @@ impl Room {
         let metrics = self.relay.metrics.clone();
         let (before, rest) = self.members.split_at_mut(index);
         let (publisher, after) = rest.split_first_mut().expect("index is in range");
+        let video = publisher.published[k].kind == MediaKind::Video;
         for leg in &mut publisher.published[k].forwarder.legs {
             let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
                 continue;
@@ -1039,6 +1043,7 @@ impl Room {
                 continue;
             };
             let bytes = out.payload.len() as u64;
+            let frame_end = out.header.marker;
             let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender) else {
                 continue;
             };
@@ -1046,6 +1051,9 @@ impl Room {
             if let Err(err) = sender.write_rtp(now, out) {
                 tracing::debug!(subscriber = %leg.subscriber, %err, "forward failed");
                 continue;
+            }
+            if frame_end && video {
+                leg.freezes.on_frame(now);
             }
             RelayMetrics::inc(&metrics.packets_forwarded);
             metrics
@@ -1123,12 +1131,14 @@ impl Room {
         receiver: RTCRtpReceiverId,
         ssrc: u32,
     ) {
-        if self.members[index]
+        if let Some(published) = self.members[index]
             .published
-            .iter()
-            .any(|p| p.source == source)
+            .iter_mut()
+            .find(|p| p.source == source)
         {
-            return; // another encoding of a track already published
+            // Another encoding (simulcast layer) of a track already published: keep the first.
+            published.only_ssrc.get_or_insert(published.first_ssrc);
+            return;
         }
         let Some((kind, codec)) = self.members[index].pc.rtp_receiver(receiver).and_then(|r| {
             let track = r.track();
@@ -1167,6 +1177,8 @@ impl Room {
             receiver,
             kind,
             codec,
+            first_ssrc: ssrc,
+            only_ssrc: None,
             forwarder,
         });
         tracing::info!(room = %self.id, participant = %publisher, %track_id, "track published");
@@ -1276,6 +1288,7 @@ impl Room {
                     payload_type,
                     leg.codec.kind() == MediaKind::Video,
                 ),
+                freezes: FreezeCounter::new(),
             };
             self.members[index].downs[leg_index].active = true;
             let Some((p, k)) = self.published_index(&publisher, &track_id) else {
@@ -1451,9 +1464,29 @@ impl Room {
     fn report_quality(&mut self) {
         let now = Instant::now();
         let mut reports = Vec::new();
-        for member in self.members.iter_mut().filter(|m| m.media_connected) {
+        for index in 0..self.members.len() {
+            // Freezes in what it was sent: over every leg of every track it receives.
+            let subscriber = self.members[index].id.clone();
+            let (mut freezes, mut frozen) = (0u32, std::time::Duration::ZERO);
+            for member in &mut self.members {
+                for published in &mut member.published {
+                    for leg in &mut published.forwarder.legs {
+                        if leg.subscriber == subscriber {
+                            let (count, length) = leg.freezes.take();
+                            freezes += count;
+                            frozen += length;
+                        }
+                    }
+                }
+            }
+            let member = &mut self.members[index];
+            if !member.media_connected {
+                continue;
+            }
             let report = member.pc.get_stats(now, StatsSelector::None);
-            let quality = member.quality.update(now, totals_from(&report));
+            let mut quality = member.quality.update(now, totals_from(&report));
+            quality.freezes = freezes;
+            quality.frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
             reports.push(ServerMessage::ConnectionQuality {
                 participant_id: member.id.clone(),
                 quality,

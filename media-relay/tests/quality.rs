@@ -57,3 +57,59 @@ async fn connection_quality_reports_bitrates_loss_and_rtt_of_everyone() {
         assert!(quality.uplink_kbps < 5_000, "{quality:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_video_stalls_shows_as_freezes_in_what_the_others_receive() {
+    init_tracing();
+    let relay = Relay::new(RelayConfig {
+        quality_interval: Duration::from_millis(500),
+        ..RelayConfig::default()
+    })
+    .expect("valid");
+    let agent = join(&relay, "case-freeze", "agent", TestPeerConfig::default()).await;
+    let approver = join(&relay, "case-freeze", "approver", TestPeerConfig::default()).await;
+    approver
+        .wait_until(PATIENCE, |r| common::receives_from(r, &["agent"], 60, 30))
+        .await
+        .unwrap_or_else(|r| panic!("no video from the agent: {r:#?}"));
+
+    agent.stall_video(Duration::from_millis(800));
+    // The approver's own record (what it was sent) shows the freeze; the agent's does not.
+    let report = approver
+        .wait_until(PATIENCE, |r| {
+            r.messages.iter().any(|m| {
+                matches!(m, ServerMessage::ConnectionQuality { participant_id, quality }
+                    if *participant_id == ParticipantId::from("approver") && quality.freezes > 0)
+            })
+        })
+        .await
+        .unwrap_or_else(|r| panic!("no freeze reported: {:#?}", r.messages));
+    let frozen: u32 = report
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::ConnectionQuality {
+                participant_id,
+                quality,
+            } if *participant_id == ParticipantId::from("approver") => Some(quality.frozen_ms),
+            _ => None,
+        })
+        .sum();
+    assert!(
+        (700..5_000).contains(&frozen),
+        "one freeze of about 800 ms: {frozen} ms"
+    );
+    let agent_freezes: u32 = agent
+        .report()
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::ConnectionQuality {
+                participant_id,
+                quality,
+            } if *participant_id == ParticipantId::from("agent") => Some(quality.freezes),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(agent_freezes, 0, "the approver's video never stalled");
+}

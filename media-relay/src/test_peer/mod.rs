@@ -152,6 +152,8 @@ struct Shared {
     changes: watch::Sender<u64>,
     connected: watch::Sender<bool>,
     force_keyframe: AtomicBool,
+    /// No video frames are sent before this time (a stalled camera or uplink).
+    video_stalled_until: Mutex<Option<Instant>>,
     packets_sent: AtomicU64,
 }
 
@@ -325,6 +327,7 @@ impl TestPeer {
             changes,
             connected,
             force_keyframe: AtomicBool::new(false),
+            video_stalled_until: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -483,6 +486,16 @@ impl TestPeer {
                 _ => return Err(Box::new(self.report())),
             }
         }
+    }
+
+    /// Sends no video frames for `length` from now, as a stalled camera or uplink would (the
+    /// relay is not told: unlike a mute, the others see a freeze).
+    pub fn stall_video(&self, length: Duration) {
+        *self
+            .shared
+            .video_stalled_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now() + length);
     }
 
     /// Asks for a keyframe (PLI) on every live video track received from `publisher`, as a
@@ -779,6 +792,14 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             _ = video_tick.tick(), if video.is_some() => {
                 if let Some(stream) = video.as_mut() {
                     let now = Instant::now();
+                    let stalled = *shared
+                        .video_stalled_until
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if stalled.is_some_and(|until| now < until) {
+                        stream.timestamp = stream.timestamp.wrapping_add(frame_ticks);
+                        continue;
+                    }
                     let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
                     let keyframe = forced
                         || last_keyframe.is_none_or(|t| now.duration_since(t) >= config.keyframe_interval);

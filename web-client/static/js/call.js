@@ -560,8 +560,12 @@ class CallPanel {
       const stream = e.streams[0];
       if (!stream) return;
       const participant = stream.id; // the publisher's participant id (user-<id>)
+      // Only tracks of participants the relay announced (joined, participant_joined,
+      // track_published come before the offer that carries their tracks): an m-section answered
+      // without a stream of ours (e.g. a stale one after a relay restart) makes no tile.
+      const tile = this.tiles.get(participant);
+      if (!tile || tile.self) return;
       this.trackOwner.set(e.track.id, participant);
-      const tile = this.tileOf(participant);
       tile.attach(stream, () => { this.soundButton.hidden = false; });
       tile.refresh();
       const refresh = () => tile.refresh();
