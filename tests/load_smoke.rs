@@ -1,11 +1,13 @@
-//! A seconds-long smoke of each load scenario and of the UDP baseline against `cloudhelp serve
-//! --demo` as a real process over HTTPS: keeps `cloudhelp-load` and `scripts/bench` working.
-//! Not a benchmark: tiny loads, no timed assertions.
+//! A seconds-long smoke of each load scenario, the signaling and joins benchmarks and the UDP
+//! baseline against `cloudhelp serve --demo` as a real process over HTTPS: keeps
+//! `cloudhelp-load` and `scripts/bench` working. Not a benchmark: tiny loads, no timed
+//! assertions.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
+use cloudhelp_load::joins::{JoinsOptions, run_joins};
 use cloudhelp_load::signaling_bench::{SignalingOptions, run_signaling};
 use cloudhelp_load::{RunOptions, Scenario, Server, Trust, run};
 
@@ -27,6 +29,13 @@ fn start_server(data: &std::path::Path) -> (Process, String) {
     )
     .unwrap();
     (Process(child), base)
+}
+
+/// Every field is in the JSON result (absent figures would be null, not missing).
+fn has_fields(json: &serde_json::Value, fields: &[&str]) {
+    for field in fields {
+        assert!(json.get(field).is_some(), "{field} missing from {json}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,47 +70,49 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
         assert!(step.server_peak_memory_kib.is_some_and(|k| k > 0));
         assert!(step.memory_per_subscriber_stream_kib.is_some());
         assert!(!step.samples.is_empty());
-        // Every field is in the JSON result (absent figures would be null, not missing).
         let json = serde_json::to_value(&result).unwrap();
-        for field in [
-            "target",
-            "scenario",
-            "unit",
-            "ramp",
-            "video_kbps",
-            "limits",
-            "steps",
-            "highest_held",
-        ] {
-            assert!(json.get(field).is_some(), "{field}");
-        }
-        for field in [
-            "load",
-            "rooms",
-            "participants",
-            "subscriber_streams",
-            "failed_peers",
-            "join_ms",
-            "figures",
-            "packets_out_per_relay_core",
-            "server_peak_memory_kib",
-            "memory_per_subscriber_stream_kib",
-            "broken_by",
-            "samples",
-        ] {
-            assert!(json["steps"][0].get(field).is_some(), "{field}");
-        }
-        for field in [
-            "packets_in_per_s",
-            "packets_out_per_s",
-            "bitrate_out_mbps",
-            "loss",
-            "added_latency_ms",
-            "server_cpu_cores",
-            "generator_cpu_cores",
-        ] {
-            assert!(json["steps"][0]["figures"].get(field).is_some(), "{field}");
-        }
+        has_fields(
+            &json,
+            &[
+                "target",
+                "scenario",
+                "unit",
+                "ramp",
+                "video_kbps",
+                "limits",
+                "steps",
+                "highest_held",
+            ],
+        );
+        has_fields(
+            &json["steps"][0],
+            &[
+                "load",
+                "rooms",
+                "participants",
+                "subscriber_streams",
+                "failed_peers",
+                "join_ms",
+                "figures",
+                "packets_out_per_relay_core",
+                "server_peak_memory_kib",
+                "memory_per_subscriber_stream_kib",
+                "broken_by",
+                "samples",
+            ],
+        );
+        has_fields(
+            &json["steps"][0]["figures"],
+            &[
+                "packets_in_per_s",
+                "packets_out_per_s",
+                "bitrate_out_mbps",
+                "loss",
+                "added_latency_ms",
+                "server_cpu_cores",
+                "generator_cpu_cores",
+            ],
+        );
     }
 }
 
@@ -125,6 +136,58 @@ async fn queue_events_reach_every_held_connection() {
     assert_eq!(result.deliveries, 10, "{result:?}");
     assert!(result.delivery_ms.is_some());
     assert!(result.memory_per_connection_kib.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_joins_completes_every_join_with_media_and_reports_a_rate() {
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let server = Server::new(&base, &Trust::Insecure).unwrap();
+    let options = JoinsOptions {
+        rooms: Some(2),
+        concurrency: 2,
+        server_pid: Some(process.0.id()),
+        progress: false,
+        ..JoinsOptions::new(4)
+    };
+    let result = run_joins(&server, &options).await.unwrap();
+    assert_eq!((result.rooms, result.joins), (2, 4), "{result:?}");
+    assert_eq!(result.completed, 4, "{result:?}");
+    assert_eq!(result.failed_joins, 0, "{result:?}");
+    assert!(result.burst_s > 0.0, "{result:?}");
+    assert!(result.joins_per_s > 0.0, "{result:?}");
+    // The burst runs from the first `call.join` to the last first media: no join is longer.
+    let join = result.join_ms.expect("join times");
+    assert!(
+        join.p50 > 0.0 && join.max <= result.burst_s * 1000.0 + 1.0,
+        "{result:?}"
+    );
+    let connected = result.connected_ms.expect("connect times");
+    assert!(
+        connected.max <= join.max * 1.05,
+        "connected before media: {result:?}"
+    );
+    assert!(
+        result.server_cpu_cores.is_some_and(|c| c > 0.0),
+        "{result:?}"
+    );
+    let json = serde_json::to_value(&result).unwrap();
+    has_fields(
+        &json,
+        &[
+            "rooms",
+            "joins",
+            "concurrency",
+            "completed",
+            "failed_joins",
+            "burst_s",
+            "joins_per_s",
+            "join_ms",
+            "connected_ms",
+            "server_cpu_cores",
+            "generator_cpu_cores",
+        ],
+    );
 }
 
 #[test]

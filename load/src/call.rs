@@ -93,7 +93,16 @@ impl CallLink {
         resume: bool,
         seen: Seen,
     ) -> Result<CallLink, LoadError> {
-        let mut ws = server.websocket(token).await?;
+        Self::join_on(server.websocket(token).await?, case, resume, seen).await
+    }
+
+    /// The same on a socket that is already open: the first thing sent is `call.join`.
+    pub async fn join_on(
+        mut ws: Socket,
+        case: i64,
+        resume: bool,
+        seen: Seen,
+    ) -> Result<CallLink, LoadError> {
         send_json(
             &mut ws,
             &json!({ "v": 1, "type": "call.join", "case_id": case, "resume": resume }),
@@ -173,8 +182,18 @@ impl CallPeer {
         case: i64,
         config: TestPeerConfig,
     ) -> Result<CallPeer, LoadError> {
+        Self::join_on(server.websocket(token).await?, case, config).await
+    }
+
+    /// Joins the case's call on a socket that is already open (its `call.join` is the first
+    /// message sent), so that a caller can time the join without the socket's own set-up.
+    pub async fn join_on(
+        socket: Socket,
+        case: i64,
+        config: TestPeerConfig,
+    ) -> Result<CallPeer, LoadError> {
         let seen = Seen::default();
-        let link = CallLink::open(server, token, case, false, seen.clone()).await?;
+        let link = CallLink::join_on(socket, case, false, seen.clone()).await?;
         let peer = TestPeer::start(config, link.to_relay, link.from_relay).await?;
         Ok(CallPeer {
             peer,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cloudhelp_load::baseline::{BaselineOptions, run_baseline};
 use cloudhelp_load::janus::Janus;
+use cloudhelp_load::joins::{JoinsOptions, run_joins};
 use cloudhelp_load::measure::Limits;
 use cloudhelp_load::report::{PageInputs, page, scenario_plot};
 use cloudhelp_load::run::run_janus;
@@ -98,6 +99,30 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Joins per second: participants joining calls at once, each from `call.join` on an open
+    /// `/ws` to its first media received.
+    Joins {
+        #[command(flatten)]
+        target: Target,
+        /// Participants joining in the burst (each room's host, in the call before, not counted).
+        #[arg(long, default_value_t = 100)]
+        joins: usize,
+        /// Rooms (cases) they join [default: ⌈joins / 2⌉, a host and two joiners each].
+        #[arg(long)]
+        rooms: Option<usize>,
+        /// Joins in flight at once.
+        #[arg(long, default_value_t = 8)]
+        join_concurrency: usize,
+        /// Video per participant, kb/s.
+        #[arg(long, default_value_t = 300)]
+        video_kbps: u32,
+        /// Seconds a join may take before it counts as failed.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The raw UDP fan-out baseline (no SRTP, no WebRTC).
     Baseline {
         /// Receivers per packet.
@@ -118,7 +143,7 @@ enum Command {
     },
     /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
     Report {
-        /// The folder: `<scenario>.json`, `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        /// The folder: `<scenario>.json`, `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `joins.json`, `esign.txt`, `machine.txt`, `commands.txt`.
         #[arg(long)]
         results: PathBuf,
         /// Hand-written notes to include.
@@ -143,6 +168,17 @@ fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()
 
 fn read(path: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
+}
+
+/// A JSON result in the results folder, parsed; `None` when the run did not write it.
+fn result_file<T: serde::de::DeserializeOwned>(
+    results: &std::path::Path,
+    name: &str,
+) -> Result<Option<T>> {
+    read(&results.join(name))
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .with_context(|| name.to_string())
 }
 
 #[tokio::main]
@@ -204,6 +240,26 @@ async fn main() -> Result<()> {
             );
             write_json(out.as_ref(), &result)?;
         }
+        Command::Joins {
+            target,
+            joins,
+            rooms,
+            join_concurrency,
+            video_kbps,
+            timeout,
+            out,
+        } => {
+            let options = JoinsOptions {
+                rooms,
+                concurrency: join_concurrency,
+                video_kbps,
+                timeout: Duration::from_secs(timeout),
+                server_pid: target.server_pid,
+                ..JoinsOptions::new(joins)
+            };
+            let result = run_joins(&target.server()?, &options).await?;
+            write_json(out.as_ref(), &result)?;
+        }
         Command::Baseline {
             fanout,
             payload,
@@ -242,25 +298,19 @@ async fn main() -> Result<()> {
                 commands: read(&results.join("commands.txt")).unwrap_or_default(),
                 esign: read(&results.join("esign.txt")),
                 notes: notes.as_deref().and_then(read).unwrap_or_default(),
-                baseline: read(&results.join("baseline.json"))
-                    .map(|t| serde_json::from_str(&t))
-                    .transpose()
-                    .context("baseline.json")?,
-                signaling: read(&results.join("signaling.json"))
-                    .map(|t| serde_json::from_str(&t))
-                    .transpose()
-                    .context("signaling.json")?,
+                baseline: result_file(&results, "baseline.json")?,
+                signaling: result_file(&results, "signaling.json")?,
+                joins: result_file(&results, "joins.json")?,
                 scenarios: Vec::new(),
                 janus: Vec::new(),
             };
             for scenario in ["consult", "meeting", "fanout", "audio-only"] {
                 for (prefix, list) in [("", &mut inputs.scenarios), ("janus-", &mut inputs.janus)] {
                     let name = format!("{prefix}{scenario}");
-                    let Some(text) = read(&results.join(format!("{name}.json"))) else {
+                    let Some(result) = result_file::<RunResult>(&results, &format!("{name}.json"))?
+                    else {
                         continue;
                     };
-                    let result: RunResult =
-                        serde_json::from_str(&text).with_context(|| format!("{name}.json"))?;
                     let file = format!("{name}.svg");
                     std::fs::write(plots.join(&file), scenario_plot(&result))?;
                     list.push((result, format!("{plot_folder}/{file}")));

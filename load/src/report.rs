@@ -4,6 +4,8 @@
 use std::fmt::Write;
 
 use crate::baseline::BaselineResult;
+use crate::joins::JoinsResult;
+use crate::measure::Percentiles;
 use crate::run::RunResult;
 use crate::signaling_bench::SignalingResult;
 
@@ -157,9 +159,7 @@ fn scenario_table(md: &mut String, result: &RunResult) {
     md.push_str("| load | rooms | streams | joined | pkt/s in | pkt/s out | Mb/s out | loss | latency p50/p95/p99 ms | join p50/max ms | relay CPU | pkt/s out per relay core | relay peak MiB | KiB per stream | generator CPU | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for s in &result.steps {
         let f = &s.figures;
-        let latency = f.added_latency_ms.map_or("–".into(), |p| {
-            format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
-        });
+        let latency = three_percentiles(f.added_latency_ms, 1);
         let join = s
             .join_ms
             .map_or("–".into(), |p| format!("{:.0} / {:.0}", p.p50, p.max));
@@ -186,6 +186,37 @@ fn scenario_table(md: &mut String, result: &RunResult) {
     }
 }
 
+/// `p50 / p95 / p99`, or a dash.
+fn three_percentiles(p: Option<Percentiles>, digits: usize) -> String {
+    p.map_or("–".into(), |p| {
+        format!(
+            "{:.digits$} / {:.digits$} / {:.digits$}",
+            p.p50, p.p95, p.p99
+        )
+    })
+}
+
+/// The joins-per-second paragraph and table.
+fn joins_table(md: &mut String, j: &JoinsResult) {
+    let _ = writeln!(
+        md,
+        "**Joins per second.** {} rooms, each with its agent already in the call and publishing; then {} participants send `call.join` on sockets opened beforehand, at most {} in flight at once, each publishing Opus and VP8. A join is done at its first media packet received (the host's); the burst runs from the first `call.join` to the last join's first media. *Connected* is `call.join` to the peer connection's ICE and DTLS being up.\n\n| joins | completed | failed | burst s | joins/s | join p50/p95/p99 ms | connected p50/p95/p99 ms | server CPU | generator CPU |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {:.0} % |\n",
+        j.rooms,
+        j.joins,
+        j.concurrency,
+        j.joins,
+        j.completed,
+        j.failed_joins,
+        j.burst_s,
+        j.joins_per_s,
+        three_percentiles(j.join_ms, 0),
+        three_percentiles(j.connected_ms, 0),
+        j.server_cpu_cores
+            .map_or("–".into(), |c| format!("{:.0} %", c * 100.0)),
+        j.generator_cpu_cores * 100.0,
+    );
+}
+
 /// The inputs of the page.
 #[derive(Debug, Default)]
 pub struct PageInputs {
@@ -201,6 +232,8 @@ pub struct PageInputs {
     pub baseline: Option<BaselineResult>,
     /// The signaling benchmark.
     pub signaling: Option<SignalingResult>,
+    /// Joins per second.
+    pub joins: Option<JoinsResult>,
     /// The esign benchmark's output.
     pub esign: Option<String>,
     /// Notes written by hand (goals missed, where time goes); kept across runs.
@@ -281,13 +314,13 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
         }
         md.push('\n');
     }
+    if inputs.signaling.is_some() || inputs.joins.is_some() {
+        md.push_str("## Signaling\n\n");
+    }
     if let Some(s) = &inputs.signaling {
-        let delivery = s.delivery_ms.map_or("–".into(), |p| {
-            format!("{:.1} / {:.1} / {:.1}", p.p50, p.p95, p.p99)
-        });
         let _ = writeln!(
             md,
-            "## Signaling\n\n{} authenticated approver WebSockets held ({} failed); {} queue events (cases opened one after another), each delivered to every connection. Delivery time runs from sending `POST /api/cases` to the socket's `queue.added`.\n\n| connections | connects/s | KiB per connection | deliveries | delivery p50/p95/p99 ms |\n|---|---|---|---|---|\n| {} | {:.0} | {} | {}/{} | {delivery} |\n",
+            "{} authenticated approver WebSockets held ({} failed); {} queue events (cases opened one after another), each delivered to every connection. Delivery time runs from sending `POST /api/cases` to the socket's `queue.added`.\n\n| connections | connects/s | KiB per connection | deliveries | delivery p50/p95/p99 ms |\n|---|---|---|---|---|\n| {} | {:.0} | {} | {}/{} | {} |\n",
             s.connections,
             s.failed_connections,
             s.events,
@@ -296,7 +329,11 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
             opt(s.memory_per_connection_kib, 1),
             s.deliveries,
             s.deliveries_expected,
+            three_percentiles(s.delivery_ms, 1),
         );
+    }
+    if let Some(j) = &inputs.joins {
+        joins_table(&mut md, j);
     }
     if let Some(esign) = &inputs.esign {
         md.push_str("## Signing (esign)\n\n`cargo bench -p esign --bench esign` output:\n\n```\n");
@@ -323,5 +360,37 @@ mod tests {
         assert!(svg.contains("a &lt;b&gt;"));
         assert!(!svg.contains("NaN"));
         assert!(!svg_line("empty", "x", "y", &[]).contains("NaN"));
+    }
+
+    #[test]
+    fn joins_per_second_get_a_row_in_the_signaling_section() {
+        let joins = JoinsResult {
+            rooms: 5,
+            joins: 10,
+            concurrency: 8,
+            completed: 9,
+            failed_joins: 1,
+            burst_s: 1.5,
+            joins_per_s: 6.0,
+            join_ms: Some(Percentiles {
+                p50: 420.0,
+                p95: 610.0,
+                p99: 640.0,
+                max: 650.0,
+            }),
+            connected_ms: None,
+            server_cpu_cores: Some(0.25),
+            generator_cpu_cores: 0.5,
+        };
+        let md = page(&PageInputs {
+            joins: Some(joins),
+            ..PageInputs::default()
+        });
+        assert_eq!(md.matches("## Signaling").count(), 1);
+        assert!(
+            md.contains("| 10 | 9 | 1 | 1.50 | 6.0 | 420 / 610 / 640 | – | 25 % | 50 % |"),
+            "{md}"
+        );
+        assert!(!page(&PageInputs::default()).contains("## Signaling"));
     }
 }

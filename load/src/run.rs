@@ -7,19 +7,16 @@ use futures_util::StreamExt;
 use media_relay::ClientMessage;
 use media_relay::test_peer::TestPeerConfig;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::LoadError;
 use crate::call::CallPeer;
 use crate::janus::{Janus, JanusPeer, create_room};
 use crate::measure::{Limits, Percentiles, Received, Snapshot, Window, window};
 use crate::procfs;
-use crate::scenario::{RoomPlan, Scenario, Seat, plan};
-use crate::server::{RelayCounters, Server, Token};
+use crate::rooms::{Accounts, open_rooms};
+use crate::scenario::{RoomPlan, Scenario, plan};
+use crate::server::{RelayCounters, Server};
 use media_relay::test_peer::TestPeer;
-
-/// The item the generated cases are opened for (a department the demo approvers belong to).
-const ITEM: &str = "id-loss";
 
 /// How a run goes.
 #[derive(Debug, Clone)]
@@ -70,18 +67,31 @@ impl RunOptions {
     }
 
     fn peer_config(&self, audio: bool, video: bool) -> TestPeerConfig {
-        let fps = self.fps.max(1);
-        let frame_bytes = (self.video_kbps as usize * 1000 / 8 / fps as usize).max(10);
-        TestPeerConfig {
-            publish_audio: audio,
-            publish_video: video,
-            video_fps: fps,
-            delta_frame_bytes: frame_bytes,
-            keyframe_bytes: frame_bytes * 4,
-            stamp_packets: true,
-            udp_addr: std::net::SocketAddr::new(self.peer_ip, 0),
-            ..TestPeerConfig::default()
-        }
+        media_peer_config(self.peer_ip, self.video_kbps, self.fps, audio, video)
+    }
+}
+
+/// A test peer that publishes `audio` (Opus, 50 packets/s) and `video` (VP8 at `video_kbps` and
+/// `fps`, keyframes 4× a delta frame), stamps every payload with its send time and binds
+/// `peer_ip`.
+pub(crate) fn media_peer_config(
+    peer_ip: std::net::IpAddr,
+    video_kbps: u32,
+    fps: u32,
+    audio: bool,
+    video: bool,
+) -> TestPeerConfig {
+    let fps = fps.max(1);
+    let frame_bytes = (video_kbps as usize * 1000 / 8 / fps as usize).max(10);
+    TestPeerConfig {
+        publish_audio: audio,
+        publish_video: video,
+        video_fps: fps,
+        delta_frame_bytes: frame_bytes,
+        keyframe_bytes: frame_bytes * 4,
+        stamp_packets: true,
+        udp_addr: std::net::SocketAddr::new(peer_ip, 0),
+        ..TestPeerConfig::default()
     }
 }
 
@@ -142,85 +152,6 @@ pub struct RunResult {
     pub steps: Vec<StepResult>,
     /// The highest load that held (ramp), or the load if it held.
     pub highest_held: Option<u32>,
-}
-
-/// Logged-in accounts: the demo agent, approver and admin, and experts by seat number.
-struct Accounts {
-    agent: Token,
-    approver: Token,
-    admin: Token,
-    /// Token and user id of each expert seat filled so far.
-    experts: Vec<(Token, i64)>,
-}
-
-fn demo_password(username: &str) -> Result<&'static str, LoadError> {
-    signaling::demo::DEMO_LOGINS
-        .iter()
-        .find(|l| l.username == username)
-        .map(|l| l.password)
-        .ok_or_else(|| LoadError::Protocol(format!("no demo login {username}")))
-}
-
-impl Accounts {
-    async fn login(server: &Server) -> Result<Self, LoadError> {
-        Ok(Self {
-            agent: server.login("agent", demo_password("agent")?).await?,
-            approver: server.login("approver", demo_password("approver")?).await?,
-            admin: server.login("admin", demo_password("admin")?).await?,
-            experts: Vec::new(),
-        })
-    }
-
-    /// Makes sure `count` experts exist and are logged in: the demo expert, then `load-expert-N`
-    /// accounts added through the admin API.
-    async fn experts(&mut self, server: &Server, count: usize) -> Result<(), LoadError> {
-        while self.experts.len() < count {
-            let n = self.experts.len();
-            let token = if n == 0 {
-                server.login("expert", demo_password("expert")?).await?
-            } else {
-                let username = format!("load-expert-{n}");
-                let password = format!("load-expert-{n}-password");
-                let user = json!({ "username": username, "display_name": username, "role": "expert", "department": "churujing", "password": password });
-                server.ensure_user(&self.admin, &user).await?;
-                server.login(&username, &password).await?
-            };
-            let id = server.user_id(&token).await?;
-            self.experts.push((token, id));
-        }
-        Ok(())
-    }
-
-    fn token(&self, seat: Seat) -> &Token {
-        match seat {
-            Seat::Agent => &self.agent,
-            Seat::Approver => &self.approver,
-            Seat::Expert(n) => &self.experts[n].0,
-        }
-    }
-}
-
-/// Opens, accepts and invites for one room; returns the case id.
-async fn open_room(
-    server: &Server,
-    accounts: &Accounts,
-    room: &RoomPlan,
-) -> Result<i64, LoadError> {
-    let case = server.open_case(&accounts.agent, ITEM).await?;
-    server
-        .act(&accounts.approver, case, "accept", json!({}))
-        .await?;
-    for (_, id) in accounts.experts.iter().take(room.experts()) {
-        server
-            .act(
-                &accounts.approver,
-                case,
-                "invite",
-                json!({ "expert_id": id }),
-            )
-            .await?;
-    }
-    Ok(case)
 }
 
 /// The server loaded: ours (its relay counters from `/metrics`), or Janus (no counters of its
@@ -316,12 +247,7 @@ async fn join_cloudhelp(
     options: &RunOptions,
     rooms: &[RoomPlan],
 ) -> Result<Vec<Result<Joined, LoadError>>, LoadError> {
-    let experts = rooms.iter().map(RoomPlan::experts).max().unwrap_or(0);
-    accounts.experts(server, experts).await?;
-    let mut cases = Vec::new();
-    for room in rooms {
-        cases.push(open_room(server, accounts, room).await?);
-    }
+    let cases = open_rooms(server, accounts, rooms).await?;
     let mut joins = Vec::new();
     for (room, case) in rooms.iter().zip(&cases) {
         for (index, member) in room.members.iter().enumerate() {

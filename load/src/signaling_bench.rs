@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::LoadError;
 use crate::measure::Percentiles;
 use crate::procfs;
+use crate::rooms::{ITEM, demo_password};
 use crate::server::Server;
 
 /// How the signaling benchmark runs.
@@ -54,15 +55,8 @@ pub async fn run_signaling(
     server: &Server,
     options: &SignalingOptions,
 ) -> Result<SignalingResult, LoadError> {
-    let password = |name: &str| {
-        signaling::demo::DEMO_LOGINS
-            .iter()
-            .find(|l| l.username == name)
-            .map(|l| l.password)
-            .ok_or_else(|| LoadError::Protocol(format!("no demo login {name}")))
-    };
-    let approver = server.login("approver", password("approver")?).await?;
-    let agent = server.login("agent", password("agent")?).await?;
+    let approver = server.login("approver", demo_password("approver")?).await?;
+    let agent = server.login("agent", demo_password("agent")?).await?;
     let memory = || {
         options
             .server_pid
@@ -110,7 +104,7 @@ pub async fn run_signaling(
     let mut sent_at = HashMap::new();
     for _ in 0..options.events {
         let at = Instant::now();
-        let case = server.open_case(&agent, "id-loss").await?;
+        let case = server.open_case(&agent, ITEM).await?;
         sent_at.insert(case, at);
     }
     let expected = connected * options.events;
