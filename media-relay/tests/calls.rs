@@ -4,7 +4,7 @@
 mod common;
 
 use common::{PATIENCE, join, receives_from, relay};
-use media_relay::test_peer::TestPeerConfig;
+use media_relay::test_peer::{ReceivedTrack, TestPeer, TestPeerConfig};
 use media_relay::{ClientMessage, Codec, LeaveReason, MediaKind, ParticipantId, ServerMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,14 +53,7 @@ async fn h264_from_a_phone_reaches_the_other_side_as_h264_starting_on_a_keyframe
     let agent = join(&relay, "case-h264", "agent", phone).await;
     let approver = join(&relay, "case-h264", "approver", TestPeerConfig::default()).await;
 
-    let report = approver
-        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 60, 20))
-        .await
-        .unwrap_or_else(|r| panic!("no H.264 from the agent: {r:#?}"));
-    let video = report
-        .live_tracks(MediaKind::Video)
-        .next()
-        .expect("checked above");
+    let video = video_from(&approver, "agent").await;
     assert_eq!(video.codec, Some(Codec::H264), "{video:#?}");
     assert!(video.counts.keyframes >= 1, "{video:#?}");
     assert_eq!(
@@ -73,15 +66,21 @@ async fn h264_from_a_phone_reaches_the_other_side_as_h264_starting_on_a_keyframe
         "whole frames decode in order: {video:#?}"
     );
     // The other direction stays VP8: each publisher's codec is kept.
-    let report = agent
-        .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 60, 20))
-        .await
-        .unwrap_or_else(|r| panic!("no VP8 from the approver: {r:#?}"));
-    let video = report
-        .live_tracks(MediaKind::Video)
-        .next()
-        .expect("checked above");
+    let video = video_from(&agent, "approver").await;
     assert_eq!(video.codec, Some(Codec::Vp8), "{video:#?}");
+}
+
+/// The video `peer` receives from `publisher`, once it has media from it (20 whole frames).
+async fn video_from(peer: &TestPeer, publisher: &str) -> ReceivedTrack {
+    let report = peer
+        .wait_until(PATIENCE, |r| receives_from(r, &[publisher], 60, 20))
+        .await
+        .unwrap_or_else(|r| panic!("no media from {publisher}: {r:#?}"));
+    report
+        .live_tracks_of(publisher)
+        .find(|t| t.kind == MediaKind::Video)
+        .cloned()
+        .expect("checked above")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

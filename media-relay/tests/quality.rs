@@ -9,8 +9,12 @@ use media_relay::quality::{ConnectionQuality, QualityGrade};
 use media_relay::test_peer::{PeerReport, TestPeerConfig};
 use media_relay::{ParticipantId, Relay, RelayConfig, ServerMessage};
 
-fn latest(report: &PeerReport, who: &str) -> Option<ConnectionQuality> {
-    report.messages.iter().rev().find_map(|m| match m {
+/// Every quality sample of `who` the peer was sent, oldest first.
+fn samples<'a>(
+    report: &'a PeerReport,
+    who: &'a str,
+) -> impl Iterator<Item = ConnectionQuality> + 'a {
+    report.messages.iter().filter_map(move |m| match m {
         ServerMessage::ConnectionQuality {
             participant_id,
             quality,
@@ -19,14 +23,23 @@ fn latest(report: &PeerReport, who: &str) -> Option<ConnectionQuality> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_quality_reports_bitrates_loss_and_rtt_of_everyone() {
+fn latest(report: &PeerReport, who: &str) -> Option<ConnectionQuality> {
+    samples(report, who).last()
+}
+
+/// A relay that reports quality every half second.
+fn quality_relay() -> Relay {
     init_tracing();
-    let relay = Relay::new(RelayConfig {
+    Relay::new(RelayConfig {
         quality_interval: Duration::from_millis(500),
         ..RelayConfig::default()
     })
-    .expect("valid");
+    .expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_quality_reports_bitrates_loss_and_rtt_of_everyone() {
+    let relay = quality_relay();
     let agent = join(&relay, "case-quality", "agent", TestPeerConfig::default()).await;
     let _approver = join(
         &relay,
@@ -60,12 +73,7 @@ async fn connection_quality_reports_bitrates_loss_and_rtt_of_everyone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_whose_video_stalls_shows_as_freezes_in_what_the_others_receive() {
-    init_tracing();
-    let relay = Relay::new(RelayConfig {
-        quality_interval: Duration::from_millis(500),
-        ..RelayConfig::default()
-    })
-    .expect("valid");
+    let relay = quality_relay();
     let agent = join(&relay, "case-freeze", "agent", TestPeerConfig::default()).await;
     let approver = join(&relay, "case-freeze", "approver", TestPeerConfig::default()).await;
     approver
@@ -76,40 +84,14 @@ async fn a_publisher_whose_video_stalls_shows_as_freezes_in_what_the_others_rece
     agent.stall_video(Duration::from_millis(800));
     // The approver's own record (what it was sent) shows the freeze; the agent's does not.
     let report = approver
-        .wait_until(PATIENCE, |r| {
-            r.messages.iter().any(|m| {
-                matches!(m, ServerMessage::ConnectionQuality { participant_id, quality }
-                    if *participant_id == ParticipantId::from("approver") && quality.freezes > 0)
-            })
-        })
+        .wait_until(PATIENCE, |r| samples(r, "approver").any(|q| q.freezes > 0))
         .await
         .unwrap_or_else(|r| panic!("no freeze reported: {:#?}", r.messages));
-    let frozen: u32 = report
-        .messages
-        .iter()
-        .filter_map(|m| match m {
-            ServerMessage::ConnectionQuality {
-                participant_id,
-                quality,
-            } if *participant_id == ParticipantId::from("approver") => Some(quality.frozen_ms),
-            _ => None,
-        })
-        .sum();
+    let frozen: u32 = samples(&report, "approver").map(|q| q.frozen_ms).sum();
     assert!(
         (700..5_000).contains(&frozen),
         "one freeze of about 800 ms: {frozen} ms"
     );
-    let agent_freezes: u32 = agent
-        .report()
-        .messages
-        .iter()
-        .filter_map(|m| match m {
-            ServerMessage::ConnectionQuality {
-                participant_id,
-                quality,
-            } if *participant_id == ParticipantId::from("agent") => Some(quality.freezes),
-            _ => None,
-        })
-        .sum();
+    let agent_freezes: u32 = samples(&agent.report(), "agent").map(|q| q.freezes).sum();
     assert_eq!(agent_freezes, 0, "the approver's video never stalled");
 }
