@@ -23,6 +23,11 @@ use crate::metrics::RelayMetrics;
 /// Largest datagram read (an MTU-sized packet is ~1,200–1,500 bytes).
 const MAX_DATAGRAM: usize = 2048;
 
+/// The socket buffers asked for: every peer of every room shares one socket, so a burst from many
+/// peers (or keyframes fanned out to many) must fit while the reader or the network catches up.
+/// The kernel caps it at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Datagrams queued to one room before further ones are dropped (UDP semantics: a room that
 /// cannot keep up loses packets, it does not stall the other rooms).
 pub(crate) const ROOM_QUEUE: usize = 4096;
@@ -75,8 +80,7 @@ impl UdpMux {
     ) -> Result<Arc<Self>, RelayError> {
         let mut bound = Vec::new();
         for addr in addrs {
-            let socket = UdpSocket::bind(addr)
-                .await
+            let socket = bind_udp(*addr)
                 .map_err(|e| RelayError::Config(format!("cannot bind UDP {addr}: {e}")))?;
             let local = socket
                 .local_addr()
@@ -174,6 +178,38 @@ impl UdpMux {
     }
 }
 
+/// A non-blocking UDP socket on `addr` with large buffers (see [`SOCKET_BUFFER`]).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (name, set, get) in [
+        (
+            "receive",
+            Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>,
+            Socket::recv_buffer_size as fn(&Socket) -> std::io::Result<usize>,
+        ),
+        (
+            "send",
+            Socket::set_send_buffer_size,
+            Socket::send_buffer_size,
+        ),
+    ] {
+        set(&socket, SOCKET_BUFFER)?;
+        let got = get(&socket)?;
+        // Linux reports twice what it grants (the other half is its bookkeeping).
+        if got < SOCKET_BUFFER {
+            tracing::warn!(
+                %addr, asked = SOCKET_BUFFER, got,
+                "UDP {name} buffer capped by the kernel: raise net.core.{}mem_max for busy relays",
+                if name == "receive" { "r" } else { "w" }
+            );
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSocket>) {
     let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
     loop {
@@ -257,6 +293,23 @@ mod tests {
         packet.extend_from_slice(&[7; 12]);
         packet.extend_from_slice(&body);
         packet
+    }
+
+    #[tokio::test]
+    async fn the_shared_socket_gets_the_largest_buffers_the_kernel_allows() {
+        let socket = bind_udp(SocketAddr::from(([127, 0, 0, 1], 0))).expect("binds");
+        let limit = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(SOCKET_BUFFER)
+        };
+        let sock = socket2::SockRef::from(&socket);
+        // Linux reports twice the size it grants; the default is ~208 KiB.
+        let receive = sock.recv_buffer_size().expect("readable");
+        assert!(receive >= SOCKET_BUFFER.min(limit("rmem_max")), "{receive}");
+        let send = sock.send_buffer_size().expect("readable");
+        assert!(send >= SOCKET_BUFFER.min(limit("wmem_max")), "{send}");
     }
 
     #[test]
