@@ -25,8 +25,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -66,6 +66,11 @@ pub struct TestPeerConfig {
     /// Send the first offer (the relay's way). Off: wait for the server's offer and answer it
     /// (how SFUs such as Janus set up a subscriber).
     pub offer_first: bool,
+    /// STUN/TURN servers for the peer's own side (e.g. the relay's `ice_servers_for`).
+    pub ice_servers: Vec<IceServer>,
+    /// Gather only TURN relay candidates (`iceTransportPolicy: "relay"`), as a client on a
+    /// network that lets nothing else through.
+    pub relay_only: bool,
 }
 
 impl Default for TestPeerConfig {
@@ -82,6 +87,8 @@ impl Default for TestPeerConfig {
             audio_level: None,
             stamp_packets: false,
             offer_first: true,
+            ice_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -335,7 +342,13 @@ impl TestPeer {
             shared: shared.clone(),
             events: events_tx,
         });
-        let pc = build_peer_connection(vec![config.udp_addr], &[], handler).await?;
+        let pc = build_peer_connection(
+            vec![config.udp_addr],
+            &config.ice_servers,
+            config.relay_only,
+            handler,
+        )
+        .await?;
 
         let mut publications = Vec::new();
         for (kind, publish) in [
@@ -873,6 +886,7 @@ impl Stream {
 async fn build_peer_connection(
     udp_addrs: Vec<SocketAddr>,
     ice_servers: &[IceServer],
+    relay_only: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
     let (engine, registry) = crate::engine::engine_and_registry()?;
@@ -892,6 +906,11 @@ async fn build_peer_connection(
                 })
                 .collect(),
         )
+        .with_ice_transport_policy(if relay_only {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        })
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)
