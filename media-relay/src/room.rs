@@ -50,7 +50,7 @@ use crate::recording::{self, RecordingResult};
 use crate::relay::{Participant, RelayInner};
 use crate::rewrite::DownstreamRewriter;
 use crate::sdp;
-use crate::socket::{Inbound, Outgoing, ROOM_QUEUE, UdpMux};
+use crate::socket::{Inbound, ROOM_QUEUE, UdpMux};
 
 /// What the relay handle and participant pumps send to a room.
 pub(crate) enum RoomCommand {
@@ -171,8 +171,6 @@ struct Room {
     mux: Arc<UdpMux>,
     commands: mpsc::WeakSender<RoomCommand>,
     datagrams: mpsc::Sender<Inbound>,
-    /// Datagrams of the current turn, sent in batches (kept to reuse its allocation).
-    outgoing: Vec<Outgoing>,
     members: Vec<Member>,
     next_session: u64,
     /// Members to remove once the current step is done (slow consumers, dropped receivers).
@@ -223,7 +221,6 @@ pub(crate) async fn run_room(
         mux,
         commands,
         datagrams,
-        outgoing: Vec::new(),
         members: Vec::new(),
         next_session: 1,
         doomed: Vec::new(),
@@ -908,14 +905,13 @@ impl Room {
             }
             for member in &mut self.members {
                 while let Some(out) = member.pc.poll_write() {
-                    self.outgoing.push(Outgoing {
-                        from: out.transport.local_addr,
-                        to: out.transport.peer_addr,
-                        data: out.message,
-                    });
+                    self.mux.send(
+                        out.transport.local_addr,
+                        out.transport.peer_addr,
+                        &out.message,
+                    );
                 }
             }
-            self.mux.send_batch(&mut self.outgoing);
             if !progressed {
                 break;
             }

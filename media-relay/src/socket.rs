@@ -28,16 +28,6 @@ const MAX_DATAGRAM: usize = 2048;
 /// The kernel caps it at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Datagrams handed to one `sendmmsg` call.
-const SEND_BATCH: usize = 32;
-
-/// A datagram to send: from which announced address, to where.
-pub(crate) struct Outgoing {
-    pub(crate) from: SocketAddr,
-    pub(crate) to: SocketAddr,
-    pub(crate) data: BytesMut,
-}
-
 /// Datagrams queued to one room before further ones are dropped (UDP semantics: a room that
 /// cannot keep up loses packets, it does not stall the other rooms).
 pub(crate) const ROOM_QUEUE: usize = 4096;
@@ -167,38 +157,6 @@ impl UdpMux {
         }
     }
 
-    /// Sends a turn's datagrams, up to [`SEND_BATCH`] per `sendmmsg` call per socket (one
-    /// system call instead of one each). What the socket cannot take now is dropped and counted,
-    /// as with [`UdpMux::send`]. Empties `batch`.
-    pub(crate) fn send_batch(&self, batch: &mut Vec<Outgoing>) {
-        if batch.len() == 1 {
-            let out = batch.pop().expect("one datagram");
-            return self.send(out.from, out.to, &out.data);
-        }
-        for (index, bound) in self.bound.iter().enumerate() {
-            let mine: Vec<&Outgoing> = batch
-                .iter()
-                .filter(|o| self.socket_index(o.from) == index)
-                .collect();
-            for chunk in mine.chunks(SEND_BATCH) {
-                let sent = send_many(&bound.socket, chunk);
-                for out in &chunk[sent..] {
-                    // The rest one by one: a full buffer drops them, an odd address reports.
-                    self.send(out.from, out.to, &out.data);
-                }
-            }
-        }
-        batch.clear();
-    }
-
-    /// The socket whose announced address is `from` (the first if none is).
-    fn socket_index(&self, from: SocketAddr) -> usize {
-        self.bound
-            .iter()
-            .position(|b| b.announced == from)
-            .unwrap_or(0)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
         // Every critical section is a single map operation: a panic cannot leave it half done.
         self.routes
@@ -218,28 +176,6 @@ impl UdpMux {
         routes.by_addr.insert((index, peer), route.clone());
         Some(route)
     }
-}
-
-/// Sends `chunk` with one `sendmmsg` call; returns how many datagrams the kernel took (0 when
-/// the socket cannot take any now).
-fn send_many(socket: &UdpSocket, chunk: &[&Outgoing]) -> usize {
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd;
-    let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|o| [IoSlice::new(&o.data)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = chunk
-        .iter()
-        .map(|o| Some(SockaddrStorage::from(o.to)))
-        .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
-    let fd = socket.as_raw_fd();
-    socket
-        .try_io(tokio::io::Interest::WRITABLE, || {
-            sendmmsg(fd, &mut headers, &slices, &addrs, [], MsgFlags::empty())
-                .map(|results| results.count())
-                .map_err(std::io::Error::from)
-        })
-        .unwrap_or(0)
 }
 
 /// A non-blocking UDP socket on `addr` with large buffers (see [`SOCKET_BUFFER`]).
@@ -374,51 +310,6 @@ mod tests {
         assert!(receive >= SOCKET_BUFFER.min(limit("rmem_max")), "{receive}");
         let send = sock.send_buffer_size().expect("readable");
         assert!(send >= SOCKET_BUFFER.min(limit("wmem_max")), "{send}");
-    }
-
-    #[tokio::test]
-    async fn a_batch_reaches_every_destination_in_order_across_several_sendmmsg_calls() {
-        let mux = UdpMux::bind(
-            &[SocketAddr::from(([127, 0, 0, 1], 0))],
-            None,
-            Arc::new(RelayMetrics::default()),
-        )
-        .await
-        .expect("binds");
-        let from = mux.announced()[0];
-        let receivers: Vec<std::net::UdpSocket> = (0..3)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver"))
-            .collect();
-        let mut batch: Vec<Outgoing> = (0..2 * SEND_BATCH + 5)
-            .map(|i| Outgoing {
-                from,
-                to: receivers[i % 3].local_addr().expect("address"),
-                data: BytesMut::from(&(i as u32).to_be_bytes()[..]),
-            })
-            .collect();
-        // A fresh socket is writable once the reactor has said so (as it has, long before a
-        // call's first packet).
-        mux.bound[0].socket.writable().await.expect("writable");
-        mux.send_batch(&mut batch);
-        assert!(batch.is_empty());
-        for (r, receiver) in receivers.iter().enumerate() {
-            receiver
-                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                .expect("timeout");
-            let expected: Vec<u32> = (0..2 * SEND_BATCH + 5)
-                .filter(|i| i % 3 == r)
-                .map(|i| i as u32)
-                .collect();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 16];
-            while got.len() < expected.len() {
-                let (n, sender) = receiver.recv_from(&mut buf).expect("arrives");
-                assert_eq!(sender, from, "sent from the relay's one socket");
-                got.push(u32::from_be_bytes(buf[..n].try_into().expect("4 bytes")));
-            }
-            assert_eq!(got, expected);
-        }
-        assert_eq!(mux.metrics.snapshot().datagrams_dropped, 0);
     }
 
     #[test]
