@@ -198,12 +198,7 @@ async fn a_case_goes_from_opening_to_rating_and_every_step_is_in_the_audit_trail
     assert_eq!(huzheng["ratings"], json!([0, 1, 0, 0, 0]));
     assert_eq!(stats["by_point"]["崧厦镇祝温村代办点"]["cases"], 1);
 
-    let metrics = String::from_utf8(
-        app.raw("GET", "/metrics", &Auth::None, None, None)
-            .await
-            .body,
-    )
-    .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"cloudhelp_case_events_total{event="case.accepted"} 1"#),
         "{metrics}"

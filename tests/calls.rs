@@ -112,12 +112,7 @@ async fn agent_and_approver_hear_and_see_each_other_through_the_server() {
     let config = &agent_peer.saw("call.config")[0];
     assert_eq!(config["participant_id"], format!("user-{agent_id}"));
     assert_eq!(config["ice_servers"], json!([]), "no TURN configured");
-    let metrics = String::from_utf8(
-        app.raw("GET", "/metrics", &Auth::None, None, None)
-            .await
-            .body,
-    )
-    .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("cloudhelp_relay_participants 2"),
         "{metrics}"

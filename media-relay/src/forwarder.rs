@@ -45,7 +45,6 @@ pub(crate) struct Due {
 }
 
 pub(crate) struct Forwarder {
-    video: bool,
     codec: Codec,
     pub(crate) legs: Vec<Leg>,
     limiter: KeyframeRequestLimiter,
@@ -66,7 +65,6 @@ impl Forwarder {
     ) -> Self {
         let video = codec.kind() == MediaKind::Video;
         Self {
-            video,
             codec,
             legs: Vec::new(),
             limiter: KeyframeRequestLimiter::new(keyframe_interval),
@@ -77,6 +75,10 @@ impl Forwarder {
             muted: false,
             recording: None,
         }
+    }
+
+    fn video(&self) -> bool {
+        self.codec.kind() == MediaKind::Video
     }
 
     /// A packet from the publisher; records it when recording and not muted.
@@ -114,7 +116,7 @@ impl Forwarder {
     /// Someone wants a keyframe (a new leg, a subscriber's PLI/FIR, a recording start, unmute):
     /// whether to send a PLI now (otherwise the limiter sends one later, or a keyframe is due).
     pub(crate) fn want_keyframe(&mut self, now: Instant) -> bool {
-        self.video && self.limiter.request(now) == KeyframeDecision::SendNow
+        self.video() && self.limiter.request(now) == KeyframeDecision::SendNow
     }
 
     /// Adds a subscriber leg; video asks for a keyframe so it can start decoding.
@@ -132,8 +134,9 @@ impl Forwarder {
     pub(crate) fn set_muted(&mut self, now: Instant, muted: bool) -> bool {
         let was = std::mem::replace(&mut self.muted, muted);
         if muted && !was {
+            let video = self.video();
             for leg in &mut self.legs {
-                leg.rewriter.pause(self.video);
+                leg.rewriter.pause(video);
                 leg.freezes.pause();
             }
         }

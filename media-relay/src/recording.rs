@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use crate::codec::Codec;
-use crate::messages::{MediaKind, ParticipantId};
+use crate::messages::ParticipantId;
 
 /// One recorded track, closed and hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +34,8 @@ pub struct RecordedTrack {
     pub participant: ParticipantId,
     /// The track id as announced in `track_published`.
     pub track_id: String,
-    /// Audio or video.
-    pub kind: MediaKind,
-    /// Its codec, which names the file format (`Codec::recording_format`).
+    /// Its codec (audio or video: `Codec::kind`), which names the file format
+    /// (`Codec::recording_format`).
     pub codec: Codec,
     /// Where the file is.
     pub path: PathBuf,
@@ -145,7 +144,6 @@ pub(crate) fn start(
     track_id: String,
     codec: Codec,
 ) -> (RecordingSink, oneshot::Receiver<RecordingResult>) {
-    let kind = codec.kind();
     let (extension, _) = codec.recording_format();
     let path = dir.join(format!("{}.{extension}", safe_file_stem(&track_id)));
     // About 10 s of video at 60 packets/s: a slow disk loses packets, never the call.
@@ -161,7 +159,6 @@ pub(crate) fn start(
                     RecordedTrack {
                         participant,
                         track_id,
-                        kind,
                         codec,
                         path: path.clone(),
                         bytes,

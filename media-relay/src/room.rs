@@ -96,7 +96,6 @@ struct Published {
     /// id for the track (its `msid`), used also to notice when it stops sending it.
     source: MediaStreamTrackId,
     receiver: RTCRtpReceiverId,
-    kind: MediaKind,
     codec: Codec,
     /// The SSRC of the first encoding opened for the track.
     first_ssrc: u32,
@@ -399,7 +398,7 @@ impl Room {
                 m.published.iter().map(|p| ServerMessage::TrackPublished {
                     participant_id: m.id.clone(),
                     track_id: p.track_id.clone(),
-                    kind: p.kind,
+                    kind: p.codec.kind(),
                 })
             })
             .collect();
@@ -791,7 +790,7 @@ impl Room {
         }
         let mut plis = Vec::new();
         for (k, published) in member.published.iter_mut().enumerate() {
-            if published.kind == kind && published.forwarder.set_muted(now, muted) {
+            if published.codec.kind() == kind && published.forwarder.set_muted(now, muted) {
                 plis.push(k);
             }
         }
@@ -1030,7 +1029,7 @@ impl Room {
         let metrics = self.relay.metrics.clone();
         let (before, rest) = self.members.split_at_mut(index);
         let (publisher, after) = rest.split_first_mut().expect("index is in range");
-        let video = publisher.published[k].kind == MediaKind::Video;
+        let video = publisher.published[k].codec.kind() == MediaKind::Video;
         for leg in &mut publisher.published[k].forwarder.legs {
             let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
                 continue;
@@ -1077,7 +1076,7 @@ impl Room {
     fn request_video_keyframes(&mut self, index: usize) {
         let now = Instant::now();
         for k in 0..self.members[index].published.len() {
-            if self.members[index].published[k].kind == MediaKind::Video {
+            if self.members[index].published[k].codec.kind() == MediaKind::Video {
                 self.send_pli(index, k, now);
             }
         }
@@ -1140,17 +1139,17 @@ impl Room {
             published.only_ssrc.get_or_insert(published.first_ssrc);
             return;
         }
-        let Some((kind, codec)) = self.members[index].pc.rtp_receiver(receiver).and_then(|r| {
+        let Some(codec) = self.members[index].pc.rtp_receiver(receiver).and_then(|r| {
             let track = r.track();
             let kind = crate::engine::media_kind(track.kind())?;
             let codec = track
                 .codec(ssrc)
-                .and_then(|c| Codec::from_mime(&c.mime_type))
-                .unwrap_or(Codec::default_for(kind));
-            Some((kind, codec))
+                .and_then(|c| Codec::from_mime(&c.mime_type));
+            Some(codec.unwrap_or(Codec::default_for(kind)))
         }) else {
             return;
         };
+        let kind = codec.kind();
         let publisher = self.members[index].id.clone();
         let ordinal = self.next_track;
         self.next_track += 1;
@@ -1175,7 +1174,6 @@ impl Room {
             track_id: track_id.clone(),
             source,
             receiver,
-            kind,
             codec,
             first_ssrc: ssrc,
             only_ssrc: None,

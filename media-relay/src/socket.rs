@@ -211,13 +211,15 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSocket>) {
+    // Datagrams are received into the spare capacity of one large buffer and split off it, so a
+    // packet costs neither an allocation nor zeroing.
     let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
     loop {
+        // Empty here: each received datagram was split off whole.
         if buf.capacity() < MAX_DATAGRAM {
             buf.reserve(64 * MAX_DATAGRAM);
         }
-        buf.resize(MAX_DATAGRAM, 0);
-        let received = socket.recv_from(&mut buf[..]).await;
+        let received = socket.recv_buf_from(&mut buf).await;
         let Some(mux) = mux.upgrade() else { return };
         let (len, peer) = match received {
             Ok(received) => received,
@@ -293,6 +295,55 @@ mod tests {
         packet.extend_from_slice(&[7; 12]);
         packet.extend_from_slice(&body);
         packet
+    }
+
+    #[tokio::test]
+    async fn a_peer_is_routed_by_its_stun_username_then_by_its_address_until_forgotten() {
+        let metrics = Arc::new(RelayMetrics::default());
+        let mux = UdpMux::bind(
+            &[SocketAddr::from(([127, 0, 0, 1], 0))],
+            None,
+            metrics.clone(),
+        )
+        .await
+        .expect("binds");
+        let relay_addr = mux.local_addrs()[0];
+        let (room, mut inbox) = mpsc::channel(16);
+        mux.register("relayufrag", 7, room);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer socket");
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("stranger socket");
+        let next = |inbox: &mut mpsc::Receiver<Inbound>| {
+            let got = inbox.try_recv().ok();
+            got.map(|i| (i.link, i.peer, i.data.to_vec()))
+        };
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+        let rtp = [0x80u8, 96, 0, 1];
+
+        // Media from an address nobody vouched for is dropped and counted.
+        peer.send_to(&rtp, relay_addr).expect("sent");
+        settle().await;
+        assert_eq!(next(&mut inbox), None);
+        assert_eq!(metrics.snapshot().datagrams_unrouted, 1);
+
+        // A binding request naming the link's ufrag is routed, and teaches the mux the address.
+        let request = binding_request(&[(0x0006, b"relayufrag:peerufrag")]);
+        peer.send_to(&request, relay_addr).expect("sent");
+        settle().await;
+        let from = peer.local_addr().expect("address");
+        assert_eq!(next(&mut inbox), Some((7, from, request.clone())));
+        peer.send_to(&rtp, relay_addr).expect("sent");
+        settle().await;
+        assert_eq!(next(&mut inbox), Some((7, from, rtp.to_vec())));
+
+        // Another ufrag routes nowhere; a forgotten link's address no longer routes either.
+        stranger
+            .send_to(&binding_request(&[(0x0006, b"otherufrag:x")]), relay_addr)
+            .expect("sent");
+        mux.forget(7);
+        peer.send_to(&rtp, relay_addr).expect("sent");
+        settle().await;
+        assert_eq!(next(&mut inbox), None);
+        assert_eq!(metrics.snapshot().datagrams_unrouted, 3);
     }
 
     #[tokio::test]

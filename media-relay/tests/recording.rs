@@ -97,7 +97,7 @@ async fn recording_writes_hashed_ogg_and_ivf_files_of_the_call_s_duration() {
         let content = std::fs::read(&file.path).expect("file exists");
         assert_eq!(file.bytes, content.len() as u64);
         assert_eq!(file.sha256, hex::encode(Sha256::digest(&content)));
-        match file.kind {
+        match file.codec.kind() {
             MediaKind::Audio => {
                 assert!(content.starts_with(b"OggS"));
                 let seconds = ogg_seconds(&content);

@@ -113,6 +113,16 @@ impl TestApp {
             .await
     }
 
+    /// The Prometheus text at `/metrics` (no login needed).
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(
+            self.raw("GET", "/metrics", &Auth::None, None, None)
+                .await
+                .body,
+        )
+        .expect("metrics are UTF-8")
+    }
+
     pub async fn raw(
         &self,
         method: &str,

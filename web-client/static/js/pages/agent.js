@@ -1,5 +1,5 @@
 // The agent at a service point (代办点): the point's cases, and opening a new one for a resident.
-import { h, fill, api, say, errorText, field, fmtDateTime, waitingClock, session } from '../core.js';
+import { h, fill, api, say, errorText, field, busy, fmtDateTime, waitingClock, session } from '../core.js';
 import { t } from '../i18n.js';
 import { stateBadge } from './case.js';
 
@@ -68,11 +68,9 @@ export async function renderNewCase(view, _params, { catalogue }) {
     field(t('new.note'), note),
     slot,
     submit);
-  form.addEventListener('submit', async (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
-    submit.disabled = true;
-    say(slot, null, '');
-    try {
+    busy(submit, slot, async () => {
       const created = await api('POST', '/cases', {
         item: itemSelect.value,
         applicant_name: name.value.trim(),
@@ -80,11 +78,7 @@ export async function renderNewCase(view, _params, { catalogue }) {
         note: note.value.trim(),
       });
       location.hash = `#/case/${created.id}`;
-    } catch (err) {
-      say(slot, 'error', errorText(err));
-    } finally {
-      submit.disabled = false;
-    }
+    });
   });
   fill(view, form);
 }

@@ -1,5 +1,5 @@
 // Login: plain messages for a wrong password, a locked or disabled account, an ended session.
-import { h, fill, notice, say, errorText, ApiError } from '../core.js';
+import { h, fill, notice, field, busy, ApiError } from '../core.js';
 import { t } from '../i18n.js';
 
 export function renderLogin(view, { message, onLoggedIn }) {
@@ -10,14 +10,12 @@ export function renderLogin(view, { message, onLoggedIn }) {
   const form = h('form', { id: 'login', class: 'card narrow', autocomplete: 'on' },
     h('h1', {}, t('login.title')),
     slot,
-    h('label', { class: 'field' }, h('span', { class: 'label' }, t('login.username')), username),
-    h('label', { class: 'field' }, h('span', { class: 'label' }, t('login.password')), password),
+    field(t('login.username'), username),
+    field(t('login.password'), password),
     submit);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    submit.disabled = true;
-    say(slot, null, '');
-    try {
+    const loggedIn = await busy(submit, slot, async () => {
       let res;
       try {
         res = await fetch('/api/auth/login', {
@@ -35,12 +33,11 @@ export function renderLogin(view, { message, onLoggedIn }) {
         throw new ApiError(res.status, code, body.message);
       }
       await onLoggedIn(body);
-    } catch (err) {
-      say(slot, 'error', errorText(err));
+      return true;
+    });
+    if (!loggedIn) {
       password.value = '';
       password.focus();
-    } finally {
-      submit.disabled = false;
     }
   });
   fill(view, form);
