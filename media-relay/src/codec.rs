@@ -58,6 +58,14 @@ impl Codec {
         }
     }
 
+    /// Its RTP clock rate, Hz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            Codec::Vp8 | Codec::H264 => 90_000,
+        }
+    }
+
     /// The payload type the relay's own offers use.
     pub fn payload_type(self) -> u8 {
         match self {
@@ -84,21 +92,21 @@ impl Codec {
         match self {
             Codec::Opus => RTCRtpCodec {
                 mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
+                clock_rate: self.clock_rate(),
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
                 rtcp_feedback: vec![],
             },
             Codec::Vp8 => RTCRtpCodec {
                 mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90000,
+                clock_rate: self.clock_rate(),
                 channels: 0,
                 sdp_fmtp_line: String::new(),
                 rtcp_feedback: video_feedback(),
             },
             Codec::H264 => RTCRtpCodec {
                 mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90000,
+                clock_rate: self.clock_rate(),
                 channels: 0,
                 sdp_fmtp_line:
                     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"

@@ -5,10 +5,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -68,35 +72,49 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Marks inbound keyframe requests (PLI/FIR) for delivery to the application, so that a sender
-/// reads them with `TrackLocal::poll`; all other inbound RTCP stays with the interceptors.
-/// Sits last in the chain, after every interceptor that reads RTCP.
-struct KeyframeRequestDelivery {
+/// Whether an RTCP packet tells how a subscriber is receiving: a bandwidth estimate (REMB) or a
+/// receiver report (loss).
+pub fn is_reception_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<ReceiverEstimatedMaximumBitrate>() || any.is::<ReceiverReport>()
+}
+
+/// Marks inbound RTCP the application acts on for delivery to it: keyframe requests (PLI/FIR)
+/// always, so that a sender reads them with `TrackLocal::poll`; on the relay also bandwidth
+/// estimates and receiver reports, from which it chooses simulcast layers. All other inbound RTCP
+/// stays with the interceptors. Each delivered packet travels alone, since the core routes a
+/// message to one track by its first destination SSRC. Sits last in the chain, after every
+/// interceptor that reads RTCP.
+struct FeedbackDelivery {
+    reception: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackDelivery {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
     type Error = webrtc::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            self.read_queue.push_back(msg);
+            return Ok(());
+        };
+        for packet in packets {
+            let wanted = is_keyframe_request(packet.as_ref())
+                || (self.reception && is_reception_feedback(packet.as_ref()));
+            if wanted {
+                self.read_queue.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: msg.transport,
+                    message: AttributedPacket::new(Packet::Rtcp(vec![packet.clone()]))
+                        .with(Attribute::DeliverToApplication),
+                });
             }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
         }
-        self.read_queue.push_back(msg);
         Ok(())
     }
 
@@ -114,21 +132,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
     }
 }
 
-impl Interceptor for KeyframeRequestDelivery {
+impl Interceptor for FeedbackDelivery {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// The media engine and interceptor chain both sides use: Opus and VP8, the default
-/// interceptors (NACK, reports, TWCC), and keyframe requests delivered to the application.
-pub(crate) fn engine_and_registry() -> Result<(MediaEngine, Registry), webrtc::error::Error> {
+/// The media engine and interceptor chain both sides use: Opus, VP8 and H.264, the simulcast
+/// header extensions, the default interceptors (NACK, reports, TWCC) and the feedback the
+/// application acts on delivered to it (`reception`: estimates and receiver reports too).
+pub(crate) fn engine_and_registry(
+    reception: bool,
+) -> Result<(MediaEngine, Registry), webrtc::error::Error> {
     let mut engine = media_engine()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
         Slot::from(14_000),
-        KeyframeRequestDelivery {
+        FeedbackDelivery {
+            reception,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
         },
@@ -145,7 +167,7 @@ pub(crate) fn build_relay_connection(
     ufrag: String,
     pwd: String,
 ) -> Result<rtc::peer_connection::RTCPeerConnection, webrtc::error::Error> {
-    let (engine, registry) = engine_and_registry()?;
+    let (engine, registry) = engine_and_registry(true)?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_credentials(ufrag, pwd)

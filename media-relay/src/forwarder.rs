@@ -1,7 +1,8 @@
 //! One forwarder per published track: the state the room keeps to fan a publisher's packets out
-//! to each subscriber leg (rewritten for that leg), ask the publisher for keyframes through the
-//! rate limiter, tell who is speaking, and feed a recording. Plain data fed packets and times:
-//! the room owns the peer connections and does the writing.
+//! to each subscriber leg (rewritten for that leg), choose each video leg's simulcast layer, ask
+//! the publisher for keyframes through each layer's rate limiter, tell who is speaking, and feed
+//! a recording. Plain data fed packets and times: the room owns the peer connections and does the
+//! writing.
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +11,15 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::codec::Codec;
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
+use crate::layer::{BitrateMeter, LayerDecision, LayerPolicy, LayerSelector};
 use crate::messages::{MediaKind, ParticipantId};
 use crate::quality::FreezeCounter;
 use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
+
+/// How often the layers' bitrates are measured and every leg's choice revisited.
+const LAYER_WINDOW: Duration = Duration::from_millis(500);
 
 /// One subscriber's copy of the track.
 pub(crate) struct Leg {
@@ -23,13 +28,61 @@ pub(crate) struct Leg {
     pub(crate) rewriter: DownstreamRewriter,
     /// Freezes in the video forwarded on this leg.
     pub(crate) freezes: FreezeCounter,
+    /// Video: which of the publisher's layers this leg gets (a track without simulcast has one).
+    pub(crate) selector: Option<LayerSelector>,
+    /// Loss fraction (0..1) the subscriber last reported for this leg.
+    pub(crate) loss: f64,
+}
+
+impl Leg {
+    /// A leg; video legs choose among layers and wait for a keyframe.
+    pub(crate) fn new(
+        subscriber: ParticipantId,
+        sender: RTCRtpSenderId,
+        ssrc: u32,
+        payload_type: u8,
+        codec: Codec,
+    ) -> Self {
+        let video = codec.kind() == MediaKind::Video;
+        Self {
+            subscriber,
+            sender,
+            rewriter: DownstreamRewriter::new(ssrc, payload_type, codec.clock_rate(), video),
+            freezes: FreezeCounter::new(),
+            selector: video.then(|| LayerSelector::new(1, LayerPolicy::default())),
+            loss: 0.0,
+        }
+    }
+
+    /// Whether to forward a packet of `layer` to this leg; `switched` when it is the first of a
+    /// new layer (the rewriter then continues the old layer's numbers).
+    pub(crate) fn admits(&mut self, layer: usize, keyframe: bool) -> (bool, bool) {
+        let Some(selector) = self.selector.as_mut() else {
+            return (true, false);
+        };
+        let before = selector.current();
+        let admitted = selector.on_packet(layer, keyframe);
+        let switched = before.is_some() && selector.current() != before;
+        if switched {
+            self.rewriter.switch_source();
+        }
+        (admitted, switched)
+    }
+}
+
+/// One encoding of the published track (a simulcast layer, or the only one).
+pub(crate) struct Layer {
+    /// The SSRC its packets carry (0 until learnt, if the core did not tell).
+    pub(crate) ssrc: u32,
+    limiter: KeyframeRequestLimiter,
+    meter: BitrateMeter,
 }
 
 /// What a received packet asks of the room.
 pub(crate) struct Arrival {
     /// Forward it to the legs (`false` while muted).
     pub(crate) forward: bool,
-    /// It starts a VP8 keyframe.
+    /// It starts a keyframe.
     pub(crate) keyframe: bool,
     /// The publisher started (`Some(true)`) or stopped speaking.
     pub(crate) speaking: Option<bool>,
@@ -38,8 +91,8 @@ pub(crate) struct Arrival {
 /// What a timer asks of the room.
 #[derive(Default)]
 pub(crate) struct Due {
-    /// Send the publisher a PLI now.
-    pub(crate) send_pli: bool,
+    /// Send the publisher a PLI for each of these layers now.
+    pub(crate) plis: Vec<usize>,
     /// The publisher stopped speaking (silence outlasted the hold time).
     pub(crate) speaking: Option<bool>,
 }
@@ -47,13 +100,15 @@ pub(crate) struct Due {
 pub(crate) struct Forwarder {
     codec: Codec,
     pub(crate) legs: Vec<Leg>,
-    limiter: KeyframeRequestLimiter,
+    pub(crate) layers: Vec<Layer>,
+    keyframe_interval: Duration,
     /// The audio-level header extension id and the detector fed from it.
     speaking: Option<(u8, SpeakingDetector)>,
-    /// The publisher's SSRC, learnt from its packets (for PLIs).
-    pub(crate) media_ssrc: Option<u32>,
     muted: bool,
+    /// Records layer 0 (the first encoding opened) while `Some`.
     recording: Option<RecordingSink>,
+    /// When the layers' bitrates are next measured (video with legs only).
+    next_measure: Option<Instant>,
 }
 
 impl Forwarder {
@@ -61,29 +116,63 @@ impl Forwarder {
         codec: Codec,
         keyframe_interval: Duration,
         audio_level_id: Option<u8>,
-        media_ssrc: u32,
+        ssrc: u32,
     ) -> Self {
         let video = codec.kind() == MediaKind::Video;
-        Self {
+        let mut forwarder = Self {
             codec,
             legs: Vec::new(),
-            limiter: KeyframeRequestLimiter::new(keyframe_interval),
+            layers: Vec::new(),
+            keyframe_interval,
             speaking: audio_level_id
                 .filter(|_| !video)
                 .map(|id| (id, SpeakingDetector::new(SpeakingPolicy::default()))),
-            media_ssrc: (media_ssrc != 0).then_some(media_ssrc),
             muted: false,
             recording: None,
-        }
+            next_measure: None,
+        };
+        forwarder.add_layer(ssrc);
+        forwarder
     }
 
     fn video(&self) -> bool {
         self.codec.kind() == MediaKind::Video
     }
 
-    /// A packet from the publisher; records it when recording and not muted.
-    pub(crate) fn on_packet(&mut self, now: Instant, packet: &rtp::Packet) -> Arrival {
-        self.media_ssrc = Some(packet.header.ssrc);
+    /// Another encoding of the track opened (a simulcast layer); returns its index.
+    pub(crate) fn add_layer(&mut self, ssrc: u32) -> usize {
+        self.layers.push(Layer {
+            ssrc,
+            limiter: KeyframeRequestLimiter::new(self.keyframe_interval),
+            meter: BitrateMeter::new(LAYER_WINDOW),
+        });
+        self.layers.len() - 1
+    }
+
+    /// The layer a packet with `ssrc` belongs to.
+    pub(crate) fn layer_of(&mut self, ssrc: u32) -> Option<usize> {
+        if let Some(layer) = self.layers.iter().position(|l| l.ssrc == ssrc) {
+            return Some(layer);
+        }
+        // A layer opened without its SSRC takes the first unknown one.
+        let layer = self.layers.iter().position(|l| l.ssrc == 0)?;
+        self.layers[layer].ssrc = ssrc;
+        Some(layer)
+    }
+
+    /// The track is sent as several layers.
+    pub(crate) fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// A packet of `layer` from the publisher; records it when recording and not muted.
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        layer: usize,
+        packet: &rtp::Packet,
+    ) -> Arrival {
+        self.layers[layer].meter.add(now, packet.payload.len());
         let speaking = self.speaking.as_mut().and_then(|(id, detector)| {
             // A muted participant is not speaking, whatever its microphone says.
             let level = match packet.header.get_extension(*id) {
@@ -99,12 +188,14 @@ impl Forwarder {
                 speaking,
             };
         }
-        if let Some(sink) = &self.recording {
+        if layer == 0
+            && let Some(sink) = &self.recording
+        {
             sink.record(packet);
         }
         let keyframe = self.codec.is_keyframe_start(&packet.payload);
         if keyframe {
-            self.limiter.keyframe_forwarded(now);
+            self.layers[layer].limiter.keyframe_forwarded(now);
         }
         Arrival {
             forward: true,
@@ -113,16 +204,38 @@ impl Forwarder {
         }
     }
 
-    /// Someone wants a keyframe (a new leg, a subscriber's PLI/FIR, a recording start, unmute):
-    /// whether to send a PLI now (otherwise the limiter sends one later, or a keyframe is due).
-    pub(crate) fn want_keyframe(&mut self, now: Instant) -> bool {
-        self.video() && self.limiter.request(now) == KeyframeDecision::SendNow
+    /// Someone wants a keyframe of `layer` (a new leg, a subscriber's PLI/FIR, a layer switch, a
+    /// recording start, unmute): whether to send a PLI now (otherwise the limiter sends one
+    /// later, or a keyframe is due).
+    pub(crate) fn want_keyframe(&mut self, now: Instant, layer: usize) -> bool {
+        self.video()
+            && self
+                .layers
+                .get_mut(layer)
+                .is_some_and(|l| l.limiter.request(now) == KeyframeDecision::SendNow)
     }
 
-    /// Adds a subscriber leg; video asks for a keyframe so it can start decoding.
-    pub(crate) fn subscribe(&mut self, now: Instant, leg: Leg) -> bool {
+    /// The layer a leg is getting or about to get (what a keyframe request of it is about).
+    fn wanted_layer(leg: &Leg) -> usize {
+        leg.selector.as_ref().map_or(0, LayerSelector::target)
+    }
+
+    /// The layers to ask a keyframe of for leg `leg` (its target), filtered by the limiters.
+    pub(crate) fn want_keyframe_for(&mut self, now: Instant, leg: usize) -> Option<usize> {
+        let layer = Self::wanted_layer(self.legs.get(leg)?);
+        self.want_keyframe(now, layer).then_some(layer)
+    }
+
+    /// Adds a subscriber leg; returns the layer to send a PLI for now, if any (video starts
+    /// decoding on a keyframe).
+    pub(crate) fn subscribe(&mut self, now: Instant, mut leg: Leg) -> Option<usize> {
+        let bitrates = self.bitrates(now);
+        if let Some(selector) = leg.selector.as_mut() {
+            selector.set_bitrates(&bitrates);
+        }
         self.legs.push(leg);
-        self.want_keyframe(now)
+        self.next_measure.get_or_insert(now + LAYER_WINDOW);
+        self.want_keyframe_for(now, self.legs.len() - 1)
     }
 
     /// Drops every leg of `subscriber`.
@@ -130,8 +243,8 @@ impl Forwarder {
         self.legs.retain(|leg| &leg.subscriber != subscriber);
     }
 
-    /// Mutes or unmutes; returns whether to send a PLI now (video resumes on a keyframe).
-    pub(crate) fn set_muted(&mut self, now: Instant, muted: bool) -> bool {
+    /// Mutes or unmutes; returns the layers to send a PLI for now (video resumes on a keyframe).
+    pub(crate) fn set_muted(&mut self, now: Instant, muted: bool) -> Vec<usize> {
         let was = std::mem::replace(&mut self.muted, muted);
         if muted && !was {
             let video = self.video();
@@ -140,32 +253,89 @@ impl Forwarder {
                 leg.freezes.pause();
             }
         }
-        !muted && was && self.want_keyframe(now)
+        if muted || !was {
+            return Vec::new();
+        }
+        self.keyframes_for_legs(now)
     }
 
-    /// Starts (`Some`) or stops (`None`, closing the file) recording; a video file starts at a
-    /// keyframe, so starting returns whether to send a PLI now.
+    /// The layers any leg wants, each asked of its limiter once.
+    fn keyframes_for_legs(&mut self, now: Instant) -> Vec<usize> {
+        let mut layers: Vec<usize> = self.legs.iter().map(Self::wanted_layer).collect();
+        if layers.is_empty() {
+            layers.push(0);
+        }
+        layers.sort_unstable();
+        layers.dedup();
+        layers.retain(|&layer| self.want_keyframe(now, layer));
+        layers
+    }
+
+    /// Starts (`Some`) or stops (`None`, closing the file) recording layer 0; a video file
+    /// starts at a keyframe, so starting returns whether to send layer 0 a PLI now.
     pub(crate) fn record(&mut self, now: Instant, sink: Option<RecordingSink>) -> bool {
         let starts = sink.is_some();
         self.recording = sink;
-        starts && self.want_keyframe(now)
+        starts && self.want_keyframe(now, 0)
+    }
+
+    /// Each layer's bitrate over the last window.
+    fn bitrates(&mut self, now: Instant) -> Vec<u64> {
+        self.layers.iter_mut().map(|l| l.meter.bps(now)).collect()
+    }
+
+    /// A bandwidth estimate (bit/s) for leg `leg`: returns the layer to send a PLI for now if
+    /// the leg is to switch.
+    pub(crate) fn on_estimate(
+        &mut self,
+        now: Instant,
+        leg: usize,
+        estimate_bps: u64,
+    ) -> Option<usize> {
+        let leg = self.legs.get_mut(leg)?;
+        let loss = leg.loss;
+        let selector = leg.selector.as_mut()?;
+        match selector.on_estimate(now, estimate_bps, loss) {
+            LayerDecision::SwitchTo(layer) => self.want_keyframe(now, layer).then_some(layer),
+            LayerDecision::Keep => None,
+        }
     }
 
     /// When [`Forwarder::poll`] next has something to do.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.limiter.next_deadline(),
-            self.speaking.as_ref().and_then(|(_, d)| d.next_deadline()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.layers
+            .iter()
+            .filter_map(|l| l.limiter.next_deadline())
+            .chain(self.speaking.as_ref().and_then(|(_, d)| d.next_deadline()))
+            .chain(self.next_measure)
+            .min()
     }
 
-    /// Runs the timers due at `now`.
+    /// Runs the timers due at `now`: deferred keyframe requests, speaking, and the layers'
+    /// measurement (a layer that stopped moves its legs elsewhere).
     pub(crate) fn poll(&mut self, now: Instant) -> Due {
+        let mut plis: Vec<usize> = (0..self.layers.len())
+            .filter(|&l| self.layers[l].limiter.poll(now))
+            .collect();
+        if self.next_measure.is_some_and(|t| t <= now) {
+            self.next_measure = (!self.legs.is_empty() && self.video()).then(|| now + LAYER_WINDOW);
+            let bitrates = self.bitrates(now);
+            let mut switches = Vec::new();
+            for leg in &mut self.legs {
+                if let Some(LayerDecision::SwitchTo(layer)) =
+                    leg.selector.as_mut().map(|s| s.set_bitrates(&bitrates))
+                {
+                    switches.push(layer);
+                }
+            }
+            for layer in switches {
+                if !plis.contains(&layer) && self.want_keyframe(now, layer) {
+                    plis.push(layer);
+                }
+            }
+        }
         Due {
-            send_pli: self.limiter.poll(now),
+            plis,
             speaking: self
                 .speaking
                 .as_mut()

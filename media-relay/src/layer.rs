@@ -1,10 +1,14 @@
-//! Which simulcast layer a subscriber gets: a pure struct fed bandwidth estimates, loss and times
-//! (no clock, no I/O). It moves down at once when the estimate no longer carries the current
-//! layer or loss is high, moves up only after the estimate has carried the higher layer for a
-//! hold time (so a brief spike does not cause a switch and a keyframe), and switches only on a
-//! keyframe of the target layer, so the subscriber's decoder never sees a layer change mid-GOP.
+//! Which simulcast layer a subscriber gets: a pure struct fed bandwidth estimates, loss, the
+//! layers' measured bitrates and times (no clock, no I/O). It moves down at once when the
+//! estimate no longer carries the current layer or loss is high, moves up one layer at a time and
+//! only after the estimate has carried the higher layer for a hold time (so a brief spike does not
+//! cause a switch and a keyframe), and switches only on a keyframe of the target layer, so the
+//! subscriber's decoder never sees a layer change mid-GOP.
 //!
-//! Not yet wired into the forwarder: the relay does not accept simulcast publishers yet.
+//! Layers are named by their index in the publisher's track (the order their first packets
+//! arrived) and ranked by measured bitrate, since browsers list their encodings in either order.
+//! A layer measured at zero is not being sent (a browser pauses its top layers when its own uplink
+//! is short) and is never chosen while another one is.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +33,7 @@ impl Default for LayerPolicy {
     }
 }
 
-/// The selector's verdict on one estimate.
+/// The selector's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerDecision {
     /// Nothing changes.
@@ -38,30 +42,32 @@ pub enum LayerDecision {
     SwitchTo(usize),
 }
 
-/// Chooses a simulcast layer (0 = lowest) for one subscriber of one published video.
+/// Chooses a simulcast layer for one subscriber of one published video.
 #[derive(Debug, Clone)]
 pub struct LayerSelector {
-    /// Each layer's bitrate in bit/s, lowest first.
+    /// Each layer's measured bitrate in bit/s, by layer index (0 while unmeasured or paused).
     bitrates: Vec<u64>,
     policy: LayerPolicy,
-    /// Highest layer worth sending, from the size the subscriber displays.
-    max_layer: usize,
+    /// Highest rank worth sending, from the size the subscriber displays.
+    max_rank: usize,
     target: usize,
     current: Option<usize>,
     up_since: Option<Instant>,
+    /// An estimate has arrived; before that the target is the lowest layer sent.
+    estimated: bool,
 }
 
 impl LayerSelector {
-    /// A selector over layers with these bitrates (lowest first); starts aiming at layer 0.
-    pub fn new(bitrates: Vec<u64>, policy: LayerPolicy) -> Self {
-        let max_layer = bitrates.len().saturating_sub(1);
+    /// A selector over `layers` layers, aiming at layer 0 until bitrates are known.
+    pub fn new(layers: usize, policy: LayerPolicy) -> Self {
         Self {
-            bitrates,
+            bitrates: vec![0; layers.max(1)],
             policy,
-            max_layer,
+            max_rank: usize::MAX,
             target: 0,
             current: None,
             up_since: None,
+            estimated: false,
         }
     }
 
@@ -75,39 +81,89 @@ impl LayerSelector {
         self.target
     }
 
-    /// Caps the layer by the subscriber's display size (e.g. a thumbnail needs layer 0).
-    pub fn set_max_layer(&mut self, max_layer: usize) -> LayerDecision {
-        self.max_layer = max_layer.min(self.bitrates.len().saturating_sub(1));
-        if self.target > self.max_layer {
-            return self.retarget(self.max_layer);
+    /// The rank (0 = lowest bitrate) of the layer being forwarded, if any.
+    pub fn current_rank(&self) -> Option<usize> {
+        let current = self.current?;
+        self.ranked().iter().position(|&l| l == current)
+    }
+
+    /// The layers being sent (measured above zero), lowest bitrate first.
+    fn ranked(&self) -> Vec<usize> {
+        let mut layers: Vec<usize> = (0..self.bitrates.len())
+            .filter(|&l| self.bitrates[l] > 0)
+            .collect();
+        layers.sort_by_key(|&l| (self.bitrates[l], l));
+        layers
+    }
+
+    /// New measurements of the layers' bitrates, by layer index (a track may gain layers as
+    /// their first packets arrive). Until the subscriber reports an estimate the target is the
+    /// lowest layer being sent: a new subscriber starts low and climbs, and one that never
+    /// reports stays on the layer any link carries.
+    pub fn set_bitrates(&mut self, bitrates: &[u64]) -> LayerDecision {
+        self.bitrates.clear();
+        self.bitrates.extend_from_slice(bitrates);
+        if self.bitrates.is_empty() {
+            self.bitrates.push(0);
+        }
+        let ranked = self.ranked();
+        match ranked.first() {
+            Some(&lowest) if !self.estimated => self.retarget(lowest),
+            // The target stopped being sent: fall back to the lowest layer sent at once (the
+            // next estimate climbs again) rather than freeze the picture.
+            Some(&lowest) if !ranked.contains(&self.target) => self.retarget(lowest),
+            _ => LayerDecision::Keep,
+        }
+    }
+
+    /// Caps the layer by the subscriber's display size (rank 0 = lowest bitrate; e.g. a
+    /// thumbnail needs rank 0).
+    pub fn set_max_rank(&mut self, max_rank: usize) -> LayerDecision {
+        self.max_rank = max_rank;
+        let ranked = self.ranked();
+        let Some(rank) = ranked.iter().position(|&l| l == self.target) else {
+            return LayerDecision::Keep;
+        };
+        if rank > max_rank {
+            return self.retarget(ranked[max_rank.min(ranked.len() - 1)]);
         }
         LayerDecision::Keep
     }
 
-    /// Feeds a bandwidth estimate (bit/s, from TWCC/REMB) and the loss fraction (0..1, from
+    /// Feeds a bandwidth estimate (bit/s, from REMB or TWCC) and the loss fraction (0..1, from
     /// receiver reports) observed at `now`.
     pub fn on_estimate(&mut self, now: Instant, estimate_bps: u64, loss: f64) -> LayerDecision {
-        // The highest layer the estimate carries as it is.
-        let fits = self
-            .bitrates
+        self.estimated = true;
+        let ranked = self.ranked();
+        if ranked.is_empty() {
+            return LayerDecision::Keep;
+        }
+        let cap = self.max_rank.min(ranked.len() - 1);
+        // The highest rank the estimate carries as it is.
+        let fits = ranked
             .iter()
-            .rposition(|&b| b <= estimate_bps)
+            .rposition(|&l| self.bitrates[l] <= estimate_bps)
             .unwrap_or(0)
-            .min(self.max_layer);
+            .min(cap);
+        let Some(rank) = ranked.iter().position(|&l| l == self.target) else {
+            // The target is not being sent: take what fits now.
+            self.up_since = None;
+            return self.retarget(ranked[fits]);
+        };
         let mut wanted = fits;
         if loss > self.policy.loss_step_down {
-            wanted = wanted.min(self.target.saturating_sub(1));
+            wanted = wanted.min(rank.saturating_sub(1));
         }
-        if wanted < self.target {
+        if wanted < rank {
             self.up_since = None;
-            return self.retarget(wanted);
+            return self.retarget(ranked[wanted]);
         }
-        if wanted == self.target || self.target >= self.max_layer {
+        if wanted == rank || rank >= cap {
             self.up_since = None;
             return LayerDecision::Keep;
         }
         // Going up: one layer at a time, with headroom, held for a while.
-        let next = self.target + 1;
+        let next = ranked[rank + 1];
         let needed = self.bitrates[next] as f64 * self.policy.up_headroom;
         if (estimate_bps as f64) < needed || loss > self.policy.loss_step_down {
             self.up_since = None;
@@ -144,6 +200,72 @@ impl LayerSelector {
     }
 }
 
+/// A layer's bitrate over the last whole window: fed byte counts and times. Windows run back to
+/// back from the first byte, so a layer that stops sending reads zero one window later.
+#[derive(Debug, Clone)]
+pub struct BitrateMeter {
+    window: Duration,
+    /// Start of the window being filled.
+    started: Option<Instant>,
+    bytes: u64,
+    last_bps: u64,
+    /// A whole window has been measured (before that, the rate so far is given).
+    measured: bool,
+}
+
+impl BitrateMeter {
+    /// A meter measuring over windows of `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window: window.max(Duration::from_millis(1)),
+            started: None,
+            bytes: 0,
+            last_bps: 0,
+            measured: false,
+        }
+    }
+
+    /// `bytes` arrived at `now`.
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        self.roll(now);
+        self.started.get_or_insert(now);
+        self.bytes += bytes as u64;
+    }
+
+    /// The bitrate of the last whole window, bit/s; before the first window ends, the rate so
+    /// far (over at least a tenth of a window), so that a subscriber joining a track just opened
+    /// can already be given its lowest layer.
+    pub fn bps(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        match self.started {
+            Some(started) if !self.measured => {
+                let elapsed = now.saturating_duration_since(started).max(self.window / 10);
+                (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64
+            }
+            _ => self.last_bps,
+        }
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let Some(started) = self.started else {
+            return;
+        };
+        let windows = now.saturating_duration_since(started).as_nanos() / self.window.as_nanos();
+        if windows == 0 {
+            return;
+        }
+        self.last_bps = if windows == 1 {
+            (self.bytes as f64 * 8.0 / self.window.as_secs_f64()) as u64
+        } else {
+            0 // at least one whole window without a byte
+        };
+        let windows = u32::try_from(windows).unwrap_or(u32::MAX);
+        self.started = Some(started + self.window * windows);
+        self.bytes = 0;
+        self.measured = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,7 +274,9 @@ mod tests {
     const LAYERS: [u64; 3] = [150_000, 500_000, 1_500_000];
 
     fn selector() -> LayerSelector {
-        LayerSelector::new(LAYERS.to_vec(), LayerPolicy::default())
+        let mut s = LayerSelector::new(3, LayerPolicy::default());
+        assert_eq!(s.set_bitrates(&LAYERS), LayerDecision::Keep);
+        s
     }
 
     /// Settles on `layer`: keyframe of it arrives.
@@ -261,7 +385,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = selector();
         settle(&mut s, 0);
-        assert_eq!(s.set_max_layer(0), LayerDecision::Keep);
+        assert_eq!(s.set_max_rank(0), LayerDecision::Keep);
         assert_eq!(s.on_estimate(t0, 3_000_000, 0.0), LayerDecision::Keep);
         assert_eq!(
             s.on_estimate(t0 + 10 * S, 3_000_000, 0.0),
@@ -285,5 +409,83 @@ mod tests {
         );
         assert_eq!(s.target(), 1);
         assert!(s.on_packet(1, false));
+    }
+
+    #[test]
+    fn layers_are_ranked_by_measured_bitrate_whatever_order_the_publisher_lists_them() {
+        let t0 = Instant::now();
+        // Listed highest first, as many browser examples do.
+        let mut s = LayerSelector::new(3, LayerPolicy::default());
+        assert_eq!(
+            s.set_bitrates(&[1_500_000, 500_000, 150_000]),
+            LayerDecision::SwitchTo(2),
+            "a new subscriber starts on the lowest layer"
+        );
+        settle(&mut s, 2);
+        assert_eq!(s.current_rank(), Some(0));
+        s.on_estimate(t0, 800_000, 0.0);
+        assert_eq!(
+            s.on_estimate(t0 + 3 * S, 800_000, 0.0),
+            LayerDecision::SwitchTo(1)
+        );
+        settle(&mut s, 1);
+        assert_eq!(s.current_rank(), Some(1));
+        assert_eq!(
+            s.on_estimate(t0 + 4 * S, 100_000, 0.0),
+            LayerDecision::SwitchTo(2)
+        );
+    }
+
+    #[test]
+    fn a_paused_layer_is_never_chosen_and_a_paused_target_falls_back_at_once() {
+        let t0 = Instant::now();
+        let mut s = selector();
+        // The top layer stops (the publisher's uplink is short): an estimate that would carry it
+        // still gets the middle one.
+        s.set_bitrates(&[150_000, 500_000, 0]);
+        s.on_estimate(t0, 5_000_000, 0.0);
+        s.on_estimate(t0 + 3 * S, 5_000_000, 0.0);
+        settle(&mut s, 1);
+        assert_eq!(
+            s.on_estimate(t0 + 7 * S, 5_000_000, 0.0),
+            LayerDecision::Keep
+        );
+        assert_eq!(s.target(), 1);
+        // Now the middle one stops too, while forwarded: back to the lowest without an estimate.
+        assert_eq!(s.set_bitrates(&[150_000, 0, 0]), LayerDecision::SwitchTo(0));
+    }
+
+    #[test]
+    fn before_any_layer_is_measured_nothing_is_decided() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new(3, LayerPolicy::default());
+        assert_eq!(s.on_estimate(t0, 5_000_000, 0.0), LayerDecision::Keep);
+        assert_eq!(s.target(), 0);
+        assert_eq!(s.current_rank(), None);
+    }
+
+    #[test]
+    fn the_meter_gives_the_last_windows_bitrate_and_zero_once_a_layer_stops() {
+        let t0 = Instant::now();
+        let mut meter = BitrateMeter::new(S);
+        assert_eq!(meter.bps(t0), 0, "nothing measured yet");
+        for i in 0..5 {
+            meter.add(t0 + i * S / 10, 12_500); // 100 kbit every 100 ms
+        }
+        assert_eq!(
+            meter.bps(t0 + S / 2),
+            1_000_000,
+            "the rate so far while the first window runs: 5 × 100 kbit in 0.5 s"
+        );
+        for i in 5..10 {
+            meter.add(t0 + i * S / 10, 12_500);
+        }
+        meter.add(t0 + S, 12_500); // the second window's only packet
+        assert_eq!(meter.bps(t0 + S), 1_000_000);
+        assert_eq!(meter.bps(t0 + 2 * S), 100_000);
+        // The layer stops: a whole window without a byte reads zero.
+        assert_eq!(meter.bps(t0 + 3 * S + S / 2), 0);
+        meter.add(t0 + 4 * S, 25_000);
+        assert_eq!(meter.bps(t0 + 5 * S), 200_000, "sending again");
     }
 }

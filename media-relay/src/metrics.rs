@@ -19,6 +19,8 @@ pub struct RelayMetrics {
     pub plis_sent: AtomicU64,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: AtomicU64,
+    /// Subscriber legs moved to another simulcast layer (on that layer's keyframe).
+    pub layer_switches: AtomicU64,
     /// Datagrams dropped: a room's queue or the socket's send buffer was full.
     pub datagrams_dropped: AtomicU64,
     /// Datagrams from addresses no peer connection knows (stray or forged traffic).
@@ -46,6 +48,7 @@ impl RelayMetrics {
             bytes_forwarded: self.bytes_forwarded.load(Ordering::Relaxed),
             plis_sent: self.plis_sent.load(Ordering::Relaxed),
             keyframe_requests_received: self.keyframe_requests_received.load(Ordering::Relaxed),
+            layer_switches: self.layer_switches.load(Ordering::Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Ordering::Relaxed),
             datagrams_unrouted: self.datagrams_unrouted.load(Ordering::Relaxed),
         }
@@ -69,6 +72,8 @@ pub struct MetricsSnapshot {
     pub plis_sent: u64,
     /// See [`RelayMetrics::keyframe_requests_received`].
     pub keyframe_requests_received: u64,
+    /// See [`RelayMetrics::layer_switches`].
+    pub layer_switches: u64,
     /// See [`RelayMetrics::datagrams_dropped`].
     pub datagrams_dropped: u64,
     /// See [`RelayMetrics::datagrams_unrouted`].

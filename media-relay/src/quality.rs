@@ -62,6 +62,10 @@ pub struct ConnectionQuality {
     /// Total length of those freezes, ms.
     #[serde(default)]
     pub frozen_ms: u32,
+    /// The lowest simulcast layer among the videos the participant receives now, as a rank
+    /// (0 = the publisher's lowest bitrate); absent when it receives no simulcast video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
     /// The verdict.
     pub grade: QualityGrade,
 }
@@ -122,6 +126,7 @@ impl QualityTracker {
             downlink_kbps: kbps(totals.bytes_sent, before.bytes_sent),
             freezes: 0,
             frozen_ms: 0,
+            layer: None,
             grade,
         }
     }

@@ -2,8 +2,13 @@
 //! no header extensions (their ids belong to the publisher's leg), and sequence numbers kept
 //! contiguous across packets the relay chose not to forward (mute, waiting for a keyframe).
 //!
-//! Timestamps pass through: each subscriber track carries exactly one source for its whole life,
-//! so the source's own clock is already continuous. Pure: fed packets, no I/O.
+//! Timestamps pass through while the source stays the same (its own clock is continuous). When a
+//! subscriber leg moves to another simulcast layer, a stream with its own SSRC, sequence numbers
+//! and timestamp base, [`DownstreamRewriter::switch_source`] makes the new source's numbers follow
+//! on from the old one's: sequence numbers without a gap, timestamps advanced by the time that
+//! passed. Pure: fed packets and times, no I/O.
+
+use std::time::Instant;
 
 use rtc::rtp;
 
@@ -63,17 +68,37 @@ pub struct DownstreamRewriter {
     /// decodes.
     pub waiting_for_keyframe: bool,
     sequence: SequenceRewriter,
+    /// RTP clock rate of the stream (for rebasing timestamps).
+    clock_rate: u32,
+    /// Subtracted from source timestamps.
+    timestamp_offset: u32,
+    /// The last timestamp sent and when.
+    last_out: Option<(u32, Instant)>,
+    /// The next forwarded packet comes from a new source: rebase its timestamps.
+    rebase: bool,
 }
 
 impl DownstreamRewriter {
-    /// A rewriter for a fresh subscriber leg; `video` legs wait for a keyframe.
-    pub fn new(ssrc: u32, payload_type: u8, video: bool) -> Self {
+    /// A rewriter for a fresh subscriber leg of a stream with RTP clock `clock_rate`; `video`
+    /// legs wait for a keyframe.
+    pub fn new(ssrc: u32, payload_type: u8, clock_rate: u32, video: bool) -> Self {
         Self {
             ssrc,
             payload_type,
             waiting_for_keyframe: video,
             sequence: SequenceRewriter::new(),
+            clock_rate,
+            timestamp_offset: 0,
+            last_out: None,
+            rebase: false,
         }
+    }
+
+    /// The next forwarded packet comes from another source (a simulcast layer switch, which
+    /// happens on a keyframe): its numbers continue the old source's.
+    pub fn switch_source(&mut self) {
+        self.sequence.gap();
+        self.rebase = true;
     }
 
     /// The relay dropped packets of this stream on purpose (mute); video waits for a keyframe.
@@ -82,9 +107,14 @@ impl DownstreamRewriter {
         self.waiting_for_keyframe = video;
     }
 
-    /// The packet to send to the subscriber, or `None` if it must not be sent.
+    /// The packet to send to the subscriber at `now`, or `None` if it must not be sent.
     /// `keyframe_start` tells whether the packet begins a keyframe.
-    pub fn rewrite(&mut self, packet: &rtp::Packet, keyframe_start: bool) -> Option<rtp::Packet> {
+    pub fn rewrite(
+        &mut self,
+        packet: &rtp::Packet,
+        keyframe_start: bool,
+        now: Instant,
+    ) -> Option<rtp::Packet> {
         if self.waiting_for_keyframe {
             if !keyframe_start {
                 return None;
@@ -92,7 +122,21 @@ impl DownstreamRewriter {
             self.waiting_for_keyframe = false;
         }
         let sequence_number = self.sequence.forward(packet.header.sequence_number)?;
+        if std::mem::take(&mut self.rebase)
+            && let Some((last, at)) = self.last_out
+        {
+            // At least one tick later than the last frame sent, so the new frame is a new one.
+            let elapsed = now.saturating_duration_since(at).as_secs_f64() * self.clock_rate as f64;
+            let next = last.wrapping_add((elapsed as u32).max(1));
+            self.timestamp_offset = packet.header.timestamp.wrapping_sub(next);
+        }
+        let timestamp = packet.header.timestamp.wrapping_sub(self.timestamp_offset);
+        match self.last_out {
+            Some((last, _)) if last == timestamp => {}
+            _ => self.last_out = Some((timestamp, now)),
+        }
         let mut out = packet.clone();
+        out.header.timestamp = timestamp;
         out.header.ssrc = self.ssrc;
         out.header.payload_type = self.payload_type;
         out.header.sequence_number = sequence_number;
@@ -107,6 +151,8 @@ impl DownstreamRewriter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn packet(seq: u16) -> rtp::Packet {
@@ -125,9 +171,9 @@ mod tests {
 
     #[test]
     fn ssrc_payload_type_and_extensions_are_those_of_the_subscriber_leg() {
-        let mut rewriter = DownstreamRewriter::new(42, 96, false);
+        let mut rewriter = DownstreamRewriter::new(42, 96, 90_000, false);
         let out = rewriter
-            .rewrite(&packet(10), false)
+            .rewrite(&packet(10), false, Instant::now())
             .expect("audio is forwarded");
         assert_eq!(out.header.ssrc, 42);
         assert_eq!(out.header.payload_type, 96);
@@ -137,14 +183,22 @@ mod tests {
 
     #[test]
     fn video_waits_for_a_keyframe_then_numbers_follow_on() {
-        let mut rewriter = DownstreamRewriter::new(42, 96, true);
-        assert!(rewriter.rewrite(&packet(1), false).is_none());
-        assert!(rewriter.rewrite(&packet(2), false).is_none());
+        let mut rewriter = DownstreamRewriter::new(42, 96, 90_000, true);
+        assert!(
+            rewriter
+                .rewrite(&packet(1), false, Instant::now())
+                .is_none()
+        );
+        assert!(
+            rewriter
+                .rewrite(&packet(2), false, Instant::now())
+                .is_none()
+        );
         let first = rewriter
-            .rewrite(&packet(3), true)
+            .rewrite(&packet(3), true, Instant::now())
             .expect("keyframe forwarded");
         let second = rewriter
-            .rewrite(&packet(4), false)
+            .rewrite(&packet(4), false, Instant::now())
             .expect("follows keyframe");
         assert_eq!(
             second.header.sequence_number,
@@ -154,21 +208,29 @@ mod tests {
 
     #[test]
     fn a_muted_stretch_leaves_no_hole_in_the_sequence() {
-        let mut rewriter = DownstreamRewriter::new(42, 111, false);
+        let mut rewriter = DownstreamRewriter::new(42, 111, 48_000, false);
         assert_eq!(
             rewriter
-                .rewrite(&packet(65534), false)
+                .rewrite(&packet(65534), false, Instant::now())
                 .map(|p| p.header.sequence_number),
             Some(65534)
         );
         rewriter.pause(false);
         // 500 packets dropped while muted, across the wrap.
-        let out = rewriter.rewrite(&packet(498), false).expect("unmuted");
+        let out = rewriter
+            .rewrite(&packet(498), false, Instant::now())
+            .expect("unmuted");
         assert_eq!(out.header.sequence_number, 65535);
-        let out = rewriter.rewrite(&packet(499), false).expect("next");
+        let out = rewriter
+            .rewrite(&packet(499), false, Instant::now())
+            .expect("next");
         assert_eq!(out.header.sequence_number, 0);
         // A straggler from before the mute would collide: dropped.
-        assert!(rewriter.rewrite(&packet(65535), false).is_none());
+        assert!(
+            rewriter
+                .rewrite(&packet(65535), false, Instant::now())
+                .is_none()
+        );
     }
 
     #[test]
@@ -178,5 +240,61 @@ mod tests {
         assert_eq!(rewriter.forward(102), Some(102));
         assert_eq!(rewriter.forward(101), Some(101));
         assert_eq!(rewriter.forward(103), Some(103));
+    }
+
+    #[test]
+    fn a_layer_switch_continues_sequence_numbers_and_timestamps_by_the_time_that_passed() {
+        let start = Instant::now();
+        let mut rewriter = DownstreamRewriter::new(42, 96, 90_000, true);
+        let layer = |seq: u16, ts: u32, ssrc: u32| {
+            let mut p = packet(seq);
+            p.header.timestamp = ts;
+            p.header.ssrc = ssrc;
+            p
+        };
+        // Layer A: two frames 33 ms apart.
+        let a1 = rewriter
+            .rewrite(&layer(100, 5_000, 1), true, start)
+            .expect("keyframe");
+        let a2 = rewriter
+            .rewrite(
+                &layer(101, 8_000, 1),
+                false,
+                start + Duration::from_millis(33),
+            )
+            .expect("delta");
+        assert_eq!(a2.header.timestamp.wrapping_sub(a1.header.timestamp), 3_000);
+        // Layer B: its own numbers entirely; the switch comes 40 ms after A's last frame.
+        rewriter.switch_source();
+        let b1 = rewriter
+            .rewrite(
+                &layer(60_000, 4_000_000_000, 2),
+                true,
+                start + Duration::from_millis(73),
+            )
+            .expect("keyframe of B");
+        assert_eq!(b1.header.ssrc, 42);
+        assert_eq!(
+            b1.header.sequence_number,
+            a2.header.sequence_number.wrapping_add(1)
+        );
+        assert_eq!(
+            b1.header.timestamp.wrapping_sub(a2.header.timestamp),
+            3_600,
+            "40 ms at 90 kHz"
+        );
+        // B's later packets keep B's own spacing.
+        let b2 = rewriter
+            .rewrite(
+                &layer(60_001, 4_000_003_000, 2),
+                false,
+                start + Duration::from_millis(106),
+            )
+            .expect("delta of B");
+        assert_eq!(b2.header.timestamp.wrapping_sub(b1.header.timestamp), 3_000);
+        assert_eq!(
+            b2.header.sequence_number,
+            b1.header.sequence_number.wrapping_add(1)
+        );
     }
 }

@@ -26,6 +26,8 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -45,10 +47,9 @@ use crate::messages::{
     ServerMessage,
 };
 use crate::metrics::RelayMetrics;
-use crate::quality::{FreezeCounter, QualityTracker, totals_from};
+use crate::quality::{QualityTracker, totals_from};
 use crate::recording::{self, RecordingResult};
 use crate::relay::{Participant, RelayInner};
-use crate::rewrite::DownstreamRewriter;
 use crate::sdp;
 use crate::socket::{Inbound, ROOM_QUEUE, UdpMux};
 
@@ -97,11 +98,7 @@ struct Published {
     source: MediaStreamTrackId,
     receiver: RTCRtpReceiverId,
     codec: Codec,
-    /// The SSRC of the first encoding opened for the track.
-    first_ssrc: u32,
-    /// Set once a second encoding (a simulcast layer) opens: only this SSRC is forwarded, until
-    /// the relay chooses layers.
-    only_ssrc: Option<u32>,
+    /// Its encodings (simulcast layers) and the legs it is forwarded on.
     forwarder: Forwarder,
 }
 
@@ -156,10 +153,16 @@ struct Member {
     /// The peer restarted ICE: once connected again, its video needs fresh keyframes.
     ice_restarted: bool,
     quality: QualityTracker,
+    /// The bandwidth it last reported it can receive (REMB), bit/s.
+    estimate: Option<u64>,
 }
 
 /// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
 const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// What a subscriber's audio legs are assumed to take of its bandwidth estimate, each, bit/s
+/// (Opus speech with packet overhead); the rest is shared among its video legs.
+const AUDIO_BUDGET_BPS: u64 = 48_000;
 
 /// Datagrams taken from the socket's queue in one turn before the connections are driven.
 const DATAGRAM_BURST: usize = 64;
@@ -572,6 +575,7 @@ impl Room {
             remote_ufrag: None,
             ice_restarted: false,
             quality: QualityTracker::new(),
+            estimate: None,
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
@@ -790,12 +794,14 @@ impl Room {
         }
         let mut plis = Vec::new();
         for (k, published) in member.published.iter_mut().enumerate() {
-            if published.codec.kind() == kind && published.forwarder.set_muted(now, muted) {
-                plis.push(k);
+            if published.codec.kind() == kind {
+                for layer in published.forwarder.set_muted(now, muted) {
+                    plis.push((k, layer));
+                }
             }
         }
-        for k in plis {
-            self.send_pli(index, k, now);
+        for (k, layer) in plis {
+            self.write_pli(index, k, layer, now);
         }
         let id = self.members[index].id.clone();
         self.broadcast_except(
@@ -863,14 +869,12 @@ impl Room {
                     .is_some_and(|t| t <= now)
                 {
                     let due = published.forwarder.poll(now);
-                    if due.send_pli {
-                        plis.push(k);
-                    }
+                    plis.extend(due.plis.into_iter().map(|layer| (k, layer)));
                     speaking.extend(due.speaking);
                 }
             }
-            for k in plis {
-                self.write_pli(index, k, now);
+            for (k, layer) in plis {
+                self.write_pli(index, k, layer, now);
             }
             for change in speaking {
                 self.announce_speaking(index, change);
@@ -931,7 +935,7 @@ impl Room {
                 self.request_video_keyframes(index);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.on_published(index, init.track_id, init.receiver_id, init.ssrc)
+                self.on_published(index, init.track_id, init.receiver_id, init.ssrc, init.rid)
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 let gone = self.members[index]
@@ -978,42 +982,131 @@ impl Room {
     fn on_pc_message(&mut self, index: usize, now: Instant, message: RTCMessage) {
         match message {
             RTCMessage::RtpPacket(source, packet) => {
-                let Some(k) = self.members[index].published.iter().position(|p| {
-                    p.source == source && p.only_ssrc.is_none_or(|s| s == packet.header.ssrc)
-                }) else {
+                let Some(k) = self.members[index]
+                    .published
+                    .iter()
+                    .position(|p| p.source == source)
+                else {
+                    return;
+                };
+                let forwarder = &mut self.members[index].published[k].forwarder;
+                let Some(layer) = forwarder.layer_of(packet.header.ssrc) else {
                     return;
                 };
                 RelayMetrics::inc(&self.relay.metrics.packets_received);
-                let arrival = self.members[index].published[k]
-                    .forwarder
-                    .on_packet(now, &packet);
+                let arrival = forwarder.on_packet(now, layer, &packet);
                 if let Some(change) = arrival.speaking {
                     self.announce_speaking(index, change);
                 }
                 if arrival.forward {
-                    self.forward(index, k, now, &packet, arrival.keyframe);
+                    self.forward(index, k, layer, now, &packet, arrival.keyframe);
                 }
             }
-            // Feedback about a track this member receives: a keyframe request for its publisher.
+            // Feedback about what this member receives.
             RTCMessage::RtcpPacket(track_id, packets) => {
-                if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                    return;
-                }
-                let Some(leg) = self.members[index]
-                    .downs
-                    .iter()
-                    .find(|leg| leg.track_id == track_id.as_str())
-                else {
-                    return;
-                };
-                RelayMetrics::inc(&self.relay.metrics.keyframe_requests_received);
-                let publisher = leg.publisher.clone();
-                let track_id = leg.track_id.clone();
-                if let Some((p, k)) = self.published_index(&publisher, &track_id) {
-                    self.send_pli(p, k, now);
+                for packet in &packets {
+                    self.on_feedback(index, now, &track_id, packet.as_ref());
                 }
             }
             _ => {}
+        }
+    }
+
+    /// One RTCP packet from member `index` about what it receives: a keyframe request goes to
+    /// the publisher of that leg's current layer, a bandwidth estimate and receiver-report loss
+    /// choose its simulcast layers.
+    fn on_feedback(
+        &mut self,
+        index: usize,
+        now: Instant,
+        track_id: &str,
+        packet: &dyn rtc::rtcp::Packet,
+    ) {
+        if is_keyframe_request(packet) {
+            let Some(leg) = self.members[index]
+                .downs
+                .iter()
+                .find(|leg| leg.track_id == track_id)
+            else {
+                return;
+            };
+            RelayMetrics::inc(&self.relay.metrics.keyframe_requests_received);
+            let (publisher, track_id) = (leg.publisher.clone(), leg.track_id.clone());
+            let subscriber = self.members[index].id.clone();
+            if let Some((p, k)) = self.published_index(&publisher, &track_id) {
+                let forwarder = &mut self.members[p].published[k].forwarder;
+                let leg = forwarder
+                    .legs
+                    .iter()
+                    .position(|l| l.subscriber == subscriber);
+                if let Some(layer) = leg.and_then(|leg| forwarder.want_keyframe_for(now, leg)) {
+                    self.write_pli(p, k, layer, now);
+                }
+            }
+            return;
+        }
+        let any = packet.as_any();
+        if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+            self.members[index].estimate = Some(remb.bitrate.max(0.0) as u64);
+            self.choose_layers(index, now);
+        } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+            let subscriber = self.members[index].id.clone();
+            for reception in &report.reports {
+                let loss = f64::from(reception.fraction_lost) / 256.0;
+                for member in &mut self.members {
+                    for published in &mut member.published {
+                        for leg in &mut published.forwarder.legs {
+                            if leg.subscriber == subscriber && leg.rewriter.ssrc == reception.ssrc {
+                                leg.loss = loss;
+                            }
+                        }
+                    }
+                }
+            }
+            if self.members[index].estimate.is_some() {
+                self.choose_layers(index, now);
+            }
+        }
+    }
+
+    /// Shares member `index`'s reported bandwidth among the video it receives (audio first,
+    /// then an equal share per video leg) and lets each leg's selector choose its layer.
+    fn choose_layers(&mut self, index: usize, now: Instant) {
+        let Some(estimate) = self.members[index].estimate else {
+            return;
+        };
+        let subscriber = self.members[index].id.clone();
+        let downs = &self.members[index].downs;
+        let audio = downs
+            .iter()
+            .filter(|d| d.codec.kind() == MediaKind::Audio)
+            .count() as u64;
+        let video = downs
+            .iter()
+            .filter(|d| d.codec.kind() == MediaKind::Video)
+            .count() as u64;
+        if video == 0 {
+            return;
+        }
+        let share = estimate.saturating_sub(audio * AUDIO_BUDGET_BPS) / video;
+        let mut plis = Vec::new();
+        for p in 0..self.members.len() {
+            for k in 0..self.members[p].published.len() {
+                let forwarder = &mut self.members[p].published[k].forwarder;
+                let Some(leg) = forwarder
+                    .legs
+                    .iter()
+                    .position(|l| l.subscriber == subscriber)
+                else {
+                    continue;
+                };
+                if let Some(layer) = forwarder.on_estimate(now, leg, share) {
+                    plis.push((p, k, layer));
+                }
+            }
+        }
+        for (p, k, layer) in plis {
+            self.write_pli(p, k, layer, now);
         }
     }
 
@@ -1022,6 +1115,7 @@ impl Room {
         &mut self,
         index: usize,
         k: usize,
+        layer: usize,
         now: Instant,
         packet: &rtc::rtp::Packet,
         keyframe: bool,
@@ -1031,7 +1125,14 @@ impl Room {
         let (publisher, after) = rest.split_first_mut().expect("index is in range");
         let video = publisher.published[k].codec.kind() == MediaKind::Video;
         for leg in &mut publisher.published[k].forwarder.legs {
-            let Some(out) = leg.rewriter.rewrite(packet, keyframe) else {
+            let (admitted, switched) = leg.admits(layer, keyframe);
+            if switched {
+                RelayMetrics::inc(&metrics.layer_switches);
+            }
+            if !admitted {
+                continue;
+            }
+            let Some(out) = leg.rewriter.rewrite(packet, keyframe, now) else {
                 continue;
             };
             let Some(subscriber) = before
@@ -1072,32 +1173,33 @@ impl Room {
         );
     }
 
-    /// Asks for a keyframe of every video track member `index` publishes.
+    /// Asks for a keyframe of every layer of every video track member `index` publishes.
     fn request_video_keyframes(&mut self, index: usize) {
         let now = Instant::now();
         for k in 0..self.members[index].published.len() {
-            if self.members[index].published[k].codec.kind() == MediaKind::Video {
-                self.send_pli(index, k, now);
+            for layer in 0..self.members[index].published[k].forwarder.layers.len() {
+                if self.members[index].published[k]
+                    .forwarder
+                    .want_keyframe(now, layer)
+                {
+                    self.write_pli(index, k, layer, now);
+                }
             }
         }
     }
 
-    /// Asks for a keyframe of member `index`'s track `k` through its rate limiter.
-    fn send_pli(&mut self, index: usize, k: usize, now: Instant) {
-        if self.members[index].published[k]
-            .forwarder
-            .want_keyframe(now)
-        {
-            self.write_pli(index, k, now);
-        }
-    }
-
-    /// Writes a PLI to the publisher of member `index`'s track `k` (the limiter said so).
-    fn write_pli(&mut self, index: usize, k: usize, now: Instant) {
+    /// Writes a PLI for `layer` of member `index`'s track `k` (its limiter said so).
+    fn write_pli(&mut self, index: usize, k: usize, layer: usize, now: Instant) {
         let member = &mut self.members[index];
         let published = &member.published[k];
         let receiver = published.receiver;
-        let Some(media_ssrc) = published.forwarder.media_ssrc else {
+        let Some(media_ssrc) = published
+            .forwarder
+            .layers
+            .get(layer)
+            .map(|l| l.ssrc)
+            .filter(|ssrc| *ssrc != 0)
+        else {
             return;
         };
         let Some(mut receiver) = member.pc.rtp_receiver(receiver) else {
@@ -1129,14 +1231,16 @@ impl Room {
         source: MediaStreamTrackId,
         receiver: RTCRtpReceiverId,
         ssrc: u32,
+        rid: Option<String>,
     ) {
         if let Some(published) = self.members[index]
             .published
             .iter_mut()
             .find(|p| p.source == source)
         {
-            // Another encoding (simulcast layer) of a track already published: keep the first.
-            published.only_ssrc.get_or_insert(published.first_ssrc);
+            // Another encoding of a track already published: a simulcast layer.
+            let layer = published.forwarder.add_layer(ssrc);
+            tracing::info!(room = %self.id, track_id = %published.track_id, layer, ?rid, "simulcast layer opened");
             return;
         }
         let Some(codec) = self.members[index].pc.rtp_receiver(receiver).and_then(|r| {
@@ -1167,6 +1271,7 @@ impl Room {
         if let Some(recording) = self.recording.as_mut() {
             let (sink, result) =
                 recording::start(&recording.dir, publisher.clone(), track_id.clone(), codec);
+            // The first packet is not yet here: the limiter lets the PLI out when it is asked.
             forwarder.record(now, Some(sink));
             recording.results.push(result);
         }
@@ -1175,8 +1280,6 @@ impl Room {
             source,
             receiver,
             codec,
-            first_ssrc: ssrc,
-            only_ssrc: None,
             forwarder,
         });
         tracing::info!(room = %self.id, participant = %publisher, %track_id, "track published");
@@ -1278,25 +1381,22 @@ impl Room {
         for (leg_index, payload_type) in activated {
             let leg = &self.members[index].downs[leg_index];
             let (publisher, track_id) = (leg.publisher.clone(), leg.track_id.clone());
-            let new_leg = Leg {
-                subscriber: subscriber.clone(),
-                sender: leg.sender,
-                rewriter: DownstreamRewriter::new(
-                    leg.ssrc,
-                    payload_type,
-                    leg.codec.kind() == MediaKind::Video,
-                ),
-                freezes: FreezeCounter::new(),
-            };
+            let new_leg = Leg::new(
+                subscriber.clone(),
+                leg.sender,
+                leg.ssrc,
+                payload_type,
+                leg.codec,
+            );
             self.members[index].downs[leg_index].active = true;
             let Some((p, k)) = self.published_index(&publisher, &track_id) else {
                 continue;
             };
-            if self.members[p].published[k]
+            if let Some(layer) = self.members[p].published[k]
                 .forwarder
                 .subscribe(now, new_leg)
             {
-                self.write_pli(p, k, now);
+                self.write_pli(p, k, layer, now);
             }
         }
     }
@@ -1451,7 +1551,7 @@ impl Room {
             }
         }
         for (index, k) in plis {
-            self.write_pli(index, k, now);
+            self.write_pli(index, k, 0, now);
         }
         tracing::info!(room = %self.id, tracks = recording.results.len(), "recording started");
         self.recording = Some(recording);
@@ -1466,13 +1566,19 @@ impl Room {
             // Freezes in what it was sent: over every leg of every track it receives.
             let subscriber = self.members[index].id.clone();
             let (mut freezes, mut frozen) = (0u32, std::time::Duration::ZERO);
+            let mut layer: Option<usize> = None;
             for member in &mut self.members {
                 for published in &mut member.published {
+                    let simulcast = published.forwarder.simulcast();
                     for leg in &mut published.forwarder.legs {
                         if leg.subscriber == subscriber {
                             let (count, length) = leg.freezes.take();
                             freezes += count;
                             frozen += length;
+                            let rank = leg.selector.as_ref().and_then(|s| s.current_rank());
+                            if let Some(rank) = rank.filter(|_| simulcast) {
+                                layer = Some(layer.map_or(rank, |l| l.min(rank)));
+                            }
                         }
                     }
                 }
@@ -1485,6 +1591,7 @@ impl Room {
             let mut quality = member.quality.update(now, totals_from(&report));
             quality.freezes = freezes;
             quality.frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
+            quality.layer = layer.map(|l| u8::try_from(l).unwrap_or(u8::MAX));
             reports.push(ServerMessage::ConnectionQuality {
                 participant_id: member.id.clone(),
                 quality,

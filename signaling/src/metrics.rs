@@ -63,7 +63,7 @@ pub struct Metrics {
 }
 
 /// Names and help of the relay counters, in the order of `relay_counters`.
-const RELAY_COUNTERS: [(&str, &str); 7] = [
+const RELAY_COUNTERS: [(&str, &str); 8] = [
     (
         "relay_packets_received",
         "RTP packets received from publishers",
@@ -83,6 +83,10 @@ const RELAY_COUNTERS: [(&str, &str); 7] = [
     (
         "relay_keyframe_requests_received",
         "Keyframe requests (PLI/FIR) received from subscribers",
+    ),
+    (
+        "relay_layer_switches",
+        "Subscriber legs moved to another simulcast layer",
     ),
     (
         "relay_datagrams_dropped",
@@ -185,6 +189,7 @@ impl Metrics {
             snapshot.bytes_forwarded,
             snapshot.plis_sent,
             snapshot.keyframe_requests_received,
+            snapshot.layer_switches,
             snapshot.datagrams_dropped,
             snapshot.datagrams_unrouted,
         ];

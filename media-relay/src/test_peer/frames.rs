@@ -31,6 +31,12 @@ pub struct TrackCounts {
     /// Complete VP8 frames that a decoder could show: a keyframe, or a delta frame whose chain
     /// back to a keyframe is unbroken.
     pub frames_decodable: u64,
+    /// Simulcast: the layer of the last frame begun (from the synthetic frames' tag).
+    pub layer: Option<u8>,
+    /// Frames that began on another layer than the frame before them.
+    pub layer_switches: u64,
+    /// Of those, the ones that were not keyframes (a decoder could not follow).
+    pub layer_switches_mid_gop: u64,
 }
 
 /// Feeds RTP packets of one track and keeps [`TrackCounts`].
@@ -132,6 +138,15 @@ impl TrackCounter {
             self.frame_in_progress = true;
             self.frame_broken = false;
             self.frame_is_key = codec.is_keyframe_start(payload);
+            if let Some(layer) = crate::test_peer::media::vp8_layer_tag(payload) {
+                if self.counts.layer.is_some_and(|l| l != layer) {
+                    self.counts.layer_switches += 1;
+                    if !self.frame_is_key {
+                        self.counts.layer_switches_mid_gop += 1;
+                    }
+                }
+                self.counts.layer = Some(layer);
+            }
             self.counts
                 .first_frame_keyframe
                 .get_or_insert(self.frame_is_key);
@@ -256,5 +271,22 @@ mod tests {
             (0, 1, 1)
         );
         assert_eq!(counts.out_of_order, 1);
+    }
+
+    #[test]
+    fn layer_changes_are_counted_and_those_off_a_keyframe_singled_out() {
+        let mut low = crate::test_peer::media::FrameSource::vp8_layer(1000, 0, 3);
+        let mut high = crate::test_peer::media::FrameSource::vp8_layer(1000, 2, 3);
+        let mut counter = TrackCounter::new(true);
+        let mut seq = 0u16;
+        feed_frame(&mut counter, &mut seq, &low.frame(true, 500));
+        feed_frame(&mut counter, &mut seq, &low.frame(false, 500));
+        feed_frame(&mut counter, &mut seq, &high.frame(true, 3000));
+        feed_frame(&mut counter, &mut seq, &high.frame(false, 3000));
+        feed_frame(&mut counter, &mut seq, &low.frame(false, 500));
+        let counts = counter.counts();
+        assert_eq!(counts.layer, Some(0));
+        assert_eq!(counts.layer_switches, 2);
+        assert_eq!(counts.layer_switches_mid_gop, 1);
     }
 }

@@ -23,6 +23,16 @@ impl FrameSource {
         }
     }
 
+    /// A VP8 source for simulcast layer `layer` (0 = lowest): every frame carries the layer's
+    /// tag ([`vp8_layer_tag`]) and keyframes a picture size halved per layer below the top of
+    /// `layers`.
+    pub fn vp8_layer(max_payload: usize, layer: u8, layers: u8) -> Self {
+        FrameSource::Vp8(Vp8FrameSource {
+            layer: Some((layer, layers)),
+            ..Vp8FrameSource::new(max_payload)
+        })
+    }
+
     /// The packets (marker, payload) of the next frame of about `size` bytes.
     pub fn frame(&mut self, keyframe: bool, size: usize) -> Vec<(bool, Vec<u8>)> {
         match self {
@@ -96,7 +106,12 @@ impl H264FrameSource {
 pub struct Vp8FrameSource {
     max_payload: usize,
     frame_number: u32,
+    /// Simulcast: this source's layer and how many there are.
+    layer: Option<(u8, u8)>,
 }
+
+/// Marks a simulcast layer's frames: these two bytes follow the VP8 frame header, then the layer.
+const LAYER_TAG: [u8; 2] = *b"Ly";
 
 impl Vp8FrameSource {
     /// A source that splits frames into payloads of at most `max_payload` bytes (min 16).
@@ -104,19 +119,28 @@ impl Vp8FrameSource {
         Self {
             max_payload: max_payload.max(16),
             frame_number: 0,
+            layer: None,
         }
     }
 
-    /// The packets (marker, payload) of the next frame of `size` bytes (at least 10).
+    /// The packets (marker, payload) of the next frame of `size` bytes (at least 13).
     pub fn frame(&mut self, keyframe: bool, size: usize) -> Vec<(bool, Vec<u8>)> {
-        let size = size.max(10);
+        let size = size.max(13);
         let mut frame = Vec::with_capacity(size);
         // Frame tag: P bit (bit 0) clear for a keyframe; show_frame set; first partition size 0.
         frame.push(if keyframe { 0x10 } else { 0x11 });
         frame.extend_from_slice(&[0x00, 0x00]);
         if keyframe {
-            // Start code and 640x480.
-            frame.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+            // Start code and the picture size: 640x480, halved per layer below the top.
+            let shift = self.layer.map_or(0, |(layer, layers)| layers - 1 - layer);
+            let (width, height) = (640u16 >> shift, 480u16 >> shift);
+            frame.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+            frame.extend_from_slice(&width.to_le_bytes());
+            frame.extend_from_slice(&height.to_le_bytes());
+        }
+        if let Some((layer, _)) = self.layer {
+            frame.extend_from_slice(&LAYER_TAG);
+            frame.push(layer);
         }
         let number = self.frame_number.to_be_bytes();
         while frame.len() < size {
@@ -136,6 +160,17 @@ impl Vp8FrameSource {
                 (i + 1 == count, payload)
             })
             .collect()
+    }
+}
+
+/// The simulcast layer a VP8 frame's first packet names, if its source tagged it
+/// ([`FrameSource::vp8_layer`]).
+pub fn vp8_layer_tag(payload: &[u8]) -> Option<u8> {
+    let data = payload.get(crate::vp8::descriptor_len(payload)?..)?;
+    let header = if data.first()? & 0x01 == 0 { 10 } else { 3 };
+    match data.get(header..header + 3)? {
+        [a, b, layer] if [*a, *b] == LAYER_TAG => Some(*layer),
+        _ => None,
     }
 }
 
@@ -196,5 +231,17 @@ mod tests {
         assert_eq!(send_stamp(&opus_payload(7)), None);
         assert_eq!(send_stamp(&[1, 2, 3]), None);
         assert_eq!(send_stamp(&[]), None);
+    }
+
+    #[test]
+    fn simulcast_frames_name_their_layer_and_untagged_frames_none() {
+        for keyframe in [true, false] {
+            let mut source = FrameSource::vp8_layer(1100, 1, 3);
+            let packets = source.frame(keyframe, 3000);
+            assert_eq!(vp8_layer_tag(&packets[0].1), Some(1));
+            assert_eq!(crate::vp8::is_keyframe_start(&packets[0].1), keyframe);
+        }
+        let plain = Vp8FrameSource::new(1100).frame(true, 3000);
+        assert_eq!(vp8_layer_tag(&plain[0].1), None);
     }
 }

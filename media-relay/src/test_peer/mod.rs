@@ -9,14 +9,14 @@ pub mod frames;
 pub mod media;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpSendParameters,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
@@ -28,7 +28,7 @@ use webrtc::peer_connection::{
     RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
 use crate::RelayError;
 use crate::codec::Codec;
@@ -71,7 +71,15 @@ pub struct TestPeerConfig {
     /// Gather only TURN relay candidates (`iceTransportPolicy: "relay"`), as a client on a
     /// network that lets nothing else through.
     pub relay_only: bool,
+    /// Publish VP8 video as three simulcast layers ([`SIMULCAST_LAYERS`]), as a browser with
+    /// simulcast on does: one track, three encodings with their own SSRCs, told apart by rid.
+    pub simulcast: bool,
 }
+
+/// The simulcast layers a test peer sends, in the order its offer lists them (highest first,
+/// as many browser set-ups do): rid, the layer's rank (0 = lowest; its frames carry it, see
+/// [`media::vp8_layer_tag`]) and the divisor of the configured frame sizes.
+pub const SIMULCAST_LAYERS: [(&str, u8, usize); 3] = [("f", 2, 1), ("h", 1, 3), ("q", 0, 9)];
 
 impl Default for TestPeerConfig {
     fn default() -> Self {
@@ -89,6 +97,7 @@ impl Default for TestPeerConfig {
             offer_first: true,
             ice_servers: Vec::new(),
             relay_only: false,
+            simulcast: false,
         }
     }
 }
@@ -158,7 +167,10 @@ struct Shared {
     remote_tracks: Mutex<Vec<Arc<dyn TrackRemote>>>,
     changes: watch::Sender<u64>,
     connected: watch::Sender<bool>,
-    force_keyframe: AtomicBool,
+    /// Layers (bit = index in the publication's encodings) asked for a keyframe.
+    force_keyframe: AtomicU32,
+    /// The bandwidth this peer reports to the relay (REMB) every 200 ms, if set.
+    reported_bandwidth: Mutex<Option<u64>>,
     /// No video frames are sent before this time (a stalled camera or uplink).
     video_stalled_until: Mutex<Option<Instant>>,
     packets_sent: AtomicU64,
@@ -333,7 +345,8 @@ impl TestPeer {
             remote_tracks: Mutex::new(Vec::new()),
             changes,
             connected,
-            force_keyframe: AtomicBool::new(false),
+            force_keyframe: AtomicU32::new(0),
+            reported_bandwidth: Mutex::new(None),
             video_stalled_until: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
         });
@@ -361,19 +374,31 @@ impl TestPeer {
                     MediaKind::Video => 0x0B1D_2000 | (started_at.elapsed().subsec_nanos() & 0xfff),
                 };
                 let label = format!("{kind:?}").to_lowercase();
+                let rids: Vec<&str> = if kind == MediaKind::Video && config.simulcast {
+                    SIMULCAST_LAYERS.iter().map(|(rid, _, _)| *rid).collect()
+                } else {
+                    vec![""]
+                };
+                let ssrcs: Vec<u32> = (0..rids.len() as u32).map(|i| ssrc + i).collect();
+                let encodings = rids
+                    .iter()
+                    .zip(&ssrcs)
+                    .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            rid: (*rid).to_owned(),
+                            ssrc: Some(*ssrc),
+                            ..Default::default()
+                        },
+                        codec: publication_codec(&config, kind).rtp_codec(),
+                        ..Default::default()
+                    })
+                    .collect();
                 let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                     "test-peer".to_owned(),
                     format!("test-peer-{label}"),
                     label,
                     rtp_kind(kind),
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: publication_codec(&config, kind).rtp_codec(),
-                        ..Default::default()
-                    }],
+                    encodings,
                 )));
                 let transceiver = pc
                     .add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, None)
@@ -398,9 +423,10 @@ impl TestPeer {
                     .ok_or(webrtc::error::Error::ErrRTPSenderNotExisted)?;
                 publications.push(Publication {
                     kind,
-                    ssrc,
+                    ssrcs,
                     local,
                     sender,
+                    transceiver,
                 });
             } else {
                 pc.add_transceiver_from_kind(
@@ -446,16 +472,24 @@ impl TestPeer {
             if publication.kind == MediaKind::Video {
                 let local = publication.local.clone();
                 let shared = shared.clone();
+                let ssrcs = publication.ssrcs.clone();
                 tasks.push(tokio::spawn(async move {
                     while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = local.poll().await {
-                        if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                            shared.force_keyframe.store(true, Ordering::Relaxed);
+                        for packet in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                            // A request names the encoding it wants a keyframe of.
+                            let layers = packet
+                                .destination_ssrc()
+                                .first()
+                                .and_then(|ssrc| ssrcs.iter().position(|s| s == ssrc))
+                                .map_or(u32::MAX, |layer| 1 << layer);
+                            shared.force_keyframe.fetch_or(layers, Ordering::Relaxed);
                             shared.update(|r| r.keyframe_requests += 1);
                         }
                     }
                 }));
             }
         }
+        tasks.push(tokio::spawn(report_bandwidth(shared.clone())));
         if !publications.is_empty() {
             tasks.push(tokio::spawn(publish(config, shared.clone(), publications)));
         }
@@ -546,6 +580,16 @@ impl TestPeer {
         sent
     }
 
+    /// Reports `bps` as this peer's receive bandwidth (REMB, every 200 ms, covering every live
+    /// video track it receives), as a browser's estimator does; `None` stops the reports.
+    pub fn report_bandwidth(&self, bps: Option<u64>) {
+        *self
+            .shared
+            .reported_bandwidth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bps;
+    }
+
     /// Stops publishing one kind and offers the change to the relay.
     pub fn unpublish(&self, kind: MediaKind) {
         // The signaling task is gone only after close; then there is nothing to unpublish.
@@ -594,9 +638,11 @@ impl TestPeer {
 
 struct Publication {
     kind: MediaKind,
-    ssrc: u32,
+    /// One per encoding (three with simulcast, in `SIMULCAST_LAYERS` order).
+    ssrcs: Vec<u32>,
     local: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
+    transceiver: Arc<dyn RtpTransceiver>,
 }
 
 async fn run_signaling(
@@ -738,14 +784,77 @@ fn publication_codec(config: &TestPeerConfig, kind: MediaKind) -> Codec {
     }
 }
 
-/// Publishes once connected: Opus every 20 ms, video at the configured frame rate.
+/// Sends the bandwidth set by [`TestPeer::report_bandwidth`] as a REMB every 200 ms.
+async fn report_bandwidth(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let Some(bps) = *shared
+            .reported_bandwidth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
+            continue;
+        };
+        let tracks: Vec<Arc<dyn TrackRemote>> = {
+            let report = shared.lock();
+            let remote = shared
+                .remote_tracks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            report
+                .tracks
+                .iter()
+                .zip(remote.iter())
+                .filter(|(t, _)| t.kind == MediaKind::Video && !t.ended)
+                .map(|(_, remote)| remote.clone())
+                .collect()
+        };
+        let mut ssrcs = Vec::new();
+        for track in &tracks {
+            ssrcs.extend(track.ssrcs().await);
+        }
+        let Some(track) = tracks.first() else {
+            continue;
+        };
+        let remb = rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 0,
+            bitrate: bps as f32,
+            ssrcs,
+        };
+        if let Err(err) = track.write_rtcp(vec![Box::new(remb)]).await {
+            tracing::debug!(%err, "test peer: REMB not sent");
+        }
+    }
+}
+
+/// The negotiated id of header extension `uri` on a sender.
+fn extension_id(parameters: Option<&RTCRtpSendParameters>, uri: &str) -> Option<u8> {
+    parameters?
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|e| e.uri == uri)
+        .and_then(|e| u8::try_from(e.id).ok())
+}
+
+/// One encoding of the published video: its stream, frames and frame-size divisor.
+struct VideoLayer {
+    stream: Stream,
+    frames: FrameSource,
+    divisor: usize,
+    last_keyframe: Option<Instant>,
+}
+
+/// Publishes once connected: Opus every 20 ms, video at the configured frame rate (each
+/// simulcast layer its own stream).
 async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<Publication>) {
     let mut connected = shared.connected.subscribe();
     if connected.wait_for(|c| *c).await.is_err() {
         return;
     }
     let mut audio = None;
-    let mut video = None;
+    let mut video: Vec<VideoLayer> = Vec::new();
     for publication in publications {
         let codec = publication_codec(&config, publication.kind);
         let fallback = codec.payload_type();
@@ -761,38 +870,62 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             })
             .map_or(fallback, |c| c.payload_type);
         let audio_level = match (publication.kind, config.audio_level) {
-            (MediaKind::Audio, Some(level)) => parameters
-                .as_ref()
-                .and_then(|p| {
-                    p.rtp_parameters
-                        .header_extensions
-                        .iter()
-                        .find(|e| e.uri == AUDIO_LEVEL_URI)
-                })
-                .and_then(|e| u8::try_from(e.id).ok())
-                .map(|id| (id, level)),
+            (MediaKind::Audio, Some(level)) => {
+                extension_id(parameters.as_ref(), AUDIO_LEVEL_URI).map(|id| (id, level))
+            }
             _ => None,
         };
-        let stream = Stream {
-            local: publication.local,
-            ssrc: publication.ssrc,
+        let stream = |ssrc: u32, timestamp: u32, extensions: Vec<(u8, bytes::Bytes)>| Stream {
+            local: publication.local.clone(),
+            ssrc,
             payload_type,
             seq: 1000,
-            timestamp: 1_000_000,
+            timestamp,
             audio_level,
+            extensions,
             stamp: config.stamp_packets,
         };
         match publication.kind {
-            MediaKind::Audio => audio = Some(stream),
-            MediaKind::Video => video = Some(stream),
+            MediaKind::Audio => audio = Some(stream(publication.ssrcs[0], 1_000_000, Vec::new())),
+            MediaKind::Video if publication.ssrcs.len() > 1 => {
+                // Simulcast: each packet names its media section and its encoding, which is how
+                // a receiver tells the layers apart (their SSRCs are announced nowhere).
+                let mid = publication.transceiver.mid().await.ok().flatten();
+                let mid_id = extension_id(parameters.as_ref(), rtc::sdp::extmap::SDES_MID_URI);
+                let rid_id = extension_id(
+                    parameters.as_ref(),
+                    rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+                );
+                for (i, (rid, rank, divisor)) in SIMULCAST_LAYERS.iter().enumerate() {
+                    let mut extensions = Vec::new();
+                    if let (Some(id), Some(mid)) = (mid_id, mid.as_ref()) {
+                        extensions.push((id, bytes::Bytes::from(mid.clone().into_bytes())));
+                    }
+                    if let Some(id) = rid_id {
+                        extensions.push((id, bytes::Bytes::from_static(rid.as_bytes())));
+                    }
+                    // Each layer its own timestamp base, as encoders have.
+                    let base = 1_000_000u32.wrapping_add(i as u32 * 977_777_777);
+                    video.push(VideoLayer {
+                        stream: stream(publication.ssrcs[i], base, extensions),
+                        frames: FrameSource::vp8_layer(1100, *rank, SIMULCAST_LAYERS.len() as u8),
+                        divisor: *divisor,
+                        last_keyframe: None,
+                    });
+                }
+            }
+            MediaKind::Video => video.push(VideoLayer {
+                stream: stream(publication.ssrcs[0], 1_000_000, Vec::new()),
+                frames: FrameSource::new(config.video_codec, 1100),
+                divisor: 1,
+                last_keyframe: None,
+            }),
         }
     }
     let mut audio_tick = tokio::time::interval(Duration::from_millis(20));
     let frame_period = Duration::from_secs(1) / config.video_fps.max(1);
     let mut video_tick = tokio::time::interval(frame_period);
     let frame_ticks = 90_000 / config.video_fps.max(1);
-    let mut frames = FrameSource::new(config.video_codec, 1100);
-    let mut last_keyframe: Option<Instant> = None;
     let mut audio_counter = 0u32;
     loop {
         tokio::select! {
@@ -802,29 +935,30 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
                     audio_counter = audio_counter.wrapping_add(1);
                 }
             }
-            _ = video_tick.tick(), if video.is_some() => {
-                if let Some(stream) = video.as_mut() {
-                    let now = Instant::now();
-                    let stalled = *shared
-                        .video_stalled_until
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+            _ = video_tick.tick(), if !video.is_empty() => {
+                let now = Instant::now();
+                let stalled = *shared
+                    .video_stalled_until
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let forced = shared.force_keyframe.swap(0, Ordering::Relaxed);
+                for (i, layer) in video.iter_mut().enumerate() {
                     if stalled.is_some_and(|until| now < until) {
-                        stream.timestamp = stream.timestamp.wrapping_add(frame_ticks);
+                        layer.stream.timestamp = layer.stream.timestamp.wrapping_add(frame_ticks);
                         continue;
                     }
-                    let forced = shared.force_keyframe.swap(false, Ordering::Relaxed);
-                    let keyframe = forced
-                        || last_keyframe.is_none_or(|t| now.duration_since(t) >= config.keyframe_interval);
+                    let keyframe = forced & (1 << i) != 0
+                        || layer
+                            .last_keyframe
+                            .is_none_or(|t| now.duration_since(t) >= config.keyframe_interval);
                     if keyframe {
-                        last_keyframe = Some(now);
+                        layer.last_keyframe = Some(now);
                     }
                     let size = if keyframe { config.keyframe_bytes } else { config.delta_frame_bytes };
-                    let packets = frames.frame(keyframe, size);
-                    for (marker, payload) in packets {
-                        stream.send(&shared, marker, payload, 0).await;
+                    for (marker, payload) in layer.frames.frame(keyframe, size / layer.divisor) {
+                        layer.stream.send(&shared, marker, payload, 0).await;
                     }
-                    stream.timestamp = stream.timestamp.wrapping_add(frame_ticks);
+                    layer.stream.timestamp = layer.stream.timestamp.wrapping_add(frame_ticks);
                 }
             }
         }
@@ -839,6 +973,8 @@ struct Stream {
     timestamp: u32,
     /// Audio level extension: (negotiated id, level).
     audio_level: Option<(u8, u8)>,
+    /// Header extensions every packet carries (simulcast: mid and rid).
+    extensions: Vec<(u8, bytes::Bytes)>,
     /// End each payload with its send time.
     stamp: bool,
 }
@@ -866,6 +1002,10 @@ impl Stream {
             },
             payload: payload.into(),
         };
+        for (id, value) in &self.extensions {
+            // A failure only loses the extension (the relay then cannot tell the layer).
+            let _ = packet.header.set_extension(*id, value.clone());
+        }
         if let Some((id, level)) = self.audio_level {
             // The V (voice activity) bit with the level; a failure only loses the level.
             let voice = if level <= 50 { 0x80 } else { 0 };
@@ -889,7 +1029,7 @@ async fn build_peer_connection(
     relay_only: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
-    let (engine, registry) = crate::engine::engine_and_registry()?;
+    let (engine, registry) = crate::engine::engine_and_registry(false)?;
     // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
