@@ -43,21 +43,29 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
     let data = tempfile::tempdir().unwrap();
     let (process, base) = start_server(data.path());
     let server = Server::new(&base, &Trust::Ca(data.path().join("tls/cert.pem"))).unwrap();
-    for (scenario, load) in [
-        (Scenario::Consult, 1),
-        (Scenario::Meeting, 3),
-        (Scenario::Fanout, 2),
-        (Scenario::AudioOnly, 1),
+    for (scenario, load, simulcast) in [
+        (Scenario::Consult, 1, false),
+        (Scenario::Meeting, 3, false),
+        (Scenario::Fanout, 2, false),
+        (Scenario::Fanout, 2, true),
+        (Scenario::AudioOnly, 1, false),
     ] {
         let options = RunOptions {
             duration: Duration::from_secs(2),
             video_kbps: 300,
             server_pid: Some(process.0.id()),
             progress: false,
+            simulcast,
             ..RunOptions::new(scenario, load)
         };
         let result = run(&server, &options).await.unwrap();
         let step = &result.steps[0];
+        assert_eq!(result.simulcast, simulcast);
+        if simulcast {
+            // Both subscribers climbed from the lowest layer to the top before the window.
+            let counters = server.relay_counters().await.unwrap();
+            assert!(counters.layer_switches >= 4, "{counters:?}");
+        }
         assert_eq!(step.failed_peers, 0, "{scenario:?}: {step:#?}");
         assert!(
             step.figures.packets_out_per_s > 0.0,

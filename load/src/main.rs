@@ -78,9 +78,13 @@ enum Command {
         /// The address the test peers bind (with --janus: the namespace's, 10.77.0.1).
         #[arg(long, default_value = "127.0.0.1")]
         peer_ip: std::net::IpAddr,
-        /// Video per publisher, kb/s.
+        /// Video per publisher, kb/s (with --simulcast, the top layer's).
         #[arg(long, default_value_t = 1500)]
         video_kbps: u32,
+        /// Publishers send three simulcast layers; subscribers report enough bandwidth for the
+        /// top one and climb to it before the window starts.
+        #[arg(long)]
+        simulcast: bool,
         /// Write the JSON result here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -143,7 +147,7 @@ enum Command {
     },
     /// Writes the benchmarks page from a folder of results (what `scripts/bench` leaves).
     Report {
-        /// The folder: `<scenario>.json`, `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `joins.json`, `esign.txt`, `machine.txt`, `commands.txt`.
+        /// The folder: `<scenario>.json` (`fanout-simulcast.json` for `--simulcast`), `baseline.json`, `janus-<scenario>.json`, `signaling.json`, `joins.json`, `esign.txt`, `machine.txt`, `commands.txt`.
         #[arg(long)]
         results: PathBuf,
         /// Hand-written notes to include.
@@ -198,6 +202,7 @@ async fn main() -> Result<()> {
             ramp,
             duration,
             video_kbps,
+            simulcast,
             janus,
             peer_ip,
             out,
@@ -206,6 +211,7 @@ async fn main() -> Result<()> {
                 ramp,
                 duration: Duration::from_secs(duration),
                 video_kbps,
+                simulcast,
                 server_pid: target.server_pid,
                 limits: Limits::default(),
                 peer_ip,
@@ -304,7 +310,13 @@ async fn main() -> Result<()> {
                 scenarios: Vec::new(),
                 janus: Vec::new(),
             };
-            for scenario in ["consult", "meeting", "fanout", "audio-only"] {
+            for scenario in [
+                "consult",
+                "meeting",
+                "fanout",
+                "fanout-simulcast",
+                "audio-only",
+            ] {
                 for (prefix, list) in [("", &mut inputs.scenarios), ("janus-", &mut inputs.janus)] {
                     let name = format!("{prefix}{scenario}");
                     let Some(result) = result_file::<RunResult>(&results, &format!("{name}.json"))?

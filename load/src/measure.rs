@@ -196,6 +196,7 @@ mod tests {
                 packets_received: forwarded / 2,
                 packets_forwarded: forwarded,
                 bytes_forwarded: forwarded * 1000,
+                layer_switches: 0,
             },
             server: Some(ProcSample {
                 cpu: Duration::from_millis(cpu_ms),

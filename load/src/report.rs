@@ -100,7 +100,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The plot of a scenario's result: packets out per load for a ramp, per second otherwise.
 pub fn scenario_plot(result: &RunResult) -> String {
-    let name = format!("{} on {}", result.scenario.name(), result.target);
+    let name = format!("{} on {}", scenario_name(result), result.target);
     if result.steps.len() > 1 {
         let points: Vec<(f64, f64)> = result
             .steps
@@ -132,18 +132,35 @@ pub fn scenario_plot(result: &RunResult) -> String {
     }
 }
 
+/// A scenario's name, marked when its publishers sent simulcast.
+fn scenario_name(result: &RunResult) -> String {
+    if result.simulcast {
+        format!("{} (simulcast, 3 layers)", result.scenario.name())
+    } else {
+        result.scenario.name().to_string()
+    }
+}
+
 /// The heading and table of one scenario's result.
 fn scenario_table(md: &mut String, result: &RunResult) {
     let _ = writeln!(
         md,
         "### {} on {} ({}, {}{})\n",
-        result.scenario.name(),
+        scenario_name(result),
         result.target,
         result.unit,
         if result.scenario == crate::Scenario::AudioOnly {
             "Opus-sized audio at 50 packets/s per publisher".to_string()
         } else {
-            format!("video {} kb/s per publisher", result.video_kbps)
+            format!(
+                "video {} kb/s per publisher{}",
+                result.video_kbps,
+                if result.simulcast {
+                    " in the top layer, a third and a ninth in the others; subscribers report twice the top layer's rate"
+                } else {
+                    ""
+                }
+            )
         },
         if result.ramp {
             format!(
@@ -256,11 +273,11 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
     md.push_str("Latency is the publisher-to-subscriber delay of stamped packets (send time at the end of each payload): it includes both test peers' webrtc-rs stacks as well as the relay. Memory per stream is the server's resident-memory growth over the forwarded streams. `fanout` is 1 publisher → N subscribers spread over ⌈N/7⌉ rooms of one publisher and up to 7 receive-only subscribers (a room holds 8).\n\n");
     for (result, plot) in &inputs.scenarios {
         scenario_table(&mut md, result);
-        let _ = writeln!(md, "\n![{}]({plot})\n", result.scenario.name());
+        let _ = writeln!(md, "\n![{}]({plot})\n", scenario_name(result));
         let janus = inputs
             .janus
             .iter()
-            .find(|(j, _)| j.scenario == result.scenario);
+            .find(|(j, _)| j.scenario == result.scenario && j.simulcast == result.simulcast);
         if let Some((janus, janus_plot)) = janus {
             md.push_str("Janus 1.1.2 (VideoRoom), the same load from the same generator in the same run:\n\n");
             scenario_table(&mut md, janus);
@@ -306,7 +323,7 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
                 let _ = writeln!(
                     md,
                     "- `{}`: {:.0} packets/s out per relay core = **{:.1} %** of the baseline.",
-                    result.scenario.name(),
+                    scenario_name(result),
                     best,
                     best / b.packets_out_per_relay_core * 100.0
                 );

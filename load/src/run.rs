@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub limits: Limits,
     /// The address the test peers bind (Janus needs a non-loopback one).
     pub peer_ip: std::net::IpAddr,
+    /// Publishers send three simulcast layers (`video_kbps` is the top one's, the others a third
+    /// and a ninth of it); every peer reports twice that as its bandwidth, so subscribers climb
+    /// to the top layer before the window starts.
+    pub simulcast: bool,
 }
 
 impl RunOptions {
@@ -63,11 +67,31 @@ impl RunOptions {
             progress: true,
             limits: Limits::default(),
             peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            simulcast: false,
         }
     }
 
     fn peer_config(&self, audio: bool, video: bool) -> TestPeerConfig {
-        media_peer_config(self.peer_ip, self.video_kbps, self.fps, audio, video)
+        let config = media_peer_config(self.peer_ip, self.video_kbps, self.fps, audio, video);
+        if !self.simulcast {
+            return config;
+        }
+        TestPeerConfig {
+            simulcast: video,
+            reported_bandwidth: Some(u64::from(self.video_kbps) * 2_000),
+            ..config
+        }
+    }
+
+    /// How long after every peer receives before the window starts: the joins' keyframes and
+    /// retransmissions settle, and with simulcast the subscribers climb two layers (each climb
+    /// waits out the relay's up-hold).
+    fn settle_time(&self) -> Duration {
+        if self.simulcast {
+            Duration::from_secs(1) + 2 * media_relay::layer::LayerPolicy::default().up_hold
+        } else {
+            Duration::from_secs(1)
+        }
     }
 }
 
@@ -146,6 +170,9 @@ pub struct RunResult {
     pub ramp: bool,
     /// Video bitrate per publisher, kb/s.
     pub video_kbps: u32,
+    /// Publishers sent three simulcast layers.
+    #[serde(default)]
+    pub simulcast: bool,
     /// Limits of a held step.
     pub limits: Limits,
     /// The steps run.
@@ -411,8 +438,7 @@ async fn run_step(
             options.duration.as_secs()
         );
     }
-    // A second for the joins' keyframes and retransmissions to settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(options.settle_time()).await;
     let first = snapshot(target, options.server_pid, &peers).await?;
     let mut last = first.clone();
     let mut samples = Vec::new();
@@ -508,6 +534,7 @@ async fn run_target(mut target: Target<'_>, options: &RunOptions) -> Result<RunR
         unit: options.scenario.unit().into(),
         ramp: options.ramp,
         video_kbps: options.video_kbps,
+        simulcast: options.simulcast,
         limits: options.limits,
         steps,
         highest_held,

@@ -54,6 +54,9 @@ pub struct RelayCounters {
     pub packets_forwarded: u64,
     /// Bytes the relay sent to subscribers.
     pub bytes_forwarded: u64,
+    /// Subscriber legs the relay moved to another simulcast layer.
+    #[serde(default)]
+    pub layer_switches: u64,
 }
 
 /// Reads the relay counters out of a Prometheus text exposition (missing series count as 0).
@@ -69,6 +72,7 @@ pub fn parse_relay_counters(text: &str) -> RelayCounters {
         packets_received: value("cloudhelp_relay_packets_received_total"),
         packets_forwarded: value("cloudhelp_relay_packets_forwarded_total"),
         bytes_forwarded: value("cloudhelp_relay_bytes_forwarded_total"),
+        layer_switches: value("cloudhelp_relay_layer_switches_total"),
     }
 }
 
@@ -376,13 +380,14 @@ mod tests {
 
     #[test]
     fn relay_counters_are_read_from_the_prometheus_text() {
-        let text = "# HELP x\ncloudhelp_relay_packets_received_total 12\ncloudhelp_relay_packets_forwarded_total 34\ncloudhelp_relay_bytes_forwarded_total 5.6e3\ncloudhelp_relay_rooms 1\n";
+        let text = "# HELP x\ncloudhelp_relay_packets_received_total 12\ncloudhelp_relay_packets_forwarded_total 34\ncloudhelp_relay_bytes_forwarded_total 5.6e3\ncloudhelp_relay_layer_switches_total 3\ncloudhelp_relay_rooms 1\n";
         assert_eq!(
             parse_relay_counters(text),
             RelayCounters {
                 packets_received: 12,
                 packets_forwarded: 34,
-                bytes_forwarded: 5600
+                bytes_forwarded: 5600,
+                layer_switches: 3,
             }
         );
         assert_eq!(parse_relay_counters(""), RelayCounters::default());

@@ -74,6 +74,8 @@ pub struct TestPeerConfig {
     /// Publish VP8 video as three simulcast layers ([`SIMULCAST_LAYERS`]), as a browser with
     /// simulcast on does: one track, three encodings with their own SSRCs, told apart by rid.
     pub simulcast: bool,
+    /// Report this receive bandwidth (REMB) from the start; see [`TestPeer::report_bandwidth`].
+    pub reported_bandwidth: Option<u64>,
 }
 
 /// The simulcast layers a test peer sends, in the order its offer lists them (highest first,
@@ -98,6 +100,7 @@ impl Default for TestPeerConfig {
             ice_servers: Vec::new(),
             relay_only: false,
             simulcast: false,
+            reported_bandwidth: None,
         }
     }
 }
@@ -346,7 +349,7 @@ impl TestPeer {
             changes,
             connected,
             force_keyframe: AtomicU32::new(0),
-            reported_bandwidth: Mutex::new(None),
+            reported_bandwidth: Mutex::new(config.reported_bandwidth),
             video_stalled_until: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
         });
