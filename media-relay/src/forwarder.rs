@@ -32,6 +32,8 @@ pub(crate) struct Leg {
     pub(crate) selector: Option<LayerSelector>,
     /// Loss fraction (0..1) the subscriber last reported for this leg.
     pub(crate) loss: f64,
+    /// The size the subscriber shows this video at, if it said (`video_size`).
+    pub(crate) display: Option<(u32, u32)>,
 }
 
 impl Leg {
@@ -51,6 +53,7 @@ impl Leg {
             freezes: FreezeCounter::new(),
             selector: video.then(|| LayerSelector::new(1, LayerPolicy::default())),
             loss: 0.0,
+            display: None,
         }
     }
 
@@ -74,6 +77,8 @@ impl Leg {
 pub(crate) struct Layer {
     /// The SSRC its packets carry (0 until learnt, if the core did not tell).
     pub(crate) ssrc: u32,
+    /// The picture size its last VP8 keyframe announced.
+    size: Option<(u16, u16)>,
     limiter: KeyframeRequestLimiter,
     meter: BitrateMeter,
 }
@@ -143,6 +148,7 @@ impl Forwarder {
     pub(crate) fn add_layer(&mut self, ssrc: u32) -> usize {
         self.layers.push(Layer {
             ssrc,
+            size: None,
             limiter: KeyframeRequestLimiter::new(self.keyframe_interval),
             meter: BitrateMeter::new(LAYER_WINDOW),
         });
@@ -196,6 +202,9 @@ impl Forwarder {
         let keyframe = self.codec.is_keyframe_start(&packet.payload);
         if keyframe {
             self.layers[layer].limiter.keyframe_forwarded(now);
+            if self.codec == Codec::Vp8 {
+                self.layers[layer].size = crate::vp8::keyframe_size(&packet.payload);
+            }
         }
         Arrival {
             forward: true,
@@ -234,6 +243,7 @@ impl Forwarder {
             selector.set_bitrates(&bitrates);
         }
         self.legs.push(leg);
+        self.cap_by_display(self.legs.len() - 1);
         self.next_measure.get_or_insert(now + LAYER_WINDOW);
         self.want_keyframe_for(now, self.legs.len() - 1)
     }
@@ -301,6 +311,38 @@ impl Forwarder {
         }
     }
 
+    /// Leg `leg` is shown at `size` (`video_size`): returns the layer to send a PLI for now if
+    /// the leg is to switch.
+    pub(crate) fn set_display(
+        &mut self,
+        now: Instant,
+        leg: usize,
+        size: (u32, u32),
+    ) -> Option<usize> {
+        self.legs.get_mut(leg)?.display = Some(size);
+        match self.cap_by_display(leg)? {
+            LayerDecision::SwitchTo(layer) => self.want_keyframe(now, layer).then_some(layer),
+            LayerDecision::Keep => None,
+        }
+    }
+
+    /// Caps leg `leg`'s layer by the size it is shown at: the lowest-ranked layer whose
+    /// keyframes are at least that size (no cap when none is, or sizes are unknown).
+    fn cap_by_display(&mut self, leg: usize) -> Option<LayerDecision> {
+        let (width, height) = self.legs.get(leg)?.display?;
+        let selector = self.legs[leg].selector.as_mut()?;
+        let sizes: Vec<Option<(u16, u16)>> = self.layers.iter().map(|l| l.size).collect();
+        let big_enough = |layer: usize| {
+            sizes[layer].is_some_and(|(w, h)| u32::from(w) >= width && u32::from(h) >= height)
+        };
+        let cap = selector
+            .ranked()
+            .iter()
+            .position(|&l| big_enough(l))
+            .unwrap_or(usize::MAX);
+        Some(selector.set_max_rank(cap))
+    }
+
     /// When [`Forwarder::poll`] next has something to do.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.layers
@@ -321,11 +363,17 @@ impl Forwarder {
             self.next_measure = (!self.legs.is_empty() && self.video()).then(|| now + LAYER_WINDOW);
             let bitrates = self.bitrates(now);
             let mut switches = Vec::new();
-            for leg in &mut self.legs {
-                if let Some(LayerDecision::SwitchTo(layer)) =
-                    leg.selector.as_mut().map(|s| s.set_bitrates(&bitrates))
-                {
-                    switches.push(layer);
+            for leg in 0..self.legs.len() {
+                let measured = self.legs[leg]
+                    .selector
+                    .as_mut()
+                    .map(|s| s.set_bitrates(&bitrates));
+                // The ranking or the layers' sizes may have changed: the display cap follows.
+                let capped = self.cap_by_display(leg);
+                for decision in [measured, capped].into_iter().flatten() {
+                    if let LayerDecision::SwitchTo(layer) = decision {
+                        switches.push(layer);
+                    }
                 }
             }
             for layer in switches {

@@ -88,7 +88,7 @@ impl LayerSelector {
     }
 
     /// The layers being sent (measured above zero), lowest bitrate first.
-    fn ranked(&self) -> Vec<usize> {
+    pub fn ranked(&self) -> Vec<usize> {
         let mut layers: Vec<usize> = (0..self.bitrates.len())
             .filter(|&l| self.bitrates[l] > 0)
             .collect();

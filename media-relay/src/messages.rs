@@ -94,6 +94,17 @@ pub enum ClientMessage {
         /// `true` to mute, `false` to unmute.
         muted: bool,
     },
+    /// The size at which the participant shows one video it receives (device pixels; 0×0 when
+    /// hidden). The relay sends no simulcast layer larger than needed for it: the smallest layer
+    /// at least that size, or the lowest when hidden.
+    VideoSize {
+        /// The track id from `track_published`.
+        track_id: String,
+        /// Shown width.
+        width: u32,
+        /// Shown height.
+        height: u32,
+    },
     /// The participant leaves the room; the relay closes its connection.
     Leave,
 }
@@ -132,6 +143,8 @@ pub enum ErrorCode {
     CandidateBeforeOffer,
     /// The candidate could not be parsed or applied.
     BadCandidate,
+    /// No track with that id is sent to this participant.
+    UnknownTrack,
     /// The relay failed internally; the details are in its log, not here.
     Internal,
 }

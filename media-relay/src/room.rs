@@ -112,6 +112,8 @@ struct DownLeg {
     sender: RTCRtpSenderId,
     /// Subscribed at the forwarder (the leg's negotiation completed).
     active: bool,
+    /// The size the member shows it at (`video_size`), kept for a leg not yet active.
+    display: Option<(u32, u32)>,
 }
 
 struct Member {
@@ -600,6 +602,11 @@ impl Room {
             ClientMessage::Answer { sdp } => self.on_answer(index, sdp),
             ClientMessage::Candidate { candidate } => self.on_candidate(index, candidate),
             ClientMessage::Mute { kind, muted } => self.on_mute(index, kind, muted),
+            ClientMessage::VideoSize {
+                track_id,
+                width,
+                height,
+            } => self.on_video_size(index, &track_id, (width, height)),
             ClientMessage::Leave => self.remove(&participant, LeaveReason::Left),
         }
     }
@@ -812,6 +819,39 @@ impl Room {
                 muted,
             },
         );
+    }
+
+    /// Member `index` shows `track_id` at `size`: cap that leg's simulcast layer.
+    fn on_video_size(&mut self, index: usize, track_id: &str, size: (u32, u32)) {
+        let Some(leg) = self.members[index]
+            .downs
+            .iter_mut()
+            .find(|leg| leg.track_id == track_id)
+        else {
+            return self.error_to(
+                index,
+                ErrorCode::UnknownTrack,
+                format!("video_size: no track {track_id:?} is sent to you"),
+            );
+        };
+        leg.display = Some(size);
+        let publisher = leg.publisher.clone();
+        let subscriber = self.members[index].id.clone();
+        let Some((p, k)) = self.published_index(&publisher, track_id) else {
+            return;
+        };
+        let now = Instant::now();
+        let forwarder = &mut self.members[p].published[k].forwarder;
+        let Some(leg) = forwarder
+            .legs
+            .iter()
+            .position(|l| l.subscriber == subscriber)
+        else {
+            return; // not active yet: the leg starts with the size kept above
+        };
+        if let Some(layer) = forwarder.set_display(now, leg, size) {
+            self.write_pli(p, k, layer, now);
+        }
     }
 
     /// Hands one datagram to the connection it was routed to.
@@ -1342,6 +1382,7 @@ impl Room {
                     ssrc,
                     sender,
                     active: false,
+                    display: None,
                 });
                 member.needs_offer = true;
             }
@@ -1381,13 +1422,14 @@ impl Room {
         for (leg_index, payload_type) in activated {
             let leg = &self.members[index].downs[leg_index];
             let (publisher, track_id) = (leg.publisher.clone(), leg.track_id.clone());
-            let new_leg = Leg::new(
+            let mut new_leg = Leg::new(
                 subscriber.clone(),
                 leg.sender,
                 leg.ssrc,
                 payload_type,
                 leg.codec,
             );
+            new_leg.display = leg.display;
             self.members[index].downs[leg_index].active = true;
             let Some((p, k)) = self.published_index(&publisher, &track_id) else {
                 continue;

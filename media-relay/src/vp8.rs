@@ -41,6 +41,22 @@ pub fn is_keyframe_start(payload: &[u8]) -> bool {
     }
 }
 
+/// The picture size (width, height) a packet starting a VP8 keyframe announces (RFC 6386
+/// §9.1: start code, then 14-bit width and height).
+pub fn keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    if !is_keyframe_start(payload) {
+        return None;
+    }
+    let data = payload.get(descriptor_len(payload)?..)?;
+    match data.get(3..10)? {
+        [0x9d, 0x01, 0x2a, w0, w1, h0, h1] => Some((
+            u16::from_le_bytes([*w0, *w1]) & 0x3fff,
+            u16::from_le_bytes([*h0, *h1]) & 0x3fff,
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

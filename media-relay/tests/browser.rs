@@ -1,6 +1,7 @@
 //! Interop with a real browser: two headless Chromium pages (fake camera and microphone) and one
 //! webrtc-rs test peer in a room. Each page must decode the other page's video and play its audio;
-//! the test peer must receive complete, in-order VP8 frames from both pages.
+//! the test peer must receive complete, in-order VP8 frames from both pages. And Chromium's own
+//! simulcast (three rids) reaches a subscriber at the layer its reported bandwidth carries.
 //!
 //! Needs Chromium (`scripts/test` installs Debian's `chromium`; `CHROMIUM=/path` to use another).
 //!
@@ -26,13 +27,25 @@ const ROOM: &str = "case-browser";
 
 const PAGE: &str = r#"<!doctype html><meta charset="utf-8"><title>relay interop</title>
 <script>
-const id = new URLSearchParams(location.search).get('id');
+const params = new URLSearchParams(location.search);
+const id = params.get('id');
+// Simulcast as an application turns it on: three encodings of one camera track, lowest first.
+const simulcast = params.has('simulcast');
 const post = (path, body) => fetch(path + id, {method: 'POST', body: JSON.stringify(body)});
 const send = (m) => post('/send/', m);
 async function main() {
   const pc = new RTCPeerConnection();
-  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 640, height: 480}});
-  for (const t of stream.getTracks()) pc.addTrack(t, stream);
+  const size = simulcast ? {width: 1280, height: 720} : {width: 640, height: 480};
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: size});
+  for (const t of stream.getTracks()) {
+    if (simulcast && t.kind === 'video') {
+      pc.addTransceiver(t, {direction: 'sendonly', streams: [stream], sendEncodings: [
+        {rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000},
+        {rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000},
+        {rid: 'f', maxBitrate: 1500000},
+      ]});
+    } else pc.addTrack(t, stream);
+  }
   pc.onicecandidate = (e) => { if (e.candidate) send({type: 'candidate', candidate: e.candidate.toJSON()}); };
   pc.ontrack = (e) => { const el = document.createElement(e.track.kind); el.srcObject = new MediaStream([e.track]); el.muted = true; el.play().catch(() => {}); document.body.appendChild(el); };
   await pc.setLocalDescription(await pc.createOffer());
@@ -201,6 +214,10 @@ impl Drop for Browser {
 }
 
 fn launch(url: &str, id: &str) -> Browser {
+    launch_with(url, &format!("id={id}"), id)
+}
+
+fn launch_with(url: &str, query: &str, id: &str) -> Browser {
     let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let profile = std::env::temp_dir().join(format!("relay-browser-{}-{id}", std::process::id()));
     let child = Command::new(&binary)
@@ -219,7 +236,7 @@ fn launch(url: &str, id: &str) -> Browser {
             "--autoplay-policy=no-user-gesture-required",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("{url}?id={id}"))
+        .arg(format!("{url}?{query}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -294,5 +311,83 @@ async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
             video.counts.frames_incomplete <= 2,
             "Chromium's VP8 reassembles in order: {video:#?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_simulcast_reaches_a_subscriber_at_the_layer_its_bandwidth_carries() {
+    let relay = relay();
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let mut sessions = HashMap::new();
+    sessions.insert(
+        "page-sim".to_owned(),
+        page_session(&relay, "page-sim").await,
+    );
+    let bridge = Arc::new(Bridge {
+        sessions,
+        reports: reports_tx,
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("bound"));
+    tokio::spawn(serve(listener, bridge));
+    // Page errors are reported as they happen.
+    let errors = tokio::spawn(async move {
+        while let Some((id, report)) = reports.recv().await {
+            if let Some(error) = report.error {
+                return Some(format!("{id}: {error}"));
+            }
+        }
+        None
+    });
+    let expert = join(
+        &relay,
+        ROOM,
+        "expert",
+        TestPeerConfig {
+            publish_audio: false,
+            publish_video: false,
+            reported_bandwidth: Some(150_000),
+            ..TestPeerConfig::default()
+        },
+    )
+    .await;
+    let _browser = launch_with(&url, "id=page-sim&simulcast", "page-sim");
+    let width = |r: &media_relay::test_peer::PeerReport| {
+        r.live_tracks(MediaKind::Video)
+            .find(|t| t.publisher == "page-sim")
+            .and_then(|t| t.counts.keyframe_width)
+    };
+    // A weak link: the quarter-size layer.
+    let low = expert
+        .wait_until(Duration::from_secs(60), |r| width(r) == Some(320))
+        .await
+        .unwrap_or_else(|r| {
+            panic!(
+                "no 320-wide layer: {r:#?}\nrelay: {:?}",
+                relay.metrics().snapshot()
+            )
+        });
+    // A good link: up to a larger layer (as far as Chromium's own uplink estimate lets it send).
+    expert.report_bandwidth(Some(10_000_000));
+    let high = expert
+        .wait_until(Duration::from_secs(60), |r| {
+            width(r).is_some_and(|w| w > 320)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("never moved up: {r:#?}"));
+    let track = high
+        .live_tracks(MediaKind::Video)
+        .find(|t| t.publisher == "page-sim")
+        .expect("checked");
+    eprintln!("low: {:?}\nhigh: {:?}", width(&low), track.counts);
+    assert!(
+        track.counts.frames_decodable + 2 >= track.counts.frames_complete,
+        "frames stay decodable across the switch: {:?}",
+        track.counts
+    );
+    assert!(relay.metrics().snapshot().layer_switches >= 1);
+    errors.abort();
+    if let Ok(Some(error)) = errors.await {
+        panic!("{error}");
     }
 }

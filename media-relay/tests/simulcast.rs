@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, join};
 use media_relay::test_peer::{PeerReport, ReceivedTrack, TestPeerConfig};
-use media_relay::{MediaKind, ParticipantId, RelayConfig, ServerMessage};
+use media_relay::{ClientMessage, ErrorCode, MediaKind, ParticipantId, RelayConfig, ServerMessage};
 
 /// Up-switches wait out a 3 s hold per layer; two of them, plus a loaded machine.
 const CLIMB: Duration = Duration::from_secs(30);
@@ -129,4 +129,86 @@ async fn a_subscriber_whose_bandwidth_drops_moves_to_a_lower_layer_and_back_each
     assert!(relay.metrics().snapshot().layer_switches >= 5);
     // The quality record told which layer the subscriber got, on the way down too.
     assert!(recorded_layers(&report).contains(&Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_showing_a_small_tile_gets_no_larger_layer_than_the_tile() {
+    common::init_tracing();
+    let relay = media_relay::Relay::new(RelayConfig::default()).expect("valid config");
+    let publisher = TestPeerConfig {
+        simulcast: true,
+        publish_audio: false,
+        ..TestPeerConfig::default()
+    };
+    let _agent = join(&relay, "case-tile", "agent", publisher).await;
+    let approver = join(
+        &relay,
+        "case-tile",
+        "approver",
+        TestPeerConfig {
+            publish_video: false,
+            publish_audio: false,
+            // Bandwidth for every layer: only the tile's size holds it back.
+            reported_bandwidth: Some(10_000_000),
+            ..TestPeerConfig::default()
+        },
+    )
+    .await;
+    let started = approver
+        .wait_until(PATIENCE, |r| agent_video(r).is_some())
+        .await
+        .unwrap_or_else(|r| panic!("no video: {r:#?}"));
+    let track_id = agent_video(&started).expect("checked").track_id.clone();
+    // A tile of 300×200: the 320×240 layer is the smallest that fills it.
+    approver.send(ClientMessage::VideoSize {
+        track_id: track_id.clone(),
+        width: 300,
+        height: 200,
+    });
+    let middle = approver
+        .wait_until(CLIMB, |r| on_layer(r, 1, 0))
+        .await
+        .unwrap_or_else(|r| panic!("did not reach the tile's layer: {r:#?}"));
+    let switches = agent_video(&middle).expect("checked").counts.layer_switches;
+    let frames = agent_video(&middle)
+        .expect("checked")
+        .counts
+        .frames_complete;
+    // 240 more frames (8 s at 30 fps, past two up-holds): still the tile's layer.
+    let later = approver
+        .wait_until(CLIMB, |r| {
+            agent_video(r).is_some_and(|t| t.counts.frames_complete >= frames + 240)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("video stopped: {r:#?}"));
+    let counts = &agent_video(&later).expect("checked").counts;
+    assert_eq!(counts.layer, Some(1), "{counts:?}");
+    assert_eq!(counts.layer_switches, switches, "{counts:?}");
+
+    // The tile grows to 640×480: up to the top layer.
+    approver.send(ClientMessage::VideoSize {
+        track_id,
+        width: 640,
+        height: 480,
+    });
+    approver
+        .wait_until(CLIMB, |r| on_layer(r, 2, 0))
+        .await
+        .unwrap_or_else(|r| panic!("did not follow the larger tile: {r:#?}"));
+
+    // A size for a track it does not receive is refused by name.
+    approver.send(ClientMessage::VideoSize {
+        track_id: "nobody-video-9".into(),
+        width: 1,
+        height: 1,
+    });
+    approver
+        .wait_until(PATIENCE, |r| {
+            r.messages.iter().any(|m| {
+                matches!(m, ServerMessage::Error { code: ErrorCode::UnknownTrack, message }
+                    if message.contains("nobody-video-9"))
+            })
+        })
+        .await
+        .unwrap_or_else(|r| panic!("no unknown_track error: {r:#?}"));
 }

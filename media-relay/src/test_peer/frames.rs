@@ -31,6 +31,8 @@ pub struct TrackCounts {
     /// Complete VP8 frames that a decoder could show: a keyframe, or a delta frame whose chain
     /// back to a keyframe is unbroken.
     pub frames_decodable: u64,
+    /// VP8: the picture width of the last keyframe begun (a simulcast layer shows as its size).
+    pub keyframe_width: Option<u16>,
     /// Simulcast: the layer of the last frame begun (from the synthetic frames' tag).
     pub layer: Option<u8>,
     /// Frames that began on another layer than the frame before them.
@@ -138,6 +140,9 @@ impl TrackCounter {
             self.frame_in_progress = true;
             self.frame_broken = false;
             self.frame_is_key = codec.is_keyframe_start(payload);
+            if let Some((width, _)) = vp8::keyframe_size(payload).filter(|_| codec == Codec::Vp8) {
+                self.counts.keyframe_width = Some(width);
+            }
             if let Some(layer) = crate::test_peer::media::vp8_layer_tag(payload) {
                 if self.counts.layer.is_some_and(|l| l != layer) {
                     self.counts.layer_switches += 1;
@@ -285,6 +290,11 @@ mod tests {
         feed_frame(&mut counter, &mut seq, &high.frame(false, 3000));
         feed_frame(&mut counter, &mut seq, &low.frame(false, 500));
         let counts = counter.counts();
+        assert_eq!(
+            counts.keyframe_width,
+            Some(640),
+            "the top layer's keyframe size"
+        );
         assert_eq!(counts.layer, Some(0));
         assert_eq!(counts.layer_switches, 2);
         assert_eq!(counts.layer_switches_mid_gop, 1);
