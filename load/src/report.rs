@@ -298,7 +298,7 @@ means the figures are the generator's limit, not the relay's.\n\n## Machine\n\n`
                     janus.highest_held.map_or("none".into(), |l| l.to_string()),
                 );
             }
-            let _ = writeln!(md, "\n![janus {}]({janus_plot})\n", janus.scenario.name());
+            let _ = writeln!(md, "\n![janus {}]({janus_plot})\n", scenario_name(janus));
         }
     }
     if let Some(b) = &inputs.baseline {

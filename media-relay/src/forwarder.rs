@@ -248,6 +248,11 @@ impl Forwarder {
         self.want_keyframe_for(now, self.legs.len() - 1)
     }
 
+    /// The index of `subscriber`'s leg.
+    pub(crate) fn leg_of(&self, subscriber: &ParticipantId) -> Option<usize> {
+        self.legs.iter().position(|l| &l.subscriber == subscriber)
+    }
+
     /// Drops every leg of `subscriber`.
     pub(crate) fn unsubscribe(&mut self, subscriber: &ParticipantId) {
         self.legs.retain(|leg| &leg.subscriber != subscriber);

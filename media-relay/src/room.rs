@@ -842,11 +842,7 @@ impl Room {
         };
         let now = Instant::now();
         let forwarder = &mut self.members[p].published[k].forwarder;
-        let Some(leg) = forwarder
-            .legs
-            .iter()
-            .position(|l| l.subscriber == subscriber)
-        else {
+        let Some(leg) = forwarder.leg_of(&subscriber) else {
             return; // not active yet: the leg starts with the size kept above
         };
         if let Some(layer) = forwarder.set_display(now, leg, size) {
@@ -1075,10 +1071,7 @@ impl Room {
             let subscriber = self.members[index].id.clone();
             if let Some((p, k)) = self.published_index(&publisher, &track_id) {
                 let forwarder = &mut self.members[p].published[k].forwarder;
-                let leg = forwarder
-                    .legs
-                    .iter()
-                    .position(|l| l.subscriber == subscriber);
+                let leg = forwarder.leg_of(&subscriber);
                 if let Some(layer) = leg.and_then(|leg| forwarder.want_keyframe_for(now, leg)) {
                     self.write_pli(p, k, layer, now);
                 }
@@ -1133,11 +1126,7 @@ impl Room {
         for p in 0..self.members.len() {
             for k in 0..self.members[p].published.len() {
                 let forwarder = &mut self.members[p].published[k].forwarder;
-                let Some(leg) = forwarder
-                    .legs
-                    .iter()
-                    .position(|l| l.subscriber == subscriber)
-                else {
+                let Some(leg) = forwarder.leg_of(&subscriber) else {
                     continue;
                 };
                 if let Some(layer) = forwarder.on_estimate(now, leg, share) {

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{join, receives_from, relay};
+use common::{join, receiver, receives_from, relay};
 use media_relay::test_peer::TestPeerConfig;
 use media_relay::{ClientMessage, MediaKind, ParticipantId, Relay, RoomId, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -256,13 +256,16 @@ async fn page_session(relay: &Relay, id: &str) -> PageSession {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
-    let relay = relay();
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+/// Joins each page id to the room and serves the pages and their bridge on loopback: the URL,
+/// and the pages' reports as they come.
+async fn start_bridge(
+    relay: &Relay,
+    ids: &[&str],
+) -> (String, mpsc::UnboundedReceiver<(String, PageReport)>) {
+    let (reports_tx, reports) = mpsc::unbounded_channel();
     let mut sessions = HashMap::new();
-    for id in ["page-a", "page-b"] {
-        sessions.insert(id.to_owned(), page_session(&relay, id).await);
+    for id in ids {
+        sessions.insert((*id).to_owned(), page_session(relay, id).await);
     }
     let bridge = Arc::new(Bridge {
         sessions,
@@ -271,6 +274,13 @@ async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("bound"));
     tokio::spawn(serve(listener, bridge));
+    (url, reports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
+    let relay = relay();
+    let (url, mut reports) = start_bridge(&relay, &["page-a", "page-b"]).await;
     let agent = join(&relay, ROOM, "agent", TestPeerConfig::default()).await;
     let _browsers = [launch(&url, "page-a"), launch(&url, "page-b")];
 
@@ -317,19 +327,7 @@ async fn two_chromium_pages_and_a_rust_peer_see_and_hear_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_simulcast_reaches_a_subscriber_at_the_layer_its_bandwidth_carries() {
     let relay = relay();
-    let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let mut sessions = HashMap::new();
-    sessions.insert(
-        "page-sim".to_owned(),
-        page_session(&relay, "page-sim").await,
-    );
-    let bridge = Arc::new(Bridge {
-        sessions,
-        reports: reports_tx,
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("bound"));
-    tokio::spawn(serve(listener, bridge));
+    let (url, mut reports) = start_bridge(&relay, &["page-sim"]).await;
     // Page errors are reported as they happen.
     let errors = tokio::spawn(async move {
         while let Some((id, report)) = reports.recv().await {
@@ -339,18 +337,7 @@ async fn chromium_simulcast_reaches_a_subscriber_at_the_layer_its_bandwidth_carr
         }
         None
     });
-    let expert = join(
-        &relay,
-        ROOM,
-        "expert",
-        TestPeerConfig {
-            publish_audio: false,
-            publish_video: false,
-            reported_bandwidth: Some(150_000),
-            ..TestPeerConfig::default()
-        },
-    )
-    .await;
+    let expert = join(&relay, ROOM, "expert", receiver(Some(150_000))).await;
     let _browser = launch_with(&url, "id=page-sim&simulcast", "page-sim");
     let width = |r: &media_relay::test_peer::PeerReport| {
         r.live_tracks(MediaKind::Video)

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, join};
+use common::{PATIENCE, join, receiver};
 use media_relay::test_peer::{PeerReport, ReceivedTrack, TestPeerConfig};
 use media_relay::{ClientMessage, ErrorCode, MediaKind, ParticipantId, RelayConfig, ServerMessage};
 
@@ -57,17 +57,7 @@ async fn a_subscriber_whose_bandwidth_drops_moves_to_a_lower_layer_and_back_each
         ..TestPeerConfig::default()
     };
     let agent = join(&relay, "case-simulcast", "agent", publisher).await;
-    let approver = join(
-        &relay,
-        "case-simulcast",
-        "approver",
-        TestPeerConfig {
-            publish_video: false,
-            publish_audio: false,
-            ..TestPeerConfig::default()
-        },
-    )
-    .await;
+    let approver = join(&relay, "case-simulcast", "approver", receiver(None)).await;
 
     // Before any estimate, a new subscriber starts on the lowest layer (once the layers are
     // measured: the first frames of a track that has just opened may come from another).
@@ -141,19 +131,8 @@ async fn a_subscriber_showing_a_small_tile_gets_no_larger_layer_than_the_tile() 
         ..TestPeerConfig::default()
     };
     let _agent = join(&relay, "case-tile", "agent", publisher).await;
-    let approver = join(
-        &relay,
-        "case-tile",
-        "approver",
-        TestPeerConfig {
-            publish_video: false,
-            publish_audio: false,
-            // Bandwidth for every layer: only the tile's size holds it back.
-            reported_bandwidth: Some(10_000_000),
-            ..TestPeerConfig::default()
-        },
-    )
-    .await;
+    // Bandwidth for every layer: only the tile's size holds it back.
+    let approver = join(&relay, "case-tile", "approver", receiver(Some(10_000_000))).await;
     let started = approver
         .wait_until(PATIENCE, |r| agent_video(r).is_some())
         .await

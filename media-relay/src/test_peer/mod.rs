@@ -187,6 +187,25 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The remote tracks whose reports `wanted` selects.
+    fn remote_tracks_where(
+        &self,
+        wanted: impl Fn(&ReceivedTrack) -> bool,
+    ) -> Vec<Arc<dyn TrackRemote>> {
+        let report = self.lock();
+        let remote = self
+            .remote_tracks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        report
+            .tracks
+            .iter()
+            .zip(remote.iter())
+            .filter(|(t, _)| wanted(t))
+            .map(|(_, remote)| remote.clone())
+            .collect()
+    }
+
     fn update(&self, change: impl FnOnce(&mut PeerReport)) {
         change(&mut self.lock());
         self.changes.send_modify(|n| *n += 1);
@@ -551,21 +570,9 @@ impl TestPeer {
     /// Asks for a keyframe (PLI) on every live video track received from `publisher`, as a
     /// decoder that lost sync would; returns how many requests went out.
     pub async fn request_keyframe(&self, publisher: &str) -> usize {
-        let targets: Vec<Arc<dyn TrackRemote>> = {
-            let report = self.shared.lock();
-            let tracks = self
-                .shared
-                .remote_tracks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            report
-                .tracks
-                .iter()
-                .zip(tracks.iter())
-                .filter(|(t, _)| t.publisher == publisher && t.kind == MediaKind::Video && !t.ended)
-                .map(|(_, remote)| remote.clone())
-                .collect()
-        };
+        let targets = self.shared.remote_tracks_where(|t| {
+            t.publisher == publisher && t.kind == MediaKind::Video && !t.ended
+        });
         let mut sent = 0;
         for track in targets {
             let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
@@ -799,20 +806,7 @@ async fn report_bandwidth(shared: Arc<Shared>) {
         else {
             continue;
         };
-        let tracks: Vec<Arc<dyn TrackRemote>> = {
-            let report = shared.lock();
-            let remote = shared
-                .remote_tracks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            report
-                .tracks
-                .iter()
-                .zip(remote.iter())
-                .filter(|(t, _)| t.kind == MediaKind::Video && !t.ended)
-                .map(|(_, remote)| remote.clone())
-                .collect()
-        };
+        let tracks = shared.remote_tracks_where(|t| t.kind == MediaKind::Video && !t.ended);
         let mut ssrcs = Vec::new();
         for track in &tracks {
             ssrcs.extend(track.ssrcs().await);

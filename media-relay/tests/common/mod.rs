@@ -35,6 +35,16 @@ pub async fn join(relay: &Relay, room: &str, who: &str, config: TestPeerConfig) 
         .expect("test peer starts")
 }
 
+/// A participant that only receives, reporting `bandwidth` (REMB) from the start if given.
+pub fn receiver(bandwidth: Option<u64>) -> TestPeerConfig {
+    TestPeerConfig {
+        publish_audio: false,
+        publish_video: false,
+        reported_bandwidth: bandwidth,
+        ..TestPeerConfig::default()
+    }
+}
+
 /// Whether the report has live tracks of `kind` from exactly these publishers, each past
 /// `min_packets` packets (and, for video, `min_frames` complete frames).
 pub fn receives_from(
