@@ -13,6 +13,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -72,17 +73,20 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Whether an RTCP packet tells how a subscriber is receiving: a bandwidth estimate (REMB) or a
-/// receiver report (loss).
+/// Whether an RTCP packet tells how a subscriber is receiving: a bandwidth estimate (REMB), a
+/// receiver report (loss) or a NACK.
 pub fn is_reception_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    any.is::<ReceiverEstimatedMaximumBitrate>() || any.is::<ReceiverReport>()
+    any.is::<ReceiverEstimatedMaximumBitrate>()
+        || any.is::<ReceiverReport>()
+        || any.is::<TransportLayerNack>()
 }
 
 /// Marks inbound RTCP the application acts on for delivery to it: keyframe requests (PLI/FIR)
 /// always, so that a sender reads them with `TrackLocal::poll`; on the relay also bandwidth
-/// estimates and receiver reports, from which it chooses simulcast layers. All other inbound RTCP
-/// stays with the interceptors. Each delivered packet travels alone, since the core routes a
+/// estimates and receiver reports, from which it chooses simulcast layers, and NACKs. What leaves
+/// the chain is also what the core's statistics count (remote loss, NACKs received), so without
+/// this those stay at zero. All other inbound RTCP stays with the interceptors. Each delivered packet travels alone, since the core routes a
 /// message to one track by its first destination SSRC. Sits last in the chain, after every
 /// interceptor that reads RTCP.
 struct FeedbackDelivery {

@@ -19,6 +19,10 @@ pub struct RelayMetrics {
     pub plis_sent: AtomicU64,
     /// Keyframe requests (PLI/FIR) received from subscribers.
     pub keyframe_requests_received: AtomicU64,
+    /// NACKs the relay sent publishers (packets it missed), counted at each quality report.
+    pub nacks_sent: AtomicU64,
+    /// NACKs subscribers sent the relay (packets they missed).
+    pub nacks_received: AtomicU64,
     /// Subscriber legs moved to another simulcast layer (on that layer's keyframe).
     pub layer_switches: AtomicU64,
     /// Datagrams dropped: a room's queue or the socket's send buffer was full.
@@ -48,6 +52,8 @@ impl RelayMetrics {
             bytes_forwarded: self.bytes_forwarded.load(Ordering::Relaxed),
             plis_sent: self.plis_sent.load(Ordering::Relaxed),
             keyframe_requests_received: self.keyframe_requests_received.load(Ordering::Relaxed),
+            nacks_sent: self.nacks_sent.load(Ordering::Relaxed),
+            nacks_received: self.nacks_received.load(Ordering::Relaxed),
             layer_switches: self.layer_switches.load(Ordering::Relaxed),
             datagrams_dropped: self.datagrams_dropped.load(Ordering::Relaxed),
             datagrams_unrouted: self.datagrams_unrouted.load(Ordering::Relaxed),
@@ -72,6 +78,10 @@ pub struct MetricsSnapshot {
     pub plis_sent: u64,
     /// See [`RelayMetrics::keyframe_requests_received`].
     pub keyframe_requests_received: u64,
+    /// See [`RelayMetrics::nacks_sent`].
+    pub nacks_sent: u64,
+    /// See [`RelayMetrics::nacks_received`].
+    pub nacks_received: u64,
     /// See [`RelayMetrics::layer_switches`].
     pub layer_switches: u64,
     /// See [`RelayMetrics::datagrams_dropped`].

@@ -26,6 +26,8 @@ pub struct QualityTotals {
     pub jitter: Duration,
     /// Highest fraction lost the participant reports (RTCP receiver reports) for relay streams.
     pub downlink_fraction_lost: Option<f64>,
+    /// NACKs the relay sent the participant (about its media).
+    pub nacks_sent: u64,
 }
 
 /// A coarse verdict for the UI.
@@ -206,6 +208,7 @@ pub fn totals_from(report: &RTCStatsReport) -> QualityTotals {
                 totals.packets_received += received.packets_received;
                 totals.packets_lost += received.packets_lost.max(0) as u64;
                 totals.bytes_received += inbound.bytes_received;
+                totals.nacks_sent += u64::from(inbound.nack_count);
                 // rtc 0.21 fills `jitter` with the receiver report's raw value, which is in RTP
                 // timestamp units (RFC 3550 §6.4.1), not seconds: divide by the clock rate.
                 let clock_rate = match received.rtp_stream_stats.kind {

@@ -28,6 +28,7 @@ use rtc::peer_connection::transport::{
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -157,6 +158,8 @@ struct Member {
     quality: QualityTracker,
     /// The bandwidth it last reported it can receive (REMB), bit/s.
     estimate: Option<u64>,
+    /// NACKs the relay had sent it as of the last quality report (for the metrics).
+    nacks_sent: u64,
 }
 
 /// Candidates kept while waiting for the first offer; a peer sending more is misbehaving.
@@ -578,6 +581,7 @@ impl Room {
             ice_restarted: false,
             quality: QualityTracker::new(),
             estimate: None,
+            nacks_sent: 0,
         });
         RelayMetrics::inc(&self.relay.metrics.participants);
         let index = self.members.len() - 1;
@@ -1079,7 +1083,10 @@ impl Room {
             return;
         }
         let any = packet.as_any();
-        if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+        if any.is::<TransportLayerNack>() {
+            // Answered by the NACK responder inside the connection; counted here.
+            RelayMetrics::inc(&self.relay.metrics.nacks_received);
+        } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
             self.members[index].estimate = Some(remb.bitrate.max(0.0) as u64);
             self.choose_layers(index, now);
         } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
@@ -1619,7 +1626,13 @@ impl Room {
                 continue;
             }
             let report = member.pc.get_stats(now, StatsSelector::None);
-            let mut quality = member.quality.update(now, totals_from(&report));
+            let totals = totals_from(&report);
+            self.relay.metrics.nacks_sent.fetch_add(
+                totals.nacks_sent.saturating_sub(member.nacks_sent),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            member.nacks_sent = totals.nacks_sent;
+            let mut quality = member.quality.update(now, totals);
             quality.freezes = freezes;
             quality.frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
             quality.layer = layer.map(|l| u8::try_from(l).unwrap_or(u8::MAX));

@@ -63,7 +63,7 @@ pub struct Metrics {
 }
 
 /// Names and help of the relay counters, in the order of `relay_counters`.
-const RELAY_COUNTERS: [(&str, &str); 8] = [
+const RELAY_COUNTERS: [(&str, &str); 10] = [
     (
         "relay_packets_received",
         "RTP packets received from publishers",
@@ -83,6 +83,14 @@ const RELAY_COUNTERS: [(&str, &str); 8] = [
     (
         "relay_keyframe_requests_received",
         "Keyframe requests (PLI/FIR) received from subscribers",
+    ),
+    (
+        "relay_nacks_sent",
+        "NACKs the relay sent publishers for packets it missed",
+    ),
+    (
+        "relay_nacks_received",
+        "NACKs subscribers sent the relay for packets they missed",
     ),
     (
         "relay_layer_switches",
@@ -189,6 +197,8 @@ impl Metrics {
             snapshot.bytes_forwarded,
             snapshot.plis_sent,
             snapshot.keyframe_requests_received,
+            snapshot.nacks_sent,
+            snapshot.nacks_received,
             snapshot.layer_switches,
             snapshot.datagrams_dropped,
             snapshot.datagrams_unrouted,
