@@ -43,6 +43,16 @@ async fn next_call(socket: &mut Socket) -> Value {
     next_call_message(socket).await.unwrap()
 }
 
+/// The next `call.error` on the socket, passing over other call messages.
+async fn next_call_error(socket: &mut Socket) -> Value {
+    loop {
+        let message = next_call(socket).await;
+        if message["type"] == "call.error" {
+            return message;
+        }
+    }
+}
+
 async fn send(socket: &mut Socket, value: Value) {
     send_json(socket, &value).await.unwrap()
 }
@@ -342,13 +352,30 @@ async fn malformed_call_messages_get_a_call_error_and_the_socket_stays_open() {
         json!({ "v": 1, "type": "call.offer", "case_id": case, "sdp": "not sdp" }),
     )
     .await;
-    loop {
-        let message = next_call(&mut ws).await;
-        if message["type"] == "call.error" {
-            assert_eq!(message["code"], "bad_sdp", "{message}");
-            break;
-        }
-    }
+    let error = next_call_error(&mut ws).await;
+    assert_eq!(error["code"], "bad_sdp", "{error}");
+    // A display size for a track this participant does not receive is refused by name; one
+    // with a size that is not a number does not parse.
+    send(
+        &mut ws,
+        json!({ "v": 1, "type": "call.video_size", "case_id": case, "track_id": "user-99-video-0", "width": 320, "height": 180 }),
+    )
+    .await;
+    let error = next_call_error(&mut ws).await;
+    assert_eq!(error["code"], "unknown_track", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("user-99-video-0")
+    );
+    send(
+        &mut ws,
+        json!({ "v": 1, "type": "call.video_size", "case_id": case, "track_id": "x", "width": "big", "height": 1 }),
+    )
+    .await;
+    let error = next_call_error(&mut ws).await;
+    assert_eq!(error["code"], "bad_message", "{error}");
     send(&mut ws, json!({ "v": 1, "type": "ping", "id": 9 })).await;
     let pong = loop {
         let Message::Text(text) = ws.next().await.unwrap().unwrap() else {
