@@ -969,10 +969,9 @@ impl Room {
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
                 RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
             ) if self.members[index].ice_restarted => {
-                // Its path changed: subscribers' decoders may have lost sync, and a browser
-                // sends no keyframe unasked.
+                // Its path changed: the decoders on both sides of it may have lost sync.
                 self.members[index].ice_restarted = false;
-                self.request_video_keyframes(index);
+                self.resync_video(index);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.on_published(index, init.track_id, init.receiver_id, init.ssrc, init.rid)
@@ -994,11 +993,11 @@ impl Room {
     fn on_connection_state(&mut self, index: usize, state: RTCPeerConnectionState) {
         match state {
             RTCPeerConnectionState::Connected => {
-                // Connected again after an ICE restart (a resume): its video's decoders
-                // downstream may have lost sync, and a browser sends no keyframe unasked.
+                // Connected again after an ICE restart (a resume): the decoders on both sides
+                // of it may have lost sync.
                 let member = &self.members[index];
                 if member.media_connected || member.pc_failed {
-                    self.request_video_keyframes(index);
+                    self.resync_video(index);
                 }
                 self.members[index].media_connected = true;
                 self.members[index].pc_failed = false;
@@ -1207,6 +1206,30 @@ impl Room {
                 speaking,
             },
         );
+    }
+
+    /// After member `index`'s path changed: keyframes of the video it publishes (its subscribers'
+    /// decoders lost packets, and a browser sends no keyframe unasked) and of the video it
+    /// receives (its own decoders did; asking now saves waiting for its PLI).
+    fn resync_video(&mut self, index: usize) {
+        self.request_video_keyframes(index);
+        let now = Instant::now();
+        let subscriber = self.members[index].id.clone();
+        let mut plis = Vec::new();
+        for (p, member) in self.members.iter_mut().enumerate() {
+            for (k, published) in member.published.iter_mut().enumerate() {
+                let forwarder = &mut published.forwarder;
+                if let Some(layer) = forwarder
+                    .leg_of(&subscriber)
+                    .and_then(|leg| forwarder.want_keyframe_for(now, leg))
+                {
+                    plis.push((p, k, layer));
+                }
+            }
+        }
+        for (p, k, layer) in plis {
+            self.write_pli(p, k, layer, now);
+        }
     }
 
     /// Asks for a keyframe of every layer of every video track member `index` publishes.

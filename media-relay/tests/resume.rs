@@ -1,10 +1,12 @@
 //! A participant whose signaling drops keeps its place for the grace period: the others see
 //! nothing, media keeps flowing, and it resumes with a new handle; after the grace it has left.
+//! A participant whose network changes (a new address) comes back with an ICE restart.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::proxy::{Lossy, join_behind_proxy};
 use common::{PATIENCE, init_tracing, join, receives_from};
 use media_relay::test_peer::{PeerReport, TestPeerConfig};
 use media_relay::{LeaveReason, ParticipantId, Relay, RelayConfig, RoomId, ServerMessage};
@@ -122,4 +124,60 @@ async fn after_the_grace_period_a_detached_participant_has_left() {
         .wait_until(PATIENCE, |r| r.live_tracks_of("approver").count() == 0)
         .await
         .unwrap_or_else(|r| panic!("approver's tracks stayed: {r:#?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_address_changes_comes_back_with_an_ice_restart_unseen_by_the_others() {
+    let relay = relay_with_grace(Duration::from_secs(30));
+    let approver = join(&relay, "case-move", "approver", TestPeerConfig::default()).await;
+    let agent = join_behind_proxy(
+        &relay,
+        "case-move",
+        "agent",
+        TestPeerConfig::default(),
+        Lossy::No,
+    )
+    .await;
+    approver
+        .wait_until(PATIENCE, |r| receives_from(r, &["agent"], 20, 5))
+        .await
+        .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
+    let unrouted_before = relay.metrics().snapshot().datagrams_unrouted;
+
+    // The phone moves to another network: its packets now come from another address, which the
+    // relay does not know, so they are not routed.
+    agent.change_address();
+    approver
+        .wait_until(PATIENCE, |_| {
+            relay.metrics().snapshot().datagrams_unrouted > unrouted_before
+        })
+        .await
+        .unwrap_or_else(|r| panic!("packets from the new address were routed: {r:#?}"));
+
+    // It restarts ICE: the checks from the new address carry its new ICE username, the relay's
+    // socket routes them to its connection, and media flows both ways again.
+    agent.peer.restart_ice();
+    let from_agent = packets_from(&approver.report(), "agent");
+    let from_approver = packets_from(&agent.peer.report(), "approver");
+    approver
+        .wait_until(PATIENCE, |r| packets_from(r, "agent") > from_agent + 200)
+        .await
+        .unwrap_or_else(|r| panic!("the agent's media did not come back: {r:#?}"));
+    let report = agent
+        .peer
+        .wait_until(PATIENCE, |r| {
+            packets_from(r, "approver") > from_approver + 200
+        })
+        .await
+        .unwrap_or_else(|r| panic!("the approver's media did not reach the new address: {r:#?}"));
+    assert!(
+        !saw_left(&approver.report(), "agent"),
+        "the others saw nothing"
+    );
+    assert!(
+        report
+            .live_tracks_of("approver")
+            .all(|t| t.counts.frames_decodable + 3 >= t.counts.frames_complete),
+        "video decodes after the move: {report:#?}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a relay on loopback, and test peers joined to it.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use media_relay::test_peer::{PeerReport, TestPeer, TestPeerConfig};
