@@ -656,6 +656,14 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     await approver.locator('#call-consent').click();
     for (const page of [agent, approver]) await page.locator('#call-recording:not([hidden])').waitFor();
 
+    // The approver's page tells the relay the size it shows the agent's video at
+    // (call.video_size), again whenever the tile is resized.
+    await approver.evaluate(() => {
+      const live = window.cloudhelp.live;
+      const send = live.send.bind(live);
+      window.videoSizes = [];
+      live.send = (m) => { if (m.type === 'call.video_size') window.videoSizes.push(m); return send(m); };
+    });
     // The call view at desktop and phone width: screenshots, nothing wider than the screen, no
     // English on the Chinese page.
     for (const [width, height, label] of [[1280, 800, 'desktop'], [375, 812, 'phone']]) {
@@ -671,6 +679,11 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
         assert.deepEqual(untranslatedWords(await visibleUiText(page)), [], `English on the ${name}'s call view (${label})`);
       }
     }
+    await approver.waitForFunction((prefix) => window.videoSizes.some((m) => m.track_id.startsWith(prefix) && m.width > 0 && m.width <= 375 * 3), `${agentId}-video-`, { timeout: 5000 }).catch(() => {});
+    const sizes = await approver.evaluate(() => window.videoSizes);
+    const atPhoneWidth = sizes.filter((m) => m.track_id.startsWith(`${agentId}-video-`) && m.width > 0 && m.width <= 375 * 3);
+    assert.ok(atPhoneWidth.length > 0, `no call.video_size for the agent's video at phone width: ${JSON.stringify(sizes)}`);
+    assert.ok(atPhoneWidth.every((m) => m.case_id === caseId && m.height > 0), JSON.stringify(atPhoneWidth));
     // A refused message (call.error) is shown in plain words and the call stays up.
     await approver.evaluate((caseId) => window.cloudhelp.live.send({ type: 'call.answer', case_id: caseId, sdp: 'not sdp' }), caseId);
     await waitText(approver.locator('.call-message .notice.error'), '视频通话协商失败');

@@ -158,6 +158,12 @@ class CallPanel {
     this.cameraOff = false;
     this.tiles = new Map();
     this.trackOwner = new Map(); // remote track id → participant id (for stats)
+    this.videoTrackOf = new Map(); // participant id → the relay's id of its video track
+    this.sentSizes = new Map();    // relay track id → "w×h" last told the relay
+    this.sizeTimer = null;
+    // The size each remote video is shown at goes to the relay (`call.video_size`), which then
+    // sends a simulcast publisher's smallest layer that fills it.
+    this.sizes = typeof ResizeObserver === 'function' ? new ResizeObserver(() => this.reportSizesSoon()) : null;
     this.timers = [];
 
     this.grid = h('div', { class: 'remote-videos call-grid' });
@@ -293,6 +299,10 @@ class CallPanel {
     this.pendingCandidates = [];
     this.offerAfterAnswer = null;
     this.trackOwner.clear();
+    this.videoTrackOf.clear();
+    this.sentSizes.clear();
+    clearTimeout(this.sizeTimer);
+    this.sizes?.disconnect();
     for (const [id, tile] of this.tiles) {
       if (tile.self) continue;
       tile.el.remove();
@@ -495,8 +505,11 @@ class CallPanel {
       case 'call.candidate': this.step(() => this.addRemoteCandidate(msg.candidate)); break;
       case 'call.participant_joined': this.tileOf(msg.participant_id); break;
       case 'call.participant_left': this.removeTile(msg.participant_id); break;
-      case 'call.track_published': this.tileOf(msg.participant_id); break;
-      case 'call.track_unpublished': this.tiles.get(msg.participant_id)?.refresh(); break;
+      case 'call.track_published': this.onTrackPublished(msg); break;
+      case 'call.track_unpublished':
+        if (this.videoTrackOf.get(msg.participant_id) === msg.track_id) this.videoTrackOf.delete(msg.participant_id);
+        this.tiles.get(msg.participant_id)?.refresh();
+        break;
       case 'call.track_muted': this.tileOf(msg.participant_id).setMuted(msg.kind, !!msg.muted); break;
       case 'call.speaking': this.tileOf(msg.participant_id).setSpeaking(!!msg.speaking); break;
       case 'call.connection_quality': this.tileOf(msg.participant_id).setQuality(msg.quality?.grade); break;
@@ -590,6 +603,8 @@ class CallPanel {
   onJoined(msg) {
     this.ownId = msg.participant_id || this.ownId;
     for (const other of msg.others || []) this.tileOf(other);
+    this.sentSizes.clear(); // a new place on the relay (or a resumed one) hears them again
+    this.reportSizesSoon();
     if (!this.pc) return;
     if (this.resuming) {
       this.resuming = false;
@@ -631,6 +646,36 @@ class CallPanel {
     this.offered = true;
     await this.sendOffer({});
     this.resendMutes(); // a new place on the relay starts unmuted
+  }
+
+  onTrackPublished(msg) {
+    const tile = this.tileOf(msg.participant_id);
+    if (msg.kind !== 'video' || tile.self) return;
+    this.videoTrackOf.set(msg.participant_id, msg.track_id);
+    this.sizes?.observe(tile.video);
+    this.reportSizesSoon();
+  }
+
+  /** Tells the relay, a moment after tiles settle, the size each remote video is shown at. */
+  reportSizesSoon() {
+    clearTimeout(this.sizeTimer);
+    this.sizeTimer = setTimeout(() => this.reportSizes(), 300);
+  }
+
+  reportSizes() {
+    if (!this.ownId) return; // not in the call: sizes go out after the join
+    const scale = window.devicePixelRatio || 1;
+    for (const [participant, trackId] of this.videoTrackOf) {
+      const video = this.tiles.get(participant)?.video;
+      if (!video) continue;
+      const width = Math.round(video.clientWidth * scale);
+      const height = Math.round(video.clientHeight * scale);
+      const size = `${width}x${height}`;
+      if (this.sentSizes.get(trackId) === size) continue;
+      if (this.live.send({ type: 'call.video_size', case_id: this.caseId, track_id: trackId, width, height })) {
+        this.sentSizes.set(trackId, size);
+      }
+    }
   }
 
   resendMutes() {
@@ -766,6 +811,8 @@ class CallPanel {
   removeTile(participantId) {
     const tile = this.tiles.get(participantId);
     if (!tile || tile.self) return;
+    this.sizes?.unobserve(tile.video);
+    this.videoTrackOf.delete(participantId);
     tile.video.srcObject = null;
     tile.el.remove();
     this.tiles.delete(participantId);
