@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use media_relay::ClientMessage;
 use media_relay::test_peer::TestPeerConfig;
+use media_relay::{ClientMessage, MediaKind};
 use serde::{Deserialize, Serialize};
 
 use crate::LoadError;
@@ -46,8 +46,8 @@ pub struct RunOptions {
     /// The address the test peers bind (Janus needs a non-loopback one).
     pub peer_ip: std::net::IpAddr,
     /// Publishers send three simulcast layers (`video_kbps` is the top one's, the others a third
-    /// and a ninth of it); every peer reports twice that as its bandwidth, so subscribers climb
-    /// to the top layer before the window starts.
+    /// and a ninth of it); every peer reports twice that as its bandwidth, and the window starts
+    /// once every subscriber has climbed to the top layer.
     pub simulcast: bool,
 }
 
@@ -80,17 +80,6 @@ impl RunOptions {
             simulcast: video,
             reported_bandwidth: Some(u64::from(self.video_kbps) * 2_000),
             ..config
-        }
-    }
-
-    /// How long after every peer receives before the window starts: the joins' keyframes and
-    /// retransmissions settle, and with simulcast the subscribers climb two layers (each climb
-    /// waits out the relay's up-hold).
-    fn settle_time(&self) -> Duration {
-        if self.simulcast {
-            Duration::from_secs(1) + 2 * media_relay::layer::LayerPolicy::default().up_hold
-        } else {
-            Duration::from_secs(1)
         }
     }
 }
@@ -438,7 +427,25 @@ async fn run_step(
             options.duration.as_secs()
         );
     }
-    tokio::time::sleep(options.settle_time()).await;
+    if options.simulcast {
+        // Every subscriber climbs to the top layer first (each climb waits out the relay's
+        // up-hold); one that does not within the join timeout is measured where it is.
+        let top = media_relay::test_peer::SIMULCAST_LAYERS
+            .iter()
+            .map(|(_, rank, _)| *rank)
+            .max();
+        let climbs = peers.iter().map(|j| {
+            j.peer
+                .test_peer()
+                .wait_until(options.join_timeout, move |r| {
+                    r.live_tracks(MediaKind::Video)
+                        .all(|t| t.counts.layer == top)
+                })
+        });
+        futures_util::future::join_all(climbs).await;
+    }
+    // A second for the joins' keyframes and retransmissions to settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let first = snapshot(target, options.server_pid, &peers).await?;
     let mut last = first.clone();
     let mut samples = Vec::new();
