@@ -84,9 +84,9 @@ pub fn is_reception_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
 
 /// Marks inbound RTCP the application acts on for delivery to it: keyframe requests (PLI/FIR)
 /// always, so that a sender reads them with `TrackLocal::poll`; on the relay also bandwidth
-/// estimates and receiver reports, from which it chooses simulcast layers, and NACKs. What leaves
-/// the chain is also what the core's statistics count (remote loss, NACKs received), so without
-/// this those stay at zero. All other inbound RTCP stays with the interceptors. Each delivered packet travels alone, since the core routes a
+/// estimates and receiver reports, from which it chooses simulcast layers, and NACKs, which it
+/// counts (the NACK responder inside the chain answers them). All other inbound RTCP stays with
+/// the interceptors. Each delivered packet travels alone, since the core routes a
 /// message to one track by its first destination SSRC. Sits last in the chain, after every
 /// interceptor that reads RTCP.
 struct FeedbackDelivery {

@@ -214,8 +214,9 @@ impl Relay {
         participant: ParticipantId,
     ) -> Result<Participant, RelayError> {
         let mux = self.mux().await?;
-        // A room whose task just ended (it emptied) drops the command: retry once on a new room.
-        for _ in 0..2 {
+        // A room whose task is ending (it emptied) drops the command, or refuses it as `Gone`
+        // once nothing can reach it any more: retry on a new room.
+        for _ in 0..3 {
             let commands = self.room_commands(&room, &mux);
             let (reply, answer) = oneshot::channel();
             let join = RoomCommand::Join {
@@ -226,8 +227,8 @@ impl Relay {
                 continue;
             }
             match answer.await {
+                Ok(Err(RelayError::Gone)) | Err(_) => continue,
                 Ok(result) => return result,
-                Err(_) => continue,
             }
         }
         Err(RelayError::Gone)
