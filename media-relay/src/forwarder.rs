@@ -244,7 +244,9 @@ impl Forwarder {
         }
         self.legs.push(leg);
         self.cap_by_display(self.legs.len() - 1);
-        self.next_measure.get_or_insert(now + LAYER_WINDOW);
+        if self.video() {
+            self.next_measure.get_or_insert(now + LAYER_WINDOW);
+        }
         self.want_keyframe_for(now, self.legs.len() - 1)
     }
 
@@ -309,8 +311,13 @@ impl Forwarder {
     ) -> Option<usize> {
         let leg = self.legs.get_mut(leg)?;
         let loss = leg.loss;
-        let selector = leg.selector.as_mut()?;
-        match selector.on_estimate(now, estimate_bps, loss) {
+        let decision = leg.selector.as_mut()?.on_estimate(now, estimate_bps, loss);
+        self.keyframe_for(now, decision)
+    }
+
+    /// The layer to send a PLI for now, when `decision` switches to it and its limiter agrees.
+    fn keyframe_for(&mut self, now: Instant, decision: LayerDecision) -> Option<usize> {
+        match decision {
             LayerDecision::SwitchTo(layer) => self.want_keyframe(now, layer).then_some(layer),
             LayerDecision::Keep => None,
         }
@@ -325,10 +332,8 @@ impl Forwarder {
         size: (u32, u32),
     ) -> Option<usize> {
         self.legs.get_mut(leg)?.display = Some(size);
-        match self.cap_by_display(leg)? {
-            LayerDecision::SwitchTo(layer) => self.want_keyframe(now, layer).then_some(layer),
-            LayerDecision::Keep => None,
-        }
+        let decision = self.cap_by_display(leg)?;
+        self.keyframe_for(now, decision)
     }
 
     /// Caps leg `leg`'s layer by the size it is shown at: the lowest-ranked layer whose

@@ -173,7 +173,7 @@ struct Shared {
     /// Layers (bit = index in the publication's encodings) asked for a keyframe.
     force_keyframe: AtomicU32,
     /// The bandwidth this peer reports to the relay (REMB) every 200 ms, if set.
-    reported_bandwidth: Mutex<Option<u64>>,
+    reported_bandwidth: watch::Sender<Option<u64>>,
     /// No video frames are sent before this time (a stalled camera or uplink).
     video_stalled_until: Mutex<Option<Instant>>,
     packets_sent: AtomicU64,
@@ -368,7 +368,7 @@ impl TestPeer {
             changes,
             connected,
             force_keyframe: AtomicU32::new(0),
-            reported_bandwidth: Mutex::new(config.reported_bandwidth),
+            reported_bandwidth: watch::Sender::new(config.reported_bandwidth),
             video_stalled_until: Mutex::new(None),
             packets_sent: AtomicU64::new(0),
         });
@@ -593,11 +593,7 @@ impl TestPeer {
     /// Reports `bps` as this peer's receive bandwidth (REMB, every 200 ms, covering every live
     /// video track it receives), as a browser's estimator does; `None` stops the reports.
     pub fn report_bandwidth(&self, bps: Option<u64>) {
-        *self
-            .shared
-            .reported_bandwidth
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = bps;
+        self.shared.reported_bandwidth.send_replace(bps);
     }
 
     /// Stops publishing one kind and offers the change to the relay.
@@ -794,18 +790,17 @@ fn publication_codec(config: &TestPeerConfig, kind: MediaKind) -> Codec {
     }
 }
 
-/// Sends the bandwidth set by [`TestPeer::report_bandwidth`] as a REMB every 200 ms.
+/// Sends the bandwidth set by [`TestPeer::report_bandwidth`] as a REMB every 200 ms; sleeps
+/// while none is set (most peers of a load run never set one).
 async fn report_bandwidth(shared: Arc<Shared>) {
+    let mut bandwidth = shared.reported_bandwidth.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
-        tick.tick().await;
-        let Some(bps) = *shared
-            .reported_bandwidth
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        else {
-            continue;
+        // The sender lives as long as the peer: an error means the peer is gone.
+        let Ok(Some(bps)) = bandwidth.wait_for(Option::is_some).await.map(|b| *b) else {
+            return;
         };
+        tick.tick().await;
         let tracks = shared.remote_tracks_where(|t| t.kind == MediaKind::Video && !t.ended);
         let mut ssrcs = Vec::new();
         for track in &tracks {
