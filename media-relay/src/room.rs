@@ -1090,18 +1090,14 @@ impl Room {
             self.choose_layers(index, now);
         } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
             let subscriber = self.members[index].id.clone();
-            for reception in &report.reports {
-                let loss = f64::from(reception.fraction_lost) / 256.0;
-                for member in &mut self.members {
-                    for published in &mut member.published {
-                        for leg in &mut published.forwarder.legs {
-                            if leg.subscriber == subscriber && leg.rewriter.ssrc == reception.ssrc {
-                                leg.loss = loss;
-                            }
-                        }
-                    }
+            self.act_on_legs_of(&subscriber, |forwarder, leg| {
+                let leg = &mut forwarder.legs[leg];
+                if let Some(reception) = report.reports.iter().find(|r| r.ssrc == leg.rewriter.ssrc)
+                {
+                    leg.loss = f64::from(reception.fraction_lost) / 256.0;
                 }
-            }
+                None
+            });
             if self.members[index].estimate.is_some() {
                 self.choose_layers(index, now);
             }
@@ -1128,21 +1124,9 @@ impl Room {
             return;
         }
         let share = estimate.saturating_sub(audio * AUDIO_BUDGET_BPS) / video;
-        let mut plis = Vec::new();
-        for p in 0..self.members.len() {
-            for k in 0..self.members[p].published.len() {
-                let forwarder = &mut self.members[p].published[k].forwarder;
-                let Some(leg) = forwarder.leg_of(&subscriber) else {
-                    continue;
-                };
-                if let Some(layer) = forwarder.on_estimate(now, leg, share) {
-                    plis.push((p, k, layer));
-                }
-            }
-        }
-        for (p, k, layer) in plis {
-            self.write_pli(p, k, layer, now);
-        }
+        self.act_on_legs_of(&subscriber, |forwarder, leg| {
+            forwarder.on_estimate(now, leg, share)
+        });
     }
 
     /// Writes one packet of member `index`'s track `k` to every subscriber leg.
@@ -1215,18 +1199,31 @@ impl Room {
         self.request_video_keyframes(index);
         let now = Instant::now();
         let subscriber = self.members[index].id.clone();
+        self.act_on_legs_of(&subscriber, |forwarder, leg| {
+            forwarder.want_keyframe_for(now, leg)
+        });
+    }
+
+    /// Runs `act` on each of `subscriber`'s legs (one per track it receives) and sends the
+    /// publishers the PLIs it asks for (the layer it returns).
+    fn act_on_legs_of(
+        &mut self,
+        subscriber: &ParticipantId,
+        mut act: impl FnMut(&mut Forwarder, usize) -> Option<usize>,
+    ) {
         let mut plis = Vec::new();
         for (p, member) in self.members.iter_mut().enumerate() {
             for (k, published) in member.published.iter_mut().enumerate() {
                 let forwarder = &mut published.forwarder;
                 if let Some(layer) = forwarder
-                    .leg_of(&subscriber)
-                    .and_then(|leg| forwarder.want_keyframe_for(now, leg))
+                    .leg_of(subscriber)
+                    .and_then(|leg| act(forwarder, leg))
                 {
                     plis.push((p, k, layer));
                 }
             }
         }
+        let now = Instant::now();
         for (p, k, layer) in plis {
             self.write_pli(p, k, layer, now);
         }
