@@ -1,6 +1,7 @@
 //! Third-party vectors: Wycheproof and CCTV Ed25519, transparency-dev Merkle proofs.
 //!
-//! Read from `../shared/vectors/` beside the project; never copied into it.
+//! Read from `esign/tests/vectors/` (copied unchanged, with their sources and licences in its
+//! README), so a clone needs nothing beside it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use esign::merkle::{Hash, verify_consistency, verify_inclusion};
 use serde::Deserialize;
 
 fn vectors() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors")).to_path_buf()
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors")).to_path_buf()
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
