@@ -39,7 +39,9 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     origin_host == host || allowed.iter().any(|a| a == origin)
 }
 
-/// Upgrades an authenticated request to the WebSocket.
+/// Upgrades an authenticated request to the WebSocket (the live queue, notices and calls; the
+/// messages are in docs/signaling.md).
+#[utoipa::path(get, path = "/ws", responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,

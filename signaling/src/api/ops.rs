@@ -17,11 +17,13 @@ use crate::stats::{self, Report};
 use crate::workflow::Role;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, content_type = "text/plain", description = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, content_type = "text/plain", description = "ready"), (status = 503, description = "database unavailable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state
         .db
@@ -37,6 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response> {
     let lengths: Vec<(String, i64)> = state
         .db
@@ -193,13 +196,29 @@ pub async fn stats(
         super::admin::list_users,
         super::admin::add_user,
         super::admin::disable_user,
+        super::esign::register_key,
+        super::esign::list_keys,
+        super::esign::revoke_key,
+        super::esign::prepare_decision,
+        super::esign::seal_decision,
+        super::esign::download_archive,
+        super::esign::verify_archive,
+        super::esign::checkpoint,
+        super::esign::consistency,
+        super::esign::trust,
         audit_export,
         stats,
+        openapi,
+        healthz,
+        readyz,
+        metrics,
+        crate::ws::upgrade,
     )
 )]
 pub struct ApiDoc;
 
 /// Serves the OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, content_type = "application/json", description = "this document")))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -236,5 +255,82 @@ mod tests {
             start_of_local_day(now),
             parse_rfc3339("2026-11-26T00:00:00+08:00").unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::ApiDoc;
+    use utoipa::OpenApi;
+
+    /// Every `.route(path, method(handler)...)` of the router in `api/mod.rs`, as
+    /// `(METHOD, full path)`: routes before `.nest("/api", api)` are under `/api`.
+    fn routes_in_router_source() -> Vec<(String, String)> {
+        let source = include_str!("mod.rs");
+        let (nested, top) = source
+            .split_once(".nest(\"/api\", api)")
+            .expect("the router nests the API under /api");
+        let mut routes = Vec::new();
+        for (text, prefix) in [(nested, "/api"), (top, "")] {
+            for call in text.split(".route(").skip(1) {
+                let path = call.split('"').nth(1).expect("a route path literal");
+                // The route call ends at its closing parenthesis.
+                let mut depth = 1;
+                let end = call
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map_or(call.len(), |(i, _)| i);
+                let body = &call[..end];
+                for method in ["get", "post", "put", "delete", "patch"] {
+                    let called = body
+                        .match_indices(&format!("{method}("))
+                        .any(|(i, _)| i == 0 || !body.as_bytes()[i - 1].is_ascii_alphanumeric());
+                    if called {
+                        routes.push((method.to_uppercase(), format!("{prefix}{path}")));
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_of_the_router_is_in_the_openapi_document() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let routes = routes_in_router_source();
+        assert!(
+            routes.len() > 30,
+            "the router source was not read: {routes:?}"
+        );
+        let missing: Vec<_> = routes
+            .iter()
+            .filter(|(method, path)| {
+                paths
+                    .get(path)
+                    .and_then(|p| p.get(method.to_lowercase()))
+                    .is_none()
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "routes missing from /api/openapi.json: {missing:?}"
+        );
+        // And nothing documented that the router does not serve.
+        for (path, item) in paths {
+            for method in item.as_object().unwrap().keys() {
+                assert!(
+                    routes.contains(&(method.to_uppercase(), path.clone())),
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
     }
 }
