@@ -464,3 +464,58 @@ async fn the_public_log_proves_a_newer_checkpoint_extends_an_older_one() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("NOT provably extend"));
 }
+
+#[tokio::test]
+async fn the_sealed_record_is_true_to_the_decision_and_the_case_shows_who_signed_and_where_it_is_logged()
+ {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    app.clock.advance_ms(90_000);
+    let sealed = app.decide(&approver, case, "approve", "同意").await;
+    let log_index = sealed["archive"]["log_index"].as_u64().unwrap();
+    let view = sealed["case"].clone();
+    let decided_at = view["decided_at"].as_str().unwrap().to_string();
+    let keys = app
+        .request("GET", "/api/keys", &approver, None)
+        .await
+        .json();
+    let key_id = keys[0]["key_id"].as_str().unwrap().to_string();
+    // Both the approver and the agent see 已签章: which key, when, and the log index.
+    for who in [&approver, &agent] {
+        let seen = app
+            .request("GET", &format!("/api/cases/{case}"), who, None)
+            .await
+            .json();
+        let seal = &seen["seal"];
+        assert_eq!(seal["log_index"], log_index, "{seen}");
+        assert_eq!(seal["approver_key"], key_id.as_str());
+        assert_eq!(
+            seal["statement_sha256"],
+            sealed["archive"]["statement_sha256"]
+        );
+        assert!(seal["seal_key"].as_str().unwrap().starts_with("ed25519:"));
+        assert!(seal["sealed_at"].is_string());
+    }
+    let archive = app
+        .request(
+            "GET",
+            &format!("/api/cases/{case}/archive"),
+            &approver,
+            None,
+        )
+        .await
+        .body;
+    let record: Value =
+        serde_json::from_slice(&common::zip_entry(&archive, "data/case.json")).unwrap();
+    assert_eq!(record["state"], "approved", "{record}");
+    assert_eq!(record["decided_at"], decided_at.as_str());
+    assert_eq!(record["decision_reason"], "同意");
+    assert_eq!(record["actions"], json!([]));
+    let decision: Value =
+        serde_json::from_slice(&common::zip_entry(&archive, "data/decision.json")).unwrap();
+    assert_eq!(
+        decision["decided_at"],
+        decided_at.as_str(),
+        "one decision time everywhere"
+    );
+}

@@ -275,8 +275,30 @@ async fn a_reloaded_page_joins_afresh_instead_of_taking_over_the_old_connection(
     assert!(!approver_peer.saw("call.participant_left").is_empty());
 }
 
+/// How many decodable video frames `peer` has received so far.
+fn frames_received(peer: &CallPeer) -> u64 {
+    peer.peer
+        .report()
+        .live_tracks(MediaKind::Video)
+        .map(|t| t.counts.frames_decodable)
+        .sum()
+}
+
+/// Waits until `peer` has received `more` decodable video frames beyond `since`.
+async fn keeps_receiving(peer: &CallPeer, since: u64, more: u64) {
+    peer.peer
+        .wait_until(PATIENCE, |r| {
+            r.live_tracks(MediaKind::Video)
+                .map(|t| t.counts.frames_decodable)
+                .sum::<u64>()
+                >= since + more
+        })
+        .await
+        .unwrap_or_else(|r| panic!("video stopped: {r:#?}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_archive() {
+async fn the_call_stays_open_through_the_decision_and_issuing_and_closes_when_its_time_is_over() {
     let (app, server, agent, approver, case) = case_in_call().await;
     let agent_peer = join(&server, &agent, case).await;
     let approver_peer = join(&server, &approver, case).await;
@@ -294,16 +316,63 @@ async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_ar
         .await
         .unwrap();
     app.check_identity_and_approve(&approver, case).await;
+    // The approver can tell the resident the result on video: media keeps flowing both ways.
+    for peer in [&agent_peer, &approver_peer] {
+        keeps_receiving(peer, frames_received(peer), 30).await;
+    }
+    let view = app
+        .act(&approver, case, "issue", json!({}), StatusCode::OK)
+        .await
+        .json();
+    assert_eq!(view["state"], "issued");
+    assert_eq!(view["call_open"], true, "{view}");
+    for peer in [&agent_peer, &approver_peer] {
+        keeps_receiving(peer, frames_received(peer), 30).await;
+    }
+    // Nothing closes before the time limit after the last step (issuing)...
+    app.clock
+        .advance_ms(signaling::workflow::CALL_AFTER_DECISION_MS - 1000);
+    assert!(
+        signaling::calls::close_expired(&app.state)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ...and at the limit the room closes: everyone is told once, and no one can join again.
+    app.clock.advance_ms(1000);
+    assert_eq!(
+        signaling::calls::close_expired(&app.state).await.unwrap(),
+        [case]
+    );
     for peer in [&agent_peer, &approver_peer] {
         peer.peer
             .wait_until(PATIENCE, |r| {
-                r.messages
-                    .iter()
-                    .any(|m| matches!(m, ServerMessage::Removed { .. }))
+                r.messages.iter().any(|m| {
+                    matches!(
+                        m,
+                        ServerMessage::Removed {
+                            reason: media_relay::LeaveReason::RoomClosed
+                        }
+                    )
+                })
             })
             .await
-            .expect("removed when the case is decided");
+            .expect("removed when the call's time is over");
     }
+    let view = app
+        .request("GET", &format!("/api/cases/{case}"), &agent, None)
+        .await
+        .json();
+    assert_eq!(view["call_open"], false, "{view}");
+    let mut ws = socket(&server, &agent).await;
+    send(
+        &mut ws,
+        json!({ "v": 1, "type": "call.join", "case_id": case }),
+    )
+    .await;
+    assert_eq!(next_call(&mut ws).await["code"], "call_refused");
+
+    // The quality record went into the archive, with measured samples only.
     let auditor = app.demo("auditor").await;
     let archive = app
         .request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
@@ -313,7 +382,19 @@ async fn deciding_the_case_ends_the_call_and_its_quality_record_goes_into_the_ar
     let start = text
         .find("[\n  {\n    \"at\"")
         .expect("call-quality.json holds samples");
-    assert!(text[start..].contains("\"rtt_ms\""));
+    let end = start
+        + text[start..]
+            .find("\n]")
+            .expect("the end of call-quality.json");
+    let samples: Vec<Value> = serde_json::from_str(&text[start..end + 2]).unwrap();
+    assert!(!samples.is_empty());
+    for sample in &samples {
+        let q = &sample["quality"];
+        assert!(
+            !q["rtt_ms"].is_null() || q["uplink_kbps"] != 0 || q["downlink_kbps"] != 0,
+            "a sample that measured nothing: {sample}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -72,6 +72,14 @@ pub struct ConnectionQuality {
     pub grade: QualityGrade,
 }
 
+impl ConnectionQuality {
+    /// Whether the interval measured anything: a round trip, or media either way. The first
+    /// report of a connection (before any RTCP or media) measures nothing and is all zeros.
+    pub fn measured(&self) -> bool {
+        self.rtt_ms.is_some() || self.uplink_kbps > 0 || self.downlink_kbps > 0
+    }
+}
+
 /// Turns successive [`QualityTotals`] into per-interval [`ConnectionQuality`].
 #[derive(Debug, Clone, Default)]
 pub struct QualityTracker {
@@ -244,6 +252,44 @@ pub fn totals_from(report: &RTCStatsReport) -> QualityTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_before_any_rtcp_or_media_measured_nothing_and_one_with_either_did() {
+        let empty = ConnectionQuality {
+            rtt_ms: None,
+            uplink_loss: 0.0,
+            downlink_loss: 0.0,
+            jitter_ms: 0,
+            uplink_kbps: 0,
+            downlink_kbps: 0,
+            freezes: 0,
+            frozen_ms: 0,
+            layer: None,
+            grade: QualityGrade::Good,
+        };
+        assert!(!empty.measured());
+        assert!(
+            ConnectionQuality {
+                rtt_ms: Some(0),
+                ..empty
+            }
+            .measured()
+        );
+        assert!(
+            ConnectionQuality {
+                downlink_kbps: 1,
+                ..empty
+            }
+            .measured()
+        );
+        assert!(
+            ConnectionQuality {
+                uplink_kbps: 1,
+                ..empty
+            }
+            .measured()
+        );
+    }
 
     const S: Duration = Duration::from_secs(1);
 

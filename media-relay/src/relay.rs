@@ -206,6 +206,11 @@ impl Relay {
         self.lock_rooms().len()
     }
 
+    /// The rooms that are open now.
+    pub fn open_rooms(&self) -> Vec<RoomId> {
+        self.lock_rooms().keys().cloned().collect()
+    }
+
     /// Puts a participant into a room (opening the room if needed) and binds its peer connection.
     /// The first event is `ServerMessage::Joined`; the participant then sends its offer.
     pub async fn join(

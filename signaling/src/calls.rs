@@ -144,10 +144,12 @@ impl Calls {
             )
         };
         let actor = user.actor();
+        let now = state.now();
         let allowed = state
             .db
             .call(move |c| {
-                Ok(cases::facts(c, case_id)?.is_some_and(|f| workflow::may_join_call(&actor, &f)))
+                Ok(cases::facts(c, case_id)?
+                    .is_some_and(|f| workflow::may_join_call(&actor, &f, now)))
             })
             .await;
         if !matches!(allowed, Ok(true)) {
@@ -248,6 +250,10 @@ async fn record_quality(
     participant: &ParticipantId,
     quality: &media_relay::quality::ConnectionQuality,
 ) {
+    // A sample that measured nothing (the first of every connection) says nothing of the call.
+    if !quality.measured() {
+        return;
+    }
     let Ok(text) = serde_json::to_string(quality) else {
         return;
     };
@@ -292,12 +298,54 @@ pub fn quality_record(
         .collect())
 }
 
-/// Whether a case in this state has a call.
+/// Whether a case in this state may have a call: in the call, waiting for material, and after
+/// the decision until the time limit ([`workflow::call_open`]). A case that leaves these states
+/// (cancelled, transferred) has its room closed at once.
 pub fn has_call(state: workflow::CaseState) -> bool {
+    use workflow::CaseState::*;
     matches!(
         state,
-        workflow::CaseState::InCall | workflow::CaseState::AwaitingMaterial
+        InCall | AwaitingMaterial | Approved | Rejected | Issued
     )
+}
+
+/// Closes the rooms of decided cases whose call time is over ([`workflow::CALL_AFTER_DECISION_MS`]
+/// after the last step); returns the cases closed. The server runs it every few seconds; tests
+/// call it after moving their clock.
+pub async fn close_expired(state: &AppState) -> crate::error::Result<Vec<i64>> {
+    let open: Vec<i64> = state
+        .relay
+        .open_rooms()
+        .iter()
+        .filter_map(|room| room.0.strip_prefix("case-")?.parse().ok())
+        .collect();
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = state.now();
+    let expired = state
+        .db
+        .call(move |c| {
+            let mut expired = Vec::new();
+            for id in open {
+                if let Some(facts) = cases::facts(c, id)?
+                    && !workflow::call_open(&facts, now)
+                {
+                    expired.push(id);
+                }
+            }
+            Ok(expired)
+        })
+        .await?;
+    for &id in &expired {
+        crate::recording::forget(state, id);
+        state.relay.close_room(&room_of(id)).await;
+        tracing::info!(
+            case_id = id,
+            "call closed: its time after the decision is over"
+        );
+    }
+    Ok(expired)
 }
 
 #[cfg(test)]

@@ -92,6 +92,64 @@ pub struct CaseView {
     pub ended_at: Option<String>,
     /// Seconds it has waited (or waited) in the queue.
     pub waiting_seconds: i64,
+    /// Whether its call is open now: in the call, and after the decision until the time limit
+    /// (`workflow::CALL_AFTER_DECISION_MS` after the last step).
+    pub call_open: bool,
+    /// What the caller may do now, from a dry run of the workflow (empty in archives).
+    pub actions: Vec<workflow::AvailableAction>,
+    /// The signed decision, once sealed: who signed with which key, when, and where it is in the
+    /// transparency log.
+    pub seal: Option<SealView>,
+}
+
+/// A sealed decision as the case shows it (已签章).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SealView {
+    /// The approver's key that signed the statement.
+    pub approver_key: String,
+    /// The server's seal key that counter-signed it.
+    pub seal_key: String,
+    /// When it was sealed, RFC 3339.
+    pub sealed_at: String,
+    /// The statement's index in the transparency log.
+    pub log_index: u64,
+    /// SHA-256 of the statement.
+    pub statement_sha256: String,
+}
+
+/// The sealed decision of a case, if any.
+fn seal_view(conn: &Connection, id: i64) -> Result<Option<SealView>> {
+    let sealed: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT log_index, statement_sha256, created_at FROM archives WHERE case_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((log_index, statement_sha256, sealed_at)) = sealed else {
+        return Ok(None);
+    };
+    // The signers are named in the statement, which the log holds.
+    let signers = match crate::tlog::entry_at(conn, log_index as u64)? {
+        esign::entry::LogEntry::Statement(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| Error::Internal(format!("log entry {log_index}: {e}")))?["signers"]
+                .clone()
+        }
+        _ => {
+            return Err(Error::Internal(format!(
+                "log entry {log_index} is not a statement"
+            )));
+        }
+    };
+    let key = |role: &str| signers[role].as_str().unwrap_or_default().to_string();
+    Ok(Some(SealView {
+        approver_key: key("approver"),
+        seal_key: key("seal"),
+        sealed_at: rfc3339(sealed_at),
+        log_index: log_index as u64,
+        statement_sha256,
+    }))
 }
 
 /// A waiting case as the queue shows it (no personal data).
@@ -153,6 +211,8 @@ fn load_row(conn: &Connection, id: i64) -> Result<Option<Row>> {
                         approver_id: r.get(4)?,
                         experts: Vec::new(),
                         identity_checked: r.get(5)?,
+                        decided_at: r.get(15)?,
+                        ended_at: r.get(16)?,
                     },
                     number: r.get(6)?,
                     item_id: r.get(7)?,
@@ -411,6 +471,9 @@ pub fn view(conn: &Connection, id: i64, viewer: &Actor, now: i64) -> Result<Case
         decided_at: row.decided_at.map(rfc3339),
         ended_at: row.ended_at.map(rfc3339),
         waiting_seconds: (waited_until - row.queued_at).max(0) / 1000,
+        call_open: workflow::call_open(&row.facts, now),
+        actions: workflow::available(&row.facts, viewer),
+        seal: seal_view(conn, id)?,
     })
 }
 

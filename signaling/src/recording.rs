@@ -16,6 +16,7 @@ use crate::cases;
 use crate::error::{Error, Result};
 use crate::materials::{self, StoredBlob};
 use crate::state::{AppState, Audience};
+use crate::workflow::CaseState;
 use crate::workflow::{self, CaseFacts};
 
 /// Consents and recording state per case.
@@ -69,7 +70,12 @@ pub async fn consent(
             .db
             .call(move |c| {
                 let facts = cases::facts(c, case_id)?
-                    .filter(|f| workflow::may_join_call(&actor, f))
+                    // Recording ends with the decision (its files go into the sealed archive), so
+                    // the call that goes on after it is not recorded.
+                    .filter(|f| {
+                        workflow::may_join_call(&actor, f, now)
+                            && matches!(f.state, CaseState::InCall | CaseState::AwaitingMaterial)
+                    })
                     .ok_or(Error::NotFound("case"))?;
                 audit::append(
                     c,

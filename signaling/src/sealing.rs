@@ -35,6 +35,8 @@ pub struct PendingDecision {
     pub key_id: String,
     /// Approve or reject, with the reason.
     pub command: Command,
+    /// When it was decided: the time the archive records, and the case's `decided_at` once sealed.
+    pub decided_at: i64,
     archive: PendingArchive<std::fs::File>,
     temp: tempfile::TempPath,
 }
@@ -153,7 +155,22 @@ impl Sealer<'_> {
                 "this signing key is revoked; register a new one",
             ));
         }
-        let view = cases::view(conn, case_id, actor, now)?; // the holding approver's view: unmasked
+        let (result, reason) = match &command {
+            Command::Approve { reason } => ("approved", reason.clone()),
+            Command::Reject { reason } => ("rejected", reason.clone()),
+            _ => {
+                return Err(Error::Internal(
+                    "only approve and reject are signed decisions".into(),
+                ));
+            }
+        };
+        // The holding approver's view (unmasked), as it stands once this decision is sealed.
+        let mut view = cases::view(conn, case_id, actor, now)?;
+        view.state = outcome.facts.state;
+        view.decision_reason = Some(reason.clone());
+        view.decided_at = Some(rfc3339(now));
+        view.ended_at = outcome.facts.state.is_final().then(|| rfc3339(now));
+        view.actions = Vec::new();
         let materials = materials::list(conn, case_id)?;
         let events = audit::export(
             conn,
@@ -190,15 +207,6 @@ impl Sealer<'_> {
         writer
             .add_bytes("data/call-quality.json", &json_bytes(&quality)?)
             .map_err(esign_error)?;
-        let (result, reason) = match &command {
-            Command::Approve { reason } => ("approved", reason.clone()),
-            Command::Reject { reason } => ("rejected", reason.clone()),
-            _ => {
-                return Err(Error::Internal(
-                    "only approve and reject are signed decisions".into(),
-                ));
-            }
-        };
         let decision = serde_json::json!({
             "case_number": view.number,
             "outcome": result,
@@ -239,6 +247,7 @@ impl Sealer<'_> {
             approver_id: actor.id,
             key_id: key_id.to_string(),
             command,
+            decided_at: now,
             archive,
             temp,
         };
@@ -306,11 +315,13 @@ impl Sealer<'_> {
                 archive,
                 temp,
                 key_id,
+                decided_at,
                 ..
             } = *pending;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // The case may have moved on (cancelled, transferred) since the preparation.
-            let transitioned = cases::transition_in(&tx, case_id, actor, &command, now)?;
+            // The case may have moved on (cancelled, transferred) since the preparation. It is
+            // decided at the time the signed statement records.
+            let transitioned = cases::transition_in(&tx, case_id, actor, &command, decided_at)?;
             let sealed = archive
                 .seal(&signature, &vk, seal_key)
                 .map_err(esign_error)?;

@@ -45,6 +45,20 @@ pub async fn serve(
             }
         });
     }
+    {
+        // Calls of decided cases close when their time after the decision is over.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = crate::calls::close_expired(&state).await {
+                    tracing::warn!(error = %e, "closing expired calls");
+                }
+            }
+        });
+    }
     let service = app(state.clone()).into_make_service();
     let served = if config.plain_http {
         tracing::warn!(

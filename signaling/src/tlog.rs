@@ -235,7 +235,8 @@ pub fn revoke_key(
     key(conn, key_id)?.ok_or(Error::NotFound("key"))
 }
 
-fn entry_at(conn: &Connection, index: u64) -> Result<LogEntry> {
+/// The log entry at `index`.
+pub fn entry_at(conn: &Connection, index: u64) -> Result<LogEntry> {
     let bytes: Vec<u8> = conn.query_row(
         "SELECT entry FROM log_entries WHERE idx = ?1",
         [index as i64],

@@ -163,6 +163,11 @@ pub struct CaseFacts {
     pub experts: Vec<UserId>,
     /// Whether the approver has recorded the identity check.
     pub identity_checked: bool,
+    /// When it was decided (approved or rejected), epoch ms. Read from storage; `apply` leaves
+    /// it alone (the workflow has no clock), the store sets it with the transition.
+    pub decided_at: Option<i64>,
+    /// When it ended (issued, rejected, cancelled), epoch ms; like `decided_at`.
+    pub ended_at: Option<i64>,
 }
 
 /// How the applicant's identity was checked (可信身份认证).
@@ -306,10 +311,28 @@ pub fn holds(actor: &Actor, facts: &CaseFacts) -> bool {
     actor.role == Role::Approver && facts.approver_id == Some(actor.id)
 }
 
+/// How long the call of a decided case stays open after its last step (the decision, or issuing
+/// or the rejection that ended it), so that the approver can tell the result on video.
+pub const CALL_AFTER_DECISION_MS: i64 = 15 * 60_000;
+
+/// Whether the case's call is open at `now`: while the case is in a call or waiting for material,
+/// and after the decision (approved, then issued or rejected) until [`CALL_AFTER_DECISION_MS`]
+/// after its last step. A cancelled or transferred case has no call.
+pub fn call_open(facts: &CaseFacts, now: i64) -> bool {
+    match facts.state {
+        CaseState::InCall | CaseState::AwaitingMaterial => true,
+        CaseState::Approved | CaseState::Rejected | CaseState::Issued => facts
+            .ended_at
+            .or(facts.decided_at)
+            .is_some_and(|at| now < at + CALL_AFTER_DECISION_MS),
+        CaseState::Waiting | CaseState::Cancelled => false,
+    }
+}
+
 /// Whether `actor` may join the case's call: its agent, the approver holding it or an invited
-/// expert, while the case is in a call (or waiting for material).
-pub fn may_join_call(actor: &Actor, facts: &CaseFacts) -> bool {
-    let in_call = matches!(facts.state, CaseState::InCall | CaseState::AwaitingMaterial);
+/// expert, while the call is open ([`call_open`]).
+pub fn may_join_call(actor: &Actor, facts: &CaseFacts, now: i64) -> bool {
+    let in_call = call_open(facts, now);
     let person = match actor.role {
         Role::Agent => facts.agent_id == actor.id,
         Role::Approver => holds(actor, facts),
@@ -505,6 +528,66 @@ pub fn apply(
     })
 }
 
+/// An action the caller may take on a case now, or one its role and the state allow that waits
+/// for something first (then `allowed` is false and `reason` says what).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AvailableAction {
+    /// The action's name, as in `POST /api/cases/{id}/actions/{action}` (approve and reject go
+    /// through the signed decision).
+    pub action: &'static str,
+    /// Whether it would be accepted now.
+    pub allowed: bool,
+    /// Why not yet, when it would be refused.
+    pub reason: Option<String>,
+}
+
+/// The actions `actor` may take on the case now, by a dry run of [`apply`] for each command: the
+/// page shows these instead of keeping its own copy of the rules. A command that the role or the
+/// state rules out is left out; one that waits for a precondition is listed as not allowed, with
+/// the reason.
+pub fn available(facts: &CaseFacts, actor: &Actor) -> Vec<AvailableAction> {
+    // Placeholder arguments: the real ones are checked when the action is sent.
+    let probe_expert = Actor {
+        id: -1,
+        role: Role::Expert,
+        point_id: None,
+        department_id: None,
+    };
+    let filled = || "-".to_string();
+    let probes = [
+        Command::Accept,
+        Command::RecordIdentityCheck {
+            methods: vec![IdentityMethod::IdCardShown],
+        },
+        Command::Approve { reason: filled() },
+        Command::Reject { reason: filled() },
+        Command::Issue,
+        Command::RequestMaterial { reason: filled() },
+        Command::Resume,
+        Command::InviteExpert {
+            expert: probe_expert,
+        },
+        Command::Transfer { to: -1 },
+        Command::Cancel { reason: filled() },
+    ];
+    probes
+        .iter()
+        .filter_map(|command| match apply(facts, actor, command) {
+            Ok(_) => Some(AvailableAction {
+                action: command.name(),
+                allowed: true,
+                reason: None,
+            }),
+            Err(WorkflowError::Precondition(why)) => Some(AvailableAction {
+                action: command.name(),
+                allowed: false,
+                reason: Some(why.to_string()),
+            }),
+            Err(_) => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +639,8 @@ mod tests {
             approver_id: (state != CaseState::Waiting).then_some(200),
             experts: vec![],
             identity_checked: true,
+            decided_at: None,
+            ended_at: None,
         }
     }
 
@@ -760,20 +845,103 @@ mod tests {
             point_id: None,
             department_id: None,
         };
-        assert!(may_join_call(&agent(), &facts));
-        assert!(may_join_call(&approver(), &facts));
-        assert!(may_join_call(&expert(), &facts));
-        assert!(!may_join_call(&second_approver(), &facts));
-        assert!(!may_join_call(&other_agent_same_point, &facts));
-        assert!(!may_join_call(&supervisor, &facts));
+        const NOW: i64 = 1_000_000_000;
+        assert!(may_join_call(&agent(), &facts, NOW));
+        assert!(may_join_call(&approver(), &facts, NOW));
+        assert!(may_join_call(&expert(), &facts, NOW));
+        assert!(!may_join_call(&second_approver(), &facts, NOW));
+        assert!(!may_join_call(&other_agent_same_point, &facts, NOW));
+        assert!(!may_join_call(&supervisor, &facts, NOW));
         for state in CaseState::ALL {
             let facts = CaseFacts {
                 state,
+                decided_at: Some(NOW - 1000),
+                ended_at: state.is_final().then_some(NOW - 1000),
                 ..facts.clone()
             };
-            let open = matches!(state, CaseState::InCall | CaseState::AwaitingMaterial);
-            assert_eq!(may_join_call(&agent(), &facts), open, "{state:?}");
+            let open = !matches!(state, CaseState::Waiting | CaseState::Cancelled);
+            assert_eq!(may_join_call(&agent(), &facts, NOW), open, "{state:?}");
         }
+    }
+
+    #[test]
+    fn the_call_stays_open_through_the_decision_and_issuing_until_the_time_limit_after_the_last_step()
+     {
+        const DECIDED: i64 = 5_000_000;
+        let approved = CaseFacts {
+            decided_at: Some(DECIDED),
+            ..case_in(CaseState::Approved)
+        };
+        assert!(call_open(&approved, DECIDED));
+        assert!(call_open(&approved, DECIDED + CALL_AFTER_DECISION_MS - 1));
+        assert!(!call_open(&approved, DECIDED + CALL_AFTER_DECISION_MS));
+        // Issuing restarts the limit: it counts from the last step.
+        let issued = CaseFacts {
+            state: CaseState::Issued,
+            ended_at: Some(DECIDED + 60_000),
+            ..approved.clone()
+        };
+        assert!(call_open(&issued, DECIDED + CALL_AFTER_DECISION_MS));
+        assert!(!call_open(
+            &issued,
+            DECIDED + 60_000 + CALL_AFTER_DECISION_MS
+        ));
+        // A cancelled case has no call, whatever its times.
+        let cancelled = CaseFacts {
+            state: CaseState::Cancelled,
+            ..issued
+        };
+        assert!(!call_open(&cancelled, DECIDED));
+    }
+
+    fn names(actions: &[AvailableAction]) -> Vec<(&'static str, bool)> {
+        actions.iter().map(|a| (a.action, a.allowed)).collect()
+    }
+
+    #[test]
+    fn available_actions_follow_the_workflow_and_name_what_a_blocked_one_waits_for() {
+        let mut facts = case_in(CaseState::InCall);
+        facts.identity_checked = false;
+        let held = available(&facts, &approver());
+        assert_eq!(
+            names(&held),
+            [
+                ("identity-check", true),
+                ("approve", false),
+                ("reject", true),
+                ("request-material", true),
+                ("invite", true),
+                ("transfer", true),
+            ]
+        );
+        let approve = held.iter().find(|a| a.action == "approve").unwrap();
+        assert!(
+            approve
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("identity check")
+        );
+        facts.identity_checked = true;
+        assert!(
+            available(&facts, &approver())
+                .iter()
+                .any(|a| a.action == "approve" && a.allowed)
+        );
+        // After approval, issuing is the one next step of the holder; the agent has none.
+        let approved = case_in(CaseState::Approved);
+        assert_eq!(names(&available(&approved, &approver())), [("issue", true)]);
+        assert!(available(&approved, &agent()).is_empty());
+        assert_eq!(
+            names(&available(&case_in(CaseState::AwaitingMaterial), &agent())),
+            [("resume", true), ("cancel", true)]
+        );
+        assert_eq!(
+            names(&available(&case_in(CaseState::Waiting), &approver())),
+            [("accept", true)]
+        );
+        assert!(available(&case_in(CaseState::InCall), &expert()).is_empty());
+        assert!(available(&case_in(CaseState::Issued), &approver()).is_empty());
     }
 
     #[test]

@@ -404,3 +404,23 @@ pub fn png() -> Vec<u8> {
     v.extend_from_slice(b"\0\0\0\0IEND\xAE\x42\x60\x82");
     v
 }
+
+/// One entry of a zip archive, read by Python's `zipfile` (an independent reader).
+pub fn zip_entry(archive: &[u8], name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("archive.zip");
+    std::fs::write(&zip, archive).unwrap();
+    let script = "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
