@@ -118,20 +118,35 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     await expectEveryoneReceives([[agent, agentId], [approver, approverId], [expert, expertId]]);
     assert.match(await agent.locator(`.call-tile[data-participant="${expertId}"] .call-name`).innerText(), /陈专家（专家）/);
 
-    // Approving before the identity check is refused in plain words; after it, the approval is
-    // signed in the approver's browser, and the decision ends the call on all three pages.
-    await approver.locator('#approve').click();
-    await waitText(approver.locator('#decision .notice.error'), '可信身份认证');
+    // Before the identity check, 「批准」 is disabled and the page says why; after it, the
+    // approval is signed in the approver's browser. The call stays open through the decision
+    // and issuing, so the approver can tell the resident the result on video.
+    assert.equal(await approver.locator('#approve').isDisabled(), true);
+    await waitText(approver.locator('#decision'), '批准前须完成可信身份认证');
+    await waitText(approver.locator('#identity-check'), '记录认证结果');
     await checkIdentityAndApprove(approver);
-    for (const p of [agent, approver, expert]) {
-      await p.locator('.call-area[data-call-state="ended"]').waitFor();
-      await waitText(p.locator('.call-area'), '视频帮办已结束');
-      assert.equal(await p.locator('.call-tile').count(), 0);
-      assert.equal(await p.evaluate(() => window.cloudhelp.call?.pc ?? null), null);
+    // 已签章, with the statement's log index, for the approver and the agent.
+    for (const p of [approver, agent]) {
+      await waitText(p.locator('#case-seal'), '已签章');
+      assert.match(await p.locator('#case-seal').getAttribute('data-log-index'), /^\d+$/);
+      assert.match(await p.locator('#case-seal').innerText(), /透明日志序号 \d+ · 签章密钥 ed25519:[0-9a-f]{16}/);
     }
+    await waitText(approver.locator('.case-actions'), '下一步：点击「出件」');
+    for (const p of [agent, approver, expert]) assert.equal(await p.locator('.call-area').getAttribute('data-call-state'), 'connected');
+    await expectEveryoneReceives([[agent, agentId], [approver, approverId], [expert, expertId]]);
     await approver.locator('#issue').click();
     await waitText(approver.locator('.case-facts .badge'), '已出件');
     await waitText(agent.locator('.case-facts .badge'), '已出件');
+    await expectEveryoneReceives([[agent, agentId], [approver, approverId], [expert, expertId]]);
+    // Each hangs up; each page says once that the call ended.
+    for (const p of [agent, approver, expert]) {
+      await p.locator('#call-hang-up').click();
+      await p.locator('.call-area[data-call-state="ended"]').waitFor();
+      await waitText(p.locator('.call-area'), '视频帮办已结束');
+      assert.equal((await p.locator('.call-area').innerText()).split('视频帮办已结束').length - 1, 1, 'said once');
+      assert.equal(await p.locator('.call-tile').count(), 0);
+      assert.equal(await p.evaluate(() => window.cloudhelp.call?.pc ?? null), null);
+    }
 
     // The auditor downloads the signed archive. The server's verifier accepts it on the page;
     // so does the offline `cloudhelp verify`. It holds the captured document under the same

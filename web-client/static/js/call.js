@@ -40,6 +40,11 @@ export function mountCallPanel(container, options) {
   };
 }
 
+/** Whether the case's call is open (the server's `call_open`; older servers: the call states). */
+function callOpen(view) {
+  return view.call_open ?? CALL_STATES.includes(view.state);
+}
+
 /** Whether `user` takes part in the call of `view` (the server checks again: `call_refused`). */
 function isParticipant(view, user) {
   if (user.role === 'agent') return view.agent?.id === user.id;
@@ -174,12 +179,13 @@ class CallPanel {
     this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
     this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
+    this.hangUpButton = h('button', { type: 'button', id: 'call-hang-up', class: 'small danger', onclick: () => this.hangUp() }, t('call.hang_up'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
     // Recording needs everyone's consent (the server records it as an audit event).
     this.consented = false;
     this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
     this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
-    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.consentButton, this.soundButton, this.recordingBadge);
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
       this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls);
@@ -195,9 +201,13 @@ class CallPanel {
   update(view) {
     this.view = view;
     for (const tile of this.tiles.values()) tile.setName(this.nameOf(tile.id));
-    const should = CALL_STATES.includes(view.state) && isParticipant(view, this.user);
+    // The server says whether the call is open: in the call, and after the decision until the
+    // people hang up or its time limit passes. A closed room stays closed until the case is queued
+    // again (a transfer).
+    if (view.state === 'waiting') this.roomClosed = false;
+    const should = callOpen(view) && isParticipant(view, this.user) && !this.roomClosed && !this.hungUp;
     if (should && !this.want && this.phase !== 'refused') this.start();
-    else if (!should && this.want) this.stop(CALL_STATES.includes(view.state) ? 'idle' : 'ended');
+    else if (!should && this.want) this.stop(view.state === 'waiting' ? 'idle' : 'ended');
     this.renderNote();
   }
 
@@ -218,10 +228,10 @@ class CallPanel {
 
   renderNote() {
     let key = '';
-    if (!isParticipant(this.view, this.user) && CALL_STATES.includes(this.view.state)) key = 'call.not_participant';
+    if (!isParticipant(this.view, this.user) && callOpen(this.view)) key = 'call.not_participant';
     else if (this.view.state === 'waiting') key = 'call.idle';
     else if (this.phase === 'joining') key = 'call.joining';
-    else if (this.phase === 'ended' || (!CALL_STATES.includes(this.view.state) && this.view.state !== 'waiting')) key = 'call.ended';
+    else if (this.phase === 'ended' || this.roomClosed || this.hungUp || !callOpen(this.view)) key = 'call.ended';
     this.note.textContent = key ? t(key) : '';
     this.note.hidden = !key;
   }
@@ -241,6 +251,14 @@ class CallPanel {
     this.setPhase('joining');
     if (!this.mediaReady) this.mediaReady = this.prepareMedia();
     this.join();
+  }
+
+  /** The hang-up button: this page leaves the call and does not join it again by itself (the
+   * retry button joins again while the call is open). */
+  hangUp() {
+    this.hungUp = true;
+    this.stop('ended');
+    this.retryButton.hidden = !callOpen(this.view);
   }
 
   /** Leaves the call (the case left the call states, or the page is left). */
@@ -263,6 +281,7 @@ class CallPanel {
 
   /** The retry button: a fresh peer connection and a fresh join. */
   retry() {
+    this.hungUp = false;
     this.freshJoins = 0;
     this.retryButton.hidden = true;
     this.say(null, '');
@@ -743,8 +762,9 @@ class CallPanel {
 
   onRemoved(reason) {
     if (reason === 'room_closed') {
+      // Said once, by the panel's note ('call.ended').
+      this.roomClosed = true;
       this.stop('ended');
-      this.say('info', t('call.room_closed'));
       return;
     }
     this.closePeer();

@@ -149,6 +149,9 @@ function renderFacts(el, c) {
     c.note ? [t('case.note'), c.note] : null,
     [t('case.identity'), c.identity_checked ? t('case.identity_done') : t('case.identity_not_yet')],
     c.decision_reason ? [c.state === 'awaiting_material' ? t('case.material_reason') : t('case.reason'), c.decision_reason] : null,
+    c.seal ? [t('case.seal'), h('span', { id: 'case-seal', dataset: { logIndex: String(c.seal.log_index) } },
+      h('strong', { class: 'ok' }, t('case.sealed')), ' ',
+      h('span', { class: 'muted', translate: 'no' }, t('case.seal_detail', { index: c.seal.log_index, key: c.seal.approver_key, at: fmtDateTime(c.seal.sealed_at) })))] : null,
     c.ended_at ? [t('case.ended_at'), fmtDateTime(c.ended_at)] : null,
   ].filter(Boolean);
   fill(el,
@@ -264,7 +267,7 @@ function approverActions(c, { reload, catalogue }) {
     const idGo = h('button', { type: 'submit' }, t('identity.record'));
     const idForm = h('form', { class: 'action', id: 'identity-check' },
       h('h3', {}, t('identity.title')),
-      c.identity_checked ? notice('ok', t('case.identity_done')) : null,
+      c.identity_checked ? notice('ok', t('case.identity_done')) : h('p', { class: 'muted' }, t('identity.hint')),
       h('div', { class: 'checks' }, methods), idGo, idSlot);
     idForm.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -290,6 +293,7 @@ function approverActions(c, { reload, catalogue }) {
     parts.push(reasonForm({ id: 'reject', label: t('decision.reason'), button: t('decision.reject'), required: true, kind: 'danger', work: async (reason) => { await decide(c.id, 'reject', reason); await reload(); } }));
   }
   if (c.state === 'approved') {
+    parts.push(notice('info', t('next.issue')));
     parts.push(simpleAction({ id: 'issue', kind: 'primary', button: t('actions.issue'), work: () => act('issue') }));
   }
   if (FINAL.includes(c.state)) parts.push(h('p', { class: 'muted' }, t('actions.none_final')));
@@ -302,9 +306,16 @@ function decisionForm(c, reload) {
   const slot = h('div');
   const approve = h('button', { type: 'button', class: 'primary', id: 'approve' }, t('decision.approve'));
   const reject = h('button', { type: 'button', class: 'danger', id: 'reject' }, t('decision.reject'));
+  // The server's dry run says whether approving waits for something (the identity check).
+  const approveState = (c.actions || []).find((a) => a.action === 'approve');
+  approve.disabled = approveState ? !approveState.allowed : !c.identity_checked;
   const run = (decision, button) => {
     if (decision === 'reject' && !reason.value.trim()) { say(slot, 'error', t('actions.reason_required')); return; }
-    busy(button, slot, async () => { await decide(c.id, decision, reason.value.trim()); await reload(); });
+    busy(button, slot, async () => {
+      say(slot, 'info', t('decision.signing'));
+      await decide(c.id, decision, reason.value.trim());
+      await reload();
+    });
   };
   approve.addEventListener('click', () => run('approve', approve));
   reject.addEventListener('click', () => run('reject', reject));
