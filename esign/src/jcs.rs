@@ -16,7 +16,7 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Returns the RFC 8785 canonical bytes of `value`; fails on floats or out-of-range integers.
 pub fn canonicalize(value: &Value) -> Result<Vec<u8>, Error> {
-    check_numbers(value, "$")?;
+    check_numbers(value)?;
     serde_json_canonicalizer::to_vec(value).map_err(|e| Error::NonCanonicalJson(e.to_string()))
 }
 
@@ -41,7 +41,41 @@ pub fn parse_canonical(bytes: &[u8]) -> Result<Value, Error> {
     Ok(value)
 }
 
-fn check_numbers(value: &Value, path: &str) -> Result<(), Error> {
+/// How deep signed JSON may nest. cloudhelp's own statements, key files and proofs nest at most 5
+/// levels; the cap keeps a crafted file from costing more than its size.
+pub const MAX_DEPTH: usize = 32;
+
+/// Where a bad number or a too-deep value is: segments collected on the way back up, so a path is
+/// built only for the one value reported, never for every value checked.
+#[derive(Default)]
+struct Location(Vec<String>);
+
+impl Location {
+    fn within(mut self, segment: impl FnOnce() -> String) -> Self {
+        self.0.push(segment());
+        self
+    }
+
+    fn path(&self) -> String {
+        std::iter::once("$".to_string())
+            .chain(self.0.iter().rev().cloned())
+            .collect()
+    }
+}
+
+fn check_numbers(value: &Value) -> Result<(), Error> {
+    check_value(value, 0).map_err(|(location, problem)| {
+        Error::NonCanonicalJson(format!("{}: {problem}", location.path()))
+    })
+}
+
+fn check_value(value: &Value, depth: usize) -> Result<(), (Location, String)> {
+    if depth > MAX_DEPTH {
+        return Err((
+            Location::default(),
+            format!("nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
     match value {
         Value::Number(n) => {
             let ok = match (n.as_u64(), n.as_i64()) {
@@ -52,18 +86,20 @@ fn check_numbers(value: &Value, path: &str) -> Result<(), Error> {
             if ok {
                 Ok(())
             } else {
-                Err(Error::NonCanonicalJson(format!(
-                    "{path}: {n} is not an integer within ±(2^53 − 1)"
-                )))
+                Err((
+                    Location::default(),
+                    format!("{n} is not an integer within ±(2^53 − 1)"),
+                ))
             }
         }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, v)| check_numbers(v, &format!("{path}[{i}]"))),
-        Value::Object(map) => map
-            .iter()
-            .try_for_each(|(k, v)| check_numbers(v, &format!("{path}.{k}"))),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, v)| {
+            check_value(v, depth + 1)
+                .map_err(|(at, problem)| (at.within(|| format!("[{i}]")), problem))
+        }),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            check_value(v, depth + 1)
+                .map_err(|(at, problem)| (at.within(|| format!(".{k}")), problem))
+        }),
         Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
     }
 }
@@ -204,6 +240,27 @@ mod tests {
         rejects("-9007199254740992");
         rejects("18446744073709551616");
         assert!(parse_canonical(b"-9007199254740991").is_ok());
+    }
+
+    #[test]
+    fn a_bad_number_is_reported_with_its_path() {
+        let message = rejects("{\"a\":[1,{\"b\":9007199254740992}]}");
+        assert!(message.contains("$.a[1].b: 9007199254740992"), "{message}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_cap_is_rejected_with_where() {
+        let deep = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(parse_canonical(deep(MAX_DEPTH).as_bytes()).is_ok());
+        let message = rejects(&deep(MAX_DEPTH + 1));
+        assert!(
+            message.contains("nested deeper than 32 levels"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("${}", "[0]".repeat(MAX_DEPTH))),
+            "{message}"
+        );
     }
 
     #[test]

@@ -122,11 +122,32 @@ impl Report {
     }
 }
 
+/// Text for a terminal: control characters (C0, DEL, C1) and bidirectional overrides, which an
+/// archive's fields could carry to recolour, retitle or reorder what the auditor reads, are shown
+/// as `\u{..}` escapes instead.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for c in &self.checks {
             let mark = if c.passed { "PASS" } else { "FAIL" };
-            writeln!(f, "{mark}  {:<34} {}", c.name, c.detail)?;
+            writeln!(
+                f,
+                "{mark}  {:<34} {}",
+                printable(&c.name),
+                printable(&c.detail)
+            )?;
         }
         let verdict = if self.passed() { "VALID" } else { "INVALID" };
         writeln!(f, "{verdict}")

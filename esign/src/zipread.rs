@@ -27,7 +27,7 @@ impl Default for Limits {
         Self {
             max_entries: 100_000,
             max_total_bytes: 64 << 30,
-            max_tag_file_bytes: 64 << 20,
+            max_tag_file_bytes: 16 << 20,
         }
     }
 }

@@ -607,6 +607,25 @@ fn a_changed_decision_in_the_statement_fails_both_signatures() {
 }
 
 #[test]
+fn escape_sequences_from_the_archive_reach_the_text_report_only_escaped() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let text = String::from_utf8(get(&archive, "esign/statement.json")).unwrap();
+    let approver = key_id(&fx.approver.verifying_key());
+    // Canonical JSON writes ESC as \u001b; parsed, the key id holds a real ESC and BEL.
+    let forged = text.replace(&approver, "\\u001b]0;owned\\u0007\\u001b[2J\u{202e}");
+    let tampered = replace(&archive, "esign/statement.json", forged.into_bytes());
+    let report = fx.verify(&tampered);
+    assert_rejected(&report, "keys.approver", "");
+    let shown = report.to_string();
+    assert!(
+        !shown.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+        "raw control characters printed: {shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}]0;owned\\u{7}"), "{shown}");
+}
+
+#[test]
 fn a_signature_swapped_from_another_case_is_rejected() {
     let mut fx = Fixture::new();
     let archive = fx.pack("case-001");
@@ -1152,4 +1171,66 @@ fn an_archive_beyond_4_gib_uses_zip64_and_verifies() {
     drop(out);
     let report = esign::verify::verify_file(&path, &fx.trust);
     assert!(report.passed(), "{report}");
+}
+
+/// The peak resident memory of this process so far, in KiB (Linux `VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A statement of ~12 MB, nested 120 deep with 100 KB keys: before error paths were built lazily,
+/// checking it cost ~720 MB (a path string per level, kept for every level below it).
+#[test]
+fn a_deeply_nested_statement_is_refused_without_costing_more_memory_than_its_size() {
+    const CHILD: &str = "ESIGN_MEMORY_TRIAL";
+    const NAME: &str =
+        "a_deeply_nested_statement_is_refused_without_costing_more_memory_than_its_size";
+    if std::env::var_os(CHILD).is_some() {
+        let mut fx = Fixture::new();
+        let archive = fx.pack("case-001");
+        let key = "k".repeat(100_000);
+        let levels = 120;
+        let crafted = format!(
+            "{}1{}",
+            format!("{{\"{key}\":").repeat(levels),
+            "}".repeat(levels)
+        );
+        let tampered = replace(&archive, "esign/statement.json", crafted.into_bytes());
+        let before = peak_rss_kib();
+        let report = fx.verify(&tampered);
+        let growth = peak_rss_kib().saturating_sub(before);
+        assert_rejected(
+            &report,
+            "statement.canonical",
+            "nested deeper than 32 levels",
+        );
+        println!("PEAK-GROWTH-KIB {growth}");
+        return;
+    }
+    // Measured in a process of its own, so that no other test moves the peak.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let growth: u64 = stdout
+        .split("PEAK-GROWTH-KIB ")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no measurement in {stdout}"));
+    assert!(
+        growth < 100 * 1024,
+        "verifying a 12 MB statement raised peak memory by {growth} KiB"
+    );
 }

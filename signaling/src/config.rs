@@ -74,7 +74,7 @@ impl Default for Config {
             simple_target_minutes: 10,
             allowed_origins: Vec::new(),
             log_origin: "cloudhelp.local/log".to_string(),
-            max_verify_bytes: 4 * 1024 * 1024 * 1024,
+            max_verify_bytes: 1024 * 1024 * 1024,
             relay_udp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             relay_public_ip: None,
             turn_urls: Vec::new(),
