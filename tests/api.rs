@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{APPLICANT, Auth, ID_NUMBER, TestApp, png};
+use common::{APPLICANT, Answer, Auth, ID_NUMBER, TestApp, png};
 use serde_json::{Value, json};
 use signaling::workflow::Role;
 
@@ -894,7 +894,7 @@ async fn the_session_cookie_is_httponly_secure_and_samesite() {
 }
 
 #[tokio::test]
-async fn sessions_expire_and_repeated_wrong_passwords_lock_the_account() {
+async fn sessions_expire_after_their_lifetime() {
     let app = TestApp::new();
     let agent = app.demo("agent").await;
     app.clock.advance_ms(13 * 3_600_000);
@@ -906,46 +906,196 @@ async fn sessions_expire_and_repeated_wrong_passwords_lock_the_account() {
             .unwrap()
             .contains("expired")
     );
+}
 
-    let login = |password: &'static str| {
-        app.request(
-            "POST",
-            "/api/auth/token",
-            &Auth::None,
-            Some(json!({ "username": "agent", "password": password })),
-        )
-    };
+/// A token login for `username` as if from the client at `peer`.
+async fn login_from(app: &TestApp, peer: &str, username: &str, password: &str) -> Answer {
+    app.request_from(
+        peer,
+        "POST",
+        "/api/auth/token",
+        Some(json!({ "username": username, "password": password })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_only_the_address_they_came_from_until_the_lock_expires() {
+    let app = TestApp::new();
+    let stranger = "203.0.113.9:40000";
+    let office = "198.51.100.20:50000";
     for _ in 0..5 {
-        assert_eq!(
-            login("wrong-password").await.status,
-            StatusCode::UNAUTHORIZED
-        );
+        let wrong = login_from(&app, stranger, "agent", "wrong-password").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     }
-    let locked = login("demo-agent-2026").await;
+    let locked = login_from(&app, stranger, "agent", "demo-agent-2026").await;
     assert_eq!(
         (locked.status.as_u16(), locked.code().as_str()),
         (403, "account_locked")
     );
-    app.clock.advance_ms(16 * 60_000);
-    assert_eq!(login("demo-agent-2026").await.status, OK);
-
-    let admin = app.demo("admin").await;
+    // The owner, at another address, is not locked out by the stranger.
     assert_eq!(
-        app.request("POST", "/api/admin/users/agent/disable", &admin, None)
+        login_from(&app, office, "agent", "demo-agent-2026")
             .await
             .status,
         OK
     );
-    assert_eq!(login("demo-agent-2026").await.code(), "account_disabled");
-    let unknown_user = app
-        .request(
-            "POST",
-            "/api/auth/token",
-            &Auth::None,
-            Some(json!({ "username": "nobody", "password": "x" })),
-        )
+    app.clock.advance_ms(16 * 60_000);
+    assert_eq!(
+        login_from(&app, stranger, "agent", "demo-agent-2026")
+            .await
+            .status,
+        OK
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_account_answers_like_a_wrong_password_until_the_password_is_right() {
+    let app = TestApp::new();
+    let admin = app.demo("admin").await;
+    let disabled = app
+        .request("POST", "/api/admin/users/agent/disable", &admin, None)
         .await;
-    assert_eq!(unknown_user.json()["message"], "wrong username or password");
+    assert_eq!(disabled.status, OK);
+    let wrong = login_from(&app, "192.0.2.1:1", "agent", "wrong-password").await;
+    assert_eq!(
+        (wrong.status, wrong.json()["message"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("wrong username or password"))
+    );
+    let right = login_from(&app, "192.0.2.1:1", "agent", "demo-agent-2026").await;
+    assert_eq!(right.code(), "account_disabled");
+    let unknown = login_from(&app, "192.0.2.1:1", "nobody", "x").await;
+    assert_eq!(unknown.json()["message"], "wrong username or password");
+}
+
+#[tokio::test]
+async fn a_login_flood_from_one_address_gets_429_with_retry_after_and_others_still_log_in() {
+    let app = TestApp::with_config(|c| c.login_attempts_per_minute = 12);
+    let flood = "203.0.113.50:1234";
+    for _ in 0..12 {
+        let answer = login_from(&app, flood, "nobody", "guess").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let refused = login_from(&app, flood, "agent", "demo-agent-2026").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_logins")
+    );
+    assert_eq!(
+        refused.headers["retry-after"], "5",
+        "12 a minute: one more every 5 s"
+    );
+    // The same /64 of IPv6 counts as one client; another address is untouched.
+    assert_eq!(
+        login_from(&app, "198.51.100.7:1", "agent", "demo-agent-2026")
+            .await
+            .status,
+        OK
+    );
+    app.clock.advance_ms(5_000);
+    assert_eq!(
+        login_from(&app, flood, "agent", "demo-agent-2026")
+            .await
+            .status,
+        OK
+    );
+}
+
+#[tokio::test]
+async fn the_database_answers_while_logins_wait_for_a_password_check_and_a_full_queue_says_busy() {
+    let app = TestApp::new();
+    let approver = app.demo("approver").await;
+    let guard = app.state.login_guard.clone();
+    // Occupy both password-check threads with checks that wait for us.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Arc::new(std::sync::Mutex::new(released));
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..signaling::login_guard::VERIFIERS {
+        let (guard, released, started) = (guard.clone(), released.clone(), started.clone());
+        held.push(tokio::spawn(async move {
+            guard
+                .check(move || {
+                    started.send(()).unwrap();
+                    released.lock().unwrap().recv().unwrap();
+                })
+                .await
+        }));
+    }
+    for _ in 0..signaling::login_guard::VERIFIERS {
+        starts.recv().await.unwrap();
+    }
+    // A login now waits for a verifier, outside the database lock: other requests are answered.
+    let waiting = {
+        let app_state = app.state.clone();
+        tokio::spawn(async move {
+            let request = axum::http::Request::post("/api/auth/token")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    json!({"username": "agent", "password": "demo-agent-2026"}).to_string(),
+                ))
+                .unwrap();
+            tower::ServiceExt::oneshot(signaling::api::app(app_state), request)
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    while guard.waiting() == 0 {
+        tokio::task::yield_now().await; // until the login has reached the queue
+    }
+    let queue = app.request("GET", "/api/queue", &approver, None).await;
+    assert_eq!(
+        queue.status, OK,
+        "the database answered while a login waited"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the login should still wait for a verifier"
+    );
+    // Fill the queue behind it (each check is queued on its first poll); the next login is
+    // refused at once with 503 and Retry-After.
+    use futures_util::FutureExt;
+    for _ in 1..signaling::login_guard::QUEUED {
+        assert!(guard.check(|| ()).now_or_never().is_none());
+    }
+    assert_eq!(guard.waiting(), signaling::login_guard::QUEUED);
+    let busy = login_from(&app, "192.0.2.3:1", "agent", "demo-agent-2026").await;
+    assert_eq!(
+        (busy.status, busy.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+    assert_eq!(busy.headers["retry-after"], "1");
+    for _ in 0..signaling::login_guard::VERIFIERS {
+        release.send(()).unwrap();
+    }
+    assert_eq!(waiting.await.unwrap(), OK);
+    for task in held {
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_failed_login_keeps_at_most_64_characters_of_the_typed_name_in_the_audit_trail() {
+    let app = TestApp::new();
+    let long = "x".repeat(60_000);
+    let answer = login_from(&app, "192.0.2.1:1", &long, "guess").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let auditor = app.demo("auditor").await;
+    let events = app.request("GET", "/api/audit", &auditor, None).await;
+    let text = String::from_utf8(events.body.clone()).unwrap();
+    let failed = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["kind"] == "auth.login_failed")
+        .expect("the failed login is audited");
+    assert_eq!(failed["details"]["username"], "x".repeat(64));
+    assert_eq!(failed["details"]["username_truncated"], true);
+    assert!(
+        text.len() < 10_000,
+        "the audit export holds {} bytes",
+        text.len()
+    );
 }
 
 #[tokio::test]

@@ -135,7 +135,8 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
 }
 
-fn verify_password(hash: &str, password: &str) -> bool {
+/// Checks `password` against `hash` (argon2id; slow by design: run it off the database lock).
+pub fn password_matches(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
             Argon2::default()
@@ -289,61 +290,134 @@ pub struct LoginPolicy {
     pub session_ms: i64,
 }
 
-/// Checks a password and opens a session; counts failures and locks the account after too many.
-pub fn login(
+/// An account as a login finds it, before the password is checked.
+#[derive(Debug, Clone)]
+pub enum LoginCandidate {
+    /// No such login name: the password is checked against a dummy hash all the same, so that
+    /// timing does not tell which names exist.
+    Unknown,
+    /// Too many wrong passwords came from this address.
+    Locked {
+        /// Minutes until it may try again.
+        minutes: i64,
+    },
+    /// An account to check the password of.
+    Account {
+        /// Its id.
+        id: UserId,
+        /// Its argon2 hash.
+        hash: String,
+        /// Whether it is disabled (said only once the password is right).
+        disabled: bool,
+    },
+}
+
+impl LoginCandidate {
+    /// The hash to check the password against.
+    pub fn hash(&self) -> &str {
+        match self {
+            LoginCandidate::Account { hash, .. } => hash,
+            LoginCandidate::Unknown | LoginCandidate::Locked { .. } => dummy_hash(),
+        }
+    }
+}
+
+/// The first step of a login (in the database lock): the account and whether `address` is locked
+/// out of it.
+pub fn login_candidate(
     conn: &Connection,
     username: &str,
-    password: &str,
+    address: &str,
+    now: i64,
+) -> Result<LoginCandidate> {
+    let row: Option<(UserId, String, bool)> = conn
+        .query_row(
+            "SELECT id, password_hash, disabled FROM users WHERE username = ?1",
+            [username],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((id, hash, disabled)) = row else {
+        return Ok(LoginCandidate::Unknown);
+    };
+    let locked_until: Option<i64> = conn
+        .query_row(
+            "SELECT locked_until FROM login_failures WHERE username = ?1 AND address = ?2",
+            params![username, address],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(until) = locked_until.filter(|&until| until > now) {
+        return Ok(LoginCandidate::Locked {
+            minutes: (until - now + 59_999) / 60_000,
+        });
+    }
+    Ok(LoginCandidate::Account { id, hash, disabled })
+}
+
+/// The last step of a login (in the database lock): records the check's result for `address` and
+/// opens a session when the password was right.
+///
+/// Every refusal before the password is right is the same `401`; a locked address is told so
+/// (without a check, so the lock is no oracle), a disabled account only once its password is right.
+#[allow(clippy::too_many_arguments)]
+pub fn login_finish(
+    conn: &Connection,
+    username: &str,
+    candidate: &LoginCandidate,
+    password_ok: bool,
+    address: &str,
     kind: SessionKind,
     policy: LoginPolicy,
     now: i64,
 ) -> Result<(User, NewSession)> {
-    type Row = (UserId, String, bool, u32, i64);
-    let row: Option<Row> = conn
-        .query_row(
-            "SELECT id, password_hash, disabled, failed_logins, locked_until FROM users WHERE username = ?1",
-            [username],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
     let wrong = || Error::Unauthenticated("wrong username or password");
-    let Some((id, hash, disabled, failures, locked_until)) = row else {
-        // Spend the same time as a real check so that timing does not tell which names exist.
-        verify_password(dummy_hash(), password);
-        return Err(wrong());
+    let (id, disabled) = match candidate {
+        LoginCandidate::Unknown => return Err(wrong()),
+        LoginCandidate::Locked { minutes } => {
+            return Err(Error::denied(
+                "account_locked",
+                format!(
+                    "too many wrong passwords from this address: try again in {minutes} minute(s), or from the usual computer"
+                ),
+            ));
+        }
+        LoginCandidate::Account { id, disabled, .. } => (*id, *disabled),
     };
+    if !password_ok {
+        let failures: u32 = conn
+            .query_row(
+                "SELECT failures FROM login_failures WHERE username = ?1 AND address = ?2",
+                params![username, address],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0)
+            + 1;
+        let (failures, lock) = if failures >= policy.max_failures {
+            (0, now + policy.lockout_ms)
+        } else {
+            (failures, 0)
+        };
+        conn.execute(
+            "INSERT INTO login_failures (username, address, failures, locked_until, last_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (username, address) DO UPDATE
+             SET failures = excluded.failures, locked_until = excluded.locked_until, last_at = excluded.last_at",
+            params![username, address, failures, lock, now],
+        )?;
+        return Err(wrong());
+    }
+    conn.execute(
+        "DELETE FROM login_failures WHERE username = ?1 AND address = ?2",
+        params![username, address],
+    )?;
     if disabled {
         return Err(Error::denied(
             "account_disabled",
             "this account is disabled; ask an administrator",
         ));
     }
-    if locked_until > now {
-        let minutes = (locked_until - now + 59_999) / 60_000;
-        return Err(Error::denied(
-            "account_locked",
-            format!(
-                "this account is locked after too many failed logins; try again in {minutes} minute(s)"
-            ),
-        ));
-    }
-    if !verify_password(&hash, password) {
-        let failures = failures + 1;
-        let lock = if failures >= policy.max_failures {
-            now + policy.lockout_ms
-        } else {
-            0
-        };
-        conn.execute(
-            "UPDATE users SET failed_logins = ?2, locked_until = ?3 WHERE id = ?1",
-            params![id, if lock > 0 { 0 } else { failures }, lock],
-        )?;
-        return Err(wrong());
-    }
-    conn.execute(
-        "UPDATE users SET failed_logins = 0, locked_until = 0 WHERE id = ?1",
-        [id],
-    )?;
     let session = NewSession {
         token: random_token()?,
         csrf_token: random_token()?,
@@ -355,6 +429,14 @@ pub fn login(
     )?;
     let user = user_by_id(conn, id)?.ok_or(Error::NotFound("user"))?;
     Ok((user, session))
+}
+
+/// Forgets failed-login records that no longer lock anything and are older than `older_than`.
+pub fn forget_login_failures(conn: &Connection, older_than: i64, now: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM login_failures WHERE last_at < ?1 AND locked_until <= ?2",
+        params![older_than, now],
+    )?)
 }
 
 /// An argon2 hash of a random password, made once, for timing-equal refusals.

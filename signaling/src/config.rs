@@ -32,6 +32,11 @@ pub struct Config {
     pub login_max_failures: u32,
     /// How long a locked account stays locked, in minutes.
     pub lockout_minutes: u32,
+    /// Login attempts one client address may make per minute (bursts of as many).
+    pub login_attempts_per_minute: u32,
+    /// The request header a reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
+    /// whose last entry is used); unset, the client is the TCP peer.
+    pub client_address_header: Option<String>,
     /// Days a supervisor has to close a follow-up of a bad rating.
     pub followup_days: u32,
     /// The target for simple items, in minutes (10 by the service standard).
@@ -70,6 +75,8 @@ impl Default for Config {
             session_hours: 12,
             login_max_failures: 5,
             lockout_minutes: 15,
+            login_attempts_per_minute: 30,
+            client_address_header: None,
             followup_days: 3,
             simple_target_minutes: 10,
             allowed_origins: Vec::new(),
@@ -100,6 +107,13 @@ impl Config {
         if self.turn_secret.is_some() == self.turn_urls.is_empty() {
             return Err("turn_urls and turn_secret go together: set both (TURN) or neither".into());
         }
+        if let Some(header) = &self.client_address_header
+            && axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return Err(format!(
+                "client_address_header: {header:?} is not a header name"
+            ));
+        }
         esign::note::check_key_name(&self.log_origin).map_err(|e| format!("log_origin: {e}"))?;
         for (name, value) in [
             (
@@ -109,6 +123,10 @@ impl Config {
             ("max_material_bytes", self.max_material_bytes),
             ("session_hours", u64::from(self.session_hours)),
             ("login_max_failures", u64::from(self.login_max_failures)),
+            (
+                "login_attempts_per_minute",
+                u64::from(self.login_attempts_per_minute),
+            ),
             ("followup_days", u64::from(self.followup_days)),
             (
                 "simple_target_minutes",

@@ -182,6 +182,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX call_quality_by_case ON call_quality(case_id);
     "#,
+    // 4: failed logins counted per account and client address, so that a stranger's failures lock
+    // only the stranger's address out of the account.
+    r#"
+    CREATE TABLE login_failures (
+        username TEXT NOT NULL,
+        address TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        PRIMARY KEY (username, address)
+    );
+    ALTER TABLE users DROP COLUMN failed_logins;
+    ALTER TABLE users DROP COLUMN locked_until;
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

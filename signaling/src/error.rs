@@ -52,9 +52,24 @@ pub enum Error {
     /// The content is not of an accepted type.
     #[error("{0}")]
     UnsupportedMedia(String),
-    /// Too many attempts.
-    #[error("{0}")]
-    TooManyRequests(String),
+    /// Too many attempts: try again after `retry_after_s` seconds (sent as `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What was limited.
+        message: String,
+        /// Seconds until an attempt can succeed.
+        retry_after_s: u64,
+    },
+    /// The server is at a bound it keeps to stay responsive (e.g. password checks queued).
+    #[error("{message}")]
+    Busy {
+        /// What is busy.
+        message: String,
+        /// Seconds to wait before trying again.
+        retry_after_s: u64,
+    },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
@@ -107,7 +122,8 @@ impl Error {
             Error::UnsupportedMedia(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            Error::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            Error::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
+            Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::Database(_) | Error::Io(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -155,10 +171,24 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
+        let retry_after = match &self {
+            Error::TooManyRequests { retry_after_s, .. } | Error::Busy { retry_after_s, .. } => {
+                Some(retry_after_s.max(&1).to_string())
+            }
+            _ => None,
+        };
         let body = ErrorBody {
             code: code.to_string(),
             message: self.public_message(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds)
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

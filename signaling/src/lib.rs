@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod login_guard;
 pub mod materials;
 pub mod metrics;
 pub mod personal;

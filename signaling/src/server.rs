@@ -56,10 +56,20 @@ pub async fn serve(
                 if let Err(e) = crate::calls::close_expired(&state).await {
                     tracing::warn!(error = %e, "closing expired calls");
                 }
+                state.login_guard.forget_idle();
+                let now = state.now();
+                let older = now - i64::from(state.config.lockout_minutes) * 60_000;
+                if let Err(e) = state
+                    .db
+                    .call(move |c| crate::accounts::forget_login_failures(c, older, now))
+                    .await
+                {
+                    tracing::warn!(error = %e, "forgetting old failed logins");
+                }
             }
         });
     }
-    let service = app(state.clone()).into_make_service();
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let served = if config.plain_http {
         tracing::warn!(
             "PLAIN HTTP: serving without TLS. Only run this behind a reverse proxy that terminates TLS; \

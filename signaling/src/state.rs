@@ -82,6 +82,8 @@ pub struct AppState {
     pub relay: media_relay::Relay,
     /// Recording consents and state per case.
     pub recordings: Arc<crate::recording::Recordings>,
+    /// Login attempt limits and the password-check pool.
+    pub login_guard: Arc<crate::login_guard::LoginGuard>,
 }
 
 impl AppState {
@@ -114,7 +116,12 @@ impl AppState {
         let (notices, _) = broadcast::channel(1024);
         let relay = media_relay::Relay::new(config.relay_config())
             .map_err(|e| Error::Internal(format!("relay: {e}")))?;
+        let login_guard = Arc::new(crate::login_guard::LoginGuard::new(
+            config.login_attempts_per_minute,
+            clock.clone(),
+        ));
         Ok(AppState {
+            login_guard,
             config: Arc::new(config),
             db,
             blobs,

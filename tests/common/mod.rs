@@ -131,6 +131,40 @@ impl TestApp {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Answer {
+        self.raw_from(None, method, path, auth, body, content_type)
+            .await
+    }
+
+    /// A JSON request as if it came over a socket from `peer`.
+    pub async fn request_from(
+        &self,
+        peer: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.raw_from(
+            Some(peer),
+            method,
+            path,
+            &Auth::None,
+            bytes,
+            Some("application/json"),
+        )
+        .await
+    }
+
+    async fn raw_from(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> Answer {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -149,6 +183,9 @@ impl TestApp {
         }
         if let (Some(ct), Some(_)) = (content_type, &body) {
             builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(peer) = peer {
+            builder = builder.extension(axum::extract::ConnectInfo(peer));
         }
         let request = builder
             .body(body.map(Body::from).unwrap_or_else(Body::empty))

@@ -5,7 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, Json, SESSION_COOKIE};
+use super::{Caller, ClientAddress, Json, SESSION_COOKIE};
 use crate::accounts::{self, LoginPolicy, SessionKind, User};
 use crate::audit;
 use crate::config::rfc3339;
@@ -52,20 +52,65 @@ fn policy(state: &AppState) -> LoginPolicy {
     }
 }
 
+/// The longest login name kept in the audit trail (longer ones cannot exist: see `add_user`).
+const LOGGED_USERNAME_CHARS: usize = 64;
+
 async fn open_session(
     state: &AppState,
+    address: ClientAddress,
     credentials: Credentials,
     kind: SessionKind,
 ) -> Result<(User, accounts::NewSession)> {
+    state.login_guard.admit(address.0)?;
     let now = state.now();
     let policy = policy(state);
+    let Credentials { username, password } = credentials;
+    let username: String = username.chars().take(LOGGED_USERNAME_CHARS + 1).collect();
+    let address = address.0.to_string();
+    let candidate = {
+        let (username, address) = (username.clone(), address.clone());
+        state
+            .db
+            .call(move |c| accounts::login_candidate(c, &username, &address, now))
+            .await?
+    };
+    // The slow part, outside the database lock and on the guard's bounded pool.
+    let hash = candidate.hash().to_string();
+    let password_ok = state
+        .login_guard
+        .check(move || accounts::password_matches(&hash, &password))
+        .await?;
     state
         .db
         .call(move |c| {
-            let result = accounts::login(c, &credentials.username, &credentials.password, kind, policy, now);
+            let result = accounts::login_finish(
+                c,
+                &username,
+                &candidate,
+                password_ok,
+                &address,
+                kind,
+                policy,
+                now,
+            );
             match &result {
-                Ok((user, _)) => audit::append(c, now, Some(&user.actor()), None, "auth.login", &serde_json::json!({ "kind": format!("{kind:?}").to_lowercase() }))?,
-                Err(e) => audit::append(c, now, None, None, "auth.login_failed", &serde_json::json!({ "username": credentials.username, "reason": e.status_and_code().1 }))?,
+                Ok((user, _)) => audit::append(
+                    c,
+                    now,
+                    Some(&user.actor()),
+                    None,
+                    "auth.login",
+                    &serde_json::json!({ "kind": format!("{kind:?}").to_lowercase() }),
+                )?,
+                Err(e) => {
+                    let shown: String = username.chars().take(LOGGED_USERNAME_CHARS).collect();
+                    let details = serde_json::json!({
+                        "username": shown,
+                        "username_truncated": shown.len() < username.len(),
+                        "reason": e.status_and_code().1,
+                    });
+                    audit::append(c, now, None, None, "auth.login_failed", &details)?
+                }
             }
             result
         })
@@ -76,9 +121,10 @@ async fn open_session(
 #[utoipa::path(post, path = "/api/auth/login", request_body = Credentials, responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
+    address: ClientAddress,
     Json(credentials): Json<Credentials>,
 ) -> Result<Response> {
-    let (user, session) = open_session(&state, credentials, SessionKind::Cookie).await?;
+    let (user, session) = open_session(&state, address, credentials, SessionKind::Cookie).await?;
     let max_age = (session.expires_at - state.now()) / 1000;
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
@@ -96,9 +142,10 @@ pub async fn login(
 #[utoipa::path(post, path = "/api/auth/token", request_body = Credentials, responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn token(
     State(state): State<AppState>,
+    address: ClientAddress,
     Json(credentials): Json<Credentials>,
 ) -> Result<Json<TokenResponse>> {
-    let (user, session) = open_session(&state, credentials, SessionKind::Bearer).await?;
+    let (user, session) = open_session(&state, address, credentials, SessionKind::Bearer).await?;
     Ok(Json(TokenResponse {
         user,
         token: session.token,

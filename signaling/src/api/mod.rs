@@ -173,6 +173,45 @@ pub fn request_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
+/// The client's address: the TCP peer, or the last entry of `client_address_header` when a
+/// reverse proxy sets it. Requests handed to the router without a socket (tests) come from
+/// `0.0.0.0`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(name) = &state.config.client_address_header {
+            let forwarded = parts
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .map(str::trim);
+            return match forwarded.and_then(|a| a.parse().ok()) {
+                Some(address) => Ok(ClientAddress(address)),
+                None => Err(Error::bad(
+                    "bad_client_address",
+                    format!("{name}: the proxy sent no client address this server can read"),
+                )),
+            };
+        }
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddress(peer))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
