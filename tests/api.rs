@@ -1195,3 +1195,62 @@ async fn the_openapi_document_lists_the_endpoints() {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_that_stops_sending_is_cut_off_after_body_idle_seconds() {
+    let app = TestApp::with_config(|c| c.body_idle_seconds = 30);
+    let agent = app.demo("agent").await;
+    let case = app.open_case(&agent, "id-loss").await;
+    let Auth::Bearer(token) = &agent else {
+        unreachable!()
+    };
+    // 100 bytes, then nothing ever again: the paused clock runs straight to the idle timeout.
+    let first =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(png()))]);
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+        first,
+        futures_util::stream::pending(),
+    ));
+    let request = axum::http::Request::post(format!("/api/cases/{case}/materials?filename=a.png"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(signaling::api::app(app.state.clone()), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["code"], "body_interrupted", "{error}");
+    let listed = app
+        .request("GET", &format!("/api/cases/{case}/materials"), &agent, None)
+        .await;
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(0),
+        "nothing half-stored"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_hsts_and_a_content_security_policy_that_allows_only_this_server() {
+    let app = TestApp::new();
+    for path in ["/", "/js/main.js", "/api/me", "/healthz"] {
+        let answer = app.raw("GET", path, &Auth::None, None, None).await;
+        assert_eq!(
+            answer.headers["strict-transport-security"], "max-age=31536000",
+            "{path}"
+        );
+        let csp = answer.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(
+            answer.headers["x-content-type-options"], "nosniff",
+            "{path}"
+        );
+    }
+}

@@ -20,15 +20,20 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, settings: &[(&str, &str)]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data.with_extension("log"))
             .unwrap();
-        let (child, base) = cloudhelp_load::process::start_demo_server(
+        let (child, base) = cloudhelp_load::process::start_demo_server_with(
             Path::new(env!("CARGO_BIN_EXE_cloudhelp")),
             data,
             log.into(),
+            settings,
         )
         .expect("the server prints the address it listens on");
         Server {
@@ -94,22 +99,24 @@ impl Drop for Server {
 }
 
 /// A client that trusts exactly the server's kept self-signed certificate.
-fn https_client(cert: &Path) -> reqwest::Client {
+/// TLS client settings that trust only the server's self-signed certificate.
+fn client_tls(cert: &Path) -> rustls::ClientConfig {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(cert).unwrap())
         .unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+fn https_client(cert: &Path) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(client_tls(cert))
         .build()
         .unwrap()
 }
@@ -455,4 +462,106 @@ async fn sigterm_stops_the_server_cleanly_and_the_data_folder_reopens() {
             .0,
         200
     );
+}
+
+/// The server's TCP address, from its base URL.
+fn socket_addr(server: &Server) -> std::net::SocketAddr {
+    server.base.trim_start_matches("https://").parse().unwrap()
+}
+
+/// Reads until the server closes the connection (or resets it); fails if it is still open after
+/// `bound`, which is far beyond the configured timeouts.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, bound: std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(bound, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server still held the connection after {bound:?}"
+    );
+}
+
+#[tokio::test]
+async fn slow_clients_are_disconnected_at_the_handshake_and_header_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&data_dir(&tmp), &[("request_header_seconds", "1")]);
+    let addr = socket_addr(&server);
+    // 25 connections that never start TLS, and 25 that finish TLS but never finish a header.
+    let mut silent = Vec::new();
+    for _ in 0..25 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let connector = tokio_rustls_connector(&tmp);
+    let mut slow = Vec::new();
+    for _ in 0..25 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector
+            .connect("127.0.0.1".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        slow.push(tls);
+    }
+    let bound = std::time::Duration::from_secs(15);
+    for stream in &mut silent {
+        closed_by_server(stream, bound).await;
+    }
+    for tls in &mut slow {
+        closed_by_server(tls.get_mut().0, bound).await;
+    }
+    // The server itself is fine.
+    let ok = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(ok.status().is_success());
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_on_arrival_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &data_dir(&tmp),
+        &[("max_connections", "8"), ("request_header_seconds", "30")],
+    );
+    let addr = socket_addr(&server);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    closed_by_server(&mut over, std::time::Duration::from_secs(10)).await;
+    drop(held);
+    // Once they are gone, the server answers again (retrying while it notices the closes).
+    let metrics = loop {
+        if let Ok(r) = server.client.get(server.url("/metrics")).send().await {
+            break r.text().await.unwrap();
+        }
+        tokio::task::yield_now().await;
+    };
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cloudhelp_connections_refused_total "))
+        .unwrap_or_else(|| panic!("no connections_refused_total in {metrics}"));
+    assert_ne!(refused.trim(), "0");
+}
+
+/// A TLS connector that trusts the server's self-signed certificate.
+fn tokio_rustls_connector(tmp: &tempfile::TempDir) -> tokio_rustls::TlsConnector {
+    let config = client_tls(&data_dir(tmp).join("tls/cert.pem"));
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }

@@ -206,3 +206,32 @@ async fn a_socket_ends_with_its_session_on_logout() {
         "{closed:?}"
     );
 }
+
+#[tokio::test]
+async fn a_frame_announced_larger_than_a_message_may_be_is_refused_from_its_header() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let mut socket = connect(addr, &agent, None).await.unwrap();
+    next(&mut socket).await;
+    // A text frame header announcing 10 MiB, masked as from a client, and none of its payload:
+    // the server must not wait for (and buffer) the 10 MiB before refusing it.
+    let mut header = vec![0x81, 0xff];
+    header.extend_from_slice(&(10u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_mut() else {
+        unreachable!("a plain test socket")
+    };
+    tcp.write_all(&header).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server waited for the announced 10 MiB");
+}

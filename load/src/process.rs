@@ -15,9 +15,24 @@ pub fn start_demo_server(
     data: &Path,
     stderr: Stdio,
 ) -> Result<(Child, String), LoadError> {
+    start_demo_server_with(binary, data, stderr, &[])
+}
+
+/// As [`start_demo_server`], with settings as `CLOUDHELP_*` environment variables.
+pub fn start_demo_server_with(
+    binary: &Path,
+    data: &Path,
+    stderr: Stdio,
+    settings: &[(&str, &str)],
+) -> Result<(Child, String), LoadError> {
     let mut child = Command::new(binary)
         .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .envs(
+            settings
+                .iter()
+                .map(|(name, value)| (format!("CLOUDHELP_{}", name.to_uppercase()), *value)),
+        )
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -32,6 +32,13 @@ pub struct Config {
     pub login_max_failures: u32,
     /// How long a locked account stays locked, in minutes.
     pub lockout_minutes: u32,
+    /// Seconds a connection has for its TLS handshake, and then for each request's headers (also
+    /// the most a kept-alive connection may sit idle between requests).
+    pub request_header_seconds: u32,
+    /// Seconds a request body may go without sending a byte before it is cut off.
+    pub body_idle_seconds: u32,
+    /// Connections (HTTPS and `/ws`) held at once; more are closed as they arrive.
+    pub max_connections: u32,
     /// Login attempts one client address may make per minute (bursts of as many).
     pub login_attempts_per_minute: u32,
     /// The request header a reverse proxy sets to the client's address (e.g. `X-Forwarded-For`,
@@ -75,6 +82,9 @@ impl Default for Config {
             session_hours: 12,
             login_max_failures: 5,
             lockout_minutes: 15,
+            request_header_seconds: 10,
+            body_idle_seconds: 30,
+            max_connections: 4096,
             login_attempts_per_minute: 30,
             client_address_header: None,
             followup_days: 3,
@@ -123,6 +133,12 @@ impl Config {
             ("max_material_bytes", self.max_material_bytes),
             ("session_hours", u64::from(self.session_hours)),
             ("login_max_failures", u64::from(self.login_max_failures)),
+            (
+                "request_header_seconds",
+                u64::from(self.request_header_seconds),
+            ),
+            ("body_idle_seconds", u64::from(self.body_idle_seconds)),
+            ("max_connections", u64::from(self.max_connections)),
             (
                 "login_attempts_per_minute",
                 u64::from(self.login_attempts_per_minute),

@@ -11,6 +11,7 @@ pub mod calls;
 pub mod cases;
 pub mod catalogue;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod demo;
 pub mod error;

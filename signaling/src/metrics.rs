@@ -53,6 +53,8 @@ pub struct Metrics {
     pub ws_clients: Gauge,
     /// Materials stored.
     pub materials: Counter,
+    /// Connections closed on arrival because `max_connections` were open.
+    pub connections_refused: Counter,
     /// Relay: rooms open.
     pub relay_rooms: Gauge,
     /// Relay: participants in calls.
@@ -118,6 +120,7 @@ impl Default for Metrics {
         let simple_finished = Family::<TargetLabel, Counter>::default();
         let ws_clients = Gauge::default();
         let materials = Counter::default();
+        let connections_refused = Counter::default();
         let relay_rooms = Gauge::default();
         let relay_participants = Gauge::default();
         let relay_counters: [Counter; RELAY_COUNTERS.len()] = Default::default();
@@ -157,6 +160,11 @@ impl Default for Metrics {
             materials.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections closed on arrival because max_connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
             "relay_rooms",
             "Calls (relay rooms) open",
             relay_rooms.clone(),
@@ -178,6 +186,7 @@ impl Default for Metrics {
             simple_finished,
             ws_clients,
             materials,
+            connections_refused,
             relay_rooms,
             relay_participants,
             relay_counters,

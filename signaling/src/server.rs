@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use std::sync::Arc;
+
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+
+use crate::connections::LimitAcceptor;
 
 use crate::api::app;
 use crate::error::{Error, Result};
@@ -70,15 +74,25 @@ pub async fn serve(
         });
     }
     let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let header_timeout = Duration::from_secs(u64::from(config.request_header_seconds));
+    let max_connections = config.max_connections as usize;
+    let refused: Arc<dyn Fn() + Send + Sync> = {
+        let metrics = state.metrics.clone();
+        Arc::new(move || {
+            metrics.connections_refused.inc();
+        })
+    };
     let served = if config.plain_http {
         tracing::warn!(
             "PLAIN HTTP: serving without TLS. Only run this behind a reverse proxy that terminates TLS; \
              passwords and personal data would otherwise cross the network in clear"
         );
-        axum_server::bind(config.listen)
+        let mut server = axum_server::bind(config.listen)
             .handle(handle)
-            .serve(service)
-            .await
+            .first_request_timeout(header_timeout)
+            .map(|plain| LimitAcceptor::new(plain, max_connections, refused));
+        limit_slow_clients(&mut server, header_timeout);
+        server.serve(service).await
     } else {
         let cert = tls::certificate(&config)?;
         if cert.self_signed {
@@ -89,10 +103,13 @@ pub async fn serve(
             .map_err(|e| {
                 Error::Internal(format!("TLS certificate {}: {e}", cert.cert.display()))
             })?;
-        axum_server::bind_rustls(config.listen, rustls)
+        let tls = RustlsAcceptor::new(rustls).handshake_timeout(header_timeout);
+        let mut server = axum_server::bind(config.listen)
             .handle(handle)
-            .serve(service)
-            .await
+            .first_request_timeout(header_timeout)
+            .acceptor(LimitAcceptor::new(tls, max_connections, refused));
+        limit_slow_clients(&mut server, header_timeout);
+        server.serve(service).await
     };
     served.map_err(|e| {
         Error::Internal(format!(
@@ -103,6 +120,24 @@ pub async fn serve(
     state.db.close()?;
     tracing::info!("stopped; database closed");
     Ok(())
+}
+
+/// Bounds what a slow or idle client can hold: the time to send each request's headers (which is
+/// also how long a kept-alive HTTP/1 connection may idle), and HTTP/2 pings that end dead peers.
+fn limit_slow_clients<A>(
+    server: &mut axum_server::Server<SocketAddr, A>,
+    header_timeout: Duration,
+) {
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(100);
 }
 
 async fn stop_on_signal(handle: Handle<SocketAddr>) {

@@ -57,6 +57,7 @@ pub async fn upgrade(
     let token_hash = caller.session.token_hash;
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
             state.metrics.ws_clients.inc();
