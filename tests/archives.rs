@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Auth, TestApp, b64, png, unb64};
+use common::{APPLICANT, Auth, ID_NUMBER, TestApp, b64, png, unb64};
 use ed25519_dalek::Signer;
 use serde_json::{Value, json};
 
@@ -250,7 +250,8 @@ async fn only_the_approver_who_prepared_may_seal_and_keys_are_checked() {
 }
 
 #[tokio::test]
-async fn archives_go_to_the_case_people_and_auditors_and_the_server_verifies_uploads() {
+async fn the_full_archive_goes_to_the_holder_and_auditors_others_get_a_receipt_and_uploads_verify()
+{
     let app = TestApp::new();
     let (agent, approver, case) = ready_case(&app).await;
     let sealed = app.decide(&approver, case, "approve", "同意").await;
@@ -264,9 +265,45 @@ async fn archives_go_to_the_case_people_and_auditors_and_the_server_verifies_upl
         sealed["archive"]["sha256"].as_str().unwrap()
     );
     assert_eq!(
-        app.request("GET", &path, &agent, None).await.status,
+        app.request("GET", &path, &approver, None).await.status,
         StatusCode::OK
     );
+    // The agent sees the applicant masked, so it may not have the archive (it holds the name and
+    // ID number unmasked); it gets the receipt, which verifies and holds neither.
+    let refused = app.request("GET", &path, &agent, None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("/receipt"),
+        "{}",
+        refused.json()
+    );
+    let receipt_path = format!("/api/cases/{case}/receipt");
+    for who in [&agent, &app.demo("supervisor").await] {
+        let receipt = app.request("GET", &receipt_path, who, None).await;
+        assert_eq!(receipt.status, StatusCode::OK);
+        let text = String::from_utf8(receipt.body.clone()).unwrap();
+        assert!(
+            !text.contains(APPLICANT) && !text.contains(ID_NUMBER),
+            "{text}"
+        );
+        let report = esign::verify::verify_receipt(&receipt.body, &app.state.trust);
+        assert!(report.passed(), "{report}");
+        // And offline, with the CLI, trusting only the pinned log key.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("receipt.json"), &receipt.body).unwrap();
+        std::fs::write(dir.path().join("trust.json"), app.state.trust.to_json()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+            .current_dir(dir.path())
+            .env_clear()
+            .args(["verify", "receipt.json", "--trust", "trust.json"])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && shown.contains("VALID"), "{shown}");
+    }
     assert_eq!(
         app.request("GET", &path, &app.demo("supervisor").await, None)
             .await

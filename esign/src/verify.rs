@@ -154,10 +154,38 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Verifies the archive at `path`.
+/// Verifies the archive or receipt at `path`.
 pub fn verify_file(path: &Path, trust: &Trust) -> Report {
-    match std::fs::File::open(path) {
-        Ok(file) => verify(std::io::BufReader::new(file), trust),
+    let opened = std::fs::File::open(path).and_then(|mut file| {
+        let mut first = [0u8; 16];
+        let n = file.read(&mut first)?;
+        file.rewind()?;
+        Ok((file, is_receipt(&first[..n])))
+    });
+    match opened {
+        Ok((mut file, true)) => {
+            // Receipts are small: at most the five signed files, each within the tag file limit.
+            let mut bytes = Vec::new();
+            let limit = 5 * Limits::default().max_tag_file_bytes + 4096;
+            match (&mut file).take(limit + 1).read_to_end(&mut bytes) {
+                Ok(_) if bytes.len() as u64 <= limit => verify_receipt(&bytes, trust),
+                Ok(_) => Report {
+                    checks: vec![Check {
+                        name: "receipt.format".into(),
+                        passed: false,
+                        detail: format!("{}: larger than a receipt can be", path.display()),
+                    }],
+                },
+                Err(e) => Report {
+                    checks: vec![Check {
+                        name: "archive.open".into(),
+                        passed: false,
+                        detail: format!("{}: {e}", path.display()),
+                    }],
+                },
+            }
+        }
+        Ok((file, false)) => verify(std::io::BufReader::new(file), trust),
         Err(e) => Report {
             checks: vec![Check {
                 name: "archive.open".into(),
@@ -269,7 +297,29 @@ impl Verifier {
             statement_decision(&statement, &contents),
         );
 
-        let keys = self.check("keys.file", parse_keys(tag(names::KEYS)))?;
+        self.signed_and_logged(
+            &statement,
+            &SignedFiles {
+                statement: statement_bytes,
+                approver_sig: tag(names::APPROVER_SIG),
+                seal_sig: tag(names::SEAL_SIG),
+                proof: tag(names::PROOF),
+                keys: tag(names::KEYS),
+            },
+            trust,
+        )
+    }
+
+    /// The checks an archive and a receipt share: both signatures by keys valid in the log at the
+    /// statement's position, and the statement's inclusion under a trusted checkpoint.
+    fn signed_and_logged(
+        &mut self,
+        statement: &Statement,
+        files: &SignedFiles<'_>,
+        trust: &Trust,
+    ) -> Option<()> {
+        let statement_bytes = files.statement;
+        let keys = self.check("keys.file", parse_keys(files.keys))?;
         let approver = self.check(
             "keys.approver",
             find_key(&keys, &statement.signers.approver, KeyRole::Approver),
@@ -283,7 +333,7 @@ impl Verifier {
                 "signature.approver",
                 signature(
                     key,
-                    tag(names::APPROVER_SIG),
+                    files.approver_sig,
                     statement_bytes,
                     names::APPROVER_SIG,
                 ),
@@ -292,12 +342,11 @@ impl Verifier {
         if let Some(key) = &seal {
             self.check(
                 "signature.seal",
-                signature(key, tag(names::SEAL_SIG), statement_bytes, names::SEAL_SIG),
+                signature(key, files.seal_sig, statement_bytes, names::SEAL_SIG),
             );
         }
 
-        let (proof, checkpoint) =
-            self.check("log.checkpoint", checkpoint(tag(names::PROOF), trust))?;
+        let (proof, checkpoint) = self.check("log.checkpoint", checkpoint(files.proof, trust))?;
         let statement_index = proof.statement.log_index;
         self.check(
             "log.statement_inclusion",
@@ -321,6 +370,127 @@ impl Verifier {
         }
         Some(())
     }
+
+    fn run_receipt(&mut self, bytes: &[u8], trust: &Trust) -> Option<()> {
+        let receipt = self.check(
+            "receipt.format",
+            Receipt::parse(bytes).map(|r| {
+                (
+                    r,
+                    "a cloudhelp receipt: the signed statement and its log evidence, no payload"
+                        .to_string(),
+                )
+            }),
+        )?;
+        let files = receipt.files();
+        let statement = self.check("statement.canonical", parse_statement(files.statement))?;
+        self.signed_and_logged(&statement, &files, trust)
+    }
+}
+
+/// The signed files of an archive's `esign/` folder, wherever they were read from.
+struct SignedFiles<'a> {
+    statement: &'a [u8],
+    approver_sig: &'a [u8],
+    seal_sig: &'a [u8],
+    proof: &'a [u8],
+    keys: &'a [u8],
+}
+
+/// What a case's people other than its approver and auditors get instead of the archive: the
+/// signed statement (file digests and the decision, no personal data) and its log evidence, the
+/// exact bytes of the archive's `esign/` files. It proves that the decision was signed and logged;
+/// the files themselves are only in the full archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// Always [`Receipt::FORMAT`].
+    pub format: String,
+    /// `esign/statement.json`.
+    pub statement: String,
+    /// `esign/approver.sig`.
+    pub approver_sig: String,
+    /// `esign/seal.sig`.
+    pub seal_sig: String,
+    /// `esign/proof`.
+    pub proof: String,
+    /// `esign/keys`.
+    pub keys: String,
+}
+
+impl Receipt {
+    /// The value of `format`.
+    pub const FORMAT: &'static str = "cloudhelp-receipt/1";
+
+    /// The receipt of an archive (which should itself verify; this only copies its `esign/` files).
+    pub fn from_archive<R: Read + Seek>(mut reader: R) -> Result<Receipt, Error> {
+        let limits = Limits::default();
+        let entries = read_directory(&mut reader, &limits).map_err(Error::Zip)?;
+        let mut read = |name: &str| -> Result<String, Error> {
+            let entry = entries
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| Error::Zip(format!("{name} is missing")))?;
+            if entry.size > limits.max_tag_file_bytes {
+                return Err(Error::Zip(format!("{name} is too large")));
+            }
+            let mut bytes = Vec::new();
+            stream_entry(&mut reader, entry, |chunk| bytes.extend_from_slice(chunk))
+                .map_err(Error::Zip)?;
+            String::from_utf8(bytes).map_err(|_| Error::Zip(format!("{name} is not UTF-8")))
+        };
+        Ok(Receipt {
+            format: Receipt::FORMAT.to_string(),
+            statement: read(names::STATEMENT)?,
+            approver_sig: read(names::APPROVER_SIG)?,
+            seal_sig: read(names::SEAL_SIG)?,
+            proof: read(names::PROOF)?,
+            keys: read(names::KEYS)?,
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Receipt, String> {
+        let receipt: Receipt =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a cloudhelp receipt: {e}"))?;
+        if receipt.format != Receipt::FORMAT {
+            return Err(format!(
+                "format is {:?}, expected {:?}",
+                receipt.format,
+                Receipt::FORMAT
+            ));
+        }
+        Ok(receipt)
+    }
+
+    fn files(&self) -> SignedFiles<'_> {
+        SignedFiles {
+            statement: self.statement.as_bytes(),
+            approver_sig: self.approver_sig.as_bytes(),
+            seal_sig: self.seal_sig.as_bytes(),
+            proof: self.proof.as_bytes(),
+            keys: self.keys.as_bytes(),
+        }
+    }
+
+    /// The receipt as pretty JSON, the form the server hands out.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Verifies a receipt (see [`Receipt`]): its statement, both signatures and its log evidence.
+pub fn verify_receipt(bytes: &[u8], trust: &Trust) -> Report {
+    let mut v = Verifier { checks: Vec::new() };
+    let _ = v.run_receipt(bytes, trust);
+    Report { checks: v.checks }
+}
+
+/// Receipts are JSON (they begin with `{`); archives are zip files (`PK`).
+pub fn is_receipt(first_bytes: &[u8]) -> bool {
+    first_bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
 }
 
 type CheckResult<T> = Result<(T, String), String>;

@@ -1234,3 +1234,38 @@ fn a_deeply_nested_statement_is_refused_without_costing_more_memory_than_its_siz
         "verifying a 12 MB statement raised peak memory by {growth} KiB"
     );
 }
+
+#[test]
+fn the_receipt_of_an_archive_verifies_alone_and_a_changed_decision_in_it_does_not() {
+    use esign::verify::{Receipt, verify_receipt};
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let receipt = Receipt::from_archive(Cursor::new(&archive)).unwrap();
+    let json = receipt.to_json();
+    let report = verify_receipt(json.as_bytes(), &fx.trust);
+    assert!(report.passed(), "{report}");
+    for check in [
+        "signature.approver",
+        "signature.seal",
+        "log.statement_inclusion",
+    ] {
+        assert!(
+            report.check(check).is_some_and(|c| c.passed),
+            "{check}: {report}"
+        );
+    }
+    assert!(!json.contains("%PDF"), "a receipt carries no payload");
+    let forged = Receipt {
+        statement: receipt.statement.replace("\"approved\"", "\"rejected\""),
+        ..receipt.clone()
+    };
+    let report = verify_receipt(forged.to_json().as_bytes(), &fx.trust);
+    assert_rejected(&report, "signature.approver", "esign/approver.sig");
+    assert_rejected(&report, "log.statement_inclusion", "esign/statement.json");
+    let other_format = json.replace(Receipt::FORMAT, "cloudhelp-receipt/9");
+    assert_rejected(
+        &verify_receipt(other_format.as_bytes(), &fx.trust),
+        "receipt.format",
+        "expected",
+    );
+}

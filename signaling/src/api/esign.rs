@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::cases::{After, announce, check_material_access};
+use super::cases::{After, announce};
 use super::{Caller, Json, Path, Query};
 use crate::cases::{self, CaseView};
 use crate::error::{Error, Result};
 use crate::sealing::{self, ArchiveInfo, Prepared};
 use crate::state::AppState;
 use crate::tlog::{self, SigningKeyInfo};
-use crate::workflow::{Command, Role};
+use crate::workflow::{self, Actor, CaseFacts, Command, Role};
 
 fn sealer(state: &AppState) -> sealing::Sealer<'_> {
     sealing::Sealer {
@@ -251,25 +251,83 @@ pub async fn seal_decision(
     Ok(Json(Sealed { case, archive }))
 }
 
-/// The sealed archive of a case (BagIt zip), for its people and auditors.
-#[utoipa::path(get, path = "/api/cases/{id}/archive", params(("id" = i64, Path)), responses((status = 200, content_type = "application/zip")))]
-pub async fn download_archive(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> Result<Response> {
+/// Who may have a case's full archive: it holds the applicant's name and ID number unmasked and
+/// the materials, so only the approver holding the case and auditors, the two roles that see the
+/// applicant unmasked. Everyone else who may see the case gets its receipt.
+fn check_archive_access(actor: &Actor, facts: &CaseFacts, id: i64) -> Result<()> {
+    if workflow::holds(actor, facts) || actor.role == Role::Auditor {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "the full archive holds the applicant's personal data and is for the approver holding the case and auditors; \
+             the case's receipt (GET /api/cases/{id}/receipt) proves the signed decision"
+        )))
+    }
+}
+
+/// The case's archive record and number, for a caller who may see the case.
+async fn sealed(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    full: bool,
+) -> Result<(sealing::ArchiveInfo, String)> {
     let actor = caller.actor();
-    let (info, number) = state
+    state
         .db
         .call(move |c| {
             let facts = cases::visible_facts(c, id, &actor)?;
-            check_material_access(&actor, &facts, false)?;
+            if full {
+                check_archive_access(&actor, &facts, id)?;
+            }
             let info = sealing::archive(c, id)?.ok_or(Error::NotFound("archive"))?;
             let number: String =
                 c.query_row("SELECT number FROM cases WHERE id = ?1", [id], |r| r.get(0))?;
             Ok((info, number))
         })
-        .await?;
+        .await
+}
+
+/// The signed receipt of a case's decision (JSON): the statement and its log evidence without
+/// the payload, verifiable with `cloudhelp verify RECEIPT --trust TRUST`; for everyone who may see
+/// the case.
+#[utoipa::path(get, path = "/api/cases/{id}/receipt", params(("id" = i64, Path)), responses((status = 200, content_type = "application/json", description = "a cloudhelp-receipt/1 document"), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn download_receipt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response> {
+    let (info, number) = sealed(&state, &caller, id, false).await?;
+    let path = state.blobs.path(&info.sha256);
+    let receipt = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path)?;
+        esign::verify::Receipt::from_archive(std::io::BufReader::new(file))
+            .map_err(|e| Error::Internal(format!("receipt of a sealed archive: {e}")))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("receipt task: {e}")))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{number}-receipt.json\""),
+            ),
+            (header::CACHE_CONTROL, "private, no-store".to_string()),
+        ],
+        receipt.to_json(),
+    )
+        .into_response())
+}
+
+/// The sealed archive of a case (BagIt zip), for the approver holding it and auditors.
+#[utoipa::path(get, path = "/api/cases/{id}/archive", params(("id" = i64, Path)), responses((status = 200, content_type = "application/zip"), (status = 403, body = crate::error::ErrorBody)))]
+pub async fn download_archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response> {
+    let (info, number) = sealed(&state, &caller, id, true).await?;
     let file = tokio::fs::File::open(state.blobs.path(&info.sha256)).await?;
     Ok((
         [

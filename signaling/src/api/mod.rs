@@ -53,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/cases/{id}/decision", post(esign::prepare_decision))
         .route("/cases/{id}/decision/seal", post(esign::seal_decision))
         .route("/cases/{id}/archive", get(esign::download_archive))
+        .route("/cases/{id}/receipt", get(esign::download_receipt))
         .route("/keys", get(esign::list_keys).post(esign::register_key))
         .route("/keys/{key_id}/revoke", post(esign::revoke_key))
         .route(

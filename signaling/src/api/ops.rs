@@ -202,6 +202,7 @@ pub async fn stats(
         super::esign::prepare_decision,
         super::esign::seal_decision,
         super::esign::download_archive,
+        super::esign::download_receipt,
         super::esign::verify_archive,
         super::esign::checkpoint,
         super::esign::consistency,

@@ -16,7 +16,7 @@ export async function renderAuditor(view, params) {
   const archiveSlot = h('div', { id: 'archive-case' }, h('p', { class: 'muted' }, t('auditor.archive_pick')));
   const report = h('div', { id: 'verify-report' });
   const checkpoint = h('pre', { id: 'log-checkpoint', translate: 'no', hidden: true });
-  const fileInput = h('input', { type: 'file', accept: '.zip,application/zip', name: 'archive-file' });
+  const fileInput = h('input', { type: 'file', accept: '.zip,.json,application/zip,application/json', name: 'archive-file' });
   fileInput.addEventListener('change', () => { if (fileInput.files[0]) verify(fileInput.files[0]); });
   const checkpointButton = h('button', { type: 'button', id: 'show-checkpoint' }, t('auditor.log_checkpoint'));
   checkpointButton.addEventListener('click', async () => {

@@ -151,7 +151,9 @@ function renderFacts(el, c) {
     c.decision_reason ? [c.state === 'awaiting_material' ? t('case.material_reason') : t('case.reason'), c.decision_reason] : null,
     c.seal ? [t('case.seal'), h('span', { id: 'case-seal', dataset: { logIndex: String(c.seal.log_index) } },
       h('strong', { class: 'ok' }, t('case.sealed')), ' ',
-      h('span', { class: 'muted', translate: 'no' }, t('case.seal_detail', { index: c.seal.log_index, key: c.seal.approver_key, at: fmtDateTime(c.seal.sealed_at) })))] : null,
+      h('span', { class: 'muted', translate: 'no' }, t('case.seal_detail', { index: c.seal.log_index, key: c.seal.approver_key, at: fmtDateTime(c.seal.sealed_at) })), ' ',
+      h('a', { id: 'case-receipt', href: `/api/cases/${c.id}/receipt`, download: `${c.number}-receipt.json` }, t('case.receipt')),
+      c.applicant_masked ? null : [' ', h('a', { id: 'case-archive', href: `/api/cases/${c.id}/archive`, download: `${c.number}.zip` }, t('case.archive'))])] : null,
     c.ended_at ? [t('case.ended_at'), fmtDateTime(c.ended_at)] : null,
   ].filter(Boolean);
   fill(el,
