@@ -1254,3 +1254,14 @@ async fn every_response_carries_hsts_and_a_content_security_policy_that_allows_o
         );
     }
 }
+
+#[test]
+fn the_data_folder_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::new();
+    let mode = std::fs::metadata(app.dir.path().join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}

@@ -454,6 +454,20 @@ async fn the_public_log_proves_a_newer_checkpoint_extends_an_older_one() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // An empty tree has no proof: a clear 400 naming the rule, not a 500.
+    let empty = app
+        .request("GET", "/api/log/consistency?old=0&new=0", &Auth::None, None)
+        .await;
+    assert_eq!(
+        (empty.status, empty.code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
+    assert!(
+        empty.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 <= old")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in [

@@ -122,14 +122,22 @@ impl Report {
     }
 }
 
+/// Whether `c` changes the direction of the text around it (marks, embeddings, overrides,
+/// isolates): invisible, and able to make `exe.txt` of `txt.exe` on screen.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
 /// Text for a terminal: control characters (C0, DEL, C1) and bidirectional overrides, which an
 /// archive's fields could carry to recolour, retitle or reorder what the auditor reads, are shown
 /// as `\u{..}` escapes instead.
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
+        if c.is_control() || is_bidi_control(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);

@@ -5,7 +5,7 @@
 //! read-modify-write (accept, rate, close a follow-up) atomic without retry loops. Queries run on
 //! tokio's blocking pool so they never stall the reactor.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -207,6 +207,7 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the database file, switches it to WAL and brings the schema up to date.
     pub fn open(path: &Path) -> Result<Db> {
+        owner_only(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -247,6 +248,24 @@ impl Db {
     }
 }
 
+/// Creates the database file readable by its owner only (0600), or makes it so. SQLite gives its
+/// `-wal` and `-shm` files the main file's permissions; ones left by an older start are fixed too.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies every migration newer than the file's `user_version`, each in its own transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -268,6 +287,24 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_and_its_wal_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = Db::open(&path).unwrap();
+        db.call_blocking(|c| {
+            c.execute("INSERT INTO departments (code, name) VALUES ('x', 'x')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+    }
 
     #[test]
     fn migrations_run_once_and_neither_audit_events_nor_the_log_can_be_changed() {

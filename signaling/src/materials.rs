@@ -81,8 +81,14 @@ pub fn check_filename(name: &str) -> Result<String> {
     if name.contains(['/', '\\']) || name == "." || name == ".." || name.starts_with("..") {
         return Err(bad("a plain file name without folders or '..'"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(bad("no control characters"));
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_control() || esign::verify::is_bidi_control(c))
+    {
+        return Err(bad(&format!(
+            "no control or text-direction characters (found U+{:04X})",
+            u32::from(c)
+        )));
     }
     Ok(name.to_string())
 }
@@ -224,6 +230,19 @@ mod tests {
             "",
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn file_names_with_text_direction_characters_are_refused_naming_the_character() {
+        // U+202E shows "photo\u{202e}gpj.exe" as "photoexe.jpg".
+        for (name, code) in [
+            ("photo\u{202e}gpj.exe", "U+202E"),
+            ("a\u{2067}b.jpg", "U+2067"),
+            ("a\u{200f}.png", "U+200F"),
+        ] {
+            let message = check_filename(name).unwrap_err().to_string();
+            assert!(message.contains(code), "{name:?}: {message}");
         }
     }
 }

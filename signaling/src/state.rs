@@ -100,6 +100,11 @@ impl AppState {
                 config.data_dir.display()
             ))
         })?;
+        // The folder holds personal data and keys: its owner only (0700), whatever the umask.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let db = Db::open(&config.database_path())?;
         let blobs = BlobStore::open(&config.data_dir.join("blobs"))?;
         let keys = config.data_dir.join("keys");

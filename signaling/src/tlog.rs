@@ -119,10 +119,12 @@ pub fn checkpoint(conn: &Connection, key: &LogKey) -> Result<SignedCheckpoint> {
 /// The consistency proof between two sizes, each at most the current size.
 pub fn consistency(conn: &Connection, key: &LogKey, old: u64, new: u64) -> Result<Vec<Hash>> {
     let size = open(conn, key).size().map_err(esign_error)?;
-    if old > new || new > size {
+    if old == 0 || old > new || new > size {
         return Err(Error::bad(
             "invalid_query",
-            format!("need old <= new <= {size} (the current log size)"),
+            format!(
+                "need 1 <= old <= new <= {size} (the current log size); an empty tree has no proof"
+            ),
         ));
     }
     open(conn, key)
