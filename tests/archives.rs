@@ -109,6 +109,45 @@ async fn a_wrong_signature_decides_nothing_and_the_right_one_can_follow() {
 }
 
 #[tokio::test]
+async fn only_the_holder_learns_whether_a_decision_is_prepared_and_no_one_else_can_take_it() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let (key, key_id) = app.register_key(&approver).await;
+    let outsider = app.demo("approver2").await;
+    let forged = [7u8; 64];
+    let mut answers_before = Vec::new();
+    for who in [&agent, &outsider] {
+        let a = app.seal(who, case, &forged).await;
+        answers_before.push((a.status, a.code()));
+    }
+    let bytes = app
+        .prepare(&approver, case, "approve", "同意", &key_id)
+        .await
+        .unwrap();
+    for (who, expected) in [&agent, &outsider].into_iter().zip(&answers_before) {
+        let a = app.seal(who, case, &forged).await;
+        assert_eq!(
+            &(a.status, a.code()),
+            expected,
+            "the answer changed once a decision was prepared"
+        );
+    }
+    assert_eq!(
+        answers_before[0],
+        (StatusCode::FORBIDDEN, "forbidden".to_string())
+    );
+    assert_eq!(
+        answers_before[1],
+        (StatusCode::NOT_FOUND, "not_found".to_string())
+    );
+    // The holder's prepared decision is still there.
+    let sealed = app
+        .seal(&approver, case, &key.sign(&bytes).to_bytes())
+        .await;
+    assert_eq!(sealed.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_revoked_key_can_neither_prepare_nor_seal() {
     let app = TestApp::new();
     let (_, approver, case) = ready_case(&app).await;

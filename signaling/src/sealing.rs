@@ -53,12 +53,14 @@ impl PendingDecisions {
             .unwrap_or_else(|p| p.into_inner())
             .insert(case_id, pending);
     }
-    /// Takes the prepared decision of a case.
-    pub fn take(&self, case_id: i64) -> Option<Box<PendingDecision>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&case_id)
+    /// Takes the prepared decision of a case if `approver_id` prepared it; anyone else's attempt
+    /// leaves it in place, in the same lock, so no legitimate seal can miss it meanwhile.
+    pub fn take_for(&self, case_id: i64, approver_id: i64) -> Option<Box<PendingDecision>> {
+        let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get(&case_id) {
+            Some(p) if p.approver_id == approver_id => pending.remove(&case_id),
+            _ => None,
+        }
     }
 }
 

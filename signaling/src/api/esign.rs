@@ -212,16 +212,28 @@ pub async fn seal_decision(
     Path(id): Path<i64>,
     Json(body): Json<SealRequest>,
 ) -> Result<Json<Sealed>> {
-    let pending = state.pending.take(id).ok_or_else(|| {
+    // Who may seal is settled from the case before the prepared decisions are looked at, so
+    // nobody else learns whether one is waiting.
+    let actor = caller.actor();
+    state
+        .db
+        .call(move |c| {
+            let facts = cases::visible_facts(c, id, &actor)?;
+            if workflow::holds(&actor, &facts) {
+                Ok(())
+            } else {
+                Err(Error::Forbidden(
+                    "only the approver holding the case may seal its decision".into(),
+                ))
+            }
+        })
+        .await?;
+    let pending = state.pending.take_for(id, caller.user.id).ok_or_else(|| {
         Error::conflict(
             "not_prepared",
             "no decision is prepared for this case; prepare it first",
         )
     })?;
-    if pending.approver_id != caller.user.id {
-        state.pending.put(id, pending);
-        return Err(Error::NotFound("case"));
-    }
     let actor = caller.actor();
     let now = state.now();
     let keys = state.clone();
