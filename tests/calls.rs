@@ -617,3 +617,78 @@ async fn without_everyones_consent_nothing_is_recorded() {
         "no file was written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expert_invited_into_a_recorded_call_is_not_recorded_until_it_has_seen_so_and_consented()
+{
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let _agent_peer = join(&server, &agent, case).await;
+    let approver_peer = join(&server, &approver, case).await;
+    receiving(&approver_peer, 1, 1).await;
+    let mut watcher = socket(&server, &agent).await;
+    consent(&mut watcher, case, true).await;
+    let mut approver_socket = socket(&server, &approver).await;
+    consent(&mut approver_socket, case, true).await;
+    assert_eq!(next_call(&mut watcher).await["recording"], true);
+
+    let expert = app.demo("expert").await;
+    let expert_id = app.request("GET", "/api/me", &expert, None).await.json()["user"]["id"].clone();
+    app.act(
+        &approver,
+        case,
+        "invite",
+        json!({ "expert_id": expert_id }),
+        StatusCode::OK,
+    )
+    .await;
+    // By the time the invitation is answered, the recording has stopped and its files are kept.
+    let paused = next_call(&mut watcher).await;
+    assert_eq!(
+        (paused["type"].as_str(), paused["recording"].as_bool()),
+        (Some("call.recording"), Some(false))
+    );
+    let kept = recordings(&app, &agent, case).await.len();
+    assert!(
+        kept >= 2,
+        "what was recorded before the invitation is stored ({kept} files)"
+    );
+
+    // The expert joins: told it is not recorded and it has not consented.
+    let mut expert_socket = socket(&server, &expert).await;
+    send(
+        &mut expert_socket,
+        json!({ "v": 1, "type": "call.join", "case_id": case }),
+    )
+    .await;
+    let config = next_call(&mut expert_socket).await;
+    assert_eq!(config["type"], "call.config");
+    assert_eq!(
+        (config["recording"].as_bool(), config["consented"].as_bool()),
+        (Some(false), Some(false))
+    );
+    // Its consent completes everyone's: recording starts again, in new files.
+    consent(&mut expert_socket, case, true).await;
+    assert_eq!(next_call(&mut watcher).await["recording"], true);
+    // Someone who joins now is told at once that the call is recorded.
+    let mut rejoin = socket(&server, &agent).await;
+    send(
+        &mut rejoin,
+        json!({ "v": 1, "type": "call.join", "case_id": case }),
+    )
+    .await;
+    let config = next_call(&mut rejoin).await;
+    assert_eq!(
+        (config["recording"].as_bool(), config["consented"].as_bool()),
+        (Some(true), Some(true))
+    );
+
+    let auditor = app.demo("auditor").await;
+    let trail = String::from_utf8(
+        app.request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+            .await
+            .body,
+    )
+    .unwrap();
+    assert!(trail.contains("call.recording_paused"));
+    assert_eq!(trail.matches("call.recording_started").count(), 2);
+}

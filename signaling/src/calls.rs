@@ -189,7 +189,8 @@ impl Calls {
         let ice_servers = state
             .relay
             .ice_servers_for(&me, std::time::SystemTime::now());
-        let config = json!({ "v": 1, "type": "call.config", "case_id": case_id, "participant_id": me, "ice_servers": ice_servers });
+        let (recording, consented) = crate::recording::status(state, case_id, user.id);
+        let config = json!({ "v": 1, "type": "call.config", "case_id": case_id, "participant_id": me, "ice_servers": ice_servers, "recording": recording, "consented": consented });
         if self.out.send(config).await.is_err() {
             return None;
         }

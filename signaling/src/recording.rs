@@ -152,6 +152,50 @@ pub async fn consent(
     None
 }
 
+/// Whether the case's call is being recorded, and whether `user_id` has consented: what a joiner
+/// is told in `call.config`.
+pub fn status(state: &AppState, case_id: i64, user_id: i64) -> (bool, bool) {
+    state
+        .recordings
+        .with(case_id, |r| (r.recording, r.consented.contains(&user_id)))
+}
+
+/// Stops a running recording when someone now in the case (an expert just invited) has not
+/// consented, storing what was recorded; it starts again (new files) once they consent. So nobody's
+/// media is written before they have seen that the call is recorded and agreed.
+pub async fn pause_without_everyones_consent(state: &AppState, case_id: i64) {
+    if !state.recordings.with(case_id, |r| r.recording) {
+        return;
+    }
+    let Ok(Some(facts)) = state.db.call(move |c| cases::facts(c, case_id)).await else {
+        return;
+    };
+    if state
+        .recordings
+        .with(case_id, |r| people(&facts).is_subset(&r.consented))
+    {
+        return;
+    }
+    if let Err(e) = stop_and_store(state, case_id).await {
+        tracing::error!(case_id, error = %e, "recording not stored");
+    }
+    let now = state.now();
+    let _ = state
+        .db
+        .call(move |c| {
+            audit::append(
+                c,
+                now,
+                None,
+                Some(case_id),
+                "call.recording_paused",
+                &json!({ "reason": "a new participant has not consented" }),
+            )
+        })
+        .await;
+    announce(state, &facts, case_id, false);
+}
+
 /// Stops a running recording of the case and stores its files as materials; returns how many.
 pub async fn stop_and_store(state: &AppState, case_id: i64) -> Result<usize> {
     let was = state

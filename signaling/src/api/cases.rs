@@ -237,6 +237,10 @@ pub async fn action(
             Ok((transitioned, after))
         })
         .await?;
+    if transitioned.outcome.facts.experts.len() > transitioned.before.experts.len() {
+        // Before the newcomer can join: no recording runs without their consent.
+        crate::recording::pause_without_everyones_consent(&state, id).await;
+    }
     let view = announce(&state, caller.user.id, id, &transitioned, after, now);
     Ok(Json(view.ok_or_else(|| {
         Error::conflict(

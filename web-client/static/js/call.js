@@ -566,6 +566,10 @@ class CallPanel {
   onConfig(msg) {
     this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
     this.ownId = msg.participant_id || this.ownId;
+    // Whoever joins a recorded call sees so at once, and whether they have consented.
+    this.recordingBadge.hidden = !msg.recording;
+    if (typeof msg.consented === 'boolean') this.consented = msg.consented;
+    this.renderControls();
     if (this.pc && this.resuming) {
       try { this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers }); } catch { /* keep the old servers */ }
       return;
