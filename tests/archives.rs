@@ -609,3 +609,62 @@ async fn the_sealed_record_is_true_to_the_decision_and_the_case_shows_who_signed
         "one decision time everywhere"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_answers_while_a_decision_packs_its_materials() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    let (_, key_id) = app.register_key(&approver).await;
+    // Swap the stored material for a FIFO: packing it then waits until this test writes to it,
+    // which holds the packing step open for as long as the test needs.
+    use sha2::Digest;
+    let blob = app
+        .state
+        .blobs
+        .path(&hex::encode(sha2::Sha256::digest(png())));
+    std::fs::remove_file(&blob).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&blob)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let preparing = {
+        let (app_state, approver) = (app.state.clone(), approver.clone());
+        let key_id = key_id.clone();
+        tokio::spawn(async move {
+            let Auth::Bearer(token) = approver else {
+                unreachable!()
+            };
+            let body = json!({ "decision": "approve", "reason": "同意", "key_id": key_id });
+            let request = axum::http::Request::post(format!("/api/cases/{case}/decision"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            tower::ServiceExt::oneshot(signaling::api::app(app_state), request)
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Opening the FIFO for writing returns once the packing step has opened it for reading; it
+    // then waits for the bytes, in the middle of packing. Meanwhile the database must answer.
+    let opened = tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new().write(true).open(&blob).unwrap()
+    });
+    let mut fifo = tokio::time::timeout(std::time::Duration::from_secs(10), opened)
+        .await
+        .expect("packing reads the material")
+        .unwrap();
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.request("GET", &format!("/api/cases/{case}"), &agent, None),
+    )
+    .await
+    .expect("the database answered while a decision was packing");
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(!preparing.is_finished());
+    std::io::Write::write_all(&mut fifo, &png()).unwrap();
+    drop(fifo);
+    assert_eq!(preparing.await.unwrap(), StatusCode::OK);
+}

@@ -41,6 +41,20 @@ pub struct PendingDecision {
     temp: tempfile::TempPath,
 }
 
+/// What an archive will hold, read in the database lock by [`Sealer::gather`].
+pub struct Gathered {
+    case_id: i64,
+    approver_id: i64,
+    key_id: String,
+    command: Command,
+    now: i64,
+    view: cases::CaseView,
+    materials: Vec<materials::Material>,
+    events: Vec<audit::AuditEvent>,
+    quality: Vec<u8>,
+    decision: serde_json::Value,
+}
+
 /// Prepared decisions by case id; a new preparation replaces an older one.
 #[derive(Default)]
 pub struct PendingDecisions(Mutex<HashMap<i64, Box<PendingDecision>>>);
@@ -130,17 +144,17 @@ pub struct SealFailure {
 }
 
 impl Sealer<'_> {
-    /// Packs the case's payload for a decision and returns what the browser must sign.
-    pub fn prepare(
-        &self,
+    /// The first step of preparing (in the database lock): checks that the decision is allowed
+    /// now and reads what the archive will hold, writing nothing. [`Sealer::pack`] packs it
+    /// afterwards, outside the lock: zipping hundreds of megabytes of materials takes a while.
+    pub fn gather(
         conn: &Connection,
         case_id: i64,
         actor: &Actor,
         command: Command,
         key_id: &str,
         now: i64,
-    ) -> Result<(Box<PendingDecision>, Prepared)> {
-        let (blobs, seal) = (self.blobs, self.seal);
+    ) -> Result<Gathered> {
         let facts = cases::facts(conn, case_id)?.ok_or(Error::NotFound("case"))?;
         let outcome = workflow::apply(&facts, actor, &command)?; // a dry run: is the decision allowed now?
         let key = tlog::key(conn, key_id)?
@@ -182,6 +196,49 @@ impl Sealer<'_> {
             },
         )?;
 
+        let quality = json_bytes(&crate::calls::quality_record(conn, case_id)?)?;
+        let decision = serde_json::json!({
+            "case_number": view.number,
+            "outcome": result,
+            "reason": reason,
+            "item": view.item_code,
+            "department": view.department_name,
+            "approver_id": actor.id,
+            "approver_key": key_id,
+            "identity_checked": outcome.facts.identity_checked,
+            "decided_at": rfc3339(now),
+            "materials": materials.len(),
+        });
+        Ok(Gathered {
+            case_id,
+            approver_id: actor.id,
+            key_id: key_id.to_string(),
+            command,
+            now,
+            view,
+            materials,
+            events,
+            quality,
+            decision,
+        })
+    }
+
+    /// Packs what [`Sealer::gather`] read into the archive (no database needed) and returns what
+    /// the browser must sign.
+    pub fn pack(&self, gathered: Gathered) -> Result<(Box<PendingDecision>, Prepared)> {
+        let (blobs, seal) = (self.blobs, self.seal);
+        let Gathered {
+            case_id,
+            approver_id,
+            key_id,
+            command,
+            now,
+            view,
+            materials,
+            events,
+            quality,
+            decision,
+        } = gathered;
         let (file, temp) = tempfile::NamedTempFile::new_in(blobs.tmp_folder())?.into_parts();
         let mut writer = ArchiveWriter::new(file, &view.number).map_err(esign_error)?;
         writer
@@ -205,22 +262,9 @@ impl Sealer<'_> {
         writer
             .add_bytes("data/events.jsonl", &lines)
             .map_err(esign_error)?;
-        let quality = crate::calls::quality_record(conn, case_id)?;
         writer
-            .add_bytes("data/call-quality.json", &json_bytes(&quality)?)
+            .add_bytes("data/call-quality.json", &quality)
             .map_err(esign_error)?;
-        let decision = serde_json::json!({
-            "case_number": view.number,
-            "outcome": result,
-            "reason": reason,
-            "item": view.item_code,
-            "department": view.department_name,
-            "approver_id": actor.id,
-            "approver_key": key_id,
-            "identity_checked": outcome.facts.identity_checked,
-            "decided_at": rfc3339(now),
-            "materials": materials.len(),
-        });
         let day = rfc3339(now + 8 * 3_600_000)
             .get(..10)
             .unwrap_or("1970-01-01")
@@ -229,7 +273,7 @@ impl Sealer<'_> {
             .finish_payload(PayloadSummary {
                 decision,
                 signers: Signers {
-                    approver: key_id.to_string(),
+                    approver: key_id.clone(),
                     seal: seal.key_id(),
                 },
                 previous_statement: None,
@@ -242,12 +286,12 @@ impl Sealer<'_> {
             payload_type: PayloadType::Statement.as_str().to_string(),
             statement: serde_json::from_slice(archive.statement_bytes())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            key_id: key_id.to_string(),
+            key_id: key_id.clone(),
         };
         let pending = PendingDecision {
             case_id,
-            approver_id: actor.id,
-            key_id: key_id.to_string(),
+            approver_id,
+            key_id,
             command,
             decided_at: now,
             archive,

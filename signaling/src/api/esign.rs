@@ -177,11 +177,14 @@ pub async fn prepare_decision(
         tracing::error!(case_id = id, error = %e, "recording not stored");
     }
     let now = state.now();
-    let keys = state.clone();
-    let (pending, prepared) = state
+    let gathered = state
         .db
-        .call(move |c| sealer(&keys).prepare(c, id, &actor, command, &body.key_id, now))
+        .call(move |c| sealing::Sealer::gather(c, id, &actor, command, &body.key_id, now))
         .await?;
+    let keys = state.clone();
+    let (pending, prepared) = tokio::task::spawn_blocking(move || sealer(&keys).pack(gathered))
+        .await
+        .map_err(|e| Error::Internal(format!("packing task: {e}")))??;
     state.pending.put(id, pending);
     Ok(Json(prepared))
 }
