@@ -149,6 +149,34 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// Every code, for clients that keep a list of them.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadSdp,
+        ErrorCode::NoUsableCodec,
+        ErrorCode::NegotiationInProgress,
+        ErrorCode::UnexpectedAnswer,
+        ErrorCode::CandidateBeforeOffer,
+        ErrorCode::BadCandidate,
+        ErrorCode::UnknownTrack,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::NoUsableCodec => "no_usable_codec",
+            ErrorCode::NegotiationInProgress => "negotiation_in_progress",
+            ErrorCode::UnexpectedAnswer => "unexpected_answer",
+            ErrorCode::CandidateBeforeOffer => "candidate_before_offer",
+            ErrorCode::BadCandidate => "bad_candidate",
+            ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 /// What the relay sends to a participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -244,6 +272,16 @@ pub enum ServerMessage {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_error_code_is_listed_once_and_named_as_on_the_wire() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+        }
+    }
+
     use super::*;
 
     #[test]

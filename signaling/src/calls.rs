@@ -28,8 +28,58 @@ pub fn participant_of(user_id: i64) -> ParticipantId {
 }
 
 /// A `call.error` message.
-pub fn call_error(case_id: Option<i64>, code: &str, message: &str) -> Value {
-    json!({ "v": 1, "type": "call.error", "case_id": case_id, "code": code, "message": message })
+pub fn call_error(case_id: Option<i64>, code: CallErrorCode, message: &str) -> Value {
+    json!({ "v": 1, "type": "call.error", "case_id": case_id, "code": code.as_str(), "message": message })
+}
+
+/// Why the signaling refused a `call.*` message (the relay's own refusals carry
+/// [`media_relay::ErrorCode`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallErrorCode {
+    /// No call of this case that the caller may join.
+    CallRefused,
+    /// The call holds its maximum of participants.
+    RoomFull,
+    /// The message is malformed.
+    BadMessage,
+    /// The caller has not joined this call (or it ended).
+    NotJoined,
+    /// Everyone consented but recording could not start.
+    RecordingUnavailable,
+    /// The server failed; the details are in its log.
+    Internal,
+}
+
+impl CallErrorCode {
+    const ALL: [CallErrorCode; 6] = [
+        CallErrorCode::CallRefused,
+        CallErrorCode::RoomFull,
+        CallErrorCode::BadMessage,
+        CallErrorCode::NotJoined,
+        CallErrorCode::RecordingUnavailable,
+        CallErrorCode::Internal,
+    ];
+
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallErrorCode::CallRefused => "call_refused",
+            CallErrorCode::RoomFull => "room_full",
+            CallErrorCode::BadMessage => "bad_message",
+            CallErrorCode::NotJoined => "not_joined",
+            CallErrorCode::RecordingUnavailable => "recording_unavailable",
+            CallErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Every code a `call.error` can carry: the signaling's and the relay's, each once.
+pub fn call_error_codes() -> std::collections::BTreeSet<&'static str> {
+    CallErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(media_relay::ErrorCode::ALL.iter().map(|c| c.as_str()))
+        .collect()
 }
 
 /// Puts a relay message on the socket's form: `call.<type>`, with the case id.
@@ -78,7 +128,7 @@ impl Calls {
         let Some(case_id) = message.get("case_id").and_then(Value::as_i64) else {
             return Some(call_error(
                 None,
-                "bad_message",
+                CallErrorCode::BadMessage,
                 &format!("call.{kind} needs a numeric case_id"),
             ));
         };
@@ -94,7 +144,7 @@ impl Calls {
                 let Some(consent) = message.get("consent").and_then(Value::as_bool) else {
                     return Some(call_error(
                         Some(case_id),
-                        "bad_message",
+                        CallErrorCode::BadMessage,
                         "call.consent needs consent: true or false",
                     ));
                 };
@@ -103,13 +153,15 @@ impl Calls {
             _ => {
                 let relay_message = match from_socket(kind, message) {
                     Ok(m) => m,
-                    Err(e) => return Some(call_error(Some(case_id), "bad_message", &e)),
+                    Err(e) => {
+                        return Some(call_error(Some(case_id), CallErrorCode::BadMessage, &e));
+                    }
                 };
                 let leaving = matches!(relay_message, ClientMessage::Leave);
                 let Some(sender) = self.joined.get(&case_id) else {
                     return Some(call_error(
                         Some(case_id),
-                        "not_joined",
+                        CallErrorCode::NotJoined,
                         "join the call of this case first (call.join)",
                     ));
                 };
@@ -121,7 +173,7 @@ impl Calls {
                 (!sent).then(|| {
                     call_error(
                         Some(case_id),
-                        "not_joined",
+                        CallErrorCode::NotJoined,
                         "the call has ended; join again",
                     )
                 })
@@ -139,7 +191,7 @@ impl Calls {
         let refused = || {
             call_error(
                 Some(case_id),
-                "call_refused",
+                CallErrorCode::CallRefused,
                 "there is no call of this case that you may join",
             )
         };
@@ -173,7 +225,7 @@ impl Calls {
             Err(RelayError::RoomFull { max, .. }) => {
                 return Some(call_error(
                     Some(case_id),
-                    "room_full",
+                    CallErrorCode::RoomFull,
                     &format!("the call already has {max} participants"),
                 ));
             }
@@ -181,7 +233,7 @@ impl Calls {
                 tracing::error!(case_id, error = %e, "relay join failed");
                 return Some(call_error(
                     Some(case_id),
-                    "internal",
+                    CallErrorCode::Internal,
                     "the call could not be joined; try again",
                 ));
             }
@@ -351,6 +403,35 @@ pub async fn close_expired(state: &AppState) -> crate::error::Result<Vec<i64>> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The web client keeps its own list of call error codes (to say each in plain words); it must
+    /// know every code the server sends, and have words for each in both languages.
+    #[test]
+    fn the_web_client_knows_every_call_error_code_and_says_each_in_chinese_and_english() {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/static/js");
+        let call_js = std::fs::read_to_string(web.join("call.js")).unwrap();
+        let list = call_js
+            .split("const KNOWN_ERRORS = [")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("KNOWN_ERRORS in call.js");
+        let known: std::collections::BTreeSet<&str> = list
+            .split(',')
+            .map(|c| c.trim().trim_matches('\''))
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            known,
+            call_error_codes(),
+            "call.js KNOWN_ERRORS against the server's codes"
+        );
+        let i18n = std::fs::read_to_string(web.join("i18n.js")).unwrap();
+        for code in call_error_codes() {
+            let key = format!("'call.err.{code}':");
+            assert_eq!(i18n.matches(&key).count(), 2, "{key} in zh and en");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -111,7 +111,14 @@ impl LoginGuard {
     }
 
     /// Counts one login attempt from `address`; refuses it when the address is over its limit.
+    ///
+    /// Loopback is not limited: it is this machine (the tests, the load generator, a local reverse
+    /// proxy that does not pass `client_address_header`), where one address stands for everyone.
+    /// The password-check pool still bounds it.
     pub fn admit(&self, address: IpAddr) -> Result<()> {
+        if address.is_loopback() {
+            return Ok(());
+        }
         self.per_address
             .check_key(&AddressKey::of(address))
             .map_err(|not_until| {
@@ -202,6 +209,17 @@ mod tests {
             AddressKey::of(v4),
             AddressKey::of("192.0.2.8".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn loopback_is_not_limited_per_address() {
+        let guard = LoginGuard::new(1, Arc::new(ManualClock::at(0)));
+        for _ in 0..10 {
+            guard.admit("127.0.0.1".parse().unwrap()).unwrap();
+            guard.admit("::1".parse().unwrap()).unwrap();
+        }
+        guard.admit("192.0.2.1".parse().unwrap()).unwrap();
+        assert!(guard.admit("192.0.2.1".parse().unwrap()).is_err());
     }
 
     #[test]

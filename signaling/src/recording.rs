@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::accounts::User;
 use crate::audit;
-use crate::calls::{call_error, room_of};
+use crate::calls::{CallErrorCode, call_error, room_of};
 use crate::cases;
 use crate::error::{Error, Result};
 use crate::materials::{self, StoredBlob};
@@ -92,7 +92,7 @@ pub async fn consent(
     let Ok(facts) = checked else {
         return Some(call_error(
             Some(case_id),
-            "call_refused",
+            CallErrorCode::CallRefused,
             "there is no call of this case that you may join",
         ));
     };
@@ -115,7 +115,7 @@ pub async fn consent(
             tracing::error!(case_id, error = %e, "recording folder");
             return Some(call_error(
                 Some(case_id),
-                "internal",
+                CallErrorCode::Internal,
                 "recording could not start",
             ));
         }
@@ -141,7 +141,7 @@ pub async fn consent(
                 tracing::warn!(case_id, error = %e, "recording did not start");
                 return Some(call_error(
                     Some(case_id),
-                    "recording_unavailable",
+                    CallErrorCode::RecordingUnavailable,
                     "recording could not start: is everyone in the call?",
                 ));
             }

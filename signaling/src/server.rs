@@ -83,6 +83,12 @@ pub async fn serve(
         })
     };
     let served = if config.plain_http {
+        if config.client_address_header.is_none() {
+            tracing::warn!(
+                "plain HTTP without client_address_header: behind a reverse proxy every client has the proxy's \
+                 address, so login limits per address cannot tell clients apart; set it to the header the proxy writes"
+            );
+        }
         tracing::warn!(
             "PLAIN HTTP: serving without TLS. Only run this behind a reverse proxy that terminates TLS; \
              passwords and personal data would otherwise cross the network in clear"

@@ -666,10 +666,15 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     // approver's, both pages show the recording badge.
     await agent.locator('#call-consent').click();
     await waitText(agent.locator('#call-consent'), '撤回录音同意');
-    await agent.waitForTimeout(500);
-    assert.equal(await approver.locator('#call-recording').isHidden(), true, 'one consent does not record');
     await approver.locator('#call-consent').click();
     for (const page of [agent, approver]) await page.locator('#call-recording:not([hidden])').waitFor();
+    // The server's own record of the order: recording started only after the second consent.
+    const auditor = await apiAs(server, 'auditor');
+    const trail = await auditor.call('GET', `/audit?case_id=${caseId}`);
+    await auditor.dispose();
+    const kinds = String(trail.body).trim().split('\n').map((l) => JSON.parse(l).kind)
+      .filter((k) => k === 'call.recording_consent' || k === 'call.recording_started');
+    assert.deepEqual(kinds, ['call.recording_consent', 'call.recording_consent', 'call.recording_started'], 'one consent does not record');
 
     // The approver's page tells the relay the size it shows the agent's video at
     // (call.video_size), again whenever the tile is resized.

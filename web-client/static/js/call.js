@@ -23,8 +23,8 @@ const RESUME_WINDOW_MS = 25000;
 const CONNECT_DEADLINE_MS = 12000;
 /** How long the agent's camera card may take to start before we join receive-only. */
 const AGENT_CAMERA_WAIT_MS = 6000;
-const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'bad_sdp', 'no_usable_codec',
-  'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'internal'];
+const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
+  'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'unknown_track', 'internal'];
 const KNOWN_REMOVALS = ['room_closed', 'too_slow', 'connection_lost', 'vanished', 'left'];
 
 export function mountCallPanel(container, options) {
@@ -794,6 +794,9 @@ class CallPanel {
     }
     if (code === 'not_joined' && !this.pc) return; // a leave that crossed the end of the call
     if (code === 'candidate_before_offer' || code === 'bad_candidate') return; // ICE copes without it
+    // A size report for a track the relay has not offered yet (a slow camera prompt): it is sent
+    // again when the tile shows the track, so there is nothing to tell the user.
+    if (code === 'unknown_track') return;
     const text = t(`call.err.${KNOWN_ERRORS.includes(code) ? code : 'internal'}`);
     if (code === 'call_refused' || code === 'room_full') {
       this.closePeer();
