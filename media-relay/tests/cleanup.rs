@@ -33,16 +33,23 @@ async fn call(relay: &Relay, room: &str) {
         video_fps: 15,
         ..TestPeerConfig::default()
     };
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = alive();
     let agent = join(relay, room, "agent", config.clone()).await;
     let approver = join(relay, room, "approver", config).await;
     agent
         .wait_until(PATIENCE, |r| receives_from(r, &["approver"], 10, 3))
         .await
         .unwrap_or_else(|r| panic!("call did not start: {r:#?}"));
-    let during = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
-    assert!(during > 0, "the task count is a meaningful measure");
+    let during = alive();
+    assert!(
+        during > before,
+        "a call runs tasks ({before} before, {during} during), so counting them measures cleanup"
+    );
     agent.leave().await;
     approver.vanish().await;
 }

@@ -154,8 +154,10 @@ async fn a_relay_only_participant_with_wrong_credentials_gets_no_media() {
         )
         .await
         .expect("join");
+    let ice_servers = relay.ice_servers_for(&participant.id, SystemTime::now());
+    let username = ice_servers[0].username.clone();
     let config = TestPeerConfig {
-        ice_servers: relay.ice_servers_for(&participant.id, SystemTime::now()),
+        ice_servers,
         relay_only: true,
         ..TestPeerConfig::default()
     };
@@ -163,9 +165,28 @@ async fn a_relay_only_participant_with_wrong_credentials_gets_no_media() {
     let agent = TestPeer::start(config, sender, events)
         .await
         .expect("test peer starts");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // coturn answers the allocation made with the handed-out username 401 (the HMAC is wrong);
+    // wait for that answer in its log rather than for time to pass.
+    let log_path = coturn.dir.join("turn.log");
+    let refused = format!("user <{username}>: incoming packet message processed, error 401");
+    let deadline = Instant::now() + PATIENCE;
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains(&refused) {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "coturn never refused {username}: {}",
+            log.lines()
+                .filter(|l| l.contains("ALLOCATE") || l.contains("401"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         !agent.report().connected,
-        "coturn refuses credentials made with another secret, so relay-only ICE cannot connect"
+        "relay-only ICE cannot connect without an allocation"
     );
 }
