@@ -170,10 +170,10 @@ async fn a_relay_only_participant_with_wrong_credentials_gets_no_media() {
     let log_path = coturn.dir.join("turn.log");
     let refused = format!("user <{username}>: incoming packet message processed, error 401");
     let deadline = Instant::now() + PATIENCE;
-    let log = loop {
+    loop {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         if log.contains(&refused) {
-            break log;
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -184,7 +184,7 @@ async fn a_relay_only_participant_with_wrong_credentials_gets_no_media() {
                 .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     assert!(
         !agent.report().connected,
         "relay-only ICE cannot connect without an allocation"
