@@ -254,7 +254,7 @@ test('a wrong password, a locked and a disabled account each get a plain message
     };
     assert.equal(await attempt('agent', 'not-the-password'), '用户名或密码错误，请重新输入。');
     for (let i = 0; i < 5; i += 1) await attempt('locked-agent', 'wrong-password');
-    assert.match(await attempt('locked-agent', 'test-password-1'), /账号已临时锁定/);
+    assert.match(await attempt('locked-agent', 'test-password-1'), /暂停在本机登录该账号/);
     assert.match(await attempt('disabled-agent', 'test-password-1'), /账号已停用/);
     assert.equal(await page.evaluate(() => location.hash), '#/login');
   } finally {
