@@ -1265,3 +1265,66 @@ fn the_data_folder_is_its_owners_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[tokio::test]
+async fn a_colleague_at_the_point_sees_the_case_but_only_its_own_agent_acts_on_it() {
+    let app = TestApp::new();
+    app.add_user("colleague", Role::Agent, Some("sx-zhuwen"), None);
+    let agent = app.demo("agent").await;
+    let colleague = app.token("colleague", "password-colleague").await;
+    let case = app.open_case(&agent, "id-loss").await;
+    let seen = app
+        .request("GET", &format!("/api/cases/{case}"), &colleague, None)
+        .await;
+    assert_eq!(seen.status, OK, "colleagues at the point see the case");
+    let cancel = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/actions/cancel"),
+            &colleague,
+            Some(json!({ "reason": "群众不办了" })),
+        )
+        .await;
+    assert_eq!(cancel.status, StatusCode::FORBIDDEN);
+    assert!(
+        cancel.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("only the agent who opened the case"),
+        "{}",
+        cancel.json()
+    );
+    let added = upload(&app, &colleague, case, "a.png", png()).await;
+    assert_eq!(added.status, StatusCode::FORBIDDEN);
+    assert!(
+        added.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("only the agent who opened the case")
+    );
+
+    // Decided and issued, the rating too is the case agent's.
+    let approver = app.demo("approver").await;
+    app.act(&approver, case, "accept", json!({}), OK).await;
+    app.check_identity_and_approve(&approver, case).await;
+    app.act(&approver, case, "issue", json!({}), OK).await;
+    let rating = json!({ "score": 5, "comment": "" });
+    let by_colleague = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/rating"),
+            &colleague,
+            Some(rating.clone()),
+        )
+        .await;
+    assert_eq!(by_colleague.status, StatusCode::FORBIDDEN);
+    let by_agent = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/rating"),
+            &agent,
+            Some(rating),
+        )
+        .await;
+    assert_eq!(by_agent.status, StatusCode::CREATED);
+}

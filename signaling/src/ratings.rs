@@ -60,6 +60,11 @@ pub fn rate(
     followup_ms: i64,
     now: i64,
 ) -> Result<Option<i64>> {
+    if !crate::workflow::is_case_agent(actor, facts) {
+        return Err(Error::Forbidden(
+            "only the agent who opened the case records the resident's rating".into(),
+        ));
+    }
     if !(1..=5).contains(&rating.score) {
         return Err(Error::bad("invalid_field", "score: give 1 to 5"));
     }

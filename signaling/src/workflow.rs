@@ -306,6 +306,14 @@ pub fn can_see(actor: &Actor, facts: &CaseFacts) -> bool {
     }
 }
 
+/// Whether `actor` is the agent who opened the case. Its point's other agents see the case, but
+/// only this one acts on it (cancels, adds materials, joins the call, records the rating), so that
+/// one named person answers for the resident's side of it, and consent to recording is asked of
+/// the person actually in the call.
+pub fn is_case_agent(actor: &Actor, facts: &CaseFacts) -> bool {
+    actor.role == Role::Agent && facts.agent_id == actor.id
+}
+
 /// Whether `actor` is the approver holding the case (and so sees the applicant unmasked).
 pub fn holds(actor: &Actor, facts: &CaseFacts) -> bool {
     actor.role == Role::Approver && facts.approver_id == Some(actor.id)
@@ -334,7 +342,7 @@ pub fn call_open(facts: &CaseFacts, now: i64) -> bool {
 pub fn may_join_call(actor: &Actor, facts: &CaseFacts, now: i64) -> bool {
     let in_call = call_open(facts, now);
     let person = match actor.role {
-        Role::Agent => facts.agent_id == actor.id,
+        Role::Agent => is_case_agent(actor, facts),
         Role::Approver => holds(actor, facts),
         Role::Expert => facts.experts.contains(&actor.id),
         Role::Supervisor | Role::Auditor | Role::Admin => false,
@@ -361,7 +369,7 @@ pub fn apply(
     if !(can_see(actor, facts) || (matches!(command, Command::Accept) && same_department)) {
         return Err(WorkflowError::NotVisible);
     }
-    let by_agent = actor.role == Role::Agent;
+    let by_agent = is_case_agent(actor, facts);
     let by_approver = actor.role == Role::Approver;
     let role_allowed = match command {
         Command::Cancel { .. } => by_agent,
@@ -370,8 +378,10 @@ pub fn apply(
     };
     if !role_allowed {
         return Err(WorkflowError::Forbidden(match command {
-            Command::Cancel { .. } => "only the case's agent may cancel it",
-            Command::Resume => "only the case's agent or approver may resume it",
+            Command::Cancel { .. } => {
+                "only the agent who opened the case may cancel it (colleagues at the point see it)"
+            }
+            Command::Resume => "only the agent who opened the case or its approver may resume it",
             _ => "only an approver may do this",
         }));
     }

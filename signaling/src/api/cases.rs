@@ -392,7 +392,8 @@ fn record_metrics(
 
 pub(crate) fn check_material_access(actor: &Actor, facts: &CaseFacts, write: bool) -> Result<()> {
     let participant = match actor.role {
-        Role::Agent => true, // can_see already checked the point
+        // can_see already checked the point: its agents read, the case's own agent adds.
+        Role::Agent => !write || workflow::is_case_agent(actor, facts),
         Role::Approver => workflow::holds(actor, facts),
         Role::Expert => !write,
         Role::Auditor => !write,
@@ -402,7 +403,8 @@ pub(crate) fn check_material_access(actor: &Actor, facts: &CaseFacts, write: boo
         Ok(())
     } else if write {
         Err(Error::Forbidden(
-            "only the case's agent or the approver holding it may add materials".into(),
+            "only the agent who opened the case or the approver holding it may add materials"
+                .into(),
         ))
     } else {
         Err(Error::Forbidden(

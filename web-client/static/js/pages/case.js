@@ -169,7 +169,8 @@ function renderActions(el, c, ctx) {
   const role = session.user.role;
   const holding = role === 'approver' && c.approver?.id === session.user.id;
   let parts = [];
-  if (role === 'agent') parts = agentActions(c, ctx);
+  if (role === 'agent' && c.agent?.id !== session.user.id) parts = [h('p', { class: 'muted', id: 'colleague-case' }, t('agent.colleague_case', { name: c.agent.display_name }))];
+  else if (role === 'agent') parts = agentActions(c, ctx);
   else if (role === 'approver' && c.state === 'waiting') parts = [acceptAction(c, ctx)];
   else if (holding) parts = approverActions(c, ctx);
   else if (role === 'expert') parts = [h('p', { class: 'muted' }, t('expert.read_only'))];
