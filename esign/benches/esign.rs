@@ -101,6 +101,7 @@ fn main() {
     w.add_file(
         "data/recordings/call.webm",
         &mut BufReader::with_capacity(1 << 20, File::open(&payload).unwrap()),
+        std::fs::metadata(&payload).unwrap().len(),
     )
     .unwrap();
     w.add_bytes("data/events.jsonl", b"{\"event\":\"opened\"}\n")

@@ -318,16 +318,30 @@ impl<W: Write + Seek> ArchiveWriter<W> {
         Ok(writer)
     }
 
-    /// Streams one payload file from `reader` into the archive at `path` (which begins `data/`),
-    /// hashing it on the way; returns its digest.
-    pub fn add_file(&mut self, path: &str, reader: &mut dyn Read) -> Result<FileDigest, Error> {
+    /// Streams one payload file of `size` bytes from `reader` into the archive at `path` (which
+    /// begins `data/`), hashing it on the way; returns its digest. Only a file of 4 GiB − 1 or more
+    /// gets a zip64 entry, so that older archive tools read every other; a stream that ends at
+    /// another length than `size` is refused.
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        reader: &mut dyn Read,
+        size: u64,
+    ) -> Result<FileDigest, Error> {
         if !path.starts_with("data/") || path == names::DECISION {
             return Err(Error::Misuse(format!(
                 "payload path {path:?} must begin data/ and not be {}",
                 names::DECISION
             )));
         }
-        self.add_payload(path, reader, true)
+        let digest = self.add_payload(path, reader, size >= u64::from(u32::MAX))?;
+        if digest.size != size {
+            return Err(Error::Misuse(format!(
+                "{path}: the stream held {} bytes, not the {size} declared",
+                digest.size
+            )));
+        }
+        Ok(digest)
     }
 
     /// Adds one payload file from memory (events.jsonl, call-quality.json).
@@ -351,7 +365,6 @@ impl<W: Write + Seek> ArchiveWriter<W> {
         zip64: bool,
     ) -> Result<FileDigest, Error> {
         self.claim(path)?;
-        // A stream's length is unknown until its end, so its entry always has zip64 sizes.
         let options = stored().large_file(zip64);
         self.zip.start_file(path, options).map_err(zip_err)?;
         let mut hasher = Sha256::new();

@@ -99,7 +99,11 @@ impl Fixture {
         let mut writer = ArchiveWriter::new(Cursor::new(Vec::new()), case_id).unwrap();
         let photo: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         writer
-            .add_file("data/materials/id-card.jpg", &mut photo.as_slice())
+            .add_file(
+                "data/materials/id-card.jpg",
+                &mut photo.as_slice(),
+                photo.len() as u64,
+            )
             .unwrap();
         writer
             .add_bytes("data/materials/申请表.pdf", b"%PDF-1.7 form")
@@ -879,6 +883,7 @@ fn a_large_payload_is_streamed_and_verifies() {
         .add_file(
             "data/recordings/call.webm",
             &mut std::io::repeat(0x5a).take(size),
+            size,
         )
         .unwrap();
     assert_eq!(digest.size, size);
@@ -1097,10 +1102,25 @@ fn the_whole_esign_folder_of_another_case_is_rejected() {
 }
 
 #[test]
-fn streamed_payload_entries_carry_zip64_sizes_and_a_lie_there_is_rejected() {
+fn zip64_sized_entries_verify_and_a_lie_in_their_sizes_is_rejected() {
     let mut fx = Fixture::new();
-    let archive = fx.pack("case-001");
+    let packed = fx.pack("case-001");
     let name = "data/materials/id-card.jpg";
+    // The form the packer gives entries of 4 GiB or more, here on a small one (rewritten in place,
+    // so the statement still holds).
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (entry, bytes) in entries(&packed) {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(0o644)
+            .last_modified_time(zip::DateTime::default())
+            .large_file(entry == name);
+        zip.start_file(entry.as_str(), options).unwrap();
+        zip.write_all(&bytes).unwrap();
+    }
+    let archive = zip.finish().unwrap().into_inner();
+    let report = fx.verify(&archive);
+    assert!(report.passed(), "{report}");
     let (local, central) = headers(&archive, name);
     // The local zip64 field follows the name: id 1, length 16, then the two sizes.
     let extra = local + 30 + name.len();
@@ -1135,6 +1155,7 @@ fn an_archive_beyond_4_gib_uses_zip64_and_verifies() {
     w.add_file(
         "data/recordings/call.webm",
         &mut std::io::repeat(7).take(size),
+        size,
     )
     .unwrap();
     // Entries after the 4 GiB mark need zip64 offsets in the central directory.
@@ -1267,5 +1288,34 @@ fn the_receipt_of_an_archive_verifies_alone_and_a_changed_decision_in_it_does_no
         &verify_receipt(other_format.as_bytes(), &fx.trust),
         "receipt.format",
         "expected",
+    );
+}
+
+#[test]
+fn only_entries_of_4_gib_or_more_are_zip64_so_older_tools_read_the_rest() {
+    let mut fx = Fixture::new();
+    let archive = fx.pack("case-001");
+    let (local, central) = headers(&archive, "data/materials/id-card.jpg");
+    let needed = u16::from_le_bytes([archive[local + 4], archive[local + 5]]);
+    let extra = u16::from_le_bytes([archive[local + 28], archive[local + 29]]);
+    let compressed = u32::from_le_bytes(archive[central + 20..central + 24].try_into().unwrap());
+    assert_eq!(
+        (needed, extra),
+        (10, 0),
+        "a 200 kB material is a plain entry"
+    );
+    assert_eq!(compressed, 200_000);
+    assert!(fx.verify(&archive).passed());
+}
+
+#[test]
+fn a_stream_that_ends_at_another_length_than_declared_is_refused() {
+    let mut w = writer();
+    let refused = w
+        .add_file("data/a.bin", &mut &[1u8; 10][..], 11)
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("not the 11 declared"),
+        "{refused}"
     );
 }

@@ -248,7 +248,9 @@ impl Sealer<'_> {
         for (n, m) in materials.iter().enumerate() {
             let path = format!("data/materials/{:03}.{}", n + 1, extension(&m.media_type));
             let mut reader = std::fs::File::open(blobs.path(&m.sha256))?;
-            writer.add_file(&path, &mut reader).map_err(esign_error)?;
+            writer
+                .add_file(&path, &mut reader, m.size)
+                .map_err(esign_error)?;
             listed.push(serde_json::json!({ "path": path, "filename": m.filename, "sha256": m.sha256, "media_type": m.media_type, "uploaded_at": m.uploaded_at }));
         }
         writer
