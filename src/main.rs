@@ -69,6 +69,17 @@ enum Command {
     /// The transparency log: checkpoints and consistency between them.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Copies the data folder (database, blobs, keys, trust file, certificate) consistently into a
+    /// new folder, also while the server runs.
+    Backup {
+        /// The new folder for the backup.
+        to: PathBuf,
+    },
+    /// Brings a backup back into a new, empty data folder (--data-dir), checking every file.
+    Restore {
+        /// The backup folder.
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +304,25 @@ fn main() -> Result<()> {
                 .db
                 .call_blocking(|c| catalogue::add_department(c, &code, &name))?;
             println!("added department {code}");
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let manifest = signaling::backup::backup(&config.data_dir, &to, now_ms())?;
+            println!(
+                "backed up {} files of {} into {}",
+                manifest.files.len(),
+                config.data_dir.display(),
+                to.display()
+            );
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let manifest = signaling::backup::restore(&from, &config.data_dir)?;
+            println!(
+                "restored {} files into {}; start the server on it with --data-dir",
+                manifest.files.len(),
+                config.data_dir.display()
+            );
             Ok(())
         }
         Command::Log(LogCommand::Checkpoint) => {

@@ -576,3 +576,108 @@ fn tokio_rustls_connector(tmp: &tempfile::TempDir) -> tokio_rustls::TlsConnector
     let config = client_tls(&data_dir(tmp).join("tls/cert.pem"));
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
+
+/// Runs the `cloudhelp` binary; returns (success, stdout and stderr).
+fn cloudhelp(args: &[&str], data: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_backup_of_a_running_server_restores_into_a_fresh_folder_where_every_archive_verifies() {
+    use reqwest::Method;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let approver = server.token("approver", "demo-approver-2026").await;
+    let mut sealed_archives = Vec::new();
+    for n in 0..2 {
+        let case = open_case(&server, &agent).await;
+        let accept = format!("/api/cases/{case}/actions/accept");
+        assert_eq!(
+            server.call(Method::POST, &accept, &approver, None).await.0,
+            200
+        );
+        assert_eq!(
+            upload(&server, &agent, case, photo(50_000 + n)).await.0,
+            201
+        );
+        let check = json!({ "methods": ["id_card_shown"] });
+        let identity = format!("/api/cases/{case}/actions/identity-check");
+        assert_eq!(
+            server
+                .call(Method::POST, &identity, &approver, Some(check))
+                .await
+                .0,
+            200
+        );
+        let sealed = decide(&server, &approver, case).await;
+        sealed_archives.push(sealed["archive"]["sha256"].as_str().unwrap().to_string());
+    }
+    // Taken while the server runs (and keeps its database open).
+    let backup = tmp.path().join("backup");
+    let (ok, said) = cloudhelp(&["backup", backup.to_str().unwrap()], &data);
+    assert!(ok, "{said}");
+    assert!(
+        server
+            .client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success(),
+        "the server kept serving"
+    );
+    // A backup is never written over an existing folder, nor restored into one.
+    let (ok, said) = cloudhelp(&["backup", backup.to_str().unwrap()], &data);
+    assert!(!ok && said.contains("not empty"), "{said}");
+
+    let fresh = tmp.path().join("restored");
+    let (ok, said) = cloudhelp(&["restore", backup.to_str().unwrap()], &fresh);
+    assert!(ok, "{said}");
+    for sha256 in &sealed_archives {
+        let archive = fresh.join("blobs/sha256").join(&sha256[..2]).join(sha256);
+        let (ok, report) = cloudhelp(
+            &[
+                "verify",
+                archive.to_str().unwrap(),
+                "--trust",
+                fresh.join("trust.json").to_str().unwrap(),
+            ],
+            &fresh,
+        );
+        assert!(ok && report.contains("VALID"), "{report}");
+    }
+    // The restored folder serves: the same accounts and cases, the same log.
+    let mut restored = Server::start(&fresh);
+    let token = restored.token("agent", "demo-agent-2026").await;
+    let (status, cases) = restored.call(Method::GET, "/api/cases", &token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(cases.as_array().map(Vec::len), Some(2), "{cases}");
+    restored.kill();
+
+    // A damaged backup is refused before anything is written.
+    let blob = backup
+        .join("blobs/sha256")
+        .join(&sealed_archives[0][..2])
+        .join(&sealed_archives[0]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let again = tmp.path().join("restored-again");
+    let (ok, said) = cloudhelp(&["restore", backup.to_str().unwrap()], &again);
+    assert!(!ok && said.contains("does not match backup.json"), "{said}");
+    assert!(!again.join("cloudhelp.db").exists());
+}

@@ -50,6 +50,14 @@ impl BlobStore {
         Ok(store)
     }
 
+    /// The folder under `root` as it is, touching nothing (for tools reading another server's
+    /// folder, such as a backup).
+    pub fn at(root: &Path) -> BlobStore {
+        BlobStore {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Where the blob with this digest lives (whether or not it exists).
     pub fn path(&self, sha256: &str) -> PathBuf {
         let prefix = sha256.get(..2).unwrap_or("xx");
