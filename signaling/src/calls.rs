@@ -94,7 +94,7 @@ fn to_socket(case_id: i64, message: &ServerMessage) -> Option<Value> {
 }
 
 /// Reads a client's `call.*` message (other than `call.join`) as a relay message.
-fn from_socket(kind: &str, message: &Value) -> Result<ClientMessage, String> {
+pub(crate) fn from_socket(kind: &str, message: &Value) -> Result<ClientMessage, String> {
     let mut object = message.as_object().cloned().unwrap_or_default();
     object.remove("v");
     object.remove("case_id");

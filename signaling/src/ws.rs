@@ -201,6 +201,20 @@ fn error_message(code: &str, message: &str) -> serde_json::Value {
     json!({ "v": 1, "type": "error", "code": code, "message": message })
 }
 
+/// Reads one client message the way the socket loop does, up to where a session would be needed:
+/// the answer for a plain message, or the relay message a `call.*` one becomes (or why it cannot).
+/// For the fuzz targets (`fuzz/`): whatever the bytes, this returns and never panics.
+#[doc(hidden)]
+pub fn read_client_message(text: &str) -> Option<serde_json::Value> {
+    match call_message(text) {
+        Some((kind, value)) => match crate::calls::from_socket(&kind, &value) {
+            Ok(message) => serde_json::to_value(message).ok(),
+            Err(e) => Some(error_message("bad_message", &e)),
+        },
+        None => handle_client_message(text),
+    }
+}
+
 /// Answers one client message; malformed ones get an error message and the socket stays open.
 fn handle_client_message(text: &str) -> Option<serde_json::Value> {
     let value: serde_json::Value = match serde_json::from_str(text) {

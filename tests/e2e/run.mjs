@@ -52,11 +52,12 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     assert.equal(await approver.evaluate(() => location.hash), '#/queue');
     await approver.locator('#queue').waitFor();
 
-    // The agent logs in and opens a case; the required materials show as a checklist.
+    // The agent logs in and opens a case; the required materials show as a list (no ticks that no one else would see).
     const agent = await pageAs(await person(), 'agent');
     await agent.locator('header nav a[href="#/agent/new"]').click();
     await agent.locator('#new-case select[name=item]').selectOption('id-loss');
     assert.deepEqual(await agent.locator('#required-materials li').allInnerTexts(), ['居民身份证号码', '本人现场照片']);
+    assert.equal(await agent.locator('#required-materials input[type=checkbox]').count(), 0);
     await agent.locator('input[name=applicant_name]').fill(APPLICANT);
     await agent.locator('input[name=applicant_id_number]').fill(ID_NUMBER);
     await agent.locator('#new-case button[type=submit]').click();
@@ -107,7 +108,7 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     assert.deepEqual(stored.body.map((m) => [m.sha256, m.media_type]), [[uploadedSha, 'image/jpeg']]);
     const image = await approver.locator('#viewer-image').evaluate(async (img) => { await img.decode(); return { width: img.naturalWidth, height: img.naturalHeight }; });
     assert.deepEqual(image, track);
-    // The viewer zooms and rotates beside the checklist.
+    // The viewer zooms and rotates beside the list of required materials.
     await approver.locator('#rotate').click();
     await approver.locator('#zoom-in').click();
     assert.match(await approver.locator('#viewer-image').evaluate((i) => i.style.transform), /rotate\(90deg\) scale\(1\.25\)/);
@@ -272,10 +273,13 @@ test('a wrong ID number is refused in plain words; a stale CSRF token is renewed
     await page.locator('#new-case select[name=item]').selectOption('id-renew');
     await page.locator('input[name=applicant_name]').fill(APPLICANT);
     await page.locator('input[name=applicant_id_number]').fill('330682198506123210');
+    // Said as it is typed, naming the check digit expected.
+    await waitText(page.locator('#id-number-check'), '第18位（校验码）应为X，现在是0');
     await page.locator('#new-case button[type=submit]').click();
     await waitText(page.locator('#new-case .notice.error'), '身份证号码不正确');
     assert.notEqual(await page.evaluate(() => window.cloudhelp.session.csrf), 'stale-token');
     await page.locator('input[name=applicant_id_number]').fill(ID_NUMBER.toLowerCase());
+    assert.equal(await page.locator('#id-number-check').innerText(), '');
     await page.locator('#new-case button[type=submit]').click();
     await page.waitForFunction(() => /^#\/case\/\d+$/.test(location.hash));
     await waitText(page.locator('.case-facts .badge'), '排队等待受理');

@@ -197,6 +197,31 @@ export async function sha256Hex(buffer) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * What is wrong with a resident ID number (GB 11643) as typed so far, or null: characters other
+ * than digits (and a final X), a birth date that does not exist, or the check digit, naming the
+ * one expected. A number still being typed is not wrong until it has 18 characters.
+ */
+export function idNumberProblem(value) {
+  const s = value.trim().toUpperCase();
+  if (!s) return null;
+  if (!/^\d{0,17}$/.test(s.slice(0, 17)) || (s.length === 18 && !/[\dX]$/.test(s))) return { key: 'new.id_chars' };
+  if (s.length > 18) return { key: 'new.id_length', params: { n: s.length } };
+  if (s.length < 18) return null;
+  const year = Number(s.slice(6, 10));
+  const month = Number(s.slice(10, 12));
+  const day = Number(s.slice(12, 14));
+  const date = new Date(Date.UTC(year, month - 1, day));
+  if (year < 1900 || date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
+    return { key: 'new.id_birth_date', params: { date: s.slice(6, 14) } };
+  }
+  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+  const sum = weights.reduce((acc, w, i) => acc + w * Number(s[i]), 0);
+  const expected = '10X98765432'[sum % 11];
+  if (s[17] !== expected) return { key: 'new.id_check_digit', params: { expected, found: s[17] } };
+  return null;
+}
+
 /** A labelled form field. */
 export function field(label, control, hint) {
   return h('label', { class: 'field' }, h('span', { class: 'label' }, label), control, hint ? h('small', {}, hint) : null);

@@ -1,5 +1,5 @@
 // The agent at a service point (代办点): the point's cases, and opening a new one for a resident.
-import { h, fill, api, say, errorText, field, busy, fmtDateTime, waitingClock, session } from '../core.js';
+import { h, fill, api, say, errorText, field, busy, fmtDateTime, waitingClock, session, idNumberProblem } from '../core.js';
 import { t } from '../i18n.js';
 import { stateBadge } from './case.js';
 
@@ -46,6 +46,13 @@ export async function renderNewCase(view, _params, { catalogue }) {
   const checklist = h('div', { class: 'checklist', id: 'required-materials' });
   const name = h('input', { name: 'applicant_name', required: true, maxlength: 64, autocomplete: 'off' });
   const idNumber = h('input', { name: 'applicant_id_number', required: true, maxlength: 18, autocomplete: 'off', inputmode: 'text' });
+  const idCheck = h('small', { id: 'id-number-check', class: 'field-error', role: 'status', 'aria-live': 'polite' });
+  // Checked as it is typed: the page names the check digit expected before anything is sent.
+  idNumber.addEventListener('input', () => {
+    const problem = idNumberProblem(idNumber.value);
+    idCheck.textContent = problem ? t(problem.key, problem.params || {}) : '';
+    idNumber.setAttribute('aria-invalid', String(!!problem));
+  });
   const note = h('textarea', { name: 'note', rows: 3, maxlength: 2000 });
   const slot = h('div');
   const submit = h('button', { type: 'submit', class: 'primary wide' }, t('new.submit'));
@@ -55,7 +62,9 @@ export async function renderNewCase(view, _params, { catalogue }) {
     fill(checklist, item ? [
       h('h2', {}, t('new.required_materials')),
       item.simple ? h('p', { class: 'muted' }, t('new.simple_hint')) : null,
-      h('ul', {}, item.required_materials.map((m) => h('li', {}, h('label', { class: 'check' }, h('input', { type: 'checkbox' }), m)))),
+      // A plain list of what the item needs: ticks here would be seen by no one else.
+      h('p', { class: 'muted' }, t('new.required_hint')),
+      h('ul', {}, item.required_materials.map((m) => h('li', {}, m))),
     ] : null);
   });
 
@@ -65,6 +74,7 @@ export async function renderNewCase(view, _params, { catalogue }) {
     checklist,
     field(t('new.applicant_name'), name),
     field(t('new.applicant_id_number'), idNumber, t('new.id_hint')),
+    idCheck,
     field(t('new.note'), note),
     slot,
     submit);

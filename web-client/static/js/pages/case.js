@@ -411,9 +411,9 @@ class MaterialsViewer {
   }
 
   setChecklist(required) {
-    if (this.checklist.dataset.filled) return; // keep the approver's ticks across refreshes
-    this.checklist.dataset.filled = '1';
-    fill(this.checklist, h('ul', {}, required.map((m) => h('li', {}, h('label', { class: 'check' }, h('input', { type: 'checkbox' }), m)))));
+    // What the item needs, to compare the materials with; a plain list, since ticks in one
+    // browser would be seen by no one else.
+    fill(this.checklist, h('ul', {}, required.map((m) => h('li', {}, m))));
   }
 
   async load() {
