@@ -83,6 +83,21 @@ async fn receiving(peer: &CallPeer, audio: usize, video: usize) -> PeerReport {
 }
 
 /// A served app with a case in a call between the demo agent and approver.
+/// The approver invites the demo expert into the case; returns the expert's login.
+async fn invite_expert(app: &TestApp, approver: &Auth, case: i64) -> Auth {
+    let expert = app.demo("expert").await;
+    let expert_id = app.request("GET", "/api/me", &expert, None).await.json()["user"]["id"].clone();
+    app.act(
+        approver,
+        case,
+        "invite",
+        json!({ "expert_id": expert_id }),
+        StatusCode::OK,
+    )
+    .await;
+    expert
+}
+
 async fn case_in_call() -> (TestApp, Server, Auth, Auth, i64) {
     let app = TestApp::with_config(|c| c.call_quality_seconds = 1);
     let server = serve(&app).await;
@@ -139,16 +154,7 @@ async fn agent_and_approver_hear_and_see_each_other_through_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invited_expert_joins_and_all_three_receive_the_other_two() {
     let (app, server, agent, approver, case) = case_in_call().await;
-    let expert = app.demo("expert").await;
-    let expert_id = app.request("GET", "/api/me", &expert, None).await.json()["user"]["id"].clone();
-    app.act(
-        &approver,
-        case,
-        "invite",
-        json!({ "expert_id": expert_id }),
-        StatusCode::OK,
-    )
-    .await;
+    let expert = invite_expert(&app, &approver, case).await;
     let peers = [
         join(&server, &agent, case).await,
         join(&server, &approver, case).await,
@@ -631,16 +637,7 @@ async fn an_expert_invited_into_a_recorded_call_is_not_recorded_until_it_has_see
     consent(&mut approver_socket, case, true).await;
     assert_eq!(next_call(&mut watcher).await["recording"], true);
 
-    let expert = app.demo("expert").await;
-    let expert_id = app.request("GET", "/api/me", &expert, None).await.json()["user"]["id"].clone();
-    app.act(
-        &approver,
-        case,
-        "invite",
-        json!({ "expert_id": expert_id }),
-        StatusCode::OK,
-    )
-    .await;
+    let expert = invite_expert(&app, &approver, case).await;
     // By the time the invitation is answered, the recording has stopped and its files are kept.
     let paused = next_call(&mut watcher).await;
     assert_eq!(

@@ -122,19 +122,7 @@ pub async fn consent(
         match state.relay.start_recording(&room_of(case_id), dir).await {
             Ok(()) => {
                 state.recordings.with(case_id, |r| r.recording = true);
-                let _ = state
-                    .db
-                    .call(move |c| {
-                        audit::append(
-                            c,
-                            now,
-                            None,
-                            Some(case_id),
-                            "call.recording_started",
-                            &json!({}),
-                        )
-                    })
-                    .await;
+                system_event(state, case_id, now, "call.recording_started", json!({})).await;
                 announce(state, &facts, case_id, true);
             }
             Err(e) => {
@@ -179,21 +167,26 @@ pub async fn pause_without_everyones_consent(state: &AppState, case_id: i64) {
     if let Err(e) = stop_and_store(state, case_id).await {
         tracing::error!(case_id, error = %e, "recording not stored");
     }
-    let now = state.now();
-    let _ = state
-        .db
-        .call(move |c| {
-            audit::append(
-                c,
-                now,
-                None,
-                Some(case_id),
-                "call.recording_paused",
-                &json!({ "reason": "a new participant has not consented" }),
-            )
-        })
-        .await;
+    let reason = json!({ "reason": "a new participant has not consented" });
+    system_event(state, case_id, state.now(), "call.recording_paused", reason).await;
     announce(state, &facts, case_id, false);
+}
+
+/// Records an event of the recording itself (no actor) in the case's audit trail.
+async fn system_event(
+    state: &AppState,
+    case_id: i64,
+    now: i64,
+    kind: &'static str,
+    details: serde_json::Value,
+) {
+    let appended = state
+        .db
+        .call(move |c| audit::append(c, now, None, Some(case_id), kind, &details))
+        .await;
+    if let Err(e) = appended {
+        tracing::error!(case_id, kind, error = %e, "audit event not recorded");
+    }
 }
 
 /// Stops a running recording of the case and stores its files as materials; returns how many.
