@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod call;
 mod error;
+pub mod floods;
 pub mod janus;
 pub mod joins;
 pub mod measure;

@@ -55,6 +55,27 @@ impl Target {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Flood trials (docs/reliability.md): failed logins, idle TLS connections and a /ws ping
+    /// flood, each while a second client probes /readyz every 20 ms.
+    Floods {
+        #[command(flatten)]
+        target: Target,
+        /// Failed logins sent (unknown names: a full password check each).
+        #[arg(long, default_value_t = 1000)]
+        failed_logins: u32,
+        /// Failed logins in flight at once.
+        #[arg(long, default_value_t = 100)]
+        login_concurrency: u32,
+        /// Idle TLS connections opened and held.
+        #[arg(long, default_value_t = 1000)]
+        idle_connections: u32,
+        /// Seconds of the /ws ping flood.
+        #[arg(long, default_value_t = 5)]
+        ws_seconds: u64,
+        /// Where to write the JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Loads a running server (`cloudhelp serve --demo`) with one scenario.
     Run {
         /// consult, meeting, fanout or audio-only.
@@ -222,6 +243,41 @@ async fn main() -> Result<()> {
                 None => run(&target.server()?, &options).await?,
             };
             write_json(out.as_ref(), &result)?;
+        }
+        Command::Floods {
+            target,
+            failed_logins,
+            login_concurrency,
+            idle_connections,
+            ws_seconds,
+            out,
+        } => {
+            let options = cloudhelp_load::floods::FloodOptions {
+                failed_logins,
+                login_concurrency,
+                idle_connections,
+                ws_seconds,
+                ws_login: ("agent".into(), "demo-agent-2026".into()),
+                server_pid: target.server_pid,
+            };
+            let phases =
+                cloudhelp_load::floods::run_floods(target.server()?, target.server()?, &options)
+                    .await?;
+            for p in &phases {
+                eprintln!(
+                    "[floods] {:<22} readyz p50 {:>7} ms p99 {:>7} ms max {:>7} ms, {} failed; rss {} MiB (peak {}); {}",
+                    p.phase,
+                    p.readyz.map_or("-".into(), |r| format!("{:.1}", r.p50)),
+                    p.readyz.map_or("-".into(), |r| format!("{:.1}", r.p99)),
+                    p.readyz.map_or("-".into(), |r| format!("{:.1}", r.max)),
+                    p.readyz_failures,
+                    p.rss_kib.map_or("-".into(), |k| (k / 1024).to_string()),
+                    p.peak_rss_kib
+                        .map_or("-".into(), |k| (k / 1024).to_string()),
+                    p.detail
+                );
+            }
+            write_json(out.as_ref(), &phases)?;
         }
         Command::Signaling {
             target,

@@ -249,6 +249,54 @@ impl Server {
         Ok(parse_relay_counters(&text))
     }
 
+    /// Answers `GET path` (any status), for probes.
+    pub async fn get_status(&self, path: &str) -> Result<u16, LoadError> {
+        Ok(self.request(Method::GET, path, None, None).await?.0)
+    }
+
+    /// Answers `POST path` with a JSON body (any status), for floods.
+    pub async fn post_status(&self, path: &str, body: Value) -> Result<u16, LoadError> {
+        Ok(self.request(Method::POST, path, None, Some(body)).await?.0)
+    }
+
+    /// Opens a TCP connection (and the TLS handshake for https) and holds it, sending nothing.
+    pub async fn idle_connection(&self) -> Result<Box<dyn Transport>, LoadError> {
+        let (tcp, host) = self.connect().await?;
+        self.secure(tcp, &host).await
+    }
+
+    async fn connect(&self) -> Result<(tokio::net::TcpStream, String), LoadError> {
+        let host = self.base.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = self.base.port_or_known_default().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| LoadError::io(format!("{host}:{port}"), e))?;
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, host))
+    }
+
+    async fn secure(
+        &self,
+        tcp: tokio::net::TcpStream,
+        host: &str,
+    ) -> Result<Box<dyn Transport>, LoadError> {
+        Ok(match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let name =
+                    ServerName::try_from(host.to_string()).map_err(|_| LoadError::Config {
+                        setting: "--url",
+                        reason: format!("{host} is not a TLS server name"),
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| LoadError::io(format!("TLS to {host}"), e))?;
+                Box::new(tls)
+            }
+        })
+    }
+
     /// Opens `/ws` with a bearer token.
     pub async fn websocket(&self, token: &Token) -> Result<Socket, LoadError> {
         let mut ws_url = self.base.clone();
@@ -262,26 +310,8 @@ impl Server {
             .parse()
             .map_err(|_| LoadError::Protocol("token not usable in a header".into()))?;
         request.headers_mut().insert("authorization", header);
-        let host = self.base.host_str().unwrap_or("127.0.0.1").to_string();
-        let port = self.base.port_or_known_default().unwrap_or(443);
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| LoadError::io(format!("{host}:{port}"), e))?;
-        let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Transport> = match &self.tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let name = ServerName::try_from(host.clone()).map_err(|_| LoadError::Config {
-                    setting: "--url",
-                    reason: format!("{host} is not a TLS server name"),
-                })?;
-                let tls = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| LoadError::io(format!("TLS to {host}:{port}"), e))?;
-                Box::new(tls)
-            }
-        };
+        let (tcp, host) = self.connect().await?;
+        let stream = self.secure(tcp, &host).await?;
         Ok(tokio_tungstenite::client_async(request, stream).await?.0)
     }
 }
