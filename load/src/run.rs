@@ -435,11 +435,15 @@ async fn run_step(
             .map(|(_, rank, _)| *rank)
             .max();
         let climbs = peers.iter().map(|j| {
+            // A peer that receives nothing (the fanout's publisher) has nothing to climb; one that
+            // does must have its video before it can be on the top layer (an empty list of
+            // tracks would pass at once and measure before the climb).
+            let receives = j.expected > 0;
             j.peer
                 .test_peer()
                 .wait_until(options.join_timeout, move |r| {
-                    r.live_tracks(MediaKind::Video)
-                        .all(|t| t.counts.layer == top)
+                    let mut video = r.live_tracks(MediaKind::Video).peekable();
+                    !receives || (video.peek().is_some() && video.all(|t| t.counts.layer == top))
                 })
         });
         futures_util::future::join_all(climbs).await;
