@@ -350,6 +350,9 @@ pub fn may_join_call(actor: &Actor, facts: &CaseFacts, now: i64) -> bool {
     in_call && person
 }
 
+/// The longest reason a command may carry (it reaches the audit trail and the archive).
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// Applies `command` by `actor` to a case, or says why not.
 pub fn apply(
     facts: &CaseFacts,
@@ -404,6 +407,17 @@ pub fn apply(
             Ok(())
         }
     };
+    if let Command::RequestMaterial { reason }
+    | Command::Approve { reason }
+    | Command::Reject { reason }
+    | Command::Cancel { reason } = command
+        && reason.chars().count() > MAX_REASON_CHARS
+    {
+        return Err(WorkflowError::InvalidField {
+            field: "reason",
+            reason: "at most 500 characters",
+        });
+    }
     let mut next = facts.clone();
     let (event, details) = match command {
         Command::Accept => match facts.state {
@@ -977,6 +991,46 @@ mod tests {
         .unwrap();
         assert!(checked.facts.identity_checked);
         assert_eq!(checked.event, "case.identity_checked");
+    }
+
+    #[test]
+    fn a_reason_longer_than_500_characters_is_refused_naming_the_field() {
+        let long = "补".repeat(MAX_REASON_CHARS + 1);
+        let cases = [
+            (
+                agent(),
+                CaseState::Waiting,
+                Command::Cancel {
+                    reason: long.clone(),
+                },
+            ),
+            (
+                approver(),
+                CaseState::InCall,
+                Command::RequestMaterial {
+                    reason: long.clone(),
+                },
+            ),
+            (
+                approver(),
+                CaseState::InCall,
+                Command::Reject {
+                    reason: long.clone(),
+                },
+            ),
+        ];
+        for (actor, state, command) in cases {
+            let err = apply(&case_in(state), &actor, &command).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "reason: at most 500 characters",
+                "{command:?}"
+            );
+        }
+        let fits = Command::Cancel {
+            reason: "补".repeat(MAX_REASON_CHARS),
+        };
+        assert!(apply(&case_in(CaseState::Waiting), &agent(), &fits).is_ok());
     }
 
     #[test]

@@ -181,7 +181,7 @@ function renderActions(el, c, ctx) {
 
 /** A small form: a reason box and a button that runs `work(reason)`. */
 function reasonForm({ id, label, button, required, work, kind = '' }) {
-  const input = h('textarea', { rows: 2, maxlength: 2000, name: `${id}-reason` });
+  const input = h('textarea', { rows: 2, maxlength: 500, name: `${id}-reason` });
   const slot = h('div');
   const go = h('button', { type: 'submit', class: kind }, button);
   const form = h('form', { class: 'action', id }, field(label, input), go, slot);
@@ -305,7 +305,7 @@ function approverActions(c, { reload, catalogue }) {
 
 /** The decision step (审批决定). The signing step will be added inside `decide`. */
 function decisionForm(c, reload) {
-  const reason = h('textarea', { rows: 2, maxlength: 2000, name: 'decision-reason' });
+  const reason = h('textarea', { rows: 2, maxlength: 500, name: 'decision-reason' });
   const slot = h('div');
   const approve = h('button', { type: 'button', class: 'primary', id: 'approve' }, t('decision.approve'));
   const reject = h('button', { type: 'button', class: 'danger', id: 'reject' }, t('decision.reject'));
