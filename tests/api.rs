@@ -1001,12 +1001,13 @@ async fn a_login_flood_from_one_address_gets_429_with_retry_after_and_others_sti
     );
 }
 
-#[tokio::test]
-async fn the_database_answers_while_logins_wait_for_a_password_check_and_a_full_queue_says_busy() {
-    let app = TestApp::new();
-    let approver = app.demo("approver").await;
-    let guard = app.state.login_guard.clone();
-    // Occupy both password-check threads with checks that wait for us.
+/// Occupies both password-check threads with checks that wait until released (one send each).
+async fn hold_password_checks(
+    guard: &std::sync::Arc<signaling::login_guard::LoginGuard>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    Vec<tokio::task::JoinHandle<signaling::error::Result<()>>>,
+) {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let released = std::sync::Arc::new(std::sync::Mutex::new(released));
     let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
@@ -1025,6 +1026,39 @@ async fn the_database_answers_while_logins_wait_for_a_password_check_and_a_full_
     for _ in 0..signaling::login_guard::VERIFIERS {
         starts.recv().await.unwrap();
     }
+    (release, held)
+}
+
+#[tokio::test]
+async fn a_locked_address_is_answered_without_a_password_check() {
+    let app = TestApp::new();
+    let stranger = "203.0.113.9:40000";
+    for _ in 0..5 {
+        login_from(&app, stranger, "agent", "wrong-password").await;
+    }
+    // No password check could run now: both threads are held and the queue is full.
+    let guard = app.state.login_guard.clone();
+    let (release, held) = hold_password_checks(&guard).await;
+    use futures_util::FutureExt;
+    for _ in 0..signaling::login_guard::QUEUED {
+        assert!(guard.check(|| ()).now_or_never().is_none());
+    }
+    let locked = login_from(&app, stranger, "agent", "demo-agent-2026").await;
+    assert_eq!(locked.code(), "account_locked");
+    for _ in 0..signaling::login_guard::VERIFIERS {
+        release.send(()).unwrap();
+    }
+    for task in held {
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_database_answers_while_logins_wait_for_a_password_check_and_a_full_queue_says_busy() {
+    let app = TestApp::new();
+    let approver = app.demo("approver").await;
+    let guard = app.state.login_guard.clone();
+    let (release, held) = hold_password_checks(&guard).await;
     // A login now waits for a verifier, outside the database lock: other requests are answered.
     let waiting = {
         let app_state = app.state.clone();

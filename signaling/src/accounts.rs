@@ -313,11 +313,14 @@ pub enum LoginCandidate {
 }
 
 impl LoginCandidate {
-    /// The hash to check the password against.
-    pub fn hash(&self) -> &str {
+    /// The hash to check the password against; none for a locked address, which is refused
+    /// without a check (its answer says it is locked anyway, and the check would be work for
+    /// nothing).
+    pub fn hash(&self) -> Option<&str> {
         match self {
-            LoginCandidate::Account { hash, .. } => hash,
-            LoginCandidate::Unknown | LoginCandidate::Locked { .. } => dummy_hash(),
+            LoginCandidate::Account { hash, .. } => Some(hash),
+            LoginCandidate::Unknown => Some(dummy_hash()),
+            LoginCandidate::Locked { .. } => None,
         }
     }
 }

@@ -75,11 +75,16 @@ async fn open_session(
             .await?
     };
     // The slow part, outside the database lock and on the guard's bounded pool.
-    let hash = candidate.hash().to_string();
-    let password_ok = state
-        .login_guard
-        .check(move || accounts::password_matches(&hash, &password))
-        .await?;
+    let password_ok = match candidate.hash() {
+        Some(hash) => {
+            let hash = hash.to_string();
+            state
+                .login_guard
+                .check(move || accounts::password_matches(&hash, &password))
+                .await?
+        }
+        None => false,
+    };
     state
         .db
         .call(move |c| {
