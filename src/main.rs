@@ -55,10 +55,13 @@ enum Command {
     /// Manages the catalogue of service items.
     #[command(subcommand)]
     Item(ItemCommand),
-    /// Verifies a case archive offline against a pinned trust file; exits 0 only when every check passes.
+    /// Verifies case archives or receipts offline against a pinned trust file; given several of one
+    /// case (its decision and continuations, in any order), also checks that they link into one
+    /// chain. Exits 0 only when every check passes.
     Verify {
-        /// The archive (.zip).
-        archive: PathBuf,
+        /// The archives (.zip) or receipts (.json).
+        #[arg(required = true)]
+        archives: Vec<PathBuf>,
         /// The trust file pinning the log's public key (from /api/log/trust, checked out of band).
         #[arg(long)]
         trust: PathBuf,
@@ -259,10 +262,10 @@ fn main() -> Result<()> {
     // Offline commands: no configuration, no data folder, no network.
     match &cli.command {
         Command::Verify {
-            archive,
+            archives,
             trust,
             json,
-        } => std::process::exit(verify(archive, trust, *json)?),
+        } => std::process::exit(verify(archives, trust, *json)?),
         Command::Log(LogCommand::Consistency {
             old,
             new,
@@ -360,16 +363,51 @@ fn main() -> Result<()> {
     }
 }
 
-fn verify(archive: &std::path::Path, trust: &std::path::Path, json: bool) -> Result<i32> {
+fn verify(archives: &[PathBuf], trust: &std::path::Path, json: bool) -> Result<i32> {
+    use esign::verify::{Receipt, printable, verify_chain, verify_file};
     let trust = esign::verify::Trust::load(trust)
         .with_context(|| format!("--trust {}", trust.display()))?;
-    let report = esign::verify::verify_file(archive, &trust);
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        println!("{report}");
+    let reports: Vec<_> = archives.iter().map(|a| verify_file(a, &trust)).collect();
+    // Several files: each is verified alone, then their statements must form one case's chain.
+    let chain = (archives.len() > 1).then(|| {
+        let receipts: Result<Vec<_>, _> = archives
+            .iter()
+            .map(|a| {
+                Receipt::from_file(a).map(|r| (a.display().to_string(), r.to_json().into_bytes()))
+            })
+            .collect();
+        match receipts {
+            Ok(receipts) => verify_chain(&receipts, &trust),
+            Err(e) => esign::verify::Check {
+                name: "chain.files".into(),
+                passed: false,
+                detail: e.to_string(),
+            },
+        }
+    });
+    let valid = reports.iter().all(|r| r.passed()) && chain.as_ref().is_none_or(|c| c.passed);
+    match (json, &chain) {
+        (true, None) => println!("{}", reports[0].to_json()),
+        (true, Some(chain)) => {
+            let files: Vec<_> = archives
+                .iter()
+                .zip(&reports)
+                .map(|(a, r)| serde_json::json!({ "file": a.display().to_string(), "valid": r.passed(), "checks": r.checks }))
+                .collect();
+            let value = serde_json::json!({ "valid": valid, "files": files, "chain": chain });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        (false, None) => println!("{}", reports[0]),
+        (false, Some(chain)) => {
+            for (a, r) in archives.iter().zip(&reports) {
+                println!("{}\n{r}", printable(&a.display().to_string()));
+            }
+            let mark = if chain.passed { "PASS" } else { "FAIL" };
+            println!("{mark}  {:<34} {}", chain.name, printable(&chain.detail));
+            println!("{}", if valid { "VALID" } else { "INVALID" });
+        }
     }
-    Ok(if report.passed() { 0 } else { 1 })
+    Ok(if valid { 0 } else { 1 })
 }
 
 fn consistency(

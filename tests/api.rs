@@ -171,10 +171,14 @@ async fn a_case_goes_from_opening_to_rating_and_every_step_is_in_the_audit_trail
             "case.identity_checked",
             "case.approved",
             "case.sealed",
+            // Each step after the decision is sealed too, as a continuation of the case's chain.
             "case.issued",
+            "case.sealed",
             "case.rated",
             "followup.opened",
+            "case.sealed",
             "followup.closed",
+            "case.sealed",
         ]
     );
     assert!(

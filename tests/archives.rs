@@ -436,6 +436,35 @@ async fn the_archive_is_a_bag_that_an_independent_bagit_validator_accepts() {
         "bagit-python refused the bag: {}",
         String::from_utf8_lossy(&validate.stderr)
     );
+    // A continuation (issuing) is a bag too.
+    app.act(&approver, case, "issue", json!({}), StatusCode::OK)
+        .await;
+    let issued = app
+        .request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
+        .await
+        .body;
+    std::fs::write(&zip, &issued).unwrap();
+    let continued = dir.path().join("continued");
+    assert!(
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&zip)
+            .arg(&continued)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(continued.join("data/previous/001.json").is_file());
+    let validate = std::process::Command::new("python3")
+        .args(["-m", "bagit", "--validate"])
+        .arg(&continued)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "bagit-python refused the continuation: {}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
     // ...and notices a changed payload file.
     std::fs::write(bag.join("data/decision.json"), b"{}").unwrap();
     let changed = std::process::Command::new("python3")
@@ -667,4 +696,213 @@ async fn the_database_answers_while_a_decision_packs_its_materials() {
     std::io::Write::write_all(&mut fifo, &png()).unwrap();
     drop(fifo);
     assert_eq!(preparing.await.unwrap(), StatusCode::OK);
+}
+
+/// Runs `cloudhelp verify FILES… --trust trust.json` in `dir`; its exit success and output.
+fn cli_verify(app: &TestApp, dir: &std::path::Path, files: &[&str]) -> (bool, String) {
+    std::fs::write(dir.join("trust.json"), app.state.trust.to_json()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudhelp"))
+        .current_dir(dir)
+        .env_clear()
+        .arg("verify")
+        .args(files)
+        .args(["--trust", "trust.json"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn issuing_the_rating_and_the_follow_up_are_sealed_as_a_chain_that_cloudhelp_verify_checks() {
+    let app = TestApp::new();
+    let (agent, approver, case) = ready_case(&app).await;
+    app.decide(&approver, case, "approve", "同意").await;
+    app.clock.advance_ms(60_000);
+    app.act(&approver, case, "issue", json!({}), StatusCode::OK)
+        .await;
+    app.clock.advance_ms(60_000);
+    let comment = "等了很久，窗口说不清楚";
+    let rated = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/rating"),
+            &agent,
+            Some(json!({ "score": 1, "comment": comment })),
+        )
+        .await;
+    assert_eq!(rated.status, StatusCode::CREATED, "{}", rated.json());
+    let followup = rated.json()["followup_id"].as_i64().unwrap();
+    let supervisor = app.demo("supervisor").await;
+    app.clock.advance_ms(60_000);
+    let closed = app
+        .request(
+            "POST",
+            &format!("/api/followups/{followup}/close"),
+            &supervisor,
+            Some(json!({ "outcome": "已回访，说明了办理流程" })),
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+
+    // The case shows its chain: the decision, then a continuation for each later step.
+    let view = app
+        .request("GET", &format!("/api/cases/{case}"), &agent, None)
+        .await
+        .json();
+    let statements = view["statements"].as_array().unwrap();
+    let kinds: Vec<&str> = statements
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["decision", "issued", "rated", "followup_closed"],
+        "{view}"
+    );
+    let indexes: Vec<u64> = statements
+        .iter()
+        .map(|s| s["log_index"].as_u64().unwrap())
+        .collect();
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+
+    // The newest archive holds the case as it ended, its whole trail and the earlier statements.
+    let newest = app
+        .request(
+            "GET",
+            &format!("/api/cases/{case}/archive"),
+            &approver,
+            None,
+        )
+        .await;
+    assert_eq!(newest.status, StatusCode::OK);
+    let record: Value =
+        serde_json::from_slice(&common::zip_entry(&newest.body, "data/case.json")).unwrap();
+    assert_eq!(record["state"], "issued", "{record}");
+    let events = String::from_utf8(common::zip_entry(&newest.body, "data/events.jsonl")).unwrap();
+    for kind in [
+        "case.issued",
+        "case.rated",
+        "followup.opened",
+        "followup.closed",
+    ] {
+        assert!(events.contains(kind), "{kind} missing from {events}");
+    }
+    let statement: Value =
+        serde_json::from_slice(&common::zip_entry(&newest.body, "esign/statement.json")).unwrap();
+    assert_eq!(statement["signers"]["approver"], Value::Null);
+    assert_eq!(statement["update"]["kind"], "followup_closed");
+    assert_eq!(statement["update"]["sequence"], 4);
+    assert_eq!(
+        statement["previous_statement"],
+        statements[2]["statement_sha256"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("newest.zip"), &newest.body).unwrap();
+    let (ok, shown) = cli_verify(&app, dir.path(), &["newest.zip"]);
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("4 statements of case") && shown.contains("issued (log index"),
+        "{shown}"
+    );
+
+    // Each in turn: the receipts, in any order, link from the decision to the newest. The agent
+    // gets receipts (no personal data, not the rating's words) but not the archives.
+    let mut names = Vec::new();
+    for sequence in [3, 1, 4, 2] {
+        let receipt = app
+            .request(
+                "GET",
+                &format!("/api/cases/{case}/receipt?sequence={sequence}"),
+                &agent,
+                None,
+            )
+            .await;
+        assert_eq!(receipt.status, StatusCode::OK);
+        let text = String::from_utf8(receipt.body.clone()).unwrap();
+        assert!(
+            !text.contains(APPLICANT) && !text.contains(ID_NUMBER) && !text.contains(comment),
+            "{text}"
+        );
+        let name = format!("receipt-{sequence}.json");
+        std::fs::write(dir.path().join(&name), &receipt.body).unwrap();
+        names.push(name);
+    }
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (ok, shown) = cli_verify(&app, dir.path(), &all);
+    assert!(ok && shown.contains("PASS  chain.files"), "{shown}");
+    let without_issuing: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|n| *n != "receipt-2.json")
+        .collect();
+    let (ok, shown) = cli_verify(&app, dir.path(), &without_issuing);
+    assert!(!ok && shown.contains("FAIL  chain.files"), "{shown}");
+    assert_eq!(
+        app.request(
+            "GET",
+            &format!("/api/cases/{case}/archive?sequence=2"),
+            &agent,
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.request(
+            "GET",
+            &format!("/api/cases/{case}/archive?sequence=9"),
+            &approver,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    // A refused step seals nothing.
+    let again = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/rating"),
+            &agent,
+            Some(json!({ "score": 5 })),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let view = app
+        .request("GET", &format!("/api/cases/{case}"), &agent, None)
+        .await
+        .json();
+    assert_eq!(view["statements"].as_array().unwrap().len(), 4);
+}
+
+/// The auditor's page names every check of the verifier in plain words: it lists the same checks
+/// as the verifier, in both languages, with what each shows.
+#[test]
+fn the_auditor_page_names_every_verifier_check_in_chinese_and_english() {
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web-client/static/js");
+    let page = std::fs::read_to_string(web.join("pages/auditor.js")).unwrap();
+    let list = page
+        .split("export const CHECKS = [")
+        .nth(1)
+        .and_then(|rest| rest.split("];").next())
+        .expect("CHECKS in auditor.js");
+    let listed: Vec<&str> = list
+        .split(',')
+        .map(|c| c.trim().trim_matches('\''))
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(listed, esign::verify::CHECK_NAMES, "auditor.js CHECKS");
+    let i18n = std::fs::read_to_string(web.join("i18n.js")).unwrap();
+    for name in esign::verify::CHECK_NAMES {
+        for key in [
+            format!("'check.{name}':"),
+            format!("'check_proves.{name}':"),
+        ] {
+            assert_eq!(i18n.matches(&key).count(), 2, "{key} in zh and en");
+        }
+    }
 }

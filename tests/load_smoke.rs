@@ -62,9 +62,12 @@ async fn every_scenario_moves_packets_at_a_tiny_load_and_reports_every_figure() 
         let step = &result.steps[0];
         assert_eq!(result.simulcast, simulcast);
         if simulcast {
-            // Both subscribers climbed from the lowest layer to the top before the window.
+            // Both subscribers climbed from the lowest layer to the top before the window (a
+            // climb may go from the lowest to the top in one switch when the middle layer's
+            // keyframe is still awaited as the estimate rises further).
+            assert_eq!(step.below_top_layer, 0, "{step:#?}");
             let counters = server.relay_counters().await.unwrap();
-            assert!(counters.layer_switches >= 4, "{counters:?}");
+            assert!(counters.layer_switches >= 2, "{counters:?}");
         }
         assert_eq!(step.failed_peers, 0, "{scenario:?}: {step:#?}");
         assert!(

@@ -110,10 +110,11 @@ fn main() {
         .finish_payload(PayloadSummary {
             decision: serde_json::json!({"outcome": "approved"}),
             signers: Signers {
-                approver: key_id(&approver.verifying_key()),
+                approver: Some(key_id(&approver.verifying_key())),
                 seal: seal.key_id(),
             },
             previous_statement: None,
+            update: None,
             bagging_date: "2026-11-26".into(),
         })
         .unwrap();

@@ -50,6 +50,13 @@ pub mod names {
     pub const PROOF: &str = "esign/proof";
     /// The public keys and their registration proofs.
     pub const KEYS: &str = "esign/keys";
+    /// The folder of a continuation's earlier statements, as receipts, oldest first.
+    pub const PREVIOUS: &str = "data/previous/";
+
+    /// The path of the `n`-th (1-based) earlier statement's receipt in a continuation.
+    pub fn previous(n: usize) -> String {
+        format!("{PREVIOUS}{n:03}.json")
+    }
 }
 
 /// One payload file as the statement lists it.
@@ -68,8 +75,8 @@ pub struct FileDigest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signers {
-    /// Key id of the approver's browser key.
-    pub approver: String,
+    /// Key id of the approver's browser key; null for a continuation, which the server seals alone.
+    pub approver: Option<String>,
     /// Key id of the server seal key.
     pub seal: String,
 }
@@ -92,6 +99,37 @@ pub struct Statement {
     pub signers: Signers,
     /// SHA-256 (hex) of the previous statement of this case, or null for the first.
     pub previous_statement: Option<String>,
+    /// What happened after the decision (issuing, the rating, a follow-up): present exactly in a
+    /// continuation, which has no approver signer and always names its previous statement. Absent
+    /// (not null) in a decision statement, so decision statements keep their original form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Value>,
+}
+
+impl Statement {
+    /// Checks the rule that ties signers, update and previous statement together.
+    pub fn check_kind(&self) -> Result<(), String> {
+        match (&self.signers.approver, &self.update) {
+            (Some(_), None) => Ok(()),
+            (None, Some(update)) if update.is_object() => {
+                if self.previous_statement.is_some() {
+                    Ok(())
+                } else {
+                    Err("a continuation (no approver signer) must name its previous_statement".into())
+                }
+            }
+            (None, Some(_)) => Err("update must be an object".into()),
+            (Some(_), Some(_)) => {
+                Err("a statement signed by an approver carries no update; updates are continuations".into())
+            }
+            (None, None) => Err("signers.approver is null but there is no update: only a continuation is sealed by the server alone".into()),
+        }
+    }
+
+    /// True for a continuation: sealed by the server alone, after the decision.
+    pub fn is_continuation(&self) -> bool {
+        self.signers.approver.is_none()
+    }
 }
 
 /// Where an entry sits in the log, with its inclusion proof at the archive's checkpoint.
@@ -288,6 +326,8 @@ pub struct PayloadSummary {
     pub signers: Signers,
     /// SHA-256 (hex) of the previous statement of the case, if any.
     pub previous_statement: Option<String>,
+    /// What happened after the decision, for a continuation (`signers.approver` is then None).
+    pub update: Option<Value>,
     /// The bagging date, `YYYY-MM-DD` (time is an argument, never read from a clock here).
     pub bagging_date: String,
 }
@@ -449,7 +489,9 @@ impl<W: Write + Seek> ArchiveWriter<W> {
             decision: summary.decision,
             signers: summary.signers,
             previous_statement: summary.previous_statement,
+            update: summary.update,
         };
+        statement.check_kind().map_err(Error::Misuse)?;
         let statement_bytes = to_canonical(&statement)?;
         Ok(PendingArchive {
             zip: self.zip,
@@ -489,18 +531,11 @@ impl<W: Write + Seek> PendingArchive<W> {
         approver_key: &VerifyingKey,
         seal_key: &SealKey,
     ) -> Result<SealedArchive<W>, Error> {
-        if key_id(approver_key) != self.statement.signers.approver {
+        let signer = self.statement.signers.approver.as_deref();
+        if signer != Some(key_id(approver_key).as_str()) {
             return Err(Error::Misuse(format!(
-                "approver key {} is not the statement's signer {}",
+                "approver key {} is not the statement's signer {signer:?}",
                 key_id(approver_key),
-                self.statement.signers.approver
-            )));
-        }
-        if seal_key.key_id() != self.statement.signers.seal {
-            return Err(Error::Misuse(format!(
-                "seal key {} is not the statement's seal {}",
-                seal_key.key_id(),
-                self.statement.signers.seal
             )));
         }
         sig::verify(
@@ -509,6 +544,31 @@ impl<W: Write + Seek> PendingArchive<W> {
             &self.statement_bytes,
             approver_signature,
         )?;
+        self.counter_sign(Some(*approver_signature), seal_key)
+    }
+
+    /// Seals a continuation with the seal key alone (its statement has no approver signer).
+    pub fn seal_continuation(self, seal_key: &SealKey) -> Result<SealedArchive<W>, Error> {
+        if !self.statement.is_continuation() {
+            return Err(Error::Misuse(
+                "a statement with an approver signer needs the approver's signature".into(),
+            ));
+        }
+        self.counter_sign(None, seal_key)
+    }
+
+    fn counter_sign(
+        self,
+        approver_signature: Option<Signature>,
+        seal_key: &SealKey,
+    ) -> Result<SealedArchive<W>, Error> {
+        if seal_key.key_id() != self.statement.signers.seal {
+            return Err(Error::Misuse(format!(
+                "seal key {} is not the statement's seal {}",
+                seal_key.key_id(),
+                self.statement.signers.seal
+            )));
+        }
         let seal_signature = sig::sign(
             seal_key.signing_key(),
             PayloadType::Statement,
@@ -516,7 +576,7 @@ impl<W: Write + Seek> PendingArchive<W> {
         );
         Ok(SealedArchive {
             pending: self,
-            approver_signature: *approver_signature,
+            approver_signature,
             seal_signature,
         })
     }
@@ -525,7 +585,7 @@ impl<W: Write + Seek> PendingArchive<W> {
 /// A sealed archive that waits for its statement to enter the log.
 pub struct SealedArchive<W: Write + Seek> {
     pending: PendingArchive<W>,
-    approver_signature: Signature,
+    approver_signature: Option<Signature>,
     seal_signature: Signature,
 }
 
@@ -560,7 +620,7 @@ impl<W: Write + Seek> SealedArchive<W> {
             &checkpoint.root,
         )?;
         let signers = &self.pending.statement.signers;
-        for wanted in [&signers.approver, &signers.seal] {
+        for wanted in signers.approver.iter().chain([&signers.seal]) {
             if !evidence
                 .keys
                 .iter()
@@ -580,19 +640,20 @@ impl<W: Write + Seek> SealedArchive<W> {
             statement_bytes,
             ..
         } = self.pending;
-        let files: [(&str, Vec<u8>); 5] = [
-            (names::STATEMENT, statement_bytes),
-            (
-                names::APPROVER_SIG,
-                sig::signature_to_file(&self.approver_signature),
-            ),
-            (
-                names::SEAL_SIG,
-                sig::signature_to_file(&self.seal_signature),
-            ),
-            (names::PROOF, to_canonical(&proof)?),
-            (names::KEYS, to_canonical(&KeysFile { keys })?),
-        ];
+        let approver_sig = self
+            .approver_signature
+            .map(|s| (names::APPROVER_SIG, sig::signature_to_file(&s)));
+        let files = [(names::STATEMENT, statement_bytes)]
+            .into_iter()
+            .chain(approver_sig)
+            .chain([
+                (
+                    names::SEAL_SIG,
+                    sig::signature_to_file(&self.seal_signature),
+                ),
+                (names::PROOF, to_canonical(&proof)?),
+                (names::KEYS, to_canonical(&KeysFile { keys })?),
+            ]);
         for (name, bytes) in files {
             zip.start_file(name, stored()).map_err(zip_err)?;
             zip.write_all(&bytes)

@@ -162,6 +162,9 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// Receipts are small: at most the five signed files, each within the tag file limit.
+const RECEIPT_LIMIT: u64 = 5 * crate::zipread::DEFAULT_MAX_TAG_FILE_BYTES + 4096;
+
 /// Verifies the archive or receipt at `path`.
 pub fn verify_file(path: &Path, trust: &Trust) -> Report {
     let opened = std::fs::File::open(path).and_then(|mut file| {
@@ -172,11 +175,9 @@ pub fn verify_file(path: &Path, trust: &Trust) -> Report {
     });
     match opened {
         Ok((mut file, true)) => {
-            // Receipts are small: at most the five signed files, each within the tag file limit.
             let mut bytes = Vec::new();
-            let limit = 5 * Limits::default().max_tag_file_bytes + 4096;
-            match (&mut file).take(limit + 1).read_to_end(&mut bytes) {
-                Ok(_) if bytes.len() as u64 <= limit => verify_receipt(&bytes, trust),
+            match (&mut file).take(RECEIPT_LIMIT + 1).read_to_end(&mut bytes) {
+                Ok(_) if bytes.len() as u64 <= RECEIPT_LIMIT => verify_receipt(&bytes, trust),
                 Ok(_) => Report {
                     checks: vec![Check {
                         name: "receipt.format".into(),
@@ -227,9 +228,43 @@ struct Contents {
     tags: BTreeMap<String, Vec<u8>>,
 }
 
+/// Every check the verifier can report, in the order it runs them (an archive or a receipt runs a
+/// subset). Readers that name checks in plain words (the auditor's page) keep this list.
+pub const CHECK_NAMES: &[&str] = &[
+    "archive.open",
+    "receipt.format",
+    "zip.container",
+    "zip.entry_names",
+    "bag.entries",
+    "zip.contents",
+    "bag.declaration",
+    "bag.payload_manifest",
+    "bag.tag_manifest",
+    "statement.canonical",
+    "bag.info",
+    "statement.tag_manifest_digest",
+    "statement.files",
+    "statement.decision",
+    "keys.file",
+    "keys.approver",
+    "statement.continuation",
+    "keys.seal",
+    "signature.approver",
+    "signature.seal",
+    "log.checkpoint",
+    "log.statement_inclusion",
+    "log.approver_key_registered",
+    "log.approver_key_not_revoked",
+    "log.seal_key_registered",
+    "log.seal_key_not_revoked",
+    "chain.previous",
+    "chain.files",
+];
+
 impl Verifier {
     /// Records a check; returns the value on success, None on failure.
     fn check<T>(&mut self, name: &str, result: Result<(T, String), String>) -> Option<T> {
+        debug_assert!(CHECK_NAMES.contains(&name), "{name} is not in CHECK_NAMES");
         let (value, passed, detail) = match result {
             Ok((value, detail)) => (Some(value), true, detail),
             Err(detail) => (None, false, detail),
@@ -304,34 +339,40 @@ impl Verifier {
             "statement.decision",
             statement_decision(&statement, &contents),
         );
-
-        self.signed_and_logged(
+        let log_index = self.signed_and_logged(
             &statement,
             &SignedFiles {
                 statement: statement_bytes,
-                approver_sig: tag(names::APPROVER_SIG),
+                approver_sig: contents.tags.get(names::APPROVER_SIG).map(Vec::as_slice),
                 seal_sig: tag(names::SEAL_SIG),
                 proof: tag(names::PROOF),
                 keys: tag(names::KEYS),
             },
             trust,
-        )
+        )?;
+        let own = Link::new(names::STATEMENT, statement, statement_bytes, log_index);
+        self.check("chain.previous", embedded_chain(own, &contents, trust));
+        Some(())
     }
 
-    /// The checks an archive and a receipt share: both signatures by keys valid in the log at the
-    /// statement's position, and the statement's inclusion under a trusted checkpoint.
+    /// The checks an archive and a receipt share: both signatures (the seal's alone for a
+    /// continuation) by keys valid in the log at the statement's position, and the statement's
+    /// inclusion under a trusted checkpoint. Returns the statement's log index.
     fn signed_and_logged(
         &mut self,
         statement: &Statement,
         files: &SignedFiles<'_>,
         trust: &Trust,
-    ) -> Option<()> {
+    ) -> Option<u64> {
         let statement_bytes = files.statement;
         let keys = self.check("keys.file", parse_keys(files.keys))?;
-        let approver = self.check(
-            "keys.approver",
-            find_key(&keys, &statement.signers.approver, KeyRole::Approver),
-        );
+        let approver = match &statement.signers.approver {
+            Some(id) => self.check("keys.approver", find_key(&keys, id, KeyRole::Approver)),
+            None => {
+                self.check("statement.continuation", continuation(statement, files))?;
+                None
+            }
+        };
         let seal = self.check(
             "keys.seal",
             find_key(&keys, &statement.signers.seal, KeyRole::Seal),
@@ -341,7 +382,7 @@ impl Verifier {
                 "signature.approver",
                 signature(
                     key,
-                    files.approver_sig,
+                    files.approver_sig.unwrap_or_default(),
                     statement_bytes,
                     names::APPROVER_SIG,
                 ),
@@ -376,10 +417,11 @@ impl Verifier {
                 not_revoked_before(&key, statement_index, &checkpoint),
             );
         }
-        Some(())
+        Some(statement_index)
     }
 
-    fn run_receipt(&mut self, bytes: &[u8], trust: &Trust) -> Option<()> {
+    /// Verifies a receipt; its statement as a link of its case's chain, named `name`.
+    fn run_receipt(&mut self, name: &str, bytes: &[u8], trust: &Trust) -> Option<Link> {
         let receipt = self.check(
             "receipt.format",
             Receipt::parse(bytes).map(|r| {
@@ -392,14 +434,16 @@ impl Verifier {
         )?;
         let files = receipt.files();
         let statement = self.check("statement.canonical", parse_statement(files.statement))?;
-        self.signed_and_logged(&statement, &files, trust)
+        let log_index = self.signed_and_logged(&statement, &files, trust)?;
+        Some(Link::new(name, statement, files.statement, log_index))
     }
 }
 
 /// The signed files of an archive's `esign/` folder, wherever they were read from.
 struct SignedFiles<'a> {
     statement: &'a [u8],
-    approver_sig: &'a [u8],
+    /// Absent in a continuation.
+    approver_sig: Option<&'a [u8]>,
     seal_sig: &'a [u8],
     proof: &'a [u8],
     keys: &'a [u8],
@@ -416,8 +460,9 @@ pub struct Receipt {
     pub format: String,
     /// `esign/statement.json`.
     pub statement: String,
-    /// `esign/approver.sig`.
-    pub approver_sig: String,
+    /// `esign/approver.sig`; absent for a continuation, which the server seals alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_sig: Option<String>,
     /// `esign/seal.sig`.
     pub seal_sig: String,
     /// `esign/proof`.
@@ -434,27 +479,52 @@ impl Receipt {
     pub fn from_archive<R: Read + Seek>(mut reader: R) -> Result<Receipt, Error> {
         let limits = Limits::default();
         let entries = read_directory(&mut reader, &limits).map_err(Error::Zip)?;
-        let mut read = |name: &str| -> Result<String, Error> {
-            let entry = entries
-                .iter()
-                .find(|e| e.name == name)
-                .ok_or_else(|| Error::Zip(format!("{name} is missing")))?;
+        let mut read = |name: &str| -> Result<Option<String>, Error> {
+            let Some(entry) = entries.iter().find(|e| e.name == name) else {
+                return Ok(None);
+            };
             if entry.size > limits.max_tag_file_bytes {
                 return Err(Error::Zip(format!("{name} is too large")));
             }
             let mut bytes = Vec::new();
             stream_entry(&mut reader, entry, |chunk| bytes.extend_from_slice(chunk))
                 .map_err(Error::Zip)?;
-            String::from_utf8(bytes).map_err(|_| Error::Zip(format!("{name} is not UTF-8")))
+            String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| Error::Zip(format!("{name} is not UTF-8")))
         };
+        let mut required = |name: &str| -> Result<String, Error> {
+            read(name)?.ok_or_else(|| Error::Zip(format!("{name} is missing")))
+        };
+        let statement = required(names::STATEMENT)?;
+        let seal_sig = required(names::SEAL_SIG)?;
+        let proof = required(names::PROOF)?;
+        let keys = required(names::KEYS)?;
         Ok(Receipt {
             format: Receipt::FORMAT.to_string(),
-            statement: read(names::STATEMENT)?,
+            statement,
             approver_sig: read(names::APPROVER_SIG)?,
-            seal_sig: read(names::SEAL_SIG)?,
-            proof: read(names::PROOF)?,
-            keys: read(names::KEYS)?,
+            seal_sig,
+            proof,
+            keys,
         })
+    }
+
+    /// The receipt in `path`, or the receipt of the archive in `path`.
+    pub fn from_file(path: &Path) -> Result<Receipt, Error> {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut first = [0u8; 16];
+        let n = file.read(&mut first).map_err(|e| Error::io(path, e))?;
+        file.rewind().map_err(|e| Error::io(path, e))?;
+        if is_receipt(&first[..n]) {
+            let mut bytes = Vec::new();
+            file.take(RECEIPT_LIMIT + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(path, e))?;
+            Receipt::parse(&bytes).map_err(|e| Error::malformed("receipt", e))
+        } else {
+            Receipt::from_archive(std::io::BufReader::new(file))
+        }
     }
 
     fn parse(bytes: &[u8]) -> Result<Receipt, String> {
@@ -473,7 +543,7 @@ impl Receipt {
     fn files(&self) -> SignedFiles<'_> {
         SignedFiles {
             statement: self.statement.as_bytes(),
-            approver_sig: self.approver_sig.as_bytes(),
+            approver_sig: self.approver_sig.as_deref().map(str::as_bytes),
             seal_sig: self.seal_sig.as_bytes(),
             proof: self.proof.as_bytes(),
             keys: self.keys.as_bytes(),
@@ -489,7 +559,7 @@ impl Receipt {
 /// Verifies a receipt (see [`Receipt`]): its statement, both signatures and its log evidence.
 pub fn verify_receipt(bytes: &[u8], trust: &Trust) -> Report {
     let mut v = Verifier { checks: Vec::new() };
-    let _ = v.run_receipt(bytes, trust);
+    let _ = v.run_receipt("receipt", bytes, trust);
     Report { checks: v.checks }
 }
 
@@ -521,13 +591,13 @@ fn entry_names(entries: &[ZipEntry]) -> CheckResult<()> {
     Ok(((), "all names relative, portable and unique".into()))
 }
 
-const FIXED: [&str; 9] = [
+/// The files every archive has outside `data/` (a continuation has no `esign/approver.sig`).
+const FIXED: [&str; 8] = [
     names::BAGIT,
     names::BAG_INFO,
     names::MANIFEST,
     names::TAG_MANIFEST,
     names::STATEMENT,
-    names::APPROVER_SIG,
     names::SEAL_SIG,
     names::PROOF,
     names::KEYS,
@@ -537,7 +607,7 @@ fn expected_entries(entries: &[ZipEntry]) -> CheckResult<()> {
     let present: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     if let Some(extra) = present
         .iter()
-        .find(|n| !n.starts_with("data/") && !FIXED.contains(n))
+        .find(|n| !n.starts_with("data/") && !FIXED.contains(n) && **n != names::APPROVER_SIG)
     {
         return Err(format!("unlisted entry {extra:?} outside data/"));
     }
@@ -562,7 +632,9 @@ fn read_contents<R: Read + Seek>(
     let mut payload = BTreeMap::new();
     let mut tags = BTreeMap::new();
     for e in entries {
-        let keep = !e.name.starts_with("data/") || e.name == names::DECISION;
+        let keep = !e.name.starts_with("data/")
+            || e.name == names::DECISION
+            || e.name.starts_with(names::PREVIOUS);
         if keep && e.size > limits.max_tag_file_bytes {
             return Err(format!(
                 "{}: {} bytes is over the tag file limit of {}",
@@ -723,6 +795,7 @@ fn parse_statement(bytes: &[u8]) -> CheckResult<Statement> {
             "{file}: previous_statement {previous:?} is not 64 lowercase hex digits"
         ));
     }
+    statement.check_kind().map_err(|e| format!("{file}: {e}"))?;
     let detail = format!("{file} is RFC 8785 canonical; case {}", statement.case_id);
     Ok((statement, detail))
 }
@@ -1015,4 +1088,200 @@ fn not_revoked_before(
         (),
         format!("{id} was revoked only later, at log index {at}"),
     ))
+}
+
+/// A continuation's own check: it carries no approver signature, and says what it records.
+fn continuation(statement: &Statement, files: &SignedFiles<'_>) -> CheckResult<()> {
+    if files.approver_sig.is_some() {
+        return Err(format!(
+            "{} is present, but the statement has no approver signer (a continuation is sealed by the server alone)",
+            names::APPROVER_SIG
+        ));
+    }
+    Ok((
+        (),
+        format!(
+            "a continuation of the decision, sealed by the server alone: {}",
+            Link::label(statement)
+        ),
+    ))
+}
+
+/// One statement of a case's chain, as the chain checks see it.
+#[derive(Clone, Debug)]
+pub struct Link {
+    name: String,
+    statement: Statement,
+    sha256: String,
+    log_index: u64,
+}
+
+impl Link {
+    fn new(name: &str, statement: Statement, bytes: &[u8], log_index: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            statement,
+            sha256: sha256_hex(bytes),
+            log_index,
+        }
+    }
+
+    /// What a statement records: `decision`, or its update's `kind`.
+    fn label(statement: &Statement) -> String {
+        match &statement.update {
+            None => "decision".into(),
+            Some(update) => update
+                .get("kind")
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| "update".into(), printable),
+        }
+    }
+
+    /// The statement's index in the log.
+    pub fn log_index(&self) -> u64 {
+        self.log_index
+    }
+}
+
+/// A receipt that must verify on its own, as a link named `name`.
+fn receipt_link(name: &str, bytes: &[u8], trust: &Trust) -> Result<Link, String> {
+    let mut v = Verifier { checks: Vec::new() };
+    let link = v.run_receipt(name, bytes, trust);
+    let report = Report { checks: v.checks };
+    match (link, report.failures().next()) {
+        (Some(link), None) => Ok(link),
+        (_, Some(failed)) => Err(format!("{name}: {} fails: {}", failed.name, failed.detail)),
+        (None, None) => Err(format!("{name}: not verified")),
+    }
+}
+
+/// The statements of one case, oldest first: the first is the approver's signed decision, each
+/// later one a continuation naming the one before by SHA-256, of the same case and decision, later
+/// in the log.
+fn chain(links: &[Link]) -> CheckResult<()> {
+    let first = links.first().ok_or("no statements")?;
+    if let Some(previous) = &first.statement.previous_statement {
+        return Err(format!(
+            "{}: names previous statement {previous}, which is not among those given",
+            first.name
+        ));
+    }
+    if first.statement.is_continuation() {
+        return Err(format!(
+            "{}: the first statement of a case must be the approver's signed decision",
+            first.name
+        ));
+    }
+    for pair in links.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if b.statement.case_id != a.statement.case_id {
+            return Err(format!(
+                "{}: case {} is not case {} of {}",
+                b.name, b.statement.case_id, a.statement.case_id, a.name
+            ));
+        }
+        if b.statement.previous_statement.as_deref() != Some(a.sha256.as_str()) {
+            return Err(format!(
+                "{}: previous_statement is {:?}, but the statement before it ({}) has SHA-256 {}",
+                b.name, b.statement.previous_statement, a.name, a.sha256
+            ));
+        }
+        if !b.statement.is_continuation() {
+            return Err(format!(
+                "{}: a later statement of a case must be a continuation",
+                b.name
+            ));
+        }
+        if b.statement.decision != a.statement.decision {
+            return Err(format!(
+                "{}: its decision differs from that of {}",
+                b.name, a.name
+            ));
+        }
+        if b.log_index <= a.log_index {
+            return Err(format!(
+                "{}: log index {} is not after {} of {}",
+                b.name, b.log_index, a.log_index, a.name
+            ));
+        }
+    }
+    let steps: Vec<String> = links
+        .iter()
+        .map(|l| format!("{} (log index {})", Link::label(&l.statement), l.log_index))
+        .collect();
+    Ok((
+        (),
+        format!(
+            "{} statements of case {}, each naming the one before: {}",
+            links.len(),
+            first.statement.case_id,
+            steps.join(", ")
+        ),
+    ))
+}
+
+/// The chain of an archive: the receipts of the earlier statements it carries in
+/// `data/previous/`, each verified on its own, then linked to this statement.
+fn embedded_chain(own: Link, contents: &Contents, trust: &Trust) -> CheckResult<()> {
+    let earlier: Vec<(&String, &Vec<u8>)> = contents
+        .tags
+        .iter()
+        .filter(|(name, _)| name.starts_with(names::PREVIOUS))
+        .collect();
+    if own.statement.previous_statement.is_none() {
+        if let Some((name, _)) = earlier.first() {
+            return Err(format!(
+                "{name}: an earlier statement, but the statement names no previous_statement"
+            ));
+        }
+        return Ok((
+            (),
+            format!(
+                "the first statement of case {}: no previous statement",
+                own.statement.case_id
+            ),
+        ));
+    }
+    if earlier.is_empty() {
+        return Err(format!(
+            "the statement names previous_statement {:?}, but {} holds no earlier statements",
+            own.statement.previous_statement,
+            names::PREVIOUS
+        ));
+    }
+    let mut links = Vec::with_capacity(earlier.len() + 1);
+    for (n, (name, bytes)) in earlier.into_iter().enumerate() {
+        let want = names::previous(n + 1);
+        if *name != want {
+            return Err(format!(
+                "{name}: expected {want} (earlier statements are numbered from 001 without gaps)"
+            ));
+        }
+        links.push(receipt_link(name, bytes, trust)?);
+    }
+    links.push(own);
+    chain(&links)
+}
+
+/// Checks that the statements of several archives or receipts (named, e.g. by file) are one case's
+/// whole chain, in any order given: each must verify on its own (its report is the caller's), and
+/// together they must link from the decision to the newest (check `chain.files`).
+pub fn verify_chain(items: &[(String, Vec<u8>)], trust: &Trust) -> Check {
+    let links: Result<Vec<Link>, String> = items
+        .iter()
+        .map(|(name, receipt)| receipt_link(name, receipt, trust))
+        .collect();
+    let result = links.and_then(|mut links| {
+        links.sort_by_key(Link::log_index);
+        chain(&links)
+    });
+    let (passed, detail) = match result {
+        Ok(((), detail)) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    Check {
+        name: "chain.files".into(),
+        passed,
+        detail,
+    }
 }

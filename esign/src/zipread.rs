@@ -11,6 +11,9 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+/// The default of [`Limits::max_tag_file_bytes`].
+pub(crate) const DEFAULT_MAX_TAG_FILE_BYTES: u64 = 16 << 20;
+
 /// Limits that bound the work a hostile archive can cause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -27,7 +30,7 @@ impl Default for Limits {
         Self {
             max_entries: 100_000,
             max_total_bytes: 64 << 30,
-            max_tag_file_bytes: 16 << 20,
+            max_tag_file_bytes: DEFAULT_MAX_TAG_FILE_BYTES,
         }
     }
 }

@@ -7,11 +7,14 @@ use ed25519_dalek::{Signer, SigningKey};
 use esign::archive::{
     ArchiveWriter, KeyEvidence, LogEvidence, LogProof, PayloadSummary, RevocationEvidence, Signers,
 };
+use esign::archive::{names, sha256_hex};
 use esign::entry::{KeyRegistration, KeyRevocation, KeyRole, LogEntry};
 use esign::keys::{LogKey, SealKey, key_id};
 use esign::log::{KeyRecord, TransparencyLog};
 use esign::merkle::MemoryStore;
-use esign::verify::{Limits, Report, Trust, verify, verify_with_limits};
+use esign::verify::{
+    Limits, Receipt, Report, Trust, verify, verify_chain, verify_receipt, verify_with_limits,
+};
 use serde_json::json;
 
 const LOG_NAME: &str = "cloudhelp.test/log";
@@ -118,10 +121,11 @@ impl Fixture {
             .finish_payload(PayloadSummary {
                 decision: json!({"outcome": "approved", "item": "户籍证明", "case": case_id}),
                 signers: Signers {
-                    approver: key_id(&self.approver.verifying_key()),
+                    approver: Some(key_id(&self.approver.verifying_key())),
                     seal: self.seal.key_id(),
                 },
                 previous_statement: None,
+                update: None,
                 bagging_date: "2026-11-26".into(),
             })
             .unwrap();
@@ -141,13 +145,15 @@ impl Fixture {
         let signers = sealed.statement().signers.clone();
         let evidence = LogEvidence {
             statement: LogProof::new(index, &self.log.inclusion_proof(index, size).unwrap()),
-            keys: if signers.approver == signers.seal {
-                vec![self.evidence(&signers.approver, size)]
+            keys: if signers.approver.as_ref() == Some(&signers.seal) {
+                vec![self.evidence(&signers.seal, size)]
             } else {
-                vec![
-                    self.evidence(&signers.approver, size),
-                    self.evidence(&signers.seal, size),
-                ]
+                signers
+                    .approver
+                    .iter()
+                    .chain([&signers.seal])
+                    .map(|id| self.evidence(id, size))
+                    .collect()
             },
             checkpoint,
         };
@@ -156,6 +162,57 @@ impl Fixture {
 
     fn verify(&self, archive: &[u8]) -> Report {
         verify(Cursor::new(archive), &self.trust)
+    }
+
+    /// Packs a continuation of the case whose statements are in `earlier` (archives, oldest
+    /// first) as the server does after the decision: the earlier receipts in `data/previous/`,
+    /// the decision unchanged, sealed by the seal key alone. `tweak` may change the summary.
+    fn continue_case(
+        &mut self,
+        case_id: &str,
+        earlier: &[Vec<u8>],
+        kind: &str,
+        tweak: impl FnOnce(&mut PayloadSummary),
+    ) -> Vec<u8> {
+        let mut writer = ArchiveWriter::new(Cursor::new(Vec::new()), case_id).unwrap();
+        writer
+            .add_bytes("data/events.jsonl", b"{\"event\":\"case.issued\"}\n")
+            .unwrap();
+        for (n, archive) in earlier.iter().enumerate() {
+            let receipt = Receipt::from_archive(Cursor::new(archive)).unwrap();
+            writer
+                .add_bytes(&names::previous(n + 1), receipt.to_json().as_bytes())
+                .unwrap();
+        }
+        let last = earlier.last().map(|a| get(a, names::STATEMENT));
+        let decision = last.as_ref().map_or(json!({}), |s| {
+            serde_json::from_slice::<serde_json::Value>(s).unwrap()["decision"].clone()
+        });
+        let mut summary = PayloadSummary {
+            decision,
+            signers: Signers {
+                approver: None,
+                seal: self.seal.key_id(),
+            },
+            previous_statement: last.map(|s| sha256_hex(&s)),
+            update: Some(json!({"kind": kind, "at": "2026-11-26T10:00:00Z"})),
+            bagging_date: "2026-11-26".into(),
+        };
+        tweak(&mut summary);
+        let sealed = writer
+            .finish_payload(summary)
+            .unwrap()
+            .seal_continuation(&self.seal)
+            .unwrap();
+        let index = self.log.append(&sealed.log_entry()).unwrap();
+        let checkpoint = self.log.checkpoint().unwrap();
+        let size = checkpoint.checkpoint.size;
+        let evidence = LogEvidence {
+            statement: LogProof::new(index, &self.log.inclusion_proof(index, size).unwrap()),
+            keys: vec![self.evidence(&self.seal.key_id(), size)],
+            checkpoint,
+        };
+        sealed.finish(evidence).unwrap().into_inner()
     }
 }
 
@@ -807,10 +864,11 @@ fn sealing_refuses_an_approver_signature_that_does_not_verify() {
         .finish_payload(PayloadSummary {
             decision: json!({"outcome": "approved"}),
             signers: Signers {
-                approver: key_id(&fx.approver.verifying_key()),
+                approver: Some(key_id(&fx.approver.verifying_key())),
                 seal: fx.seal.key_id(),
             },
             previous_statement: None,
+            update: None,
             bagging_date: "2026-11-26".into(),
         })
         .unwrap();
@@ -830,10 +888,11 @@ fn a_decision_with_a_float_cannot_be_packed() {
     let result = w.finish_payload(PayloadSummary {
         decision: json!({"score": 0.5}),
         signers: Signers {
-            approver: key_id(&fx.approver.verifying_key()),
+            approver: Some(key_id(&fx.approver.verifying_key())),
             seal: fx.seal.key_id(),
         },
         previous_statement: None,
+        update: None,
         bagging_date: "2026-11-26".into(),
     });
     assert!(result.is_err());
@@ -848,10 +907,11 @@ fn finishing_refuses_log_evidence_for_another_statement() {
         .finish_payload(PayloadSummary {
             decision: json!({"outcome": "approved"}),
             signers: Signers {
-                approver: key_id(&fx.approver.verifying_key()),
+                approver: Some(key_id(&fx.approver.verifying_key())),
                 seal: fx.seal.key_id(),
             },
             previous_statement: Some("ab".repeat(32)),
+            update: None,
             bagging_date: "2026-11-26".into(),
         })
         .unwrap();
@@ -891,10 +951,11 @@ fn a_large_payload_is_streamed_and_verifies() {
         .finish_payload(PayloadSummary {
             decision: json!({"outcome": "approved"}),
             signers: Signers {
-                approver: key_id(&fx.approver.verifying_key()),
+                approver: Some(key_id(&fx.approver.verifying_key())),
                 seal: fx.seal.key_id(),
             },
             previous_statement: None,
+            update: None,
             bagging_date: "2026-11-26".into(),
         })
         .unwrap();
@@ -1164,10 +1225,11 @@ fn an_archive_beyond_4_gib_uses_zip64_and_verifies() {
         .finish_payload(PayloadSummary {
             decision: json!({"outcome": "approved"}),
             signers: Signers {
-                approver: key_id(&fx.approver.verifying_key()),
+                approver: Some(key_id(&fx.approver.verifying_key())),
                 seal: fx.seal.key_id(),
             },
             previous_statement: None,
+            update: None,
             bagging_date: "2026-11-26".into(),
         })
         .unwrap();
@@ -1318,4 +1380,252 @@ fn a_stream_that_ends_at_another_length_than_declared_is_refused() {
         refused.to_string().contains("not the 11 declared"),
         "{refused}"
     );
+}
+
+/// The receipt of an archive, as JSON bytes.
+fn receipt_of(archive: &[u8]) -> Vec<u8> {
+    Receipt::from_archive(Cursor::new(archive))
+        .unwrap()
+        .to_json()
+        .into_bytes()
+}
+
+#[test]
+fn a_case_chain_of_decision_issuing_and_rating_verifies_from_the_newest_archive_alone() {
+    let mut fx = Fixture::new();
+    let decision = fx.pack("case-chain");
+    let issued = fx.continue_case(
+        "case-chain",
+        std::slice::from_ref(&decision),
+        "issued",
+        |_| {},
+    );
+    let rated = fx.continue_case(
+        "case-chain",
+        &[decision.clone(), issued.clone()],
+        "rated",
+        |_| {},
+    );
+    for archive in [&issued, &rated] {
+        let report = fx.verify(archive);
+        assert!(report.passed(), "{report}");
+        // Sealed by the server alone: no approver checks, and nothing passes for one.
+        assert!(report.check("signature.approver").is_none(), "{report}");
+        assert!(
+            report
+                .check("statement.continuation")
+                .is_some_and(|c| c.passed)
+        );
+        assert!(
+            !entries(archive)
+                .iter()
+                .any(|(n, _)| n == names::APPROVER_SIG)
+        );
+    }
+    let chain = fx.verify(&rated);
+    let detail = &chain.check("chain.previous").unwrap().detail;
+    assert!(
+        detail.contains("3 statements of case case-chain")
+            && detail.contains("decision (log index 2), issued (log index 3), rated (log index 4)"),
+        "{detail}"
+    );
+    // The decision's own archive is the first of the chain.
+    let first = fx.verify(&decision);
+    assert!(
+        first
+            .check("chain.previous")
+            .unwrap()
+            .detail
+            .contains("no previous statement")
+    );
+    // Each in turn, in any order: the receipts link from the decision to the newest.
+    let given = vec![
+        ("rated.zip".to_string(), receipt_of(&rated)),
+        ("decision.zip".to_string(), receipt_of(&decision)),
+        ("issued.zip".to_string(), receipt_of(&issued)),
+    ];
+    let check = verify_chain(&given, &fx.trust);
+    assert!(check.passed, "{}", check.detail);
+    // A continuation's receipt has no approver signature and verifies on its own.
+    let receipt = receipt_of(&issued);
+    assert!(!String::from_utf8_lossy(&receipt).contains("approver_sig"));
+    let report = verify_receipt(&receipt, &fx.trust);
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn a_chain_with_a_missing_statement_is_rejected_naming_the_gap() {
+    let mut fx = Fixture::new();
+    let decision = fx.pack("case-gap");
+    let issued = fx.continue_case(
+        "case-gap",
+        std::slice::from_ref(&decision),
+        "issued",
+        |_| {},
+    );
+    let rated = fx.continue_case(
+        "case-gap",
+        &[decision.clone(), issued.clone()],
+        "rated",
+        |_| {},
+    );
+    let given = vec![
+        ("decision.zip".to_string(), receipt_of(&decision)),
+        ("rated.zip".to_string(), receipt_of(&rated)),
+    ];
+    let check = verify_chain(&given, &fx.trust);
+    assert!(!check.passed);
+    assert!(
+        check.detail.contains("rated.zip: previous_statement is"),
+        "{}",
+        check.detail
+    );
+    // Without the decision, the oldest given names a statement that is not there.
+    let check = verify_chain(&[("issued.zip".into(), receipt_of(&issued))], &fx.trust);
+    assert!(
+        !check.passed && check.detail.contains("not among those given"),
+        "{}",
+        check.detail
+    );
+}
+
+#[test]
+fn a_continuation_naming_another_previous_statement_is_rejected() {
+    let mut fx = Fixture::new();
+    let decision = fx.pack("case-link");
+    let forged = fx.continue_case("case-link", &[decision], "issued", |s| {
+        s.previous_statement = Some("ab".repeat(32));
+    });
+    assert_rejected(
+        &fx.verify(&forged),
+        "chain.previous",
+        "previous_statement is",
+    );
+}
+
+#[test]
+fn a_continuation_of_another_case_or_another_decision_is_rejected() {
+    let mut fx = Fixture::new();
+    let other = fx.pack("case-other");
+    let mixed = fx.continue_case("case-mine", std::slice::from_ref(&other), "issued", |_| {});
+    assert_rejected(
+        &fx.verify(&mixed),
+        "chain.previous",
+        "is not case case-other",
+    );
+    let changed = fx.continue_case("case-other", &[other], "issued", |s| {
+        s.decision = json!({"outcome": "rejected"});
+    });
+    assert_rejected(&fx.verify(&changed), "chain.previous", "decision differs");
+}
+
+#[test]
+fn a_continuation_without_its_earlier_statements_is_rejected() {
+    let mut fx = Fixture::new();
+    let decision = fx.pack("case-bare");
+    let statement = get(&decision, names::STATEMENT);
+    let bare = fx.continue_case("case-bare", &[], "issued", |s| {
+        s.previous_statement = Some(sha256_hex(&statement));
+        s.decision = json!({"outcome": "approved", "item": "户籍证明", "case": "case-bare"});
+    });
+    assert_rejected(
+        &fx.verify(&bare),
+        "chain.previous",
+        "holds no earlier statements",
+    );
+}
+
+#[test]
+fn an_earlier_statement_that_does_not_verify_on_its_own_is_rejected_naming_it() {
+    // The decision was logged under a log key the auditor does not trust.
+    let mut elsewhere = Fixture::new();
+    elsewhere.log = TransparencyLog::new(
+        MemoryStore::new(),
+        LogKey::from_signing_key("elsewhere.test/log", SigningKey::from_bytes(&[9; 32])).unwrap(),
+    );
+    elsewhere.registrations.clear();
+    let seal = elsewhere.seal.verifying_key();
+    elsewhere.register(&seal, "server", KeyRole::Seal);
+    let approver = elsewhere.approver.verifying_key();
+    elsewhere.register(&approver, "account-7", KeyRole::Approver);
+    let decision = elsewhere.pack("case-untrusted");
+    let mut fx = Fixture::new();
+    let issued = fx.continue_case("case-untrusted", &[decision], "issued", |_| {});
+    assert_rejected(
+        &fx.verify(&issued),
+        "chain.previous",
+        "data/previous/001.json: log.checkpoint fails",
+    );
+}
+
+#[test]
+fn an_approver_signature_added_to_a_continuation_is_rejected() {
+    let mut fx = Fixture::new();
+    let decision = fx.pack("case-extra");
+    let issued = fx.continue_case(
+        "case-extra",
+        std::slice::from_ref(&decision),
+        "issued",
+        |_| {},
+    );
+    let with_sig = edit(&issued, |entries| {
+        let sig = get(&decision, names::APPROVER_SIG);
+        let at = entries
+            .iter()
+            .position(|(n, _)| n == names::SEAL_SIG)
+            .unwrap();
+        entries.insert(at, (names::APPROVER_SIG.to_string(), sig));
+    });
+    assert_rejected(
+        &fx.verify(&with_sig),
+        "statement.continuation",
+        "esign/approver.sig is present",
+    );
+}
+
+#[test]
+fn the_packer_refuses_a_statement_without_an_approver_that_is_not_a_continuation() {
+    let fx = Fixture::new();
+    for (update, previous, what) in [
+        (None, Some("ab".repeat(32)), "no update"),
+        (
+            Some(json!({"kind": "issued"})),
+            None,
+            "must name its previous_statement",
+        ),
+        (
+            Some(json!("issued")),
+            Some("ab".repeat(32)),
+            "must be an object",
+        ),
+    ] {
+        let err = writer()
+            .finish_payload(PayloadSummary {
+                decision: json!({"outcome": "approved"}),
+                signers: Signers {
+                    approver: None,
+                    seal: fx.seal.key_id(),
+                },
+                previous_statement: previous,
+                update,
+                bagging_date: "2026-11-26".into(),
+            })
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    let err = writer()
+        .finish_payload(PayloadSummary {
+            decision: json!({"outcome": "approved"}),
+            signers: Signers {
+                approver: Some(key_id(&fx.approver.verifying_key())),
+                seal: fx.seal.key_id(),
+            },
+            previous_statement: None,
+            update: Some(json!({"kind": "issued"})),
+            bagging_date: "2026-11-26".into(),
+        })
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("carries no update"), "{err}");
 }

@@ -130,6 +130,10 @@ pub struct StepResult {
     pub subscriber_streams: usize,
     /// Peers that did not join or receive everything in time.
     pub failed_peers: usize,
+    /// With simulcast: receiving peers that had not climbed to the top layer within the join
+    /// timeout when the window started (they were measured where they were).
+    #[serde(default)]
+    pub below_top_layer: usize,
     /// Time from opening `/ws` to the peer connection being up.
     pub join_ms: Option<Percentiles>,
     /// The whole window's figures.
@@ -162,6 +166,7 @@ pub struct RunResult {
     /// Publishers sent three simulcast layers.
     #[serde(default)]
     pub simulcast: bool,
+
     /// Limits of a held step.
     pub limits: Limits,
     /// The steps run.
@@ -427,6 +432,7 @@ async fn run_step(
             options.duration.as_secs()
         );
     }
+    let mut below_top_layer = 0;
     if options.simulcast {
         // Every subscriber climbs to the top layer first (each climb waits out the relay's
         // up-hold); one that does not within the join timeout is measured where it is.
@@ -446,7 +452,11 @@ async fn run_step(
                     !receives || (video.peek().is_some() && video.all(|t| t.counts.layer == top))
                 })
         });
-        futures_util::future::join_all(climbs).await;
+        below_top_layer = futures_util::future::join_all(climbs)
+            .await
+            .iter()
+            .filter(|climbed| climbed.is_err())
+            .count();
     }
     // A second for the joins' keyframes and retransmissions to settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -487,6 +497,7 @@ async fn run_step(
         participants,
         subscriber_streams,
         failed_peers: failed,
+        below_top_layer,
         join_ms: Percentiles::of_durations(&join_times),
         packets_out_per_relay_core: figures
             .server_cpu_cores

@@ -19,6 +19,9 @@ pub struct AuditEvent {
     pub actor_id: Option<i64>,
     /// In which role.
     pub actor_role: Option<String>,
+    /// The actor's name as the accounts hold it now (staff, never the applicant), for readers of
+    /// the trail; absent for the system.
+    pub actor_name: Option<String>,
     /// The case it concerns.
     pub case_id: Option<i64>,
     /// What happened, e.g. `case.accepted`.
@@ -57,9 +60,10 @@ pub struct Filter {
 /// Events matching `filter`, oldest first.
 pub fn export(conn: &Connection, filter: &Filter) -> Result<Vec<AuditEvent>> {
     let mut stmt = conn.prepare(
-        "SELECT id, at, actor_id, actor_role, case_id, kind, details FROM audit_events
-         WHERE (?1 IS NULL OR case_id = ?1) AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
-         ORDER BY id",
+        "SELECT e.id, e.at, e.actor_id, e.actor_role, e.case_id, e.kind, e.details, u.display_name
+         FROM audit_events e LEFT JOIN users u ON u.id = e.actor_id
+         WHERE (?1 IS NULL OR e.case_id = ?1) AND (?2 IS NULL OR e.at >= ?2) AND (?3 IS NULL OR e.at < ?3)
+         ORDER BY e.id",
     )?;
     let events = stmt
         .query_map(params![filter.case_id, filter.from, filter.to], |r| {
@@ -69,6 +73,7 @@ pub fn export(conn: &Connection, filter: &Filter) -> Result<Vec<AuditEvent>> {
                 at: rfc3339(r.get(1)?),
                 actor_id: r.get(2)?,
                 actor_role: r.get(3)?,
+                actor_name: r.get(7)?,
                 case_id: r.get(4)?,
                 kind: r.get(5)?,
                 details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),

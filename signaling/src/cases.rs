@@ -100,6 +100,43 @@ pub struct CaseView {
     /// The signed decision, once sealed: who signed with which key, when, and where it is in the
     /// transparency log.
     pub seal: Option<SealView>,
+    /// The case's chain of sealed statements, oldest first: the decision, then a continuation for
+    /// each later step (issued, rated, follow-up closed).
+    pub statements: Vec<StatementView>,
+}
+
+/// One sealed statement of a case's chain.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatementView {
+    /// 1 for the decision, then each continuation.
+    pub sequence: i64,
+    /// `decision`, `issued`, `rated` or `followup_closed`.
+    pub kind: String,
+    /// The statement's index in the transparency log.
+    pub log_index: u64,
+    /// When it was sealed, RFC 3339.
+    pub sealed_at: String,
+    /// SHA-256 of the statement.
+    pub statement_sha256: String,
+}
+
+fn statements(conn: &Connection, id: i64) -> Result<Vec<StatementView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sequence, kind, log_index, created_at, statement_sha256 FROM archives
+         WHERE case_id = ?1 ORDER BY sequence",
+    )?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(StatementView {
+                sequence: r.get(0)?,
+                kind: r.get(1)?,
+                log_index: r.get::<_, i64>(2)? as u64,
+                sealed_at: rfc3339(r.get(3)?),
+                statement_sha256: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }
 
 /// A sealed decision as the case shows it (已签章).
@@ -121,7 +158,7 @@ pub struct SealView {
 fn seal_view(conn: &Connection, id: i64) -> Result<Option<SealView>> {
     let sealed: Option<(i64, String, i64)> = conn
         .query_row(
-            "SELECT log_index, statement_sha256, created_at FROM archives WHERE case_id = ?1",
+            "SELECT log_index, statement_sha256, created_at FROM archives WHERE case_id = ?1 AND sequence = 1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -474,6 +511,7 @@ pub fn view(conn: &Connection, id: i64, viewer: &Actor, now: i64) -> Result<Case
         call_open: workflow::call_open(&row.facts, now),
         actions: workflow::available(&row.facts, viewer),
         seal: seal_view(conn, id)?,
+        statements: statements(conn, id)?,
     })
 }
 

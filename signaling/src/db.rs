@@ -196,6 +196,25 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE users DROP COLUMN failed_logins;
     ALTER TABLE users DROP COLUMN locked_until;
     "#,
+    // 5: a case has a chain of archives: its signed decision (sequence 1), then a continuation for
+    // each later step (issued, rated, follow-up closed), each statement naming the one before.
+    r#"
+    CREATE TABLE archive_chain (
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        sequence INTEGER NOT NULL CHECK (sequence >= 1),
+        kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        statement_sha256 TEXT NOT NULL,
+        log_index INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (case_id, sequence)
+    );
+    INSERT INTO archive_chain
+        SELECT case_id, 1, 'decision', sha256, size, statement_sha256, log_index, created_at FROM archives;
+    DROP TABLE archives;
+    ALTER TABLE archive_chain RENAME TO archives;
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

@@ -49,10 +49,11 @@ pub struct FollowUp {
     pub outcome: Option<String>,
 }
 
-/// Records a case's rating (once), and opens a follow-up when the score is bad. Returns the
+/// Records a case's rating (once), and opens a follow-up when the score is bad, in the caller's
+/// transaction (the rating commits with its place in the case's archive chain). Returns the
 /// follow-up's id if one was opened.
-pub fn rate(
-    conn: &mut Connection,
+pub fn rate_in(
+    tx: &Connection,
     case_id: i64,
     facts: &CaseFacts,
     actor: &Actor,
@@ -83,7 +84,6 @@ pub fn rate(
             ),
         ));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let already: Option<i64> = tx
         .query_row(
             "SELECT case_id FROM ratings WHERE case_id = ?1",
@@ -102,7 +102,7 @@ pub fn rate(
         params![case_id, rating.score, rating.comment, actor.id, now],
     )?;
     audit::append(
-        &tx,
+        tx,
         now,
         Some(actor),
         Some(case_id),
@@ -116,7 +116,7 @@ pub fn rate(
         )?;
         let id = tx.last_insert_rowid();
         audit::append(
-            &tx,
+            tx,
             now,
             None,
             Some(case_id),
@@ -127,7 +127,6 @@ pub fn rate(
     } else {
         None
     };
-    tx.commit()?;
     Ok(followup)
 }
 
@@ -161,21 +160,21 @@ pub fn followups(conn: &Connection, only_open: bool, now: i64) -> Result<Vec<Fol
     Ok(rows)
 }
 
-/// Closes a follow-up with its recorded outcome (整改反馈).
-pub fn close_followup(
-    conn: &mut Connection,
+/// Closes a follow-up with its recorded outcome (整改反馈), in the caller's transaction; returns
+/// the follow-up's case.
+pub fn close_followup_in(
+    tx: &Connection,
     id: i64,
     actor: &Actor,
     outcome: &str,
     now: i64,
-) -> Result<()> {
+) -> Result<i64> {
     if outcome.trim().is_empty() {
         return Err(Error::bad(
             "invalid_field",
             "outcome: record what was done (整改反馈)",
         ));
     }
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let row: Option<(i64, Option<i64>)> = tx
         .query_row(
             "SELECT case_id, closed_at FROM followups WHERE id = ?1",
@@ -195,13 +194,12 @@ pub fn close_followup(
         params![id, now, actor.id, outcome.trim()],
     )?;
     audit::append(
-        &tx,
+        tx,
         now,
         Some(actor),
         Some(case_id),
         "followup.closed",
         &serde_json::json!({ "followup_id": id, "outcome": outcome.trim() }),
     )?;
-    tx.commit()?;
-    Ok(())
+    Ok(case_id)
 }

@@ -187,7 +187,8 @@ export async function visibleUiText(page) {
 }
 
 /** Words of Latin letters allowed on a Chinese page: units, formats and codes, not UI words. */
-export const ALLOWED_LATIN = new Set(['PDF', 'SHA', 'B', 'KB', 'MB', 'X', 'ID', 'JPEG', 'PNG']);
+// Names of formats and standards, written so in Chinese too.
+export const ALLOWED_LATIN = new Set(['PDF', 'SHA', 'B', 'KB', 'MB', 'X', 'ID', 'JPEG', 'PNG', 'ZIP', 'CRC', 'BagIt', 'RFC', 'JSON']);
 
 /** English words (two or more letters, not part of a token with digits) outside the allow-list. */
 export function untranslatedWords(text) {

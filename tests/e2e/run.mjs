@@ -138,6 +138,8 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     await approver.locator('#issue').click();
     await waitText(approver.locator('.case-facts .badge'), '已出件');
     await waitText(agent.locator('.case-facts .badge'), '已出件');
+    // Issuing is sealed after the decision, in the case's chain, shown on both pages.
+    for (const p of [approver, agent]) await waitText(p.locator('#case-chain li[data-kind="issued"]'), '出件 已封存');
     await expectEveryoneReceives([[agent, agentId], [approver, approverId], [expert, expertId]]);
     // Each hangs up; each page says once that the call ended.
     for (const p of [agent, approver, expert]) {
@@ -154,12 +156,35 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     // SHA-256, and its statement is signed by the key the approver's browser made and kept
     // (private half not extractable).
     const auditor = await pageAs(await person(), 'auditor');
+    assert.equal(await auditor.locator('#audit-detail-card').isHidden(), true, 'no empty card before a case is picked');
     const caseRow = auditor.locator(`#audit-cases .case-row[data-case-id="${caseId}"]`);
     await caseRow.click();
-    assert.match(await auditor.locator('#archive-sha256').innerText(), /^[0-9a-f]{64}$/);
-    await auditor.locator('#verify-archive').click();
+    // The case's chain: the decision and issuing. Verifying the newest checks the whole case; the
+    // report is in plain Chinese words, with the verifier's own words a click away.
+    await auditor.locator('#archive-chain li[data-kind="issued"]').waitFor();
+    assert.deepEqual(await auditor.locator('#archive-chain li').evaluateAll((li) => li.map((l) => l.dataset.kind)), ['decision', 'issued']);
+    await auditor.locator('[data-verify-sequence="2"]').click();
     await auditor.locator('#verify-verdict[data-valid="true"]').waitFor();
-    const [zip] = await Promise.all([auditor.waitForEvent('download'), auditor.locator('#download-archive').click()]);
+    await waitText(auditor.locator('#verification-report h3'), '电子存档验证报告');
+    assert.match(await auditor.locator('#report-sha256').innerText(), /^[0-9a-f]{64}$/);
+    const chainRow = auditor.locator('#verify-checks tr[data-check="chain.previous"]');
+    assert.match(await chainRow.innerText(), /✔ 通过\s+存证链完整/);
+    assert.equal(await chainRow.locator('details.technical').isVisible(), true);
+    assert.equal(await chainRow.locator('details.technical span').isVisible(), false, 'the English detail waits behind its switch');
+    assert.match(await auditor.locator('#verify-checks tr[data-check="statement.continuation"]').innerText(), /后续存证/);
+    // Printed, the page is the report alone, with each check's detail spelled out.
+    await auditor.emulateMedia({ media: 'print' });
+    assert.equal(await auditor.locator('#verification-report').isVisible(), true);
+    assert.equal(await auditor.locator('#audit-detail-card').isVisible(), false);
+    assert.equal(await auditor.locator('header#top').isVisible(), false);
+    assert.equal(await chainRow.locator('.technical-print').isVisible(), true);
+    assert.match(await chainRow.locator('.technical-print').innerText(), /^chain\.previous: 2 statements of case/);
+    await auditor.emulateMedia({ media: 'screen' });
+    // Events read as lines, with people's names.
+    const accepted = auditor.locator('#audit-trail tr[data-kind="case.accepted"] td.actor');
+    assert.match(await accepted.innerText(), /^\S+（审批员）$/);
+    assert.match(await auditor.locator('#audit-trail tr[data-kind="case.sealed"] td.details').first().innerText(), /透明日志序号：\d+/);
+    const [zip] = await Promise.all([auditor.waitForEvent('download'), auditor.locator('[data-download-sequence="1"]').click()]);
     const zipPath = await zip.path();
     const report = await verifyOffline(server, zipPath);
     assert.equal(report.valid, true, JSON.stringify(report.checks.filter((c) => !c.passed)));
@@ -169,13 +194,16 @@ test("the whole story in one test: the agent opens a case, the approver accepts 
     assert.deepEqual(await browserSigningKey(approver), [{ keyId: statement.signers.approver, extractable: false }]);
     await auditor.locator('#show-checkpoint').click();
     await auditor.locator('#log-checkpoint:not([hidden])').waitFor();
-    assert.match(await auditor.locator('#log-checkpoint').innerText(), /^cloudhelp\.local\/log\n\d+\n/);
+    assert.match(await auditor.locator('#checkpoint-size').innerText(), /^\d+ 条$/);
+    assert.match(await auditor.locator('#checkpoint-meaning').innerText(), /证明此刻透明日志共有 \d+ 条记录/);
+    assert.match(await auditor.locator('#log-checkpoint pre').textContent(), /^cloudhelp\.local\/log\n\d+\n/);
 
     // The resident rates the service on the agent's page; the rating is in the case's trail,
     // which the auditor exports with every step of the story and no ID number.
     assert.equal(await rateOnPage(agent, 5, '不用跑城里，很方便'), '评价已记录，感谢！');
     await caseRow.click();
     await auditor.locator('table.trail tr[data-kind="case.rated"]').waitFor();
+    await auditor.locator('#archive-chain li[data-kind="rated"]').waitFor();
     const [download] = await Promise.all([auditor.waitForEvent('download'), auditor.locator('#export-trail').click()]);
     const trail = (await readFile(await download.path(), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     const kinds = trail.map((e) => e.kind);

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::materials::{self, Material};
 use crate::metrics::{DepartmentLabel, EventLabel, ScoreLabel, TargetLabel};
 use crate::ratings::{self, FollowUp, Rating};
+use crate::sealing::Update;
 use crate::state::{AppState, Audience};
 use crate::workflow::{self, Actor, CaseFacts, CaseState, Command, IdentityMethod, Role};
 
@@ -195,6 +196,7 @@ pub async fn action(
     let actor = caller.actor();
     let now = state.now();
     let action_name = action.clone();
+    let keys = state.clone();
     let (transitioned, after) = state
         .db
         .call(move |c| {
@@ -232,7 +234,13 @@ pub async fn action(
                     ));
                 }
             };
-            let transitioned = cases::transition(c, id, &actor, &command, now)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let transitioned = cases::transition_in(&tx, id, &actor, &command, now)?;
+            if command == Command::Issue {
+                // Issuing is recorded in the case's chain of signed archives, or not at all.
+                super::esign::sealer(&keys).continue_case(&tx, id, &Update::Issued, Some(&actor), now)?;
+            }
+            tx.commit()?;
             let after = After::load(c, id, &transitioned, &actor, now)?;
             Ok((transitioned, after))
         })
@@ -607,11 +615,20 @@ pub async fn rate(
     let now = state.now();
     let followup_ms = i64::from(state.config.followup_days) * 86_400_000;
     let score = rating.score;
+    let keys = state.clone();
     let followup_id = state
         .db
         .call(move |c| {
             let facts = cases::visible_facts(c, id, &actor)?;
-            ratings::rate(c, id, &facts, &actor, &rating, followup_ms, now)
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let followup = ratings::rate_in(&tx, id, &facts, &actor, &rating, followup_ms, now)?;
+            let update = Update::Rated {
+                score,
+                followup: followup.map(|f| (f, now + followup_ms)),
+            };
+            super::esign::sealer(&keys).continue_case(&tx, id, &update, Some(&actor), now)?;
+            tx.commit()?;
+            Ok(followup)
         })
         .await?;
     state
@@ -669,9 +686,17 @@ pub async fn close_followup(
     caller.require(&[Role::Supervisor])?;
     let actor = caller.actor();
     let now = state.now();
+    let keys = state.clone();
     state
         .db
-        .call(move |c| ratings::close_followup(c, id, &actor, &body.outcome, now))
+        .call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let case_id = ratings::close_followup_in(&tx, id, &actor, &body.outcome, now)?;
+            let update = Update::FollowUpClosed { followup_id: id };
+            super::esign::sealer(&keys).continue_case(&tx, case_id, &update, Some(&actor), now)?;
+            tx.commit()?;
+            Ok(())
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

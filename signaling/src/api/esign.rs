@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::tlog::{self, SigningKeyInfo};
 use crate::workflow::{self, Actor, CaseFacts, Command, Role};
 
-fn sealer(state: &AppState) -> sealing::Sealer<'_> {
+pub(crate) fn sealer(state: &AppState) -> sealing::Sealer<'_> {
     sealing::Sealer {
         blobs: &state.blobs,
         seal: &state.seal_key,
@@ -280,11 +280,31 @@ fn check_archive_access(actor: &Actor, facts: &CaseFacts, id: i64) -> Result<()>
     }
 }
 
-/// The case's archive record and number, for a caller who may see the case.
+/// Which of a case's archives: its place in the chain (1 is the signed decision), or the newest.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    /// 1 for the decision, 2… for each continuation; the newest when left out.
+    pub sequence: Option<i64>,
+}
+
+/// The file name of an archive (without extension): the case number, and for a continuation
+/// its place and kind, e.g. `YB-20261126-0001-2-issued`.
+fn file_stem(info: &sealing::ArchiveInfo, number: &str) -> String {
+    if info.sequence == 1 {
+        number.to_string()
+    } else {
+        format!("{number}-{}-{}", info.sequence, info.kind)
+    }
+}
+
+/// The case's archive record (`sequence`, or the newest) and its file name, for a caller who may
+/// see the case.
 async fn sealed(
     state: &AppState,
     caller: &Caller,
     id: i64,
+    sequence: Option<i64>,
     full: bool,
 ) -> Result<(sealing::ArchiveInfo, String)> {
     let actor = caller.actor();
@@ -295,10 +315,11 @@ async fn sealed(
             if full {
                 check_archive_access(&actor, &facts, id)?;
             }
-            let info = sealing::archive(c, id)?.ok_or(Error::NotFound("archive"))?;
+            let info = sealing::archive(c, id, sequence)?.ok_or(Error::NotFound("archive"))?;
             let number: String =
                 c.query_row("SELECT number FROM cases WHERE id = ?1", [id], |r| r.get(0))?;
-            Ok((info, number))
+            let stem = file_stem(&info, &number);
+            Ok((info, stem))
         })
         .await
 }
@@ -306,13 +327,14 @@ async fn sealed(
 /// The signed receipt of a case's decision (JSON): the statement and its log evidence without
 /// the payload, verifiable with `cloudhelp verify RECEIPT --trust TRUST`; for everyone who may see
 /// the case.
-#[utoipa::path(get, path = "/api/cases/{id}/receipt", params(("id" = i64, Path)), responses((status = 200, content_type = "application/json", description = "a cloudhelp-receipt/1 document"), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/cases/{id}/receipt", params(("id" = i64, Path), ArchiveQuery), responses((status = 200, content_type = "application/json", description = "a cloudhelp-receipt/1 document"), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download_receipt(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
+    Query(q): Query<ArchiveQuery>,
 ) -> Result<Response> {
-    let (info, number) = sealed(&state, &caller, id, false).await?;
+    let (info, number) = sealed(&state, &caller, id, q.sequence, false).await?;
     let path = state.blobs.path(&info.sha256);
     let receipt = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(path)?;
@@ -336,13 +358,14 @@ pub async fn download_receipt(
 }
 
 /// The sealed archive of a case (BagIt zip), for the approver holding it and auditors.
-#[utoipa::path(get, path = "/api/cases/{id}/archive", params(("id" = i64, Path)), responses((status = 200, content_type = "application/zip"), (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/cases/{id}/archive", params(("id" = i64, Path), ArchiveQuery), responses((status = 200, content_type = "application/zip"), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn download_archive(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
+    Query(q): Query<ArchiveQuery>,
 ) -> Result<Response> {
-    let (info, number) = sealed(&state, &caller, id, true).await?;
+    let (info, number) = sealed(&state, &caller, id, q.sequence, true).await?;
     let file = tokio::fs::File::open(state.blobs.path(&info.sha256)).await?;
     Ok((
         [

@@ -154,6 +154,7 @@ function renderFacts(el, c) {
       h('span', { class: 'muted', translate: 'no' }, t('case.seal_detail', { index: c.seal.log_index, key: c.seal.approver_key, at: fmtDateTime(c.seal.sealed_at) })), ' ',
       h('a', { id: 'case-receipt', href: `/api/cases/${c.id}/receipt`, download: `${c.number}-receipt.json` }, t('case.receipt')),
       c.applicant_masked ? null : [' ', h('a', { id: 'case-archive', href: `/api/cases/${c.id}/archive`, download: `${c.number}.zip` }, t('case.archive'))])] : null,
+    c.statements.length > 1 ? [t('case.chain'), chainList(c)] : null,
     c.ended_at ? [t('case.ended_at'), fmtDateTime(c.ended_at)] : null,
   ].filter(Boolean);
   fill(el,
@@ -162,6 +163,18 @@ function renderFacts(el, c) {
       stateBadge(c.state)),
     c.state === 'awaiting_material' && session.user.role === 'agent' ? notice('info', t('case.agent_material_requested', { reason: c.decision_reason || '' })) : null,
     h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+}
+
+/** The steps sealed after the decision (出件, 评价, 整改反馈), each with its receipt and archive. */
+function chainList(c) {
+  return h('ol', { class: 'chain', id: 'case-chain' }, c.statements.slice(1).map((s) => {
+    const stem = `${c.number}-${s.sequence}-${s.kind}`;
+    return h('li', { dataset: { kind: s.kind, logIndex: String(s.log_index) } },
+      h('strong', {}, t(`chain.${s.kind}`)), ' ', h('span', { class: 'ok' }, t('case.chain_sealed')), ' ',
+      h('span', { class: 'muted', translate: 'no' }, t('case.chain_detail', { index: s.log_index, at: fmtDateTime(s.sealed_at) })), ' ',
+      h('a', { href: `/api/cases/${c.id}/receipt?sequence=${s.sequence}`, download: `${stem}-receipt.json` }, t('case.receipt_short')),
+      c.applicant_masked ? null : [' ', h('a', { href: `/api/cases/${c.id}/archive?sequence=${s.sequence}`, download: `${stem}.zip` }, t('case.archive_short'))]);
+  }));
 }
 
 function renderActions(el, c, ctx) {
