@@ -213,3 +213,38 @@ fn the_udp_baseline_fans_packets_out() {
     assert!(result.packets_out_per_s > 0.0, "{result:?}");
     assert!(result.packets_received_per_s > 0.0, "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seconds_long_soak_reads_the_servers_memory_descriptors_and_tasks_and_counts_forwarding()
+{
+    use cloudhelp_load::soak::{SoakOptions, soak};
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let server = Server::new(&base, &Trust::Ca(data.path().join("tls/cert.pem"))).unwrap();
+    let options = SoakOptions {
+        rooms: 1,
+        duration: Duration::from_secs(14),
+        warmup: Duration::from_secs(3),
+        video_kbps: 200,
+        server_pid: process.0.id(),
+        progress: false,
+    };
+    let result = soak(&server, &options).await.unwrap();
+    let v = &result.verdict;
+    // Not judged at this length (memory is still settling); the trial's machinery is: the
+    // server's state is read every second, and the relay's forwarding is counted.
+    assert!(v.samples >= 10, "{v:?}");
+    assert!(v.rss_start_kib > 0 && v.rss_end_kib > 0, "{v:?}");
+    assert!(
+        v.fds_start > 0 && v.threads_start > 0 && v.tasks_start > 0,
+        "{v:?}"
+    );
+    assert!(v.relay_forwarded_share > 0.9, "{v:?}");
+    let json = serde_json::to_value(&result).unwrap();
+    assert!(
+        json["run"]["steps"][0]["samples"][0]["figures"]["server_state"]["fds"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}

@@ -22,6 +22,7 @@ pub mod run;
 pub mod scenario;
 pub mod server;
 pub mod signaling_bench;
+pub mod soak;
 
 pub use error::LoadError;
 pub use run::{RunOptions, RunResult, run};

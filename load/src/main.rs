@@ -110,6 +110,28 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Soak trial (docs/reliability.md): three-party rooms held for minutes; after the warm-up the
+    /// server's memory must grow < 5 % and its descriptors, threads and tasks not at all, and the
+    /// relay must forward every packet. Exits 1 when it does not hold.
+    Soak {
+        #[command(flatten)]
+        target: Target,
+        /// Three-party rooms.
+        #[arg(long, default_value_t = 20)]
+        rooms: u32,
+        /// Seconds held, warm-up included.
+        #[arg(long, default_value_t = 1800)]
+        seconds: u64,
+        /// Seconds of warm-up, not judged.
+        #[arg(long, default_value_t = 300)]
+        warmup: u64,
+        /// Video per publisher, kb/s.
+        #[arg(long, default_value_t = 300)]
+        video_kbps: u32,
+        /// Write the JSON result (every per-second sample and the verdict) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Signaling: approver connections held, memory per connection, queue events to all of them.
     Signaling {
         #[command(flatten)]
@@ -243,6 +265,49 @@ async fn main() -> Result<()> {
                 None => run(&target.server()?, &options).await?,
             };
             write_json(out.as_ref(), &result)?;
+        }
+        Command::Soak {
+            target,
+            rooms,
+            seconds,
+            warmup,
+            video_kbps,
+            out,
+        } => {
+            let server_pid = target
+                .server_pid
+                .context("--server-pid: a soak watches the server's memory and descriptors")?;
+            let options = cloudhelp_load::soak::SoakOptions {
+                rooms,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup),
+                video_kbps,
+                server_pid,
+                progress: true,
+            };
+            let result = cloudhelp_load::soak::soak(&target.server()?, &options).await?;
+            write_json(out.as_ref(), &result)?;
+            let v = &result.verdict;
+            eprintln!(
+                "soak: {} rooms, {} s judged; memory {} → {} KiB ({:+.1} %), descriptors {} → {}, threads {} → {}, tasks {} → {}, relay forwarded {:.3} %, subscriber loss {:.3} %",
+                rooms,
+                v.samples,
+                v.rss_start_kib,
+                v.rss_end_kib,
+                v.rss_growth * 100.0,
+                v.fds_start,
+                v.fds_end,
+                v.threads_start,
+                v.threads_end,
+                v.tasks_start,
+                v.tasks_end,
+                v.relay_forwarded_share * 100.0,
+                v.subscriber_loss * 100.0
+            );
+            if !v.failures.is_empty() {
+                eprintln!("soak did not hold: {}", v.failures.join("; "));
+                std::process::exit(1);
+            }
         }
         Command::Floods {
             target,

@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub generator: ProcSample,
     /// What the subscribers received.
     pub received: Received,
+    /// Tasks alive on the server's runtime (our server only).
+    pub relay_tasks: Option<u64>,
 }
 
 /// Delay percentiles in milliseconds.
@@ -106,6 +108,23 @@ pub struct Window {
     pub server_cpu_cores: Option<f64>,
     /// Cores' worth of CPU the generator used.
     pub generator_cpu_cores: f64,
+    /// The server at the window's end: resident memory (KiB), open file descriptors, threads.
+    #[serde(default)]
+    pub server_state: Option<ServerState>,
+    /// Tasks alive on the server's runtime at the window's end (ours only).
+    #[serde(default)]
+    pub server_tasks: Option<u64>,
+}
+
+/// What a soak watches for leaks, read at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Threads.
+    pub threads: u64,
 }
 
 /// The figures between two snapshots.
@@ -133,6 +152,12 @@ pub fn window(a: &Snapshot, b: &Snapshot) -> Window {
             _ => None,
         },
         generator_cpu_cores: cores_used(&a.generator, &b.generator, wall),
+        server_state: b.server.map(|s| ServerState {
+            rss_kib: s.rss_kib,
+            fds: s.fds,
+            threads: s.threads,
+        }),
+        server_tasks: b.relay_tasks,
     }
 }
 
@@ -197,7 +222,9 @@ mod tests {
                 packets_forwarded: forwarded,
                 bytes_forwarded: forwarded * 1000,
                 layer_switches: 0,
+                runtime_tasks: 0,
             },
+            relay_tasks: None,
             server: Some(ProcSample {
                 cpu: Duration::from_millis(cpu_ms),
                 ..ProcSample::default()

@@ -16,6 +16,10 @@ pub struct ProcSample {
     pub rss_kib: u64,
     /// Peak resident memory, in KiB.
     pub peak_rss_kib: u64,
+    /// Open file descriptors (0 where `/proc/<pid>/fd` cannot be read).
+    pub fds: u64,
+    /// Threads.
+    pub threads: u64,
 }
 
 /// User plus system CPU time from the text of `/proc/<pid>/stat` (fields 14 and 15, counted
@@ -30,17 +34,22 @@ pub fn parse_cpu(stat: &str) -> Option<Duration> {
     ))
 }
 
+/// A number field of the text of `/proc/<pid>/status` (`VmRSS:` …), 0 when absent.
+fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `(VmRSS, VmHWM)` in KiB from the text of `/proc/<pid>/status`.
 pub fn parse_memory(status: &str) -> (u64, u64) {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        status_field(status, "VmRSS:"),
+        status_field(status, "VmHWM:"),
+    )
 }
 
 /// Reads `/proc/<pid>` (`None`: this process; `Some("thread-self")`-style paths via `dir`).
@@ -50,13 +59,15 @@ pub fn read(dir: &str) -> Result<ProcSample, LoadError> {
     let cpu = parse_cpu(&stat)
         .ok_or_else(|| LoadError::Protocol(format!("{stat_path}: unreadable CPU times")))?;
     // Threads have no memory figures of their own; the process's are then used by callers.
-    let (rss_kib, peak_rss_kib) = std::fs::read_to_string(format!("{dir}/status"))
-        .map(|s| parse_memory(&s))
-        .unwrap_or((0, 0));
+    let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+    let (rss_kib, peak_rss_kib) = parse_memory(&status);
+    let fds = std::fs::read_dir(format!("{dir}/fd")).map_or(0, |d| d.count() as u64);
     Ok(ProcSample {
         cpu,
         rss_kib,
         peak_rss_kib,
+        fds,
+        threads: status_field(&status, "Threads:"),
     })
 }
 

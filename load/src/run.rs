@@ -228,13 +228,18 @@ async fn snapshot(
             counted.bytes_forwarded += track.counts.bytes;
         }
     }
-    let relay = match target {
-        Target::Cloudhelp(server, _) => server.relay_counters().await?,
-        Target::Janus(..) => counted,
+    let (relay, relay_tasks) = match target {
+        Target::Cloudhelp(server, _) => {
+            let relay = server.relay_counters().await?;
+            let tasks = relay.runtime_tasks;
+            (relay, Some(tasks))
+        }
+        Target::Janus(..) => (counted, None),
     };
     Ok(Snapshot {
         at: Instant::now(),
         relay,
+        relay_tasks,
         server: pid
             .map(|p| procfs::read(&procfs::dir_of(Some(p))))
             .transpose()?,

@@ -57,6 +57,9 @@ pub struct RelayCounters {
     /// Subscriber legs the relay moved to another simulcast layer.
     #[serde(default)]
     pub layer_switches: u64,
+    /// Tasks alive on the server's runtime (a gauge, not a counter).
+    #[serde(default)]
+    pub runtime_tasks: u64,
 }
 
 /// Reads the relay counters out of a Prometheus text exposition (missing series count as 0).
@@ -73,6 +76,7 @@ pub fn parse_relay_counters(text: &str) -> RelayCounters {
         packets_forwarded: value("cloudhelp_relay_packets_forwarded_total"),
         bytes_forwarded: value("cloudhelp_relay_bytes_forwarded_total"),
         layer_switches: value("cloudhelp_relay_layer_switches_total"),
+        runtime_tasks: value("cloudhelp_runtime_tasks"),
     }
 }
 
@@ -410,7 +414,7 @@ mod tests {
 
     #[test]
     fn relay_counters_are_read_from_the_prometheus_text() {
-        let text = "# HELP x\ncloudhelp_relay_packets_received_total 12\ncloudhelp_relay_packets_forwarded_total 34\ncloudhelp_relay_bytes_forwarded_total 5.6e3\ncloudhelp_relay_layer_switches_total 3\ncloudhelp_relay_rooms 1\n";
+        let text = "# HELP x\ncloudhelp_relay_packets_received_total 12\ncloudhelp_relay_packets_forwarded_total 34\ncloudhelp_relay_bytes_forwarded_total 5.6e3\ncloudhelp_relay_layer_switches_total 3\ncloudhelp_relay_rooms 1\ncloudhelp_runtime_tasks 41\n";
         assert_eq!(
             parse_relay_counters(text),
             RelayCounters {
@@ -418,6 +422,7 @@ mod tests {
                 packets_forwarded: 34,
                 bytes_forwarded: 5600,
                 layer_switches: 3,
+                runtime_tasks: 41,
             }
         );
         assert_eq!(parse_relay_counters(""), RelayCounters::default());

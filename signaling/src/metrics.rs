@@ -59,6 +59,8 @@ pub struct Metrics {
     pub relay_rooms: Gauge,
     /// Relay: participants in calls.
     pub relay_participants: Gauge,
+    /// Tasks alive on the server's async runtime (set at scrape time), to see leaks in a soak.
+    pub runtime_tasks: Gauge,
     /// Relay counters, advanced at scrape time from the relay's own atomics.
     relay_counters: [Counter; RELAY_COUNTERS.len()],
     relay_seen: std::sync::Mutex<[u64; RELAY_COUNTERS.len()]>,
@@ -123,6 +125,7 @@ impl Default for Metrics {
         let connections_refused = Counter::default();
         let relay_rooms = Gauge::default();
         let relay_participants = Gauge::default();
+        let runtime_tasks = Gauge::default();
         let relay_counters: [Counter; RELAY_COUNTERS.len()] = Default::default();
         registry.register(
             "case_events",
@@ -174,6 +177,11 @@ impl Default for Metrics {
             "Participants in calls",
             relay_participants.clone(),
         );
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive on the server's async runtime",
+            runtime_tasks.clone(),
+        );
         for ((name, help), counter) in RELAY_COUNTERS.iter().zip(&relay_counters) {
             registry.register(*name, *help, counter.clone());
         }
@@ -189,6 +197,7 @@ impl Default for Metrics {
             connections_refused,
             relay_rooms,
             relay_participants,
+            runtime_tasks,
             relay_counters,
             relay_seen: std::sync::Mutex::new([0; RELAY_COUNTERS.len()]),
         }

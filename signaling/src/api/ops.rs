@@ -57,6 +57,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response> {
     state
         .metrics
         .observe_relay(&state.relay.metrics().snapshot());
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    state.metrics.runtime_tasks.set(tasks as i64);
     for (department, n) in lengths {
         state
             .metrics

@@ -30,17 +30,26 @@ function detailValue(key, value) {
   return String(value);
 }
 
-/** An audit event's details as one readable line: 「理由：…；评分：…」. */
+/** Detail values said in words (the rest are codes, names and digests, shown as they are). */
+const WORDED = new Set(['methods', 'kind', 'due_at', 'consented', 'consent', 'recording']);
+
+/** An audit event's details as one readable line: 「理由：…；评分：…」 (nodes for a table cell). */
 export function describeDetails(details) {
-  if (!details || typeof details !== 'object') return '';
+  if (!details || typeof details !== 'object') return [];
   const keys = Object.keys(details).sort((a, b) => {
     const [x, y] = [DETAIL_ORDER.indexOf(a), DETAIL_ORDER.indexOf(b)];
     return (x < 0 ? 99 : x) - (y < 0 ? 99 : y) || a.localeCompare(b);
   });
-  return keys.map((k) => {
-    const v = detailValue(k, details[k]);
-    return v === null ? null : `${t(`detail.${k}`, {}, k)}：${v}`;
-  }).filter(Boolean).join('；');
+  const parts = [];
+  for (const k of keys) {
+    const v = typeof details[k] === 'boolean' ? t(details[k] ? 'common.yes' : 'common.no') : detailValue(k, details[k]);
+    if (v === null) continue;
+    const label = t(`detail.${k}`, {}, null);
+    if (parts.length) parts.push('；');
+    parts.push(label ?? h('span', { translate: 'no' }, k), '：',
+      WORDED.has(k) || typeof details[k] === 'boolean' ? v : h('span', { translate: 'no' }, v));
+  }
+  return parts;
 }
 
 /** Who did it: 「王审批（审批员）」, or 系统. */
