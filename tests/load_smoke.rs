@@ -248,3 +248,58 @@ async fn a_seconds_long_soak_reads_the_servers_memory_descriptors_and_tasks_and_
             > 0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flood_phase_runs_while_readyz_is_probed_and_oversized_uploads_are_refused() {
+    use cloudhelp_load::floods::{FloodOptions, run_floods};
+    use cloudhelp_load::rooms::demo_password;
+    let data = tempfile::tempdir().unwrap();
+    let (process, base) = start_server(data.path());
+    let trust = Trust::Ca(data.path().join("tls/cert.pem"));
+    let login = |name: &str| (name.to_string(), demo_password(name).unwrap().to_string());
+    let options = FloodOptions {
+        failed_logins: 4,
+        login_concurrency: 2,
+        idle_connections: 3,
+        ws_seconds: 1,
+        ws_login: login("agent"),
+        upload_logins: [login("agent"), login("auditor")],
+        // Over the material limit (50 MiB): refused before the end.
+        upload_bytes: 60 << 20,
+        deep_json_depth: 100_000,
+        login_rounds: 2,
+        server_pid: Some(process.0.id()),
+    };
+    let phases = run_floods(
+        Server::new(&base, &trust).unwrap(),
+        Server::new(&base, &trust).unwrap(),
+        &options,
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p.phase.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "failed logins",
+            "failed logins, round 2",
+            "idle TLS connections",
+            "/ws ping flood",
+            "streamed material upload",
+            "streamed archive to verify",
+            "deep-JSON statement"
+        ]
+    );
+    for p in &phases {
+        assert!(p.readyz.is_some() && p.rss_kib.is_some(), "{p:?}");
+    }
+    let detail = |name: &str| &phases.iter().find(|p| p.phase == name).unwrap().detail;
+    let upload = detail("streamed material upload");
+    assert!(
+        upload.contains("answered 413") || upload.contains("answered 0"),
+        "{upload}"
+    );
+    let deep = detail("deep-JSON statement");
+    assert!(deep.contains("200, valid = false"), "{deep}");
+}

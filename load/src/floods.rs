@@ -31,6 +31,14 @@ pub struct FloodOptions {
     pub ws_seconds: u64,
     /// The login for the `/ws` socket.
     pub ws_login: (String, String),
+    /// The logins for the upload floods: an agent (materials) and an auditor (`/api/verify`).
+    pub upload_logins: [(String, String); 2],
+    /// Bytes of each streamed upload (4 GiB in the trial); 0 leaves those phases out.
+    pub upload_bytes: u64,
+    /// Nesting depth of the crafted statement sent to `/api/verify`.
+    pub deep_json_depth: usize,
+    /// How many times the failed-login flood runs (memory should level off after the first).
+    pub login_rounds: u32,
     /// The server's pid, for its memory.
     pub server_pid: Option<u32>,
 }
@@ -116,8 +124,14 @@ pub async fn run_floods(
 
     let failed = options.failed_logins;
     let concurrency = options.login_concurrency.max(1) as usize;
-    phases.push(
-        phase("failed logins", &prober, pid, async {
+    for round in 1..=options.login_rounds.max(1) {
+        let name = if round == 1 {
+            "failed logins".to_string()
+        } else {
+            format!("failed logins, round {round}")
+        };
+        phases.push(
+        phase(&name, &prober, pid, async {
             let statuses: Vec<u16> = futures_util::stream::iter(0..failed)
                 .map(|i| {
                     let server = server.clone();
@@ -140,7 +154,7 @@ pub async fn run_floods(
         })
         .await?,
     );
-
+    }
     let wanted = options.idle_connections;
     phases.push(
         phase("idle TLS connections", &prober, pid, async {
@@ -197,5 +211,62 @@ pub async fn run_floods(
         })
         .await?,
     );
+
+    if options.upload_bytes > 0 {
+        let [
+            (agent_name, agent_password),
+            (auditor_name, auditor_password),
+        ] = options.upload_logins.clone();
+        let agent = server.login(&agent_name, &agent_password).await?;
+        let auditor = server.login(&auditor_name, &auditor_password).await?;
+        let size = options.upload_bytes;
+        let case = server.open_case(&agent, "id-loss").await?;
+        let gib = size as f64 / f64::from(1u32 << 30);
+        phases.push(
+            phase("streamed material upload", &prober, pid, async {
+                let path = format!("/api/cases/{case}/materials?filename=flood.png");
+                let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+                let status = server.post_stream(&path, &agent, "application/octet-stream", png, size).await?;
+                Ok(format!("{gib:.1} GiB offered as one material: answered {status} (0: refused before the body ended)"))
+            })
+            .await?,
+        );
+        phases.push(
+            phase("streamed archive to verify", &prober, pid, async {
+                let status = server
+                    .post_stream("/api/verify", &auditor, "application/zip", b"PK\x03\x04".to_vec(), size)
+                    .await?;
+                Ok(format!("{gib:.1} GiB offered to /api/verify: answered {status} (0: refused before the body ended)"))
+            })
+            .await?,
+        );
+        let depth = options.deep_json_depth;
+        phases.push(
+            phase("deep-JSON statement", &prober, pid, async {
+                // A receipt whose statement nests `depth` arrays: the verifier's parse must
+                // refuse it at its depth limit, in bounded memory.
+                let statement = "[".repeat(depth) + &"]".repeat(depth);
+                let receipt = serde_json::json!({
+                    "format": "cloudhelp-receipt/1", "statement": statement, "approver_sig": "",
+                    "seal_sig": "", "proof": "", "keys": "",
+                });
+                let started = Instant::now();
+                let (status, report) = server
+                    .post_bytes(
+                        "/api/verify",
+                        &auditor,
+                        serde_json::to_vec(&receipt).unwrap_or_default(),
+                    )
+                    .await?;
+                Ok(format!(
+                    "{:.1} MB statement of depth {depth}: {status}, valid = {}, in {} ms",
+                    (2 * depth) as f64 / 1e6,
+                    report["valid"],
+                    started.elapsed().as_millis()
+                ))
+            })
+            .await?,
+        );
+    }
     Ok(phases)
 }

@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod call;
+pub mod crash;
 mod error;
 pub mod floods;
 pub mod janus;

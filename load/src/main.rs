@@ -72,6 +72,15 @@ enum Command {
         /// Seconds of the /ws ping flood.
         #[arg(long, default_value_t = 5)]
         ws_seconds: u64,
+        /// GiB of each streamed upload (a material, and an archive to /api/verify); 0: none.
+        #[arg(long, default_value_t = 4)]
+        upload_gib: u64,
+        /// Nesting depth of the crafted statement sent to /api/verify.
+        #[arg(long, default_value_t = 6_000_000)]
+        deep_json_depth: usize,
+        /// Rounds of the failed-login flood (memory should level off after the first).
+        #[arg(long, default_value_t = 3)]
+        login_rounds: u32,
         /// Where to write the JSON.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -107,6 +116,33 @@ enum Command {
         #[arg(long)]
         simulcast: bool,
         /// Write the JSON result here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Crash trial (docs/reliability.md): starts `cloudhelp serve --demo` on DATA, SIGKILLs it at
+    /// a random moment while uploads, signed decisions and key registrations run, starts it
+    /// again, and checks that nothing acknowledged was lost or half-written; TRIALS times. Exits 1
+    /// when a promise broke.
+    Crash {
+        /// The cloudhelp binary.
+        #[arg(long, default_value = "target/release/cloudhelp")]
+        binary: PathBuf,
+        /// The data folder (kept across the trials; a fresh one is made when left out).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Kills.
+        #[arg(long, default_value_t = 100)]
+        trials: u32,
+        /// Seeds the kill moments (the same seed kills at the same moments).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Earliest kill, ms after the work starts.
+        #[arg(long, default_value_t = 50)]
+        min_kill_ms: u64,
+        /// Latest kill, ms after the work starts.
+        #[arg(long, default_value_t = 1500)]
+        max_kill_ms: u64,
+        /// Write the JSON report here.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -202,6 +238,13 @@ enum Command {
     },
 }
 
+/// A fresh folder under the temporary directory, for a trial's data.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cloudhelp-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    Ok(dir)
+}
+
 fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     match out {
@@ -266,6 +309,43 @@ async fn main() -> Result<()> {
             };
             write_json(out.as_ref(), &result)?;
         }
+        Command::Crash {
+            binary,
+            data,
+            trials,
+            seed,
+            min_kill_ms,
+            max_kill_ms,
+            out,
+        } => {
+            let scratch = tempfile_dir()?;
+            let options = cloudhelp_load::crash::CrashOptions {
+                binary,
+                data: data.unwrap_or_else(|| scratch.clone()),
+                trials,
+                seed,
+                kill_after: (
+                    Duration::from_millis(min_kill_ms),
+                    Duration::from_millis(max_kill_ms),
+                ),
+            };
+            let report = cloudhelp_load::crash::crash_trials(&options).await?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            write_json(out.as_ref(), &report)?;
+            eprintln!(
+                "crash: {} kills; acknowledged and found after each restart: {} uploads, {} decisions ({} archives verified), {} key registrations; {} published checkpoints proven consistent",
+                report.trials,
+                report.uploads,
+                report.decisions,
+                report.archives_verified,
+                report.keys,
+                report.checkpoints
+            );
+            if !report.failures.is_empty() {
+                eprintln!("crash trial failed:\n{}", report.failures.join("\n"));
+                std::process::exit(1);
+            }
+        }
         Command::Soak {
             target,
             rooms,
@@ -315,6 +395,9 @@ async fn main() -> Result<()> {
             login_concurrency,
             idle_connections,
             ws_seconds,
+            upload_gib,
+            deep_json_depth,
+            login_rounds,
             out,
         } => {
             let options = cloudhelp_load::floods::FloodOptions {
@@ -323,6 +406,16 @@ async fn main() -> Result<()> {
                 idle_connections,
                 ws_seconds,
                 ws_login: ("agent".into(), "demo-agent-2026".into()),
+                upload_logins: [
+                    ("agent".into(), "demo-agent-2026".into()),
+                    (
+                        "auditor".into(),
+                        cloudhelp_load::rooms::demo_password("auditor")?.into(),
+                    ),
+                ],
+                upload_bytes: upload_gib * (1 << 30),
+                deep_json_depth,
+                login_rounds,
                 server_pid: target.server_pid,
             };
             let phases =

@@ -156,7 +156,7 @@ impl Server {
     }
 
     /// A request that must answer 2xx with JSON.
-    async fn json(
+    pub async fn json(
         &self,
         method: Method,
         path: &str,
@@ -172,6 +172,77 @@ impl Server {
             });
         }
         serde_json::from_str(&text).map_err(|e| LoadError::Protocol(format!("{path}: {e}")))
+    }
+
+    /// Sends `bytes` as the body of a POST (an upload); answers the status and the JSON body.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        token: &Token,
+        bytes: Vec<u8>,
+    ) -> Result<(u16, Value), LoadError> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .bearer_auth(&token.0)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// POSTs a body of `size` bytes made of `head` then zeros, streamed (never held in memory),
+    /// as `content_type`; answers the status (the server may refuse it before the end).
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        token: &Token,
+        content_type: &str,
+        head: Vec<u8>,
+        size: u64,
+    ) -> Result<u16, LoadError> {
+        const CHUNK: usize = 1 << 20;
+        let chunks = size.div_ceil(CHUNK as u64);
+        let zeros = bytes::Bytes::from(vec![0u8; CHUNK]);
+        let body = futures_util::stream::iter((0..chunks).map(move |i| {
+            let left = size - i * CHUNK as u64;
+            let mut chunk = zeros.slice(..(left.min(CHUNK as u64) as usize));
+            if i == 0 {
+                let mut first = head.clone();
+                first.extend_from_slice(&chunk[head.len().min(chunk.len())..]);
+                chunk = bytes::Bytes::from(first);
+            }
+            Ok::<_, std::io::Error>(chunk)
+        }));
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .bearer_auth(&token.0)
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await;
+        match response {
+            Ok(r) => Ok(r.status().as_u16()),
+            // The server answered and closed before the body ended: the status is lost with it.
+            Err(e) if e.is_request() || e.is_body() => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// GETs `path` and answers the status and the body's bytes (downloads).
+    pub async fn get_bytes(&self, path: &str, token: &Token) -> Result<(u16, Vec<u8>), LoadError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base()))
+            .bearer_auth(&token.0)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await?.to_vec()))
     }
 
     /// Logs in and returns a bearer token.
