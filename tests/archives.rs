@@ -724,6 +724,19 @@ async fn issuing_the_rating_and_the_follow_up_are_sealed_as_a_chain_that_cloudhe
     app.act(&approver, case, "issue", json!({}), StatusCode::OK)
         .await;
     app.clock.advance_ms(60_000);
+    // The agent's page offers the rating because the view lists it (and only until it is given).
+    let offered = |view: &Value| {
+        view["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "rate" && a["allowed"] == true)
+    };
+    let before = app
+        .request("GET", &format!("/api/cases/{case}"), &agent, None)
+        .await
+        .json();
+    assert!(offered(&before), "{before}");
     let comment = "等了很久，窗口说不清楚";
     let rated = app
         .request(
@@ -762,6 +775,7 @@ async fn issuing_the_rating_and_the_follow_up_are_sealed_as_a_chain_that_cloudhe
         ["decision", "issued", "rated", "followup_closed"],
         "{view}"
     );
+    assert!(!offered(&view), "rated once: {view}");
     let indexes: Vec<u64> = statements
         .iter()
         .map(|s| s["log_index"].as_u64().unwrap())

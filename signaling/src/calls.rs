@@ -29,7 +29,18 @@ pub fn participant_of(user_id: i64) -> ParticipantId {
 
 /// A `call.error` message.
 pub fn call_error(case_id: Option<i64>, code: CallErrorCode, message: &str) -> Value {
-    json!({ "v": 1, "type": "call.error", "case_id": case_id, "code": code.as_str(), "message": message })
+    crate::protocol::ServerMessage::CallError {
+        case_id,
+        code,
+        message: message.to_string(),
+    }
+    .to_value()
+}
+
+impl serde::Serialize for CallErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Why the signaling refused a `call.*` message (the relay's own refusals carry
@@ -89,7 +100,7 @@ fn to_socket(case_id: i64, message: &ServerMessage) -> Option<Value> {
     let kind = object.get("type")?.as_str()?.to_string();
     object.insert("type".into(), Value::String(format!("call.{kind}")));
     object.insert("case_id".into(), json!(case_id));
-    object.insert("v".into(), json!(1));
+    object.insert("v".into(), crate::protocol::VERSION.into());
     Some(value)
 }
 
@@ -242,7 +253,14 @@ impl Calls {
             .relay
             .ice_servers_for(&me, std::time::SystemTime::now());
         let (recording, consented) = crate::recording::status(state, case_id, user.id);
-        let config = json!({ "v": 1, "type": "call.config", "case_id": case_id, "participant_id": me, "ice_servers": ice_servers, "recording": recording, "consented": consented });
+        let config = crate::protocol::ServerMessage::CallConfig {
+            case_id,
+            participant_id: me.clone(),
+            ice_servers,
+            recording,
+            consented,
+        }
+        .to_value();
         if self.out.send(config).await.is_err() {
             return None;
         }

@@ -154,6 +154,32 @@ pub struct SealView {
     pub statement_sha256: String,
 }
 
+/// What `viewer` may do on the case now: the workflow's commands (a dry run of each), and
+/// `rate` while the case's own agent can still record the resident's rating.
+fn actions(
+    conn: &Connection,
+    id: i64,
+    facts: &workflow::CaseFacts,
+    viewer: &Actor,
+) -> Result<Vec<workflow::AvailableAction>> {
+    let mut actions = workflow::available(facts, viewer);
+    if workflow::is_case_agent(viewer, facts) && facts.state.accepts_rating() {
+        let rated: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM ratings WHERE case_id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        if !rated {
+            actions.push(workflow::AvailableAction {
+                action: "rate",
+                allowed: true,
+                reason: None,
+            });
+        }
+    }
+    Ok(actions)
+}
+
 /// The sealed decision of a case, if any.
 fn seal_view(conn: &Connection, id: i64) -> Result<Option<SealView>> {
     let sealed: Option<(i64, String, i64)> = conn
@@ -509,7 +535,7 @@ pub fn view(conn: &Connection, id: i64, viewer: &Actor, now: i64) -> Result<Case
         ended_at: row.ended_at.map(rfc3339),
         waiting_seconds: (waited_until - row.queued_at).max(0) / 1000,
         call_open: workflow::call_open(&row.facts, now),
-        actions: workflow::available(&row.facts, viewer),
+        actions: actions(conn, id, &row.facts, viewer)?,
         seal: seal_view(conn, id)?,
         statements: statements(conn, id)?,
     })

@@ -20,6 +20,7 @@ pub mod login_guard;
 pub mod materials;
 pub mod metrics;
 pub mod personal;
+pub mod protocol;
 pub mod ratings;
 pub mod recording;
 pub mod sealing;

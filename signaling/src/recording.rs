@@ -50,7 +50,7 @@ fn announce(state: &AppState, facts: &CaseFacts, case_id: i64, recording: bool) 
             point_id: facts.point_id,
             users: people(facts).into_iter().collect(),
         },
-        json!({ "v": 1, "type": "call.recording", "case_id": case_id, "recording": recording }),
+        crate::protocol::ServerMessage::CallRecording { case_id, recording },
     );
 }
 

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::blobs::BlobStore;
@@ -148,12 +147,10 @@ impl AppState {
     }
 
     /// Sends a notice to the connected clients of an audience (none connected is fine).
-    pub fn notify(&self, audience: Audience, message: impl Serialize) {
-        if let Ok(value) = serde_json::to_value(message) {
-            let _ = self.notices.send(Notice {
-                audience,
-                message: Arc::new(value),
-            });
-        }
+    pub fn notify(&self, audience: Audience, message: crate::protocol::ServerMessage) {
+        let _ = self.notices.send(Notice {
+            audience,
+            message: Arc::new(message.to_value()),
+        });
     }
 }

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Caller, Json, Path, Query};
 use crate::cases::{self, CaseView, OpenCase, QueueItem};
@@ -13,6 +12,7 @@ use crate::catalogue::{self, Catalogue};
 use crate::error::{Error, Result};
 use crate::materials::{self, Material};
 use crate::metrics::{DepartmentLabel, EventLabel, ScoreLabel, TargetLabel};
+use crate::protocol::ServerMessage;
 use crate::ratings::{self, FollowUp, Rating};
 use crate::sealing::Update;
 use crate::state::{AppState, Audience};
@@ -130,7 +130,7 @@ pub async fn open(
     if let Some(item) = item {
         state.notify(
             Audience::Queue(view.department_id),
-            json!({ "v": 1, "type": "queue.added", "item": item }),
+            ServerMessage::QueueAdded { item },
         );
     }
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -314,20 +314,17 @@ pub(crate) fn announce(
     if before.state == CaseState::Waiting
         && (after.state != CaseState::Waiting || after.department_id != before.department_id)
     {
-        let kind = if after.state == CaseState::Cancelled {
-            "queue.cancelled"
+        let message = if after.state == CaseState::Cancelled {
+            ServerMessage::QueueCancelled { case_id: id, by }
         } else {
-            "queue.taken"
+            ServerMessage::QueueTaken { case_id: id, by }
         };
-        state.notify(
-            Audience::Queue(before.department_id),
-            json!({ "v": 1, "type": kind, "case_id": id, "by": by }),
-        );
+        state.notify(Audience::Queue(before.department_id), message);
     }
     if let Some(item) = item.filter(|_| before.state != CaseState::Waiting) {
         state.notify(
             Audience::Queue(after.department_id),
-            json!({ "v": 1, "type": "queue.added", "item": item }),
+            ServerMessage::QueueAdded { item },
         );
     }
     if crate::calls::has_call(before.state) && !crate::calls::has_call(after.state) {
@@ -349,8 +346,15 @@ pub(crate) fn announce(
         .collect();
     users.extend(before.approver_id.into_iter().chain(after.approver_id));
     state.notify(
-        Audience::Case { point_id: after.point_id, users },
-        json!({ "v": 1, "type": "case.updated", "case_id": id, "state": after.state, "event": event }),
+        Audience::Case {
+            point_id: after.point_id,
+            users,
+        },
+        ServerMessage::CaseUpdated {
+            case_id: id,
+            state: after.state,
+            event: event.to_string(),
+        },
     );
     view
 }
@@ -536,7 +540,10 @@ pub async fn upload(
             point_id: facts.point_id,
             users,
         },
-        json!({ "v": 1, "type": "material.added", "case_id": id, "material": material }),
+        ServerMessage::MaterialAdded {
+            case_id: id,
+            material: material.clone(),
+        },
     );
     Ok((StatusCode::CREATED, Json(material)).into_response())
 }

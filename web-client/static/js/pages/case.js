@@ -177,15 +177,22 @@ function chainList(c) {
   }));
 }
 
+/** What the caller may do now, as the server's dry run of the workflow lists it (`c.actions`):
+ * the page shows those and keeps no copy of the workflow's rules. */
+function actionsOf(c) {
+  const listed = new Map((c.actions || []).map((a) => [a.action, a]));
+  return { has: (name) => listed.has(name), get: (name) => listed.get(name) };
+}
+
 function renderActions(el, c, ctx) {
   el.hidden = false;
   const role = session.user.role;
-  const holding = role === 'approver' && c.approver?.id === session.user.id;
+  const may = actionsOf(c);
   let parts = [];
   if (role === 'agent' && c.agent?.id !== session.user.id) parts = [h('p', { class: 'muted', id: 'colleague-case' }, t('agent.colleague_case', { name: c.agent.display_name }))];
-  else if (role === 'agent') parts = agentActions(c, ctx);
-  else if (role === 'approver' && c.state === 'waiting') parts = [acceptAction(c, ctx)];
-  else if (holding) parts = approverActions(c, ctx);
+  else if (role === 'agent') parts = agentActions(c, ctx, may);
+  else if (may.has('accept')) parts = [acceptAction(c, ctx)];
+  else if (role === 'approver' && c.approver?.id === session.user.id) parts = approverActions(c, ctx, may);
   else if (role === 'expert') parts = [h('p', { class: 'muted' }, t('expert.read_only'))];
   else if (role === 'auditor') parts = [h('a', { class: 'button', href: `#/auditor?case=${c.id}` }, t('auditor.trail_of_case'))];
   el.hidden = parts.length === 0;
@@ -213,15 +220,15 @@ function simpleAction({ id, button, work, kind = '' }) {
   return h('div', { class: 'action' }, go, slot);
 }
 
-function agentActions(c, { reload }) {
+function agentActions(c, { reload }, may) {
   const parts = [];
-  if (c.state === 'awaiting_material') {
+  if (may.has('resume')) {
     parts.push(simpleAction({ id: 'resume', kind: 'primary', button: t('actions.material_supplied'), work: async () => { await api('POST', `/cases/${c.id}/actions/resume`); await reload(); } }));
   }
-  if (['waiting', 'in_call', 'awaiting_material'].includes(c.state)) {
+  if (may.has('cancel')) {
     parts.push(reasonForm({ id: 'cancel', label: t('actions.cancel_reason'), button: t('actions.cancel'), kind: 'danger', work: async (reason) => { await api('POST', `/cases/${c.id}/actions/cancel`, { reason }); await reload(); } }));
   }
-  if (c.state === 'issued' || c.state === 'rejected') parts.push(ratingForm(c));
+  if (may.has('rate')) parts.push(ratingForm(c));
   return parts;
 }
 
@@ -265,7 +272,7 @@ function acceptAction(c, { reload }) {
   return h('div', { class: 'action' }, go, slot);
 }
 
-function approverActions(c, { reload, catalogue }) {
+function approverActions(c, { reload, catalogue }, may) {
   const act = async (name, body) => {
     try {
       await api('POST', `/cases/${c.id}/actions/${name}`, body);
@@ -276,7 +283,8 @@ function approverActions(c, { reload, catalogue }) {
     await reload();
   };
   const parts = [];
-  if (c.state === 'in_call') {
+  if (c.state === 'awaiting_material') parts.push(notice('info', t('actions.waiting_for_material')));
+  if (may.has('identity-check')) {
     // 可信身份认证
     const methods = ['id_card_shown', 'id_card_captured', 'face_compared'].map((m) => h('label', { class: 'check' }, h('input', { type: 'checkbox', value: m, name: 'method' }), t(`identity.${m}`)));
     const idSlot = h('div');
@@ -292,9 +300,16 @@ function approverActions(c, { reload, catalogue }) {
       busy(idGo, idSlot, () => act('identity-check', { methods: chosen }));
     });
     parts.push(idForm);
-    parts.push(decisionForm(c, reload));
+  }
+  if (may.has('approve')) parts.push(decisionForm(c, reload, may));
+  else if (may.has('reject')) {
+    parts.push(reasonForm({ id: 'reject', label: t('decision.reason'), button: t('decision.reject'), required: true, kind: 'danger', work: async (reason) => { await decide(c.id, 'reject', reason); await reload(); } }));
+  }
+  if (may.has('request-material')) {
     parts.push(reasonForm({ id: 'request-material', label: t('actions.material_reason'), button: t('actions.request_material'), required: true, work: (reason) => act('request-material', { reason }) }));
-    parts.push(inviteForm(c, act));
+  }
+  if (may.has('invite')) parts.push(inviteForm(c, act));
+  if (may.has('transfer')) {
     const departments = catalogue.departments.filter((d) => d.id !== c.department_id);
     const dept = h('select', { name: 'department' }, departments.map((d) => h('option', { value: d.code }, d.name)));
     const trSlot = h('div');
@@ -303,28 +318,24 @@ function approverActions(c, { reload, catalogue }) {
     trForm.addEventListener('submit', (e) => { e.preventDefault(); busy(trGo, trSlot, () => act('transfer', { department: dept.value })); });
     parts.push(trForm);
   }
-  if (c.state === 'awaiting_material') {
-    parts.push(notice('info', t('actions.waiting_for_material')));
-    parts.push(simpleAction({ id: 'resume', button: t('actions.resume'), work: () => act('resume') }));
-    parts.push(reasonForm({ id: 'reject', label: t('decision.reason'), button: t('decision.reject'), required: true, kind: 'danger', work: async (reason) => { await decide(c.id, 'reject', reason); await reload(); } }));
-  }
-  if (c.state === 'approved') {
+  if (may.has('resume')) parts.push(simpleAction({ id: 'resume', button: t('actions.resume'), work: () => act('resume') }));
+  if (may.has('issue')) {
     parts.push(notice('info', t('next.issue')));
     parts.push(simpleAction({ id: 'issue', kind: 'primary', button: t('actions.issue'), work: () => act('issue') }));
   }
-  if (FINAL.includes(c.state)) parts.push(h('p', { class: 'muted' }, t('actions.none_final')));
+  if (!parts.length && FINAL.includes(c.state)) parts.push(h('p', { class: 'muted' }, t('actions.none_final')));
   return parts;
 }
 
 /** The decision step (审批决定). The signing step will be added inside `decide`. */
-function decisionForm(c, reload) {
+function decisionForm(c, reload, may) {
   const reason = h('textarea', { rows: 2, maxlength: 500, name: 'decision-reason' });
   const slot = h('div');
   const approve = h('button', { type: 'button', class: 'primary', id: 'approve' }, t('decision.approve'));
   const reject = h('button', { type: 'button', class: 'danger', id: 'reject' }, t('decision.reject'));
   // The server's dry run says whether approving waits for something (the identity check).
-  const approveState = (c.actions || []).find((a) => a.action === 'approve');
-  approve.disabled = approveState ? !approveState.allowed : !c.identity_checked;
+  approve.disabled = !may.get('approve').allowed;
+  reject.hidden = !may.has('reject');
   const run = (decision, button) => {
     if (decision === 'reject' && !reason.value.trim()) { say(slot, 'error', t('actions.reason_required')); return; }
     busy(button, slot, async () => {
@@ -337,7 +348,7 @@ function decisionForm(c, reload) {
   reject.addEventListener('click', () => run('reject', reject));
   return h('div', { class: 'action decision', id: 'decision' },
     h('h3', {}, t('decision.title')),
-    c.identity_checked ? null : h('p', { class: 'muted' }, t('decision.needs_identity')),
+    may.get('approve').allowed ? null : h('p', { class: 'muted' }, t('decision.needs_identity')),
     field(t('decision.reason'), reason),
     h('div', { class: 'row' }, approve, reject), slot);
 }
