@@ -64,15 +64,42 @@ impl BlobStore {
         self.root.join("sha256").join(prefix).join(sha256)
     }
 
-    /// Streams `body` into a temporary file, hashing it, refusing more than `limit` bytes, and
-    /// fsyncs it. Nothing is visible to anyone until [`BlobStore::commit`].
-    pub async fn receive<S, E>(&self, mut body: S, limit: u64) -> Result<Received>
+    /// Streams `body` into a temporary file, hashing it, refusing more than `limit` bytes (the
+    /// refusal names `setting`, the limit's name), and fsyncs it. Nothing is visible to anyone
+    /// until [`BlobStore::commit`]. A refused or interrupted body's file is removed on the
+    /// blocking pool: unlinking a gigabyte of freshly written data can take a second, which must
+    /// not stall the server's other requests.
+    pub async fn receive<S, E>(&self, body: S, limit: u64, setting: &str) -> Result<Received>
     where
         S: Stream<Item = std::result::Result<BodyChunk, E>> + Unpin,
         E: std::fmt::Display,
     {
         let temp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?.into_temp_path();
-        let mut file = tokio::fs::File::create(&temp).await?;
+        match Self::stream_into(&temp, body, limit, setting).await {
+            Ok((sha256, size, head)) => Ok(Received {
+                sha256,
+                size,
+                head,
+                temp,
+            }),
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || drop(temp)).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn stream_into<S, E>(
+        temp: &Path,
+        mut body: S,
+        limit: u64,
+        setting: &str,
+    ) -> Result<(String, u64, Vec<u8>)>
+    where
+        S: Stream<Item = std::result::Result<BodyChunk, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut file = tokio::fs::File::create(temp).await?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head = Vec::with_capacity(HEAD_LEN);
@@ -86,7 +113,7 @@ impl BlobStore {
             size += chunk.len() as u64;
             if size > limit {
                 return Err(Error::TooLarge(format!(
-                    "the material is larger than the limit of {limit} bytes (max_material_bytes)"
+                    "the upload is larger than the limit of {limit} bytes ({setting})"
                 )));
             }
             if head.len() < HEAD_LEN {
@@ -98,12 +125,7 @@ impl BlobStore {
         }
         file.sync_all().await?;
         drop(file);
-        Ok(Received {
-            sha256: hex::encode(hasher.finalize()),
-            size,
-            head,
-            temp,
-        })
+        Ok((hex::encode(hasher.finalize()), size, head))
     }
 
     /// The folder for files not yet in place (emptied at start).
@@ -191,14 +213,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let got = store
-            .receive(chunks(&[b"hello ", b"world"]), 100)
+            .receive(chunks(&[b"hello ", b"world"]), 100, "max_material_bytes")
             .await
             .unwrap();
         assert_eq!(got.sha256, hex::encode(Sha256::digest(b"hello world")));
         assert_eq!(got.size, 11);
         let digest = got.sha256.clone();
         store.commit(got).unwrap();
-        let again = store.receive(chunks(&[b"hello world"]), 100).await.unwrap();
+        let again = store
+            .receive(chunks(&[b"hello world"]), 100, "max_material_bytes")
+            .await
+            .unwrap();
         store.commit(again).unwrap();
         assert_eq!(std::fs::read(store.path(&digest)).unwrap(), b"hello world");
         assert_eq!(
@@ -212,10 +237,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let err = store
-            .receive(chunks(&[b"0123456789", b"0123456789"]), 15)
+            .receive(
+                chunks(&[b"0123456789", b"0123456789"]),
+                15,
+                "max_material_bytes",
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::TooLarge(_)));
+        assert!(
+            matches!(&err, Error::TooLarge(m) if m.contains("15 bytes (max_material_bytes)")),
+            "{err}"
+        );
         assert_eq!(
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0

@@ -504,7 +504,10 @@ pub async fn upload(
         }
     };
     let facts = state.db.call(check.clone()).await?;
-    let received = state.blobs.receive(body.into_data_stream(), limit).await?;
+    let received = state
+        .blobs
+        .receive(body.into_data_stream(), limit, "max_material_bytes")
+        .await?;
     let media_type = materials::sniff(&received.head)?;
     let blob = materials::StoredBlob {
         sha256: received.sha256.clone(),

@@ -397,7 +397,11 @@ pub async fn verify_archive(
     caller.require(&[Role::Auditor])?;
     let received = state
         .blobs
-        .receive(body.into_data_stream(), state.config.max_verify_bytes)
+        .receive(
+            body.into_data_stream(),
+            state.config.max_verify_bytes,
+            "max_verify_bytes",
+        )
         .await?;
     let trust = state.trust.clone();
     let report = tokio::task::spawn_blocking(move || {
