@@ -1382,6 +1382,19 @@ fn a_stream_that_ends_at_another_length_than_declared_is_refused() {
     );
 }
 
+/// A case's chain of three: its decision, issuing and the rating, as the server would seal them.
+fn three_step_chain(fx: &mut Fixture, case_id: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let decision = fx.pack(case_id);
+    let issued = fx.continue_case(case_id, std::slice::from_ref(&decision), "issued", |_| {});
+    let rated = fx.continue_case(
+        case_id,
+        &[decision.clone(), issued.clone()],
+        "rated",
+        |_| {},
+    );
+    (decision, issued, rated)
+}
+
 /// The receipt of an archive, as JSON bytes.
 fn receipt_of(archive: &[u8]) -> Vec<u8> {
     Receipt::from_archive(Cursor::new(archive))
@@ -1393,19 +1406,7 @@ fn receipt_of(archive: &[u8]) -> Vec<u8> {
 #[test]
 fn a_case_chain_of_decision_issuing_and_rating_verifies_from_the_newest_archive_alone() {
     let mut fx = Fixture::new();
-    let decision = fx.pack("case-chain");
-    let issued = fx.continue_case(
-        "case-chain",
-        std::slice::from_ref(&decision),
-        "issued",
-        |_| {},
-    );
-    let rated = fx.continue_case(
-        "case-chain",
-        &[decision.clone(), issued.clone()],
-        "rated",
-        |_| {},
-    );
+    let (decision, issued, rated) = three_step_chain(&mut fx, "case-chain");
     for archive in [&issued, &rated] {
         let report = fx.verify(archive);
         assert!(report.passed(), "{report}");
@@ -1456,19 +1457,7 @@ fn a_case_chain_of_decision_issuing_and_rating_verifies_from_the_newest_archive_
 #[test]
 fn a_chain_with_a_missing_statement_is_rejected_naming_the_gap() {
     let mut fx = Fixture::new();
-    let decision = fx.pack("case-gap");
-    let issued = fx.continue_case(
-        "case-gap",
-        std::slice::from_ref(&decision),
-        "issued",
-        |_| {},
-    );
-    let rated = fx.continue_case(
-        "case-gap",
-        &[decision.clone(), issued.clone()],
-        "rated",
-        |_| {},
-    );
+    let (decision, issued, rated) = three_step_chain(&mut fx, "case-gap");
     let given = vec![
         ("decision.zip".to_string(), receipt_of(&decision)),
         ("rated.zip".to_string(), receipt_of(&rated)),

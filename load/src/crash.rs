@@ -116,6 +116,15 @@ fn payload(rng: &mut Rng, size: usize) -> Vec<u8> {
     bytes
 }
 
+/// `GET path` as `token`, answering JSON.
+async fn get_json(
+    server: &Server,
+    token: &Token,
+    path: &str,
+) -> Result<serde_json::Value, LoadError> {
+    server.json(Method::GET, path, Some(token), None).await
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -351,14 +360,7 @@ async fn check(
     let mut fail = |what: String| failures.push(format!("trial {trial}: {what}"));
     // Acknowledged uploads: listed, and their bytes hash to the digest.
     for (case, sha) in &ack.uploads {
-        let listed = server
-            .json(
-                Method::GET,
-                &format!("/api/cases/{case}/materials"),
-                Some(&a.auditor),
-                None,
-            )
-            .await?;
+        let listed = get_json(server, &a.auditor, &format!("/api/cases/{case}/materials")).await?;
         let Some(material) = listed
             .as_array()
             .and_then(|m| m.iter().find(|m| m["sha256"] == sha.as_str()))
@@ -381,14 +383,7 @@ async fn check(
     }
     // Every case this trial touched: an approval has its archive, and every archive verifies.
     for case in &ack.cases {
-        let view = server
-            .json(
-                Method::GET,
-                &format!("/api/cases/{case}"),
-                Some(&a.auditor),
-                None,
-            )
-            .await?;
+        let view = get_json(server, &a.auditor, &format!("/api/cases/{case}")).await?;
         let statements = view["statements"].as_array().cloned().unwrap_or_default();
         let decided = matches!(
             view["state"].as_str(),
@@ -434,14 +429,12 @@ async fn check(
     let new = note_size(&now);
     for old_note in published.iter().chain(&ack.checkpoints) {
         let old = note_size(old_note);
-        let proof = server
-            .json(
-                Method::GET,
-                &format!("/api/log/consistency?old={old}&new={new}"),
-                Some(&a.auditor),
-                None,
-            )
-            .await;
+        let proof = get_json(
+            server,
+            &a.auditor,
+            &format!("/api/log/consistency?old={old}&new={new}"),
+        )
+        .await;
         let consistent = proof.ok().and_then(|p| {
             let hashes: Option<Vec<esign::merkle::Hash>> = p["proof"]
                 .as_array()?
@@ -482,14 +475,7 @@ async fn still_there(
     cases.sort_unstable();
     cases.dedup();
     for case in cases {
-        let listed = server
-            .json(
-                Method::GET,
-                &format!("/api/cases/{case}/materials"),
-                Some(&a.auditor),
-                None,
-            )
-            .await?;
+        let listed = get_json(server, &a.auditor, &format!("/api/cases/{case}/materials")).await?;
         let shas: Vec<&str> = listed
             .as_array()
             .map(|m| m.iter().filter_map(|m| m["sha256"].as_str()).collect())
@@ -500,9 +486,7 @@ async fn still_there(
             }
         }
     }
-    let listed = server
-        .json(Method::GET, "/api/keys", Some(&a.approver), None)
-        .await?;
+    let listed = get_json(server, &a.approver, "/api/keys").await?;
     let ids: Vec<&str> = listed
         .as_array()
         .map(|k| k.iter().filter_map(|k| k["key_id"].as_str()).collect())
