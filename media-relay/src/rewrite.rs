@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use rtc::rtp;
 
+/// How far behind the newest forwarded packet a straggler may be and still be sent.
+const FLOOR_LAG: u16 = 1 << 14;
+
 /// Keeps outgoing sequence numbers contiguous when the relay drops packets on purpose.
 #[derive(Debug, Clone, Default)]
 pub struct SequenceRewriter {
@@ -43,10 +46,17 @@ impl SequenceRewriter {
             self.offset = seq_in.wrapping_sub(next_out);
             self.resync_base = Some(seq_in);
             self.resync = false;
-        } else if let Some(base) = self.resync_base
-            && (seq_in.wrapping_sub(base) as i16) < 0
-        {
-            return None;
+        } else if let Some(base) = self.resync_base {
+            let ahead = seq_in.wrapping_sub(base);
+            if (ahead as i16) < 0 {
+                return None;
+            }
+            // The floor trails the newest packet by at most a quarter of the sequence space, so
+            // it stays comparable: a fixed floor reads as "older" once the stream is 32,768
+            // packets past it, and every packet after that would be dropped.
+            if ahead > FLOOR_LAG {
+                self.resync_base = Some(seq_in.wrapping_sub(FLOOR_LAG));
+            }
         }
         let out = seq_in.wrapping_sub(self.offset);
         match self.highest_out {
@@ -231,6 +241,37 @@ mod tests {
                 .rewrite(&packet(65535), false, Instant::now())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_stream_is_forwarded_without_end_across_many_wraps() {
+        // The soak trial's video stopped 32,768 packets after the leg's first one (~9 minutes of
+        // 60 packets/s) and audio 11 minutes in: the floor against stragglers stayed where the
+        // stream began and read as "newer" than everything half the sequence space later.
+        let mut rewriter = DownstreamRewriter::new(42, 96, 90_000, true);
+        let now = Instant::now();
+        let mut expected = None;
+        for n in 0..200_000u32 {
+            let seq = (1000 + n) as u16;
+            let out = rewriter
+                .rewrite(&packet(seq), n == 0, now)
+                .unwrap_or_else(|| panic!("packet {n} (sequence {seq}) was dropped"));
+            if let Some(expected) = expected {
+                assert_eq!(out.header.sequence_number, expected, "packet {n}");
+            }
+            expected = Some(out.header.sequence_number.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn a_straggler_far_behind_the_stream_is_dropped_and_a_recent_one_is_sent() {
+        let mut rewriter = SequenceRewriter::new();
+        for seq in 0..40_000u16 {
+            rewriter.forward(seq).expect("in order");
+        }
+        assert_eq!(rewriter.forward(39_000), Some(39_000), "1,000 behind");
+        assert_eq!(rewriter.forward(20_000), None, "20,000 behind");
+        assert_eq!(rewriter.forward(40_000), Some(40_000));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{PATIENCE, join, receives_from, relay};
 use media_relay::test_peer::{ReceivedTrack, TestPeer, TestPeerConfig};
 use media_relay::{ClientMessage, Codec, LeaveReason, MediaKind, ParticipantId, ServerMessage};
@@ -68,6 +70,41 @@ async fn h264_from_a_phone_reaches_the_other_side_as_h264_starting_on_a_keyframe
     // The other direction stays VP8: each publisher's codec is kept.
     let video = video_from(&agent, "approver").await;
     assert_eq!(video.codec, Some(Codec::Vp8), "{video:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cross_the_sequence_wrap_and_srtp_rollover_without_a_lost_packet() {
+    // Every stream of the agent starts 200 packets before the 16-bit wrap: the relay's inbound
+    // SRTP, its rewriting and the subscriber leg's outbound SRTP all roll over within seconds.
+    let relay = relay();
+    let near_wrap = TestPeerConfig {
+        first_sequence: 65_336,
+        ..TestPeerConfig::default()
+    };
+    let _agent = join(&relay, "case-wrap", "agent", near_wrap).await;
+    let approver = join(&relay, "case-wrap", "approver", TestPeerConfig::default()).await;
+
+    // 500 audio packets (10 s) and 600 video packets: every stream is well past the wrap.
+    let report = approver
+        .wait_until(Duration::from_secs(30), |r| {
+            r.live_tracks_of("agent")
+                .any(|t| t.kind == MediaKind::Audio && t.counts.packets >= 500)
+                && r.live_tracks_of("agent")
+                    .any(|t| t.kind == MediaKind::Video && t.counts.packets >= 600)
+        })
+        .await
+        .unwrap_or_else(|r| panic!("the agent's media stopped at the wrap: {r:#?}"));
+    for track in report.live_tracks_of("agent") {
+        assert_eq!(track.counts.lost, 0, "{track:#?}");
+        assert_eq!(track.counts.out_of_order, 0, "{track:#?}");
+        if track.kind == MediaKind::Video {
+            assert_eq!(track.counts.frames_incomplete, 0, "{track:#?}");
+            assert_eq!(
+                track.counts.frames_decodable, track.counts.frames_complete,
+                "{track:#?}"
+            );
+        }
+    }
 }
 
 /// The video `peer` receives from `publisher`, once it has media from it (20 whole frames).

@@ -76,6 +76,9 @@ pub struct TestPeerConfig {
     pub simulcast: bool,
     /// Report this receive bandwidth (REMB) from the start; see [`TestPeer::report_bandwidth`].
     pub reported_bandwidth: Option<u64>,
+    /// The RTP sequence number every published stream starts at (near 65,535 to cross the
+    /// 16-bit wrap, and SRTP's rollover, within seconds).
+    pub first_sequence: u16,
 }
 
 /// The simulcast layers a test peer sends, in the order its offer lists them (highest first,
@@ -101,6 +104,7 @@ impl Default for TestPeerConfig {
             relay_only: false,
             simulcast: false,
             reported_bandwidth: None,
+            first_sequence: 1000,
         }
     }
 }
@@ -871,7 +875,7 @@ async fn publish(config: TestPeerConfig, shared: Arc<Shared>, publications: Vec<
             local: publication.local.clone(),
             ssrc,
             payload_type,
-            seq: 1000,
+            seq: config.first_sequence,
             timestamp,
             audio_level,
             extensions,
