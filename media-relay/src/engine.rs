@@ -5,10 +5,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use rtc::interceptor::Registry;
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
 };
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -18,9 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use webrtc::peer_connection::{
-    MediaEngine, RTCConfigurationBuilder, Registry, SettingEngineBuilder,
-};
+use rtc::shared::error::Error;
 
 use crate::codec::Codec;
 use crate::messages::MediaKind;
@@ -46,7 +48,7 @@ pub fn media_kind(kind: RtpCodecKind) -> Option<MediaKind> {
 }
 
 /// A media engine that knows the relay's codecs only (Opus; VP8 before H.264).
-fn media_engine() -> Result<MediaEngine, webrtc::error::Error> {
+fn media_engine() -> Result<MediaEngine, Error> {
     let mut engine = MediaEngine::default();
     for codec in Codec::ALL {
         engine.register_codec(
@@ -99,7 +101,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackDelivery {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
-    type Error = webrtc::error::Error;
+    type Error = Error;
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
@@ -146,9 +148,7 @@ impl Interceptor for FeedbackDelivery {
 /// The media engine and interceptor chain both sides use: Opus, VP8 and H.264, the simulcast
 /// header extensions, the default interceptors (NACK, reports, TWCC) and the feedback the
 /// application acts on delivered to it (`reception`: estimates and receiver reports too).
-pub(crate) fn engine_and_registry(
-    reception: bool,
-) -> Result<(MediaEngine, Registry), webrtc::error::Error> {
+pub(crate) fn engine_and_registry(reception: bool) -> Result<(MediaEngine, Registry), Error> {
     let mut engine = media_engine()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
@@ -170,7 +170,7 @@ pub(crate) fn build_relay_connection(
     now: Instant,
     ufrag: String,
     pwd: String,
-) -> Result<rtc::peer_connection::RTCPeerConnection, webrtc::error::Error> {
+) -> Result<rtc::peer_connection::RTCPeerConnection, Error> {
     let (engine, registry) = engine_and_registry(true)?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

@@ -34,5 +34,5 @@ pub enum RelayError {
     Config(String),
     /// The WebRTC stack failed (socket bind, DTLS setup, ...).
     #[error("webrtc: {0}")]
-    WebRtc(#[from] webrtc::error::Error),
+    WebRtc(#[from] rtc::shared::error::Error),
 }

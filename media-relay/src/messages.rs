@@ -124,6 +124,20 @@ pub enum LeaveReason {
     TooSlow,
     /// The room was closed by the server.
     RoomClosed,
+    /// It joined again (a reload, a new tab or device): the new place replaced this one.
+    Replaced,
+}
+
+impl LeaveReason {
+    /// Every reason, for clients that keep a list of them.
+    pub const ALL: [LeaveReason; 6] = [
+        LeaveReason::Left,
+        LeaveReason::Vanished,
+        LeaveReason::ConnectionLost,
+        LeaveReason::TooSlow,
+        LeaveReason::RoomClosed,
+        LeaveReason::Replaced,
+    ];
 }
 
 /// An error code on the signaling socket; the connection and the room stay up.

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
 use serde::{Deserialize, Serialize};
-use webrtc::peer_connection::{RTCStatsReport, RTCStatsReportEntry};
 
 /// Cumulative counters of one connection at one moment (relay side).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

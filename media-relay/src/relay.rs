@@ -213,30 +213,45 @@ impl Relay {
 
     /// Puts a participant into a room (opening the room if needed) and binds its peer connection.
     /// The first event is `ServerMessage::Joined`; the participant then sends its offer.
+    /// `AlreadyInRoom` if it is there already (see [`Relay::join_replacing`]).
     pub async fn join(
         &self,
         room: RoomId,
         participant: ParticipantId,
     ) -> Result<Participant, RelayError> {
+        self.join_with(room, participant, false).await
+    }
+
+    /// Like [`Relay::join`], but a place the participant still holds (a reload, a new tab or
+    /// device, a connection that cannot be resumed) is replaced in the same room turn: the old
+    /// place is removed, its handle gets `Removed { reason: replaced }`, the others see it leave
+    /// and join again. No caller waits for the old place to go.
+    pub async fn join_replacing(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<Participant, RelayError> {
+        self.join_with(room, participant, true).await
+    }
+
+    async fn join_with(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+        replace: bool,
+    ) -> Result<Participant, RelayError> {
         let mux = self.mux().await?;
-        // A room whose task is ending (it emptied) drops the command, or refuses it as `Gone`
-        // once nothing can reach it any more: retry on a new room.
-        for _ in 0..3 {
-            let commands = self.room_commands(&room, &mux);
-            let (reply, answer) = oneshot::channel();
-            let join = RoomCommand::Join {
-                participant: participant.clone(),
-                reply,
-            };
-            if commands.send(join).await.is_err() {
-                continue;
-            }
-            match answer.await {
-                Ok(Err(RelayError::Gone)) | Err(_) => continue,
-                Ok(result) => return result,
-            }
-        }
-        Err(RelayError::Gone)
+        let commands = self.room_commands(&room, &mux);
+        let (reply, answer) = oneshot::channel();
+        let join = RoomCommand::Join {
+            participant,
+            replace,
+            reply,
+        };
+        // A room in the directory takes every command sent by whoever looked it up: it leaves
+        // the directory only when no such sender is left (`RelayInner::retire`).
+        commands.send(join).await.map_err(|_| RelayError::Gone)?;
+        answer.await.map_err(|_| RelayError::Gone)?
     }
 
     /// Gives a participant still in the room (e.g. within its grace period after its socket
@@ -331,22 +346,56 @@ impl Relay {
             },
         );
         RelayMetrics::inc(&self.inner.metrics.rooms);
-        let relay = self.clone();
-        let room_id = room.clone();
         let internal = commands.downgrade();
-        let mux = mux.clone();
-        tokio::spawn(async move {
-            run_room(relay.inner.clone(), mux, room_id.clone(), inbox, internal).await;
-            relay.forget_room(&room_id, generation);
-        });
+        tokio::spawn(run_room(
+            self.inner.clone(),
+            mux.clone(),
+            room.clone(),
+            generation,
+            inbox,
+            internal,
+        ));
         commands
     }
+}
 
-    fn forget_room(&self, room: &RoomId, generation: u64) {
-        let mut rooms = self.lock_rooms();
-        if rooms.get(room).is_some_and(|e| e.generation == generation) {
+/// What an empty room hears when it asks to end ([`RelayInner::retire`]).
+pub(crate) enum Retirement {
+    /// It left the directory and its inbox is closed: the task ends.
+    Retired,
+    /// A command had come in: the room handles it and carries on.
+    Command(RoomCommand),
+    /// Someone looked the room up and may still send to it: ask again shortly.
+    Held,
+}
+
+impl RelayInner {
+    /// An empty room's request to end. Decided under the directory's lock, where rooms are
+    /// looked up, so that a room never ends with a command on its way: the directory's own
+    /// sender is the only strong one left, and nothing is queued.
+    pub(crate) fn retire(
+        &self,
+        room: &RoomId,
+        generation: u64,
+        inbox: &mut mpsc::Receiver<RoomCommand>,
+        commands: &mpsc::WeakSender<RoomCommand>,
+    ) -> Retirement {
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(command) = inbox.try_recv() {
+            return Retirement::Command(command);
+        }
+        let ours = rooms.get(room).is_some_and(|e| e.generation == generation);
+        if commands.strong_count() > usize::from(ours) {
+            return Retirement::Held;
+        }
+        if ours {
             rooms.remove(room);
         }
-        RelayMetrics::dec(&self.inner.metrics.rooms);
+        inbox.close();
+        RelayMetrics::dec(&self.metrics.rooms);
+        Retirement::Retired
     }
 }

@@ -50,7 +50,7 @@ use crate::messages::{
 use crate::metrics::RelayMetrics;
 use crate::quality::{QualityTracker, totals_from};
 use crate::recording::{self, RecordingResult};
-use crate::relay::{Participant, RelayInner};
+use crate::relay::{Participant, RelayInner, Retirement};
 use crate::sdp;
 use crate::socket::{Inbound, ROOM_QUEUE, UdpMux};
 
@@ -58,6 +58,9 @@ use crate::socket::{Inbound, ROOM_QUEUE, UdpMux};
 pub(crate) enum RoomCommand {
     Join {
         participant: ParticipantId,
+        /// A participant already in the room is replaced (removed, its old handle told so) in
+        /// the same turn; otherwise the join is refused with `AlreadyInRoom`.
+        replace: bool,
         reply: oneshot::Sender<Result<Participant, RelayError>>,
     },
     /// The same participant takes its place back with a fresh signaling handle.
@@ -214,10 +217,15 @@ fn ice_credentials() -> (String, String) {
     (random(16), random(32))
 }
 
+/// How soon an empty room asks again to leave the directory when a caller still held its
+/// address (it was between looking the room up and sending to it).
+const RETIRE_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(crate) async fn run_room(
     relay: Arc<RelayInner>,
     mux: Arc<UdpMux>,
     id: RoomId,
+    generation: u64,
     mut inbox: mpsc::Receiver<RoomCommand>,
     commands: mpsc::WeakSender<RoomCommand>,
 ) {
@@ -240,8 +248,30 @@ pub(crate) async fn run_room(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick
     });
+    let mut recheck: Option<Instant> = None;
     loop {
-        let deadline = room.next_deadline().map(tokio::time::Instant::from_std);
+        // An empty room ends by leaving the directory under its lock, so that no join can reach
+        // a room that is ending: a command already sent is taken, a sender still held waits.
+        if room.members.is_empty() {
+            match room
+                .relay
+                .retire(&room.id, generation, &mut inbox, &room.commands)
+            {
+                Retirement::Retired => break,
+                Retirement::Command(command) => {
+                    room.handle_command(command);
+                    room.drive();
+                    room.reap();
+                    continue;
+                }
+                Retirement::Held => recheck = Some(Instant::now() + RETIRE_RECHECK),
+            }
+        }
+        let deadline = match (room.next_deadline(), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = async {
                 match quality_tick.as_mut() {
@@ -251,7 +281,7 @@ pub(crate) async fn run_room(
             } => room.report_quality(),
             command = inbox.recv() => {
                 match command {
-                    None | Some(RoomCommand::Close) => {
+                    None => {
                         room.close();
                         break;
                     }
@@ -267,13 +297,13 @@ pub(crate) async fn run_room(
                     }
                 }
             }
-            _ = sleep_until(deadline), if deadline.is_some() => room.on_timeout(Instant::now()),
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                recheck = None;
+                room.on_timeout(Instant::now());
+            }
         }
         room.drive();
         room.reap();
-        if room.members.is_empty() {
-            break;
-        }
     }
     tracing::debug!(room = %room.id, "room closed");
 }
@@ -472,8 +502,12 @@ impl Room {
 
     fn handle_command(&mut self, command: RoomCommand) {
         match command {
-            RoomCommand::Join { participant, reply } => {
-                let result = self.join(participant);
+            RoomCommand::Join {
+                participant,
+                replace,
+                reply,
+            } => {
+                let result = self.join(participant, replace);
                 let _ = reply.send(result);
             }
             RoomCommand::Resume { participant, reply } => {
@@ -533,16 +567,24 @@ impl Room {
                     self.remove(&participant, reason);
                 }
             }
-            RoomCommand::Close => {}
+            // Everyone goes; the room then ends unless someone joins again meanwhile.
+            RoomCommand::Close => self.close(),
         }
     }
 
-    fn join(&mut self, participant: ParticipantId) -> Result<Participant, RelayError> {
+    fn join(
+        &mut self,
+        participant: ParticipantId,
+        replace: bool,
+    ) -> Result<Participant, RelayError> {
         if self.member_index(&participant).is_some() {
-            return Err(RelayError::AlreadyInRoom {
-                room: self.id.clone(),
-                participant,
-            });
+            if !replace {
+                return Err(RelayError::AlreadyInRoom {
+                    room: self.id.clone(),
+                    participant,
+                });
+            }
+            self.remove(&participant, LeaveReason::Replaced);
         }
         let max = self.relay.config.max_participants;
         if self.members.len() >= max {
@@ -1545,7 +1587,10 @@ impl Room {
         };
         let mut member = self.members.remove(index);
         member.pump.abort();
-        if matches!(reason, LeaveReason::RoomClosed | LeaveReason::TooSlow) {
+        if matches!(
+            reason,
+            LeaveReason::RoomClosed | LeaveReason::TooSlow | LeaveReason::Replaced
+        ) {
             let _ = member.out.try_send(ServerMessage::Removed { reason });
         }
         // Tell the peer (DTLS close), then forget its routes.

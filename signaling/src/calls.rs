@@ -7,6 +7,8 @@
 //! resumes the same place.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use media_relay::{ClientMessage, ParticipantId, RelayError, RoomId, ServerMessage};
 use serde_json::{Value, json};
@@ -113,9 +115,23 @@ pub(crate) fn from_socket(kind: &str, message: &Value) -> Result<ClientMessage, 
     serde_json::from_value(Value::Object(object)).map_err(|e| format!("call.{kind}: {e}"))
 }
 
+/// This socket's place in one call: where its messages go, and a flag that stops the relay's
+/// messages to that place reaching the socket once the socket left it or joined again (the
+/// replaced place is told `removed: replaced`, which is for other tabs, not for this one).
+struct Joined {
+    sender: mpsc::Sender<ClientMessage>,
+    done: Arc<AtomicBool>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
 /// The calls of one WebSocket connection.
 pub struct Calls {
-    joined: HashMap<i64, mpsc::Sender<ClientMessage>>,
+    joined: HashMap<i64, Joined>,
     out: mpsc::Sender<Value>,
 }
 
@@ -169,7 +185,7 @@ impl Calls {
                     }
                 };
                 let leaving = matches!(relay_message, ClientMessage::Leave);
-                let Some(sender) = self.joined.get(&case_id) else {
+                let Some(Joined { sender, .. }) = self.joined.get(&case_id) else {
                     return Some(call_error(
                         Some(case_id),
                         CallErrorCode::NotJoined,
@@ -229,7 +245,10 @@ impl Calls {
                 Err(_) => state.relay.join(room, me.clone()).await,
             }
         } else {
-            join_fresh(state, &room, &me).await
+            // A new connection (a reloaded page, another tab): a place still held for this
+            // user (within the grace period) is replaced, so the relay does not answer with a
+            // connection the new page cannot reach.
+            state.relay.join_replacing(room, me.clone()).await
         };
         let participant = match participant {
             Ok(p) => p,
@@ -265,11 +284,21 @@ impl Calls {
             return None;
         }
         let (sender, mut events) = participant.into_parts();
-        self.joined.insert(case_id, sender);
+        let done = Arc::new(AtomicBool::new(false));
+        self.joined.insert(
+            case_id,
+            Joined {
+                sender,
+                done: done.clone(),
+            },
+        );
         let out = self.out.clone();
         let state = state.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
                 if let ServerMessage::ConnectionQuality {
                     participant_id,
                     quality,
@@ -288,30 +317,6 @@ impl Calls {
         });
         None
     }
-}
-
-/// Joins as a new connection (a reloaded page, another tab): a place still held for this user
-/// (within the grace period) is given up first, so the relay does not answer with a connection
-/// the new page cannot reach.
-async fn join_fresh(
-    state: &AppState,
-    room: &RoomId,
-    me: &ParticipantId,
-) -> Result<media_relay::Participant, RelayError> {
-    if let Ok(held) = state.relay.resume(room, me.clone()).await {
-        let (sender, _events) = held.into_parts();
-        let _ = sender.send(ClientMessage::Leave).await;
-    }
-    // The room task takes the leave asynchronously: wait for the place to be free (bounded).
-    for _ in 0..100 {
-        match state.relay.join(room.clone(), me.clone()).await {
-            Err(RelayError::AlreadyInRoom { .. }) => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            other => return other,
-        }
-    }
-    state.relay.join(room.clone(), me.clone()).await
 }
 
 /// Keeps one quality sample of a participant with the case (it goes into the archive).
@@ -422,32 +427,56 @@ pub async fn close_expired(state: &AppState) -> crate::error::Result<Vec<i64>> {
 #[cfg(test)]
 mod tests {
 
+    use std::collections::BTreeSet;
+
+    /// The web client's `const NAME = ['a', 'b', ...];` in call.js, checked against `expected`,
+    /// and the words for each (`'PREFIX.a':`) once in Chinese and once in English in i18n.js.
+    fn assert_the_web_client_knows(name: &str, expected: &BTreeSet<String>, prefix: &str) {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/static/js");
+        let call_js = std::fs::read_to_string(web.join("call.js")).unwrap();
+        let list = call_js
+            .split(&format!("const {name} = ["))
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .unwrap_or_else(|| panic!("{name} in call.js"));
+        let known: BTreeSet<String> = list
+            .split(',')
+            .map(|c| c.trim().trim_matches('\'').to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(&known, expected, "call.js {name} against the server's");
+        let i18n = std::fs::read_to_string(web.join("i18n.js")).unwrap();
+        for item in expected {
+            let key = format!("'{prefix}.{item}':");
+            assert_eq!(i18n.matches(&key).count(), 2, "{key} in zh and en");
+        }
+    }
+
     /// The web client keeps its own list of call error codes (to say each in plain words); it must
     /// know every code the server sends, and have words for each in both languages.
     #[test]
     fn the_web_client_knows_every_call_error_code_and_says_each_in_chinese_and_english() {
-        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web-client/static/js");
-        let call_js = std::fs::read_to_string(web.join("call.js")).unwrap();
-        let list = call_js
-            .split("const KNOWN_ERRORS = [")
-            .nth(1)
-            .and_then(|rest| rest.split("];").next())
-            .expect("KNOWN_ERRORS in call.js");
-        let known: std::collections::BTreeSet<&str> = list
-            .split(',')
-            .map(|c| c.trim().trim_matches('\''))
-            .filter(|c| !c.is_empty())
+        let codes = super::call_error_codes()
+            .into_iter()
+            .map(String::from)
             .collect();
-        assert_eq!(
-            known,
-            call_error_codes(),
-            "call.js KNOWN_ERRORS against the server's codes"
-        );
-        let i18n = std::fs::read_to_string(web.join("i18n.js")).unwrap();
-        for code in call_error_codes() {
-            let key = format!("'call.err.{code}':");
-            assert_eq!(i18n.matches(&key).count(), 2, "{key} in zh and en");
-        }
+        assert_the_web_client_knows("KNOWN_ERRORS", &codes, "call.err");
+    }
+
+    /// Likewise for the reasons a place in the call ends (`call.removed`).
+    #[test]
+    fn the_web_client_knows_every_reason_a_place_ends_and_says_each_in_chinese_and_english() {
+        let reasons = media_relay::LeaveReason::ALL
+            .iter()
+            .map(|r| {
+                serde_json::to_value(r)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_the_web_client_knows("KNOWN_REMOVALS", &reasons, "call.removed");
     }
 
     use super::*;

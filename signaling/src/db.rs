@@ -221,6 +221,20 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection, for checkpoints only. A checkpoint copies the WAL into the main file
+    /// and fsyncs it; run by the committing connection (SQLite's automatic checkpoint) it held the
+    /// one lock every request waits for, for as long as the disk took — most of a second while
+    /// the kernel wrote back a gigabyte of upload.
+    checkpointer: Arc<Mutex<Connection>>,
+}
+
+/// What one checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Frames in the WAL.
+    pub wal_frames: i64,
+    /// Of those, copied into the main file (all of them unless a reader still needs older ones).
+    pub checkpointed: i64,
 }
 
 impl Db {
@@ -233,8 +247,28 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        // Commits only append to the WAL; `checkpoint` moves it into the main file.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            checkpointer: Arc::new(Mutex::new(checkpointer)),
+        })
+    }
+
+    /// Copies the WAL into the main file on the checkpoint connection, without waiting for
+    /// readers or writers (a passive checkpoint; the WAL starts over once all of it was copied).
+    /// The server calls it every second; requests never wait for it.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let conn = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        let (wal_frames, checkpointed) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?;
+        Ok(Checkpoint {
+            wal_frames,
+            checkpointed,
         })
     }
 
@@ -323,6 +357,48 @@ mod tests {
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{file}");
         }
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_while_a_request_holds_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("state.db")).unwrap();
+        db.call_blocking(|c| {
+            for i in 0..200 {
+                c.execute(
+                    "INSERT INTO departments (code, name) VALUES (?1, ?1)",
+                    [format!("d{i}")],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.call_blocking(|_| {
+                    held_tx.send(()).unwrap();
+                    done_rx.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        // Two hundred commits left their frames in the WAL (no automatic checkpoint), and the
+        // checkpoint copies them all while the request's lock is still held.
+        let checkpoint = db.checkpoint().unwrap();
+        assert!(checkpoint.wal_frames >= 200, "{checkpoint:?}");
+        assert_eq!(checkpoint.checkpointed, checkpoint.wal_frames);
+        done_tx.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        let rows: i64 = db
+            .call_blocking(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM departments", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(rows, 200);
     }
 
     #[test]

@@ -50,6 +50,23 @@ pub async fn serve(
         });
     }
     {
+        // The WAL goes into the main file every second, off the requests' lock (db.rs).
+        let db = state.db.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let db = db.clone();
+                match tokio::task::spawn_blocking(move || db.checkpoint()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "checkpointing the database"),
+                    Err(e) => tracing::warn!(error = %e, "checkpoint task"),
+                }
+            }
+        });
+    }
+    {
         // Calls of decided cases close when their time after the decision is over.
         let state = state.clone();
         tokio::spawn(async move {

@@ -25,7 +25,7 @@ const CONNECT_DEADLINE_MS = 12000;
 const AGENT_CAMERA_WAIT_MS = 6000;
 const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
   'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'unknown_track', 'internal'];
-const KNOWN_REMOVALS = ['room_closed', 'too_slow', 'connection_lost', 'vanished', 'left'];
+const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room_closed', 'replaced'];
 
 export function mountCallPanel(container, options) {
   const panel = new CallPanel(container, options);
@@ -290,8 +290,8 @@ class CallPanel {
     this.closePeer();
     if (wasIn) this.live.send({ type: 'call.leave', case_id: this.caseId });
     this.want = false;
-    // As in rejoinFresh: the relay takes the leave before the join, or the join resumes the place.
-    setTimeout(() => { if (!this.disposed && !this.want) this.update(this.view); }, wasIn ? 500 : 0);
+    // A fresh join replaces any place the relay still holds (docs/signaling.md): no wait.
+    if (!this.disposed) this.update(this.view);
   }
 
   join() {
@@ -556,11 +556,11 @@ class CallPanel {
   /** The place is gone or the connection cannot be resumed: leave and join with a new connection. */
   rejoinFresh() {
     this.closePeer();
-    const left = this.live.send({ type: 'call.leave', case_id: this.caseId });
+    this.live.send({ type: 'call.leave', case_id: this.caseId });
     this.setPhase('joining');
-    // The server resumes a place it still holds: give the relay a moment to take the leave, so
-    // that the join gets a new place for the new peer connection.
-    this.timers.push(setTimeout(() => { if (this.want && !this.pc) this.join(); }, left ? 500 : 0));
+    // A join without `resume` gets a new place for the new peer connection: the relay replaces
+    // the one it still holds in the same turn.
+    if (this.want && !this.pc) this.join();
   }
 
   onConfig(msg) {
