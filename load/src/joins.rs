@@ -50,8 +50,6 @@ pub struct JoinsOptions {
     pub server_pid: Option<u32>,
     /// Print a line a second.
     pub progress: bool,
-    /// The peers' ICE check pace (`None`: the test peer's default, Chromium's).
-    pub ice_check_interval: Option<Duration>,
 }
 
 impl JoinsOptions {
@@ -65,18 +63,13 @@ impl JoinsOptions {
             video_kbps: 300,
             server_pid: None,
             progress: true,
-            ice_check_interval: None,
         }
     }
 
     /// Every participant, host or joiner: Opus and VP8 at `video_kbps`, 30 fps, on loopback.
     fn peer_config(&self) -> TestPeerConfig {
         let loopback = std::net::Ipv4Addr::LOCALHOST.into();
-        let config = media_peer_config(loopback, self.video_kbps, 30, true, true);
-        TestPeerConfig {
-            ice_check_interval: self.ice_check_interval.unwrap_or(config.ice_check_interval),
-            ..config
-        }
+        media_peer_config(loopback, self.video_kbps, 30, true, true)
     }
 }
 

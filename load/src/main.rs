@@ -202,9 +202,6 @@ enum Command {
         /// Seconds a join may take before it counts as failed.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
-        /// The peers' ICE check pace, ms [default: Chromium's, 48; webrtc-rs's own is 200].
-        #[arg(long)]
-        ice_check_ms: Option<u64>,
         /// Write the JSON result here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -470,7 +467,6 @@ async fn main() -> Result<()> {
             join_concurrency,
             video_kbps,
             timeout,
-            ice_check_ms,
             out,
         } => {
             let options = JoinsOptions {
@@ -479,7 +475,6 @@ async fn main() -> Result<()> {
                 video_kbps,
                 timeout: Duration::from_secs(timeout),
                 server_pid: target.server_pid,
-                ice_check_interval: ice_check_ms.map(Duration::from_millis),
                 ..JoinsOptions::new(joins)
             };
             let result = run_joins(&target.server()?, &options).await?;

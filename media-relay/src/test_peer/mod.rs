@@ -76,21 +76,10 @@ pub struct TestPeerConfig {
     pub simulcast: bool,
     /// Report this receive bandwidth (REMB) from the start; see [`TestPeer::report_bandwidth`].
     pub reported_bandwidth: Option<u64>,
-    /// How often ICE checks a candidate pair until connected. Chromium checks every 48 ms while
-    /// no pair works ("weak ping interval"); webrtc-rs's default is 200 ms, and since the peer
-    /// nominates on the check after the first success, that default alone adds up to 200 ms to
-    /// every join. The number of checks is scaled so a pair is still given 1.4 s.
-    pub ice_check_interval: Duration,
     /// The RTP sequence number every published stream starts at (near 65,535 to cross the
     /// 16-bit wrap, and SRTP's rollover, within seconds).
     pub first_sequence: u16,
 }
-
-/// Chromium's pace of connectivity checks before a pair works (`kWeakPingInterval`).
-pub const CHROMIUM_ICE_CHECK_INTERVAL: Duration = Duration::from_millis(48);
-
-/// How long ICE keeps checking a pair that does not answer (webrtc-rs: 7 checks × 200 ms).
-const ICE_PAIR_PATIENCE: Duration = Duration::from_millis(1400);
 
 /// The simulcast layers a test peer sends, in the order its offer lists them (highest first,
 /// as many browser set-ups do): rid, the layer's rank (0 = lowest; its frames carry it, see
@@ -116,7 +105,6 @@ impl Default for TestPeerConfig {
             simulcast: false,
             reported_bandwidth: None,
             first_sequence: 1000,
-            ice_check_interval: CHROMIUM_ICE_CHECK_INTERVAL,
         }
     }
 }
@@ -397,7 +385,6 @@ impl TestPeer {
             vec![config.udp_addr],
             &config.ice_servers,
             config.relay_only,
-            config.ice_check_interval,
             handler,
         )
         .await?;
@@ -1036,17 +1023,13 @@ async fn build_peer_connection(
     udp_addrs: Vec<SocketAddr>,
     ice_servers: &[IceServer],
     relay_only: bool,
-    check_interval: Duration,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
     let (engine, registry) = crate::engine::engine_and_registry(false)?;
-    let check_interval = check_interval.max(Duration::from_millis(1));
-    let checks = (ICE_PAIR_PATIENCE.as_millis() / check_interval.as_millis()).clamp(1, 1000);
     // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
-        .with_ice_connection_attempts(Some(check_interval), Some(checks as u16))
         .build();
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(
