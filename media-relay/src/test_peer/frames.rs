@@ -31,6 +31,9 @@ pub struct TrackCounts {
     /// Complete VP8 frames that a decoder could show: a keyframe, or a delta frame whose chain
     /// back to a keyframe is unbroken.
     pub frames_decodable: u64,
+    /// Complete frames that came before the first keyframe (a decoder shows none of them; the
+    /// peer asks for a keyframe meanwhile).
+    pub frames_before_keyframe: u64,
     /// VP8: the picture width of the last keyframe begun (a simulcast layer shows as its size).
     pub keyframe_width: Option<u16>,
     /// Simulcast: the layer of the last frame begun (from the synthetic frames' tag).
@@ -169,6 +172,8 @@ impl TrackCounter {
         if self.frame_is_key {
             self.counts.keyframes += 1;
             self.chain_ok = true;
+        } else if self.counts.keyframes == 0 {
+            self.counts.frames_before_keyframe += 1;
         }
         if self.chain_ok {
             self.counts.frames_decodable += 1;
@@ -221,6 +226,28 @@ mod tests {
         assert_eq!(
             (counts.lost, counts.out_of_order, counts.frames_incomplete),
             (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn frames_before_the_first_keyframe_are_counted_apart() {
+        let mut source = Vp8FrameSource::new(1000);
+        let mut counter = TrackCounter::new(true);
+        let mut seq = 0u16;
+        for _ in 0..4 {
+            feed_frame(&mut counter, &mut seq, &source.frame(false, 3000));
+        }
+        feed_frame(&mut counter, &mut seq, &source.frame(true, 3000));
+        feed_frame(&mut counter, &mut seq, &source.frame(false, 3000));
+        let counts = counter.counts();
+        assert_eq!(counts.first_frame_keyframe, Some(false));
+        assert_eq!(
+            (
+                counts.frames_complete,
+                counts.frames_before_keyframe,
+                counts.frames_decodable
+            ),
+            (6, 4, 2)
         );
     }
 

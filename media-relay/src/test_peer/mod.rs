@@ -253,6 +253,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// How often a receiver without a picture asks again for a keyframe.
+const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(300);
+
 async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let Some(kind) = media_kind(track.kind().await) else {
         return;
@@ -281,6 +284,10 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         report.tracks.len() - 1
     };
     let mut counter: Option<TrackCounter> = None;
+    // A decoder that has no picture yet asks for one, as a browser's does: video that starts on
+    // a delta frame (its keyframe lost, e.g. while the connection's SRTP was being set up) gets a
+    // PLI, at most one per `KEYFRAME_ASK_INTERVAL`, until a keyframe comes.
+    let mut asked_for_keyframe: Option<Instant> = None;
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnRtpPacket(packet) => {
@@ -304,6 +311,18 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                     &packet.payload,
                 );
                 let counts = counter.counts().clone();
+                if counts.first_frame_keyframe == Some(false)
+                    && counts.keyframes == 0
+                    && asked_for_keyframe.is_none_or(|at| now - at >= KEYFRAME_ASK_INTERVAL)
+                {
+                    asked_for_keyframe = Some(now);
+                    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: packet.header.ssrc,
+                    };
+                    // Lost, it is asked for again on a later packet.
+                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                }
                 let delay = send_stamp(&packet.payload).map(|sent| {
                     Duration::from_micros(unix_micros(SystemTime::now()).saturating_sub(sent))
                 });
