@@ -223,8 +223,7 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// A second connection, for checkpoints only. A checkpoint copies the WAL into the main file
     /// and fsyncs it; run by the committing connection (SQLite's automatic checkpoint) it held the
-    /// one lock every request waits for, for as long as the disk took — most of a second while
-    /// the kernel wrote back a gigabyte of upload.
+    /// one lock every request waits for, for as long as the disk took.
     checkpointer: Arc<Mutex<Connection>>,
 }
 
