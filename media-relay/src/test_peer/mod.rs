@@ -253,6 +253,15 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Asks the sender of `media_ssrc` on `track` for a keyframe; whether the PLI went out.
+async fn send_pli(track: &dyn TrackRemote, media_ssrc: u32) -> bool {
+    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    track.write_rtcp(vec![Box::new(pli)]).await.is_ok()
+}
+
 /// How often a receiver without a picture asks again for a keyframe.
 const KEYFRAME_ASK_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -316,12 +325,8 @@ async fn count_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                     && asked_for_keyframe.is_none_or(|at| now - at >= KEYFRAME_ASK_INTERVAL)
                 {
                     asked_for_keyframe = Some(now);
-                    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                        sender_ssrc: 0,
-                        media_ssrc: packet.header.ssrc,
-                    };
                     // Lost, it is asked for again on a later packet.
-                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                    send_pli(track.as_ref(), packet.header.ssrc).await;
                 }
                 let delay = send_stamp(&packet.payload).map(|sent| {
                     Duration::from_micros(unix_micros(SystemTime::now()).saturating_sub(sent))
@@ -601,12 +606,7 @@ impl TestPeer {
             let Some(media_ssrc) = track.ssrcs().await.first().copied() else {
                 continue;
             };
-            let pli =
-                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                };
-            if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+            if send_pli(track.as_ref(), media_ssrc).await {
                 sent += 1;
             }
         }
