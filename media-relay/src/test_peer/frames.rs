@@ -44,6 +44,15 @@ pub struct TrackCounts {
     pub layer_switches_mid_gop: u64,
 }
 
+impl TrackCounts {
+    /// Complete frames after the first keyframe that a decoder could not follow (a broken chain
+    /// back to a keyframe). Frames before the first keyframe are not counted: no decoder shows
+    /// them, and a receiver whose SRTP came up after the first keyframe asks for another.
+    pub fn frames_undecodable(&self) -> u64 {
+        self.frames_complete - self.frames_before_keyframe - self.frames_decodable
+    }
+}
+
 /// Feeds RTP packets of one track and keeps [`TrackCounts`].
 #[derive(Debug, Clone, Default)]
 pub struct TrackCounter {
