@@ -12,7 +12,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use crate::codec::Codec;
 use crate::keyframe::{KeyframeDecision, KeyframeRequestLimiter};
 use crate::layer::{BitrateMeter, LayerDecision, LayerPolicy, LayerSelector};
-use crate::messages::{MediaKind, ParticipantId};
+use crate::messages::MediaKind;
 use crate::quality::FreezeCounter;
 use crate::recording::RecordingSink;
 use crate::rewrite::DownstreamRewriter;
@@ -23,7 +23,8 @@ const LAYER_WINDOW: Duration = Duration::from_millis(500);
 
 /// One subscriber's copy of the track.
 pub(crate) struct Leg {
-    pub(crate) subscriber: ParticipantId,
+    /// The subscriber's link (its connection's relay-wide id).
+    pub(crate) subscriber: u64,
     pub(crate) sender: RTCRtpSenderId,
     pub(crate) rewriter: DownstreamRewriter,
     /// Freezes in the video forwarded on this leg.
@@ -39,7 +40,7 @@ pub(crate) struct Leg {
 impl Leg {
     /// A leg; video legs choose among layers and wait for a keyframe.
     pub(crate) fn new(
-        subscriber: ParticipantId,
+        subscriber: u64,
         sender: RTCRtpSenderId,
         ssrc: u32,
         payload_type: u8,
@@ -251,13 +252,13 @@ impl Forwarder {
     }
 
     /// The index of `subscriber`'s leg.
-    pub(crate) fn leg_of(&self, subscriber: &ParticipantId) -> Option<usize> {
-        self.legs.iter().position(|l| &l.subscriber == subscriber)
+    pub(crate) fn leg_of(&self, subscriber: u64) -> Option<usize> {
+        self.legs.iter().position(|l| l.subscriber == subscriber)
     }
 
     /// Drops every leg of `subscriber`.
-    pub(crate) fn unsubscribe(&mut self, subscriber: &ParticipantId) {
-        self.legs.retain(|leg| &leg.subscriber != subscriber);
+    pub(crate) fn unsubscribe(&mut self, subscriber: u64) {
+        self.legs.retain(|leg| leg.subscriber != subscriber);
     }
 
     /// Mutes or unmutes; returns the layers to send a PLI for now (video resumes on a keyframe).

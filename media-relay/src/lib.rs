@@ -2,13 +2,16 @@
 //! users: the server maps its cases to [`RoomId`]s and its people to [`ParticipantId`]s, and
 //! carries [`ClientMessage`]/[`ServerMessage`] over its own `/ws`. See `docs/relay.md`.
 //!
-//! Decisions (keyframe rate limiting, per-subscriber rewriting, SDP checks) live in pure modules
-//! fed with packets and times. The relay drives webrtc-rs's sans-IO core (`rtc`) itself, over
-//! one UDP socket per configured address shared by all peer connections (`socket.rs`).
+//! Each room is a sans-IO core (`room/`: no sockets, tasks or clock inside) that owns its
+//! members' webrtc-rs connections (`rtc`, sans-IO too), driven by a thin tokio task over one
+//! UDP socket per configured address shared by all peer connections (`socket.rs`). Decisions
+//! (keyframe rate limiting, per-subscriber rewriting, layers, SDP checks) live in pure modules
+//! fed with packets and times.
 
 #![warn(missing_docs)]
 
 pub mod codec;
+mod directory;
 mod engine;
 mod error;
 mod forwarder;
@@ -17,6 +20,7 @@ pub mod keyframe;
 pub mod layer;
 mod messages;
 pub mod metrics;
+mod participant;
 pub mod quality;
 pub mod recording;
 mod relay;
@@ -38,5 +42,6 @@ pub use messages::{
     ServerMessage,
 };
 pub use metrics::RelayMetrics;
-pub use relay::{Participant, Relay, RelayConfig};
+pub use participant::Participant;
+pub use relay::{Relay, RelayConfig};
 pub use turn::{IceServer, TurnConfig};

@@ -42,6 +42,35 @@ impl RelayMetrics {
         let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 
+    /// Adds a room's counters (taken after each of its turns, so that a packet costs the room a
+    /// plain addition and the process-wide atomics are touched once a turn, not once a packet).
+    pub(crate) fn absorb(&self, counters: &RoomCounters) {
+        let RoomCounters {
+            packets_received,
+            packets_forwarded,
+            bytes_forwarded,
+            plis_sent,
+            keyframe_requests_received,
+            nacks_sent,
+            nacks_received,
+            layer_switches,
+        } = *counters;
+        for (counter, value) in [
+            (&self.packets_received, packets_received),
+            (&self.packets_forwarded, packets_forwarded),
+            (&self.bytes_forwarded, bytes_forwarded),
+            (&self.plis_sent, plis_sent),
+            (&self.keyframe_requests_received, keyframe_requests_received),
+            (&self.nacks_sent, nacks_sent),
+            (&self.nacks_received, nacks_received),
+            (&self.layer_switches, layer_switches),
+        ] {
+            if value > 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A point-in-time copy, e.g. for an exporter or a test.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -59,6 +88,19 @@ impl RelayMetrics {
             datagrams_unrouted: self.datagrams_unrouted.load(Ordering::Relaxed),
         }
     }
+}
+
+/// One room's counters since they were last taken (see [`RelayMetrics`] for each meaning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RoomCounters {
+    pub(crate) packets_received: u64,
+    pub(crate) packets_forwarded: u64,
+    pub(crate) bytes_forwarded: u64,
+    pub(crate) plis_sent: u64,
+    pub(crate) keyframe_requests_received: u64,
+    pub(crate) nacks_sent: u64,
+    pub(crate) nacks_received: u64,
+    pub(crate) layer_switches: u64,
 }
 
 /// The values of [`RelayMetrics`] at one moment.

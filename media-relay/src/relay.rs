@@ -1,20 +1,20 @@
 //! The relay handle the server holds: configuration, the room directory, and `join`.
-//! Each room is one task that owns its participants (see `room.rs`); this file only finds or
-//! starts that task.
+//! Each room is one task that owns its participants (a sans-IO core, `room/`, driven by
+//! `room/task.rs`); this file only finds or starts that task, through the directory.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::directory::{RoomCommand, RoomDirectory};
 use crate::error::RelayError;
-use crate::messages::{ClientMessage, ParticipantId, RoomId, ServerMessage};
+use crate::messages::{ParticipantId, RoomId};
 use crate::metrics::RelayMetrics;
+use crate::participant::Participant;
 use crate::recording::{RecordedTrack, RecordingError};
-use crate::room::{RoomCommand, run_room};
+use crate::room::task::run_room;
 use crate::socket::UdpMux;
 use crate::turn::{IceServer, TurnConfig};
 
@@ -102,47 +102,7 @@ pub(crate) struct RelayInner {
     pub(crate) metrics: Arc<RelayMetrics>,
     /// The shared sockets, bound on first use (or by [`Relay::bind`]).
     mux: tokio::sync::OnceCell<Arc<UdpMux>>,
-    rooms: Mutex<HashMap<RoomId, RoomEntry>>,
-    next_generation: AtomicU64,
-}
-
-struct RoomEntry {
-    generation: u64,
-    commands: mpsc::Sender<RoomCommand>,
-}
-
-/// A participant's place in a room: send [`ClientMessage`]s, receive [`ServerMessage`]s.
-/// Dropping it (or its sender half) counts as the participant vanishing: it is removed.
-#[derive(Debug)]
-pub struct Participant {
-    /// Who.
-    pub id: ParticipantId,
-    /// Where.
-    pub room: RoomId,
-    /// Messages to the relay.
-    pub sender: mpsc::Sender<ClientMessage>,
-    /// Messages from the relay, starting with `ServerMessage::Joined`.
-    pub events: mpsc::Receiver<ServerMessage>,
-}
-
-impl Participant {
-    /// Sends one message to the relay; fails once the participant is no longer in the room.
-    pub async fn send(&self, message: ClientMessage) -> Result<(), RelayError> {
-        self.sender
-            .send(message)
-            .await
-            .map_err(|_| RelayError::Gone)
-    }
-
-    /// The next message from the relay; `None` once the participant is out of the room.
-    pub async fn recv(&mut self) -> Option<ServerMessage> {
-        self.events.recv().await
-    }
-
-    /// The two halves, for a server that pumps them from separate tasks.
-    pub fn into_parts(self) -> (mpsc::Sender<ClientMessage>, mpsc::Receiver<ServerMessage>) {
-        (self.sender, self.events)
-    }
+    pub(crate) directory: RoomDirectory,
 }
 
 impl Relay {
@@ -154,8 +114,7 @@ impl Relay {
                 config,
                 metrics: Arc::new(RelayMetrics::default()),
                 mux: tokio::sync::OnceCell::new(),
-                rooms: Mutex::new(HashMap::new()),
-                next_generation: AtomicU64::new(1),
+                directory: RoomDirectory::default(),
             }),
         })
     }
@@ -203,12 +162,12 @@ impl Relay {
 
     /// How many rooms are open.
     pub fn room_count(&self) -> usize {
-        self.lock_rooms().len()
+        self.inner.directory.len()
     }
 
     /// The rooms that are open now.
     pub fn open_rooms(&self) -> Vec<RoomId> {
-        self.lock_rooms().keys().cloned().collect()
+        self.inner.directory.rooms()
     }
 
     /// Puts a participant into a room (opening the room if needed) and binds its peer connection.
@@ -249,7 +208,7 @@ impl Relay {
             reply,
         };
         // A room in the directory takes every command sent by whoever looked it up: it leaves
-        // the directory only when no such sender is left (`RelayInner::retire`).
+        // the directory only when no such sender is left (`RoomDirectory::retire`).
         commands.send(join).await.map_err(|_| RelayError::Gone)?;
         answer.await.map_err(|_| RelayError::Gone)?
     }
@@ -264,11 +223,7 @@ impl Relay {
         room: &RoomId,
         participant: ParticipantId,
     ) -> Result<Participant, RelayError> {
-        let commands = self
-            .lock_rooms()
-            .get(room)
-            .map(|e| e.commands.clone())
-            .ok_or(RelayError::Gone)?;
+        let commands = self.inner.directory.get(room).ok_or(RelayError::Gone)?;
         let (reply, answer) = oneshot::channel();
         commands
             .send(RoomCommand::Resume { participant, reply })
@@ -304,98 +259,23 @@ impl Relay {
     }
 
     async fn room_command(&self, room: &RoomId, command: RoomCommand) -> Result<(), RelayError> {
-        let commands = self
-            .lock_rooms()
-            .get(room)
-            .map(|e| e.commands.clone())
-            .ok_or(RelayError::Gone)?;
+        let commands = self.inner.directory.get(room).ok_or(RelayError::Gone)?;
         commands.send(command).await.map_err(|_| RelayError::Gone)
     }
 
     /// Closes a room: every participant gets `Removed { reason: room_closed }` and is dropped.
     pub async fn close_room(&self, room: &RoomId) {
-        let commands = self.lock_rooms().get(room).map(|e| e.commands.clone());
+        let commands = self.inner.directory.get(room);
         if let Some(commands) = commands {
             let _ = commands.send(RoomCommand::Close).await;
         }
     }
 
-    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomEntry>> {
-        // A poisoned map means a panic while holding it; the map itself is still consistent
-        // (every critical section is a single insert/remove/get), so keep serving.
-        self.inner
-            .rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn room_commands(&self, room: &RoomId, mux: &Arc<UdpMux>) -> mpsc::Sender<RoomCommand> {
-        let mut rooms = self.lock_rooms();
-        if let Some(entry) = rooms.get(room)
-            && !entry.commands.is_closed()
-        {
-            return entry.commands.clone();
-        }
-        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-        let (commands, inbox) = mpsc::channel(64);
-        rooms.insert(
-            room.clone(),
-            RoomEntry {
-                generation,
-                commands: commands.clone(),
-            },
-        );
-        RelayMetrics::inc(&self.inner.metrics.rooms);
-        let internal = commands.downgrade();
-        tokio::spawn(run_room(
-            self.inner.clone(),
-            mux.clone(),
-            room.clone(),
-            generation,
-            inbox,
-            internal,
-        ));
-        commands
-    }
-}
-
-/// What an empty room hears when it asks to end ([`RelayInner::retire`]).
-pub(crate) enum Retirement {
-    /// It left the directory and its inbox is closed: the task ends.
-    Retired,
-    /// A command had come in: the room handles it and carries on.
-    Command(RoomCommand),
-    /// Someone looked the room up and may still send to it: ask again shortly.
-    Held,
-}
-
-impl RelayInner {
-    /// An empty room's request to end. Decided under the directory's lock, where rooms are
-    /// looked up, so that a room never ends with a command on its way: the directory's own
-    /// sender is the only strong one left, and nothing is queued.
-    pub(crate) fn retire(
-        &self,
-        room: &RoomId,
-        generation: u64,
-        inbox: &mut mpsc::Receiver<RoomCommand>,
-        commands: &mpsc::WeakSender<RoomCommand>,
-    ) -> Retirement {
-        let mut rooms = self
-            .rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Ok(command) = inbox.try_recv() {
-            return Retirement::Command(command);
-        }
-        let ours = rooms.get(room).is_some_and(|e| e.generation == generation);
-        if commands.strong_count() > usize::from(ours) {
-            return Retirement::Held;
-        }
-        if ours {
-            rooms.remove(room);
-        }
-        inbox.close();
-        RelayMetrics::dec(&self.metrics.rooms);
-        Retirement::Retired
+        self.inner
+            .directory
+            .get_or_open(room, &self.inner.metrics, |new| {
+                tokio::spawn(run_room(self.inner.clone(), mux.clone(), room.clone(), new));
+            })
     }
 }

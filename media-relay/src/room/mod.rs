@@ -1,0 +1,403 @@
+//! A room's core, sans IO: its members, their peer connections (webrtc-rs's sans-IO `rtc`), the
+//! negotiation, and the forwarding between them. No sockets, tasks, channels or clock inside:
+//! [`RoomCore::handle`] takes one input at the time the caller says (a datagram, a member's
+//! signaling message, a command, a timeout), [`RoomCore::poll_output`] yields what to do about it
+//! (datagrams to send, messages to members, routes for the socket), and
+//! [`RoomCore::poll_timeout`] says when to call again. Grace periods, keyframe limiters, quality
+//! reports and layer decisions are deadlines inside it. The tokio task that drives a core over
+//! the real socket and channels is `task.rs`.
+//!
+//! The control plane (membership, negotiation, signaling) is `control.rs`; the media plane
+//! (datagrams, forwarding, feedback, layers, recording taps, quality) is `media.rs`; a member's
+//! state machines are `state.rs`.
+//!
+//! Negotiation: the participant's first offer opens its connection; after that the relay is the
+//! offerer (server-driven). A participant offer is still accepted when the relay has no offer of
+//! its own outstanding, and refused with `negotiation_in_progress` otherwise; the relay never
+//! waits on the participant for anything but the answer to its own offer, so there is no glare.
+
+mod control;
+mod media;
+mod state;
+pub(crate) mod task;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrackId;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+
+use crate::codec::Codec;
+use crate::error::RelayError;
+use crate::forwarder::Forwarder;
+use crate::messages::{
+    ClientMessage, LeaveReason, MediaKind, ParticipantId, RoomId, ServerMessage,
+};
+use crate::metrics::RoomCounters;
+use crate::quality::QualityTracker;
+use crate::recording::RecordingSink;
+
+use state::{Grace, Negotiation, Presence, Transport};
+
+/// What a room's core needs to know of the relay's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomConfig {
+    pub(crate) max_participants: usize,
+    pub(crate) keyframe_request_interval: Duration,
+    /// How long a member whose signaling or connection dropped keeps its place (zero: none).
+    pub(crate) resume_grace: Duration,
+    /// How often everyone is told everyone's connection quality (zero: never).
+    pub(crate) quality_interval: Duration,
+    /// The addresses the relay's host candidates announce, one per socket.
+    pub(crate) host_candidates: Vec<SocketAddr>,
+}
+
+/// Opens a recording tap for one track (a writer of its own, outside the core).
+pub(crate) type Recorder = Box<dyn FnMut(&ParticipantId, &str, Codec) -> RecordingSink + Send>;
+
+/// One datagram for the connection `link`.
+pub(crate) struct Datagram {
+    pub(crate) link: u64,
+    /// The relay's address it arrived at (what the link's ICE candidate names).
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    pub(crate) data: BytesMut,
+}
+
+/// What a room's core is told.
+pub(crate) enum Input {
+    /// A datagram for one of its members' connections.
+    Datagram(Datagram),
+    /// A participant joins with a new connection (`link`, unique relay-wide) and signaling
+    /// handle (`attachment`, unique in the room). A participant already here is replaced (removed,
+    /// its old handle told so) when `replace`, and otherwise refused.
+    Join {
+        participant: ParticipantId,
+        attachment: u64,
+        link: u64,
+        replace: bool,
+    },
+    /// The same participant takes its place back with a new signaling handle.
+    Resume {
+        participant: ParticipantId,
+        attachment: u64,
+    },
+    /// A message from the participant's handle `attachment` (ignored from a stale handle).
+    Client {
+        participant: ParticipantId,
+        attachment: u64,
+        message: ClientMessage,
+    },
+    /// Messages to handle `attachment` cannot be delivered: it was dropped (`Vanished`: the
+    /// member may resume within its grace period) or is too slow (`TooSlow`: it is removed).
+    Undeliverable {
+        attachment: u64,
+        reason: LeaveReason,
+    },
+    /// Start recording every track, now and to come, through `Recorder`.
+    StartRecording(Recorder),
+    /// Stop recording: every tap is closed.
+    StopRecording,
+    /// A deadline from [`RoomCore::poll_timeout`] has come.
+    Timeout,
+    /// Everyone leaves (`room_closed`).
+    Close,
+}
+
+/// What a room's core asks its driver to do, in order.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Send a datagram from the relay's address `from` to `to`.
+    Transmit {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: BytesMut,
+    },
+    /// Deliver a message to the signaling handle `attachment`.
+    Deliver {
+        attachment: u64,
+        message: ServerMessage,
+    },
+    /// The handle `attachment` is done with (its member left, or resumed on another handle).
+    Release { attachment: u64 },
+    /// Route STUN requests naming `ufrag` (and then their senders) to connection `link`.
+    Route { ufrag: String, link: u64 },
+    /// Forget every route of connection `link` (it closed).
+    Unroute { link: u64 },
+}
+
+/// A track a member publishes, and the state that forwards it.
+struct Published {
+    track_id: String,
+    /// The core's id for the track: its packets arrive tagged with it. It is the publisher's own
+    /// id for the track (its `msid`), used also to notice when it stops sending it.
+    source: MediaStreamTrackId,
+    receiver: RTCRtpReceiverId,
+    codec: Codec,
+    /// Its encodings (simulcast layers) and the legs it is forwarded on.
+    forwarder: Forwarder,
+}
+
+/// A track a member receives from another member: the negotiation side of a subscription (the
+/// forwarding side is the publisher's forwarder leg, found by the subscriber's link).
+struct DownLeg {
+    /// The publisher's link.
+    publisher: u64,
+    track_id: String,
+    /// The publisher's codec: the relay does not transcode.
+    codec: Codec,
+    ssrc: u32,
+    sender: RTCRtpSenderId,
+    /// Subscribed at the forwarder (the leg's negotiation completed).
+    active: bool,
+    /// The size the member shows it at (`video_size`), kept for a leg not yet active.
+    display: Option<(u32, u32)>,
+}
+
+struct Member {
+    id: ParticipantId,
+    /// Relay-wide id of this member's connection: the socket routes its datagrams by it, the
+    /// forwarders name their subscribers by it, and a rejoin gets a new one.
+    link: u64,
+    pc: RTCPeerConnection,
+    presence: Presence,
+    negotiation: Negotiation,
+    transport: Transport,
+    grace: Option<Grace>,
+    published: Vec<Published>,
+    downs: Vec<DownLeg>,
+    muted: Vec<MediaKind>,
+    /// The audio-level header extension id of its last offer.
+    audio_level_id: Option<u8>,
+    /// The relay's host candidates were added (once, after the first remote description).
+    candidates_added: bool,
+    /// The local ICE username fragments the socket routes to this member.
+    ufrags: Vec<String>,
+    /// The peer's ICE username fragment, to notice its ICE restarts.
+    remote_ufrag: Option<String>,
+    /// The peer restarted ICE: once connected again, its video needs fresh keyframes.
+    ice_restarted: bool,
+    quality: QualityTracker,
+    /// The bandwidth it last reported it can receive (REMB), bit/s.
+    estimate: Option<u64>,
+    /// NACKs the relay had sent it as of the last quality report (for the metrics).
+    nacks_sent: u64,
+}
+
+/// A room: its members and everything between them.
+pub(crate) struct RoomCore {
+    id: RoomId,
+    config: RoomConfig,
+    members: Vec<Member>,
+    /// Room-wide track numbering, so a rejoin never reuses a track id (or a recording's name).
+    next_track: u64,
+    recording: Option<Recorder>,
+    /// The time of the current input: the core reads no clock.
+    now: Instant,
+    /// Connections may have something to do (an input reached them since the last drive).
+    dirty: bool,
+    next_quality_report: Option<Instant>,
+    outputs: VecDeque<Output>,
+    counters: RoomCounters,
+}
+
+impl RoomCore {
+    pub(crate) fn new(id: RoomId, config: RoomConfig, now: Instant) -> Self {
+        let next_quality_report =
+            (!config.quality_interval.is_zero()).then(|| now + config.quality_interval);
+        Self {
+            id,
+            config,
+            members: Vec::new(),
+            next_track: 0,
+            recording: None,
+            now,
+            dirty: false,
+            next_quality_report,
+            outputs: VecDeque::new(),
+            counters: RoomCounters::default(),
+        }
+    }
+
+    /// Takes one input at `now` (never earlier than the last input's time). Errors answer
+    /// commands (`Join`, `Resume`, recording); a member's own mistakes go back to it as
+    /// messages instead, and the room stays up.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) -> Result<(), RelayError> {
+        self.now = self.now.max(now);
+        let result = match input {
+            Input::Datagram(datagram) => {
+                self.on_datagram(datagram);
+                Ok(())
+            }
+            Input::Join {
+                participant,
+                attachment,
+                link,
+                replace,
+            } => self.join(participant, attachment, link, replace),
+            Input::Resume {
+                participant,
+                attachment,
+            } => self.resume(participant, attachment),
+            Input::Client {
+                participant,
+                attachment,
+                message,
+            } => {
+                if let Some(index) = self.attached(&participant, attachment) {
+                    self.on_client(index, message);
+                }
+                Ok(())
+            }
+            Input::Undeliverable { attachment, reason } => {
+                self.undeliverable(attachment, reason);
+                Ok(())
+            }
+            Input::StartRecording(recorder) => self.start_recording(recorder),
+            Input::StopRecording => self.stop_recording(),
+            Input::Timeout => {
+                self.on_timeout();
+                Ok(())
+            }
+            Input::Close => {
+                self.close();
+                Ok(())
+            }
+        };
+        self.dirty = true;
+        result
+    }
+
+    /// The next thing to do, after driving every connection until it is quiet.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        if std::mem::take(&mut self.dirty) {
+            self.drive();
+        }
+        self.outputs.pop_front()
+    }
+
+    /// When to give the core an [`Input::Timeout`].
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut deadline = self.next_quality_report;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        for member in &mut self.members {
+            consider(member.pc.poll_timeout());
+            consider(member.grace.map(|g| g.until));
+            for published in &member.published {
+                consider(published.forwarder.next_deadline());
+            }
+        }
+        deadline
+    }
+
+    /// No members are left: the room may end.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Members now.
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The counters since the last call, for the relay-wide metrics.
+    pub(crate) fn take_counters(&mut self) -> RoomCounters {
+        std::mem::take(&mut self.counters)
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        if self.next_quality_report.is_some_and(|t| t <= now) {
+            self.next_quality_report = Some(now + self.config.quality_interval);
+            self.report_quality();
+        }
+        let expired: Vec<(ParticipantId, LeaveReason)> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                m.grace
+                    .filter(|g| g.until <= now)
+                    .map(|g| (m.id.clone(), g.reason))
+            })
+            .collect();
+        for (participant, reason) in expired {
+            self.remove(&participant, reason);
+        }
+        self.media_timeouts();
+    }
+
+    /// The index of `id` if `attachment` is its current signaling handle.
+    fn attached(&self, id: &ParticipantId, attachment: u64) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| &m.id == id && m.presence.attached() == Some(attachment))
+    }
+
+    fn member_index(&self, id: &ParticipantId) -> Option<usize> {
+        self.members.iter().position(|m| &m.id == id)
+    }
+
+    fn link_index(&self, link: u64) -> Option<usize> {
+        self.members.iter().position(|m| m.link == link)
+    }
+
+    /// Queues a message to a member; a detached member's are dropped (what matters is sent
+    /// again as a snapshot when it resumes: the offer, who is here, the tracks).
+    fn send_to(&mut self, index: usize, message: ServerMessage) {
+        if let Some(attachment) = self.members[index].presence.attached() {
+            self.outputs.push_back(Output::Deliver {
+                attachment,
+                message,
+            });
+        }
+    }
+
+    fn broadcast_except(&mut self, except: usize, message: ServerMessage) {
+        for index in 0..self.members.len() {
+            if index != except {
+                self.send_to(index, message.clone());
+            }
+        }
+    }
+
+    fn error_to(
+        &mut self,
+        index: usize,
+        code: crate::messages::ErrorCode,
+        message: impl Into<String>,
+    ) {
+        self.send_to(
+            index,
+            ServerMessage::Error {
+                code,
+                message: message.into(),
+            },
+        );
+    }
+
+    /// Sends every datagram member `index`'s connection has ready.
+    fn flush(&mut self, index: usize) {
+        while let Some(out) = self.members[index].pc.poll_write() {
+            self.outputs.push_back(Output::Transmit {
+                from: out.transport.local_addr,
+                to: out.transport.peer_addr,
+                data: out.message,
+            });
+        }
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
