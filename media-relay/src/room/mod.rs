@@ -5,7 +5,8 @@
 //! (datagrams to send, messages to members, routes for the socket), and
 //! [`RoomCore::poll_timeout`] says when to call again. Grace periods, keyframe limiters, quality
 //! reports and layer decisions are deadlines inside it. The tokio task that drives a core over
-//! the real socket and channels is `task.rs`.
+//! the real socket and channels is `task.rs`; tests drive it on virtual time (`sim.rs`,
+//! `scenarios.rs`).
 //!
 //! The control plane (membership, negotiation, signaling) is `control.rs`; the media plane
 //! (datagrams, forwarding, feedback, layers, recording taps, quality) is `media.rs`; a member's
@@ -20,6 +21,11 @@ mod control;
 mod media;
 mod state;
 pub(crate) mod task;
+
+#[cfg(all(test, feature = "test-peer"))]
+mod scenarios;
+#[cfg(all(test, feature = "test-peer"))]
+mod sim;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -1,0 +1,432 @@
+//! Scenario tests of a room on virtual time (`sim.rs`): real webrtc-rs peers and the room's
+//! core in memory, no sockets and no sleeps.
+
+use std::time::Duration;
+
+use super::sim::{Impairment, Sim};
+use crate::error::RelayError;
+use crate::messages::{ClientMessage, ErrorCode, LeaveReason, ParticipantId, ServerMessage};
+
+fn receives_video(sim: &Sim, who: &str, from: &str) -> bool {
+    sim.client(who)
+        .track_from(from, "video")
+        .is_some_and(|r| r.keyframes > 0)
+}
+
+fn left(sim: &Sim, who: &str, gone: &str) -> Option<LeaveReason> {
+    sim.client(who).messages.iter().find_map(|m| match m {
+        ServerMessage::ParticipantLeft {
+            participant_id,
+            reason,
+        } if participant_id == &ParticipantId::from(gone) => Some(*reason),
+        _ => None,
+    })
+}
+
+/// Alice and Bob in a call, each receiving the other's video.
+fn call_of_two(seed: u64, grace: Duration) -> Sim {
+    let mut sim = Sim::new(seed, grace);
+    assert!(sim.join("alice", false));
+    assert!(sim.join("bob", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "alice", "bob"
+        ) && receives_video(
+            s, "bob", "alice"
+        )),
+        "both see each other within 5 s of virtual time"
+    );
+    sim
+}
+
+#[test]
+fn two_members_receive_each_others_audio_and_video_and_a_leave_is_renegotiated_away() {
+    let mut sim = call_of_two(1, Duration::ZERO);
+    sim.run_for(Duration::from_secs(3));
+    for (who, from) in [("alice", "bob"), ("bob", "alice")] {
+        let client = sim.client(who);
+        let audio = client.track_from(from, "audio").expect("audio arrives");
+        let video = client.track_from(from, "video").expect("video arrives");
+        // 3 s and more of 50 audio packets/s and 15 frames/s, nothing lost on a clean path.
+        assert!(
+            audio.packets >= 150,
+            "{who}: {} audio packets",
+            audio.packets
+        );
+        assert!(
+            video.packets >= 45,
+            "{who}: {} video packets",
+            video.packets
+        );
+        assert_eq!((audio.missing(), video.missing()), (0, 0), "{who}");
+    }
+
+    let offers_before = sim
+        .client("bob")
+        .count(|m| matches!(m, ServerMessage::Offer { .. }));
+    sim.send("alice", ClientMessage::Leave);
+    sim.run_for(Duration::from_secs(1));
+    let bob = sim.client("bob");
+    assert_eq!(left(&sim, "bob", "alice"), Some(LeaveReason::Left));
+    assert_eq!(
+        bob.count(|m| matches!(m, ServerMessage::TrackUnpublished { .. })),
+        0,
+        "a member who leaves takes its tracks with it; they are not unpublished one by one"
+    );
+    assert_eq!(
+        bob.count(|m| matches!(m, ServerMessage::Offer { .. })),
+        offers_before + 1,
+        "the relay offers Bob the call without Alice's tracks"
+    );
+    assert_eq!(sim.core.member_count(), 1);
+    let before = bob.track_from("alice", "video").map(|r| r.packets);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.client("bob")
+            .track_from("alice", "video")
+            .map(|r| r.packets),
+        before,
+        "nothing of Alice arrives after she left"
+    );
+}
+
+#[test]
+fn a_late_joiner_gets_a_keyframe_at_once_because_the_relay_asks_the_publisher_for_one() {
+    let mut sim = call_of_two(2, Duration::ZERO);
+    // Ten seconds on, Alice's last keyframe is long past: she sends one only when asked.
+    sim.run_for(Duration::from_secs(10));
+    let plis_before = sim.client("alice").plis;
+    assert!(sim.join("carol", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "carol", "alice"
+        ))
+    );
+    let carol = sim.client("carol");
+    let connected = carol.connected_at.expect("carol connected");
+    let video = carol.track_from("alice", "video").expect("video");
+    let waited = video.first_keyframe_at.expect("a keyframe") - connected;
+    assert!(
+        waited < Duration::from_millis(300),
+        "Carol waited {waited:?} for a picture after connecting"
+    );
+    assert!(
+        sim.client("alice").plis > plis_before,
+        "the relay asked Alice"
+    );
+}
+
+#[test]
+fn a_member_offer_while_the_relay_offer_is_outstanding_is_refused_and_negotiation_recovers() {
+    let mut sim = call_of_two(3, Duration::ZERO);
+    // Alice holds the relay's next offer (Carol's tracks) unanswered and offers herself.
+    sim.client_mut("alice").hold_offers = true;
+    let offers = |s: &Sim| {
+        s.client("alice")
+            .count(|m| matches!(m, ServerMessage::Offer { .. }))
+    };
+    let before = offers(&sim);
+    assert!(sim.join("carol", false));
+    assert!(sim.run_until_true(Duration::from_secs(5), |s| offers(s) > before));
+    let offer = sim
+        .client("alice")
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Answer { sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .expect("the answer to her first offer");
+    // Any offer will do: it must be refused for its timing before anything else is looked at.
+    let offer = offer.replace("a=setup:passive", "a=setup:actpass");
+    sim.send("alice", ClientMessage::Offer { sdp: offer });
+    sim.run_for(Duration::from_millis(10));
+
+    assert!(sim.client("alice").messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::NegotiationInProgress,
+            ..
+        }
+    )));
+    // Once she answers, the call goes on with Carol's media reaching her.
+    sim.client_mut("alice").hold_offers = false;
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "alice", "carol"
+        ))
+    );
+    assert!(receives_video(&sim, "carol", "alice"));
+}
+
+#[test]
+fn an_answer_nobody_asked_for_is_refused_with_its_code() {
+    let mut sim = call_of_two(4, Duration::ZERO);
+    sim.send(
+        "bob",
+        ClientMessage::Answer {
+            sdp: "v=0\r\n".into(),
+        },
+    );
+    sim.run_for(Duration::from_millis(10));
+    assert!(sim.client("bob").messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::UnexpectedAnswer,
+            ..
+        }
+    )));
+    assert_eq!(sim.core.member_count(), 2, "the room stays up");
+}
+
+#[test]
+fn a_member_whose_signaling_drops_keeps_its_place_for_the_grace_period_then_is_removed() {
+    let grace = Duration::from_secs(10);
+    let mut sim = call_of_two(5, grace);
+    sim.drop_signaling("alice");
+    sim.run_for(grace - Duration::from_millis(100));
+    assert_eq!(left(&sim, "bob", "alice"), None, "within the grace period");
+    assert_eq!(sim.core.member_count(), 2);
+    // Her media still flows meanwhile: only the signaling went.
+    let packets = sim
+        .client("bob")
+        .track_from("alice", "audio")
+        .map(|r| r.packets);
+    sim.run_for(Duration::from_millis(100));
+    assert!(
+        sim.client("bob")
+            .track_from("alice", "audio")
+            .map(|r| r.packets)
+            > packets
+    );
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(left(&sim, "bob", "alice"), Some(LeaveReason::Vanished));
+    assert_eq!(sim.core.member_count(), 1);
+}
+
+#[test]
+fn a_member_who_resumes_within_the_grace_period_keeps_its_place_and_gets_a_snapshot() {
+    let grace = Duration::from_secs(10);
+    let mut sim = call_of_two(6, grace);
+    sim.drop_signaling("alice");
+    sim.run_for(Duration::from_secs(4));
+    assert!(sim.resume("alice"));
+    let joined_at = sim.client("alice").messages.len();
+    sim.run_for(grace);
+    assert_eq!(
+        left(&sim, "bob", "alice"),
+        None,
+        "the grace period ended with the resume"
+    );
+    assert_eq!(sim.core.member_count(), 2);
+    let alice = sim.client("alice");
+    let snapshot = &alice.messages[joined_at - 2..];
+    assert!(
+        snapshot.iter().any(|m| matches!(m, ServerMessage::Joined { others, .. } if others == &[ParticipantId::from("bob")])),
+        "{snapshot:?}"
+    );
+    assert!(
+        snapshot.iter().any(|m| matches!(m, ServerMessage::TrackPublished { participant_id, .. } if participant_id == &ParticipantId::from("bob")))
+    );
+}
+
+#[test]
+fn a_second_join_replaces_the_first_in_one_turn_and_the_new_place_gets_media() {
+    let mut sim = call_of_two(7, Duration::from_secs(10));
+    // Refused without `replace`, in the same turn, with no waiting.
+    assert!(!sim.join("alice", false));
+    assert!(matches!(
+        sim.refusals.last(),
+        Some(RelayError::AlreadyInRoom { .. })
+    ));
+    let old_link = sim.client("alice").link;
+    assert!(sim.join("alice", true));
+    // The old place went in the same turn: its handle is told, then released.
+    sim.run_for(Duration::from_millis(1));
+    let old = sim
+        .clients
+        .iter()
+        .find(|c| c.link == old_link)
+        .expect("old client");
+    assert!(old.messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Removed {
+            reason: LeaveReason::Replaced
+        }
+    )));
+    assert_eq!(old.attachment, None, "the old handle is released");
+    assert_eq!(sim.core.member_count(), 2);
+    assert_eq!(left(&sim, "bob", "alice"), Some(LeaveReason::Replaced));
+    let bob_media_before = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .map(|r| r.packets);
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "alice", "bob"
+        ))
+    );
+    // Bob receives the new Alice's video on a new track.
+    assert!(sim.run_until_true(Duration::from_secs(5), |s| {
+        s.client("bob")
+            .received
+            .iter()
+            .filter(|(id, r)| id.starts_with("alice-video-") && r.keyframes > 0)
+            .count()
+            == 2
+    }));
+    assert!(bob_media_before.is_some());
+}
+
+#[test]
+fn packets_lost_on_the_way_to_a_subscriber_are_repaired_by_retransmission() {
+    let mut sim = call_of_two(8, Duration::ZERO);
+    sim.client_mut("bob").downlink = Impairment {
+        delay: Duration::from_millis(30),
+        jitter: Duration::from_millis(10),
+        loss: 0.05,
+    };
+    let before = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .map(|r| r.packets)
+        .unwrap_or(0);
+    sim.run_for(Duration::from_secs(10));
+    // Let the last retransmissions arrive with nothing new being sent.
+    sim.client_mut("alice").publishing = false;
+    sim.run_for(Duration::from_secs(1));
+    let video = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .expect("video");
+    assert!(
+        video.packets - before >= 140,
+        "{} packets",
+        video.packets - before
+    );
+    assert!(
+        sim.dropped > 20,
+        "the path dropped {} datagrams",
+        sim.dropped
+    );
+    assert!(
+        sim.core.counters.nacks_received > 0,
+        "Bob asked for them again"
+    );
+    assert_eq!(video.missing(), 0, "every lost video packet was resent");
+}
+
+#[test]
+fn packets_a_publisher_loses_on_its_way_to_the_relay_are_repaired_before_they_are_forwarded() {
+    let mut sim = call_of_two(9, Duration::ZERO);
+    sim.client_mut("alice").uplink = Impairment {
+        delay: Duration::from_millis(40),
+        jitter: Duration::ZERO,
+        loss: 0.05,
+    };
+    sim.run_for(Duration::from_secs(10));
+    sim.client_mut("alice").publishing = false;
+    sim.run_for(Duration::from_secs(1));
+    let video = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .expect("video");
+    assert!(
+        sim.dropped > 20,
+        "the path dropped {} datagrams",
+        sim.dropped
+    );
+    assert_eq!(
+        video.missing(),
+        0,
+        "the relay got every lost packet again and forwarded it"
+    );
+}
+
+#[test]
+fn a_track_a_member_stops_is_unpublished_and_renegotiated_away_from_the_others() {
+    let mut sim = call_of_two(10, Duration::ZERO);
+    let offers = |s: &Sim| {
+        s.client("alice")
+            .count(|m| matches!(m, ServerMessage::Offer { .. }))
+    };
+    let before = offers(&sim);
+    sim.stop_video("bob");
+    sim.run_for(Duration::from_secs(1));
+    let alice = sim.client("alice");
+    let unpublished: Vec<&str> = alice
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::TrackUnpublished { track_id, .. } => Some(track_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unpublished.len(), 1);
+    assert!(unpublished[0].starts_with("bob-video-"), "{unpublished:?}");
+    assert_eq!(
+        offers(&sim),
+        before + 1,
+        "one relay offer takes the track away"
+    );
+    assert!(
+        !alice
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "no glare, no error"
+    );
+    // Bob's audio goes on; his video no longer comes.
+    let audio = alice.track_from("bob", "audio").map(|r| r.packets);
+    let video = alice.track_from("bob", "video").map(|r| r.packets);
+    sim.run_for(Duration::from_secs(1));
+    let alice = sim.client("alice");
+    assert!(alice.track_from("bob", "audio").map(|r| r.packets) > audio);
+    assert_eq!(alice.track_from("bob", "video").map(|r| r.packets), video);
+}
+
+#[test]
+fn a_member_whose_address_changes_comes_back_with_an_ice_restart_and_gets_a_fresh_keyframe() {
+    let mut sim = call_of_two(11, Duration::from_secs(10));
+    sim.run_for(Duration::from_secs(2));
+    let plis = sim.client("alice").plis;
+    let keyframes = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .map(|r| r.keyframes);
+    sim.move_to("bob", std::net::SocketAddr::from(([10, 0, 2, 99], 6000)));
+    sim.run_for(Duration::from_secs(2));
+    let bob = sim.client("bob");
+    assert_eq!(
+        left(&sim, "alice", "bob"),
+        None,
+        "the others see nothing of it"
+    );
+    assert!(
+        bob.track_from("alice", "video").map(|r| r.keyframes) > keyframes,
+        "Bob's decoder gets a keyframe after the path changed"
+    );
+    assert!(
+        sim.client("alice").plis > plis,
+        "the relay asked Alice for it"
+    );
+    // Media flows both ways on the new path.
+    let to_bob = bob.track_from("alice", "audio").map(|r| r.packets);
+    let to_alice = sim
+        .client("alice")
+        .track_from("bob", "audio")
+        .map(|r| r.packets);
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.client("bob")
+            .track_from("alice", "audio")
+            .map(|r| r.packets)
+            > to_bob
+    );
+    assert!(
+        sim.client("alice")
+            .track_from("bob", "audio")
+            .map(|r| r.packets)
+            > to_alice
+    );
+}

@@ -1,0 +1,787 @@
+//! A room on virtual time, for tests: a [`RoomCore`] and webrtc-rs client peers (the same sans-IO
+//! `rtc` connections, playing the browsers' part) wired together in memory through a simulated
+//! network with delay, jitter and loss per path, as str0m's tests do. No socket, task or sleep:
+//! the simulation jumps from one deadline to the next (a packet's arrival, a connection's timer,
+//! the core's timer, a client's next media), so a minute of call runs in a moment and the same
+//! seed gives the same run.
+//!
+//! Each client publishes Opus-shaped audio (50 packets/s) and VP8 video (15 frames/s: a keyframe
+//! first and whenever the relay asks with a PLI, as a browser does), answers the relay's offers,
+//! and counts what it receives per track: packets, keyframes, and gaps in the sequence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::{Datagram, Input, Output, RoomConfig, RoomCore};
+use crate::codec::Codec;
+use crate::engine::{engine_and_registry, is_keyframe_request};
+use crate::messages::{
+    ClientMessage, IceCandidate, LeaveReason, ParticipantId, RoomId, ServerMessage,
+};
+use crate::socket::stun_username;
+use crate::test_peer::media::FrameSource;
+
+/// The relay's one address in the simulated network.
+const RELAY: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+    7882,
+);
+
+/// One direction of a client's path: what the network does to its datagrams.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Impairment {
+    pub(super) delay: Duration,
+    /// Up to this much more delay, drawn per packet (so packets may be reordered).
+    pub(super) jitter: Duration,
+    /// Fraction of media datagrams (SRTP and SRTCP) dropped; ICE and DTLS are left alone, so
+    /// that what a test measures is media repair, not the handshake's retransmission.
+    pub(super) loss: f64,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// What a client counted of one track it receives.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Received {
+    pub(super) packets: u64,
+    pub(super) keyframes: u64,
+    pub(super) first_packet_at: Option<Instant>,
+    pub(super) first_keyframe_at: Option<Instant>,
+    /// Sequence numbers seen (extended to 64 bits), to find what never arrived.
+    seen: BTreeMap<u64, ()>,
+    highest: Option<u64>,
+}
+
+impl Received {
+    fn on_packet(&mut self, now: Instant, sequence: u16, keyframe: bool) {
+        self.packets += 1;
+        self.first_packet_at.get_or_insert(now);
+        if keyframe {
+            self.keyframes += 1;
+            self.first_keyframe_at.get_or_insert(now);
+        }
+        let extended = match self.highest {
+            None => u64::from(sequence) + (1 << 16),
+            Some(highest) => {
+                let base = highest & !0xffff;
+                [base.wrapping_sub(1 << 16), base, base + (1 << 16)]
+                    .into_iter()
+                    .map(|b| b + u64::from(sequence))
+                    .min_by_key(|c| c.abs_diff(highest))
+                    .expect("three candidates")
+            }
+        };
+        self.highest = Some(self.highest.map_or(extended, |h| h.max(extended)));
+        self.seen.insert(extended, ());
+    }
+
+    /// Sequence numbers between the first and the last received that never arrived.
+    pub(super) fn missing(&self) -> u64 {
+        match (self.seen.keys().next(), self.seen.keys().next_back()) {
+            (Some(first), Some(last)) => last - first + 1 - self.seen.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// A track a client sends.
+struct Sending {
+    sender: RTCRtpSenderId,
+    codec: Codec,
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+}
+
+/// A webrtc-rs peer playing a browser's part.
+pub(super) struct Client {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
+    pc: RTCPeerConnection,
+    /// Its signaling handle's attachment while it has one.
+    pub(super) attachment: Option<u64>,
+    pub(super) link: u64,
+    /// Every message the relay sent it, in order.
+    pub(super) messages: Vec<ServerMessage>,
+    /// Messages waiting for it to act on (answers, offers).
+    unread: Vec<ServerMessage>,
+    /// Hold the relay's offers unanswered (to test what happens meanwhile).
+    pub(super) hold_offers: bool,
+    held: Vec<String>,
+    pub(super) connected_at: Option<Instant>,
+    pub(super) state: RTCPeerConnectionState,
+    pub(super) received: HashMap<String, Received>,
+    /// Keyframe requests the relay sent it.
+    pub(super) plis: u64,
+    sending: Vec<Sending>,
+    /// Send media (the network still carries what is in flight when it stops).
+    pub(super) publishing: bool,
+    next_audio: Instant,
+    next_video: Instant,
+    keyframe_wanted: bool,
+    frames: FrameSource,
+    /// Its datagrams are dropped both ways (it went away without a word).
+    pub(super) unplugged: bool,
+    pub(super) uplink: Impairment,
+    pub(super) downlink: Impairment,
+}
+
+impl Client {
+    /// Messages of one kind it was sent, by a predicate.
+    pub(super) fn count(&self, matches: impl Fn(&ServerMessage) -> bool) -> usize {
+        self.messages.iter().filter(|m| matches(m)).count()
+    }
+
+    /// What it received of the first track whose id contains `from` and `kind` ("audio", "video").
+    pub(super) fn track_from(&self, from: &str, kind: &str) -> Option<&Received> {
+        self.received
+            .iter()
+            .find(|(id, _)| id.starts_with(&format!("{from}-{kind}-")))
+            .map(|(_, r)| r)
+    }
+}
+
+/// A room and its clients on one virtual clock.
+pub(super) struct Sim {
+    pub(super) now: Instant,
+    pub(super) core: RoomCore,
+    pub(super) clients: Vec<Client>,
+    flights: Vec<InFlight>,
+    next_seq: u64,
+    rng: StdRng,
+    next_attachment: u64,
+    next_link: u64,
+    /// The socket's routes, learnt as the real one learns them (`socket.rs`).
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    /// Datagrams that reached the relay from an address it could not route.
+    pub(super) unrouted: u64,
+    /// Media datagrams the network dropped.
+    pub(super) dropped: u64,
+    /// Answers to commands the core refused.
+    pub(super) refusals: Vec<crate::error::RelayError>,
+}
+
+impl Sim {
+    /// A room with the relay's defaults and `grace` for resumes.
+    pub(super) fn new(seed: u64, grace: Duration) -> Self {
+        let now = Instant::now();
+        let config = RoomConfig {
+            max_participants: crate::relay::MAX_ROOM_SIZE,
+            keyframe_request_interval: Duration::from_millis(500),
+            resume_grace: grace,
+            quality_interval: Duration::from_secs(5),
+            host_candidates: vec![RELAY],
+        };
+        Self {
+            now,
+            core: RoomCore::new(RoomId::from("sim"), config, now),
+            clients: Vec::new(),
+            flights: Vec::new(),
+            next_seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            next_attachment: 1,
+            next_link: 1,
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            unrouted: 0,
+            dropped: 0,
+            refusals: Vec::new(),
+        }
+    }
+
+    pub(super) fn client(&self, name: &str) -> &Client {
+        self.clients
+            .iter()
+            .rev()
+            .find(|c| c.name == name)
+            .expect("a client of that name")
+    }
+
+    pub(super) fn client_mut(&mut self, name: &str) -> &mut Client {
+        self.clients
+            .iter_mut()
+            .rev()
+            .find(|c| c.name == name)
+            .expect("a client of that name")
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), crate::error::RelayError> {
+        self.core.handle(self.now, input)
+    }
+
+    /// A new client `name` joins (replacing a member of that name when `replace`), publishes
+    /// audio and video, and sends its offer and candidate.
+    pub(super) fn join(&mut self, name: &str, replace: bool) -> bool {
+        let attachment = self.next_attachment;
+        self.next_attachment += 1;
+        let link = self.next_link;
+        self.next_link += 1;
+        let joined = self.input(Input::Join {
+            participant: ParticipantId::from(name),
+            attachment,
+            link,
+            replace,
+        });
+        if let Err(err) = joined {
+            self.refusals.push(err);
+            return false;
+        }
+        let host = 10 + self.clients.len() as u8;
+        let addr = SocketAddr::from(([10, 0, 1, host], 5000));
+        let (engine, registry) = engine_and_registry(false).expect("engine");
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build(self.now)
+            .expect("client connection");
+        let mut sending = Vec::new();
+        for (n, codec) in [Codec::Opus, Codec::Vp8].into_iter().enumerate() {
+            let ssrc = 0x5000_0000 + (link as u32) * 16 + n as u32;
+            let kind = crate::engine::rtp_kind(codec.kind());
+            let track = MediaStreamTrack::new(
+                format!("{name}-stream"),
+                format!("{name}-{}", super::kind_name(codec.kind())),
+                format!("{name}-{}", super::kind_name(codec.kind())),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.rtp_codec(),
+                    ..Default::default()
+                }],
+            );
+            let sender = pc.add_track(track).expect("track added");
+            sending.push(Sending {
+                sender,
+                codec,
+                ssrc,
+                sequence: 1000,
+                timestamp: 0,
+            });
+        }
+        let offer = pc.create_offer(None).expect("offer");
+        pc.set_local_description(self.now, offer)
+            .expect("local offer");
+        let candidate = host_candidate(addr);
+        pc.add_local_candidate(candidate.clone())
+            .expect("candidate");
+        let sdp = pc.local_description().expect("described").sdp;
+        self.clients.push(Client {
+            name: name.to_owned(),
+            addr,
+            pc,
+            attachment: Some(attachment),
+            link,
+            messages: Vec::new(),
+            unread: Vec::new(),
+            hold_offers: false,
+            held: Vec::new(),
+            connected_at: None,
+            state: RTCPeerConnectionState::New,
+            received: HashMap::new(),
+            plis: 0,
+            sending,
+            publishing: true,
+            next_audio: self.now,
+            next_video: self.now,
+            keyframe_wanted: true,
+            frames: FrameSource::new(Codec::Vp8, 1000),
+            unplugged: false,
+            uplink: Impairment::default(),
+            downlink: Impairment::default(),
+        });
+        self.send(name, ClientMessage::Offer { sdp });
+        self.send(name, candidate_message(candidate));
+        true
+    }
+
+    /// A signaling message from the newest client `name`, on its current handle.
+    pub(super) fn send(&mut self, name: &str, message: ClientMessage) {
+        let client = self.client(name);
+        let Some(attachment) = client.attachment else {
+            return;
+        };
+        let _ = self.input(Input::Client {
+            participant: ParticipantId::from(name),
+            attachment,
+            message,
+        });
+    }
+
+    /// Client `name` stops sending its video track and offers the change, as a browser does
+    /// after `removeTrack`.
+    pub(super) fn stop_video(&mut self, name: &str) {
+        let now = self.now;
+        let client = self.client_mut(name);
+        let video = client
+            .sending
+            .iter()
+            .position(|s| s.codec == Codec::Vp8)
+            .expect("a video track");
+        let sending = client.sending.remove(video);
+        client
+            .pc
+            .remove_track(sending.sender)
+            .expect("track removed");
+        let offer = client.pc.create_offer(None).expect("offer");
+        client
+            .pc
+            .set_local_description(now, offer)
+            .expect("local offer");
+        let sdp = client.pc.local_description().expect("described").sdp;
+        self.send(name, ClientMessage::Offer { sdp });
+    }
+
+    /// Client `name`'s network changes (a new address, as when a phone moves from Wi-Fi to 4G):
+    /// it restarts ICE from `addr` and offers, as a browser does after `restartIce()`.
+    pub(super) fn move_to(&mut self, name: &str, addr: SocketAddr) {
+        let now = self.now;
+        let client = self.client_mut(name);
+        client.addr = addr;
+        client.pc.restart_ice();
+        let offer = client.pc.create_offer(None).expect("offer");
+        client
+            .pc
+            .set_local_description(now, offer)
+            .expect("local offer");
+        let candidate = host_candidate(addr);
+        client
+            .pc
+            .add_local_candidate(candidate.clone())
+            .expect("candidate");
+        let sdp = client.pc.local_description().expect("described").sdp;
+        self.send(name, ClientMessage::Offer { sdp });
+        self.send(name, candidate_message(candidate));
+    }
+
+    /// Client `name`'s signaling handle is dropped (its socket closed).
+    pub(super) fn drop_signaling(&mut self, name: &str) {
+        if let Some(attachment) = self.client_mut(name).attachment.take() {
+            let _ = self.input(Input::Undeliverable {
+                attachment,
+                reason: LeaveReason::Vanished,
+            });
+        }
+    }
+
+    /// Client `name` comes back on a new signaling handle.
+    pub(super) fn resume(&mut self, name: &str) -> bool {
+        let attachment = self.next_attachment;
+        self.next_attachment += 1;
+        match self.input(Input::Resume {
+            participant: ParticipantId::from(name),
+            attachment,
+        }) {
+            Ok(()) => {
+                self.client_mut(name).attachment = Some(attachment);
+                true
+            }
+            Err(err) => {
+                self.refusals.push(err);
+                false
+            }
+        }
+    }
+
+    /// Runs the room for `duration` of virtual time.
+    pub(super) fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        self.run_until(until, |_| false);
+    }
+
+    /// Runs until `done` holds (checked after every step) or `limit` of virtual time passed;
+    /// whether it held.
+    pub(super) fn run_until_true(&mut self, limit: Duration, done: impl Fn(&Sim) -> bool) -> bool {
+        let until = self.now + limit;
+        self.run_until(until, done)
+    }
+
+    fn run_until(&mut self, until: Instant, done: impl Fn(&Sim) -> bool) -> bool {
+        loop {
+            self.settle();
+            if done(self) {
+                return true;
+            }
+            let mut next = until;
+            let mut consider = |t: Option<Instant>| {
+                if let Some(t) = t {
+                    next = next.min(t);
+                }
+            };
+            consider(self.flights.iter().map(|f| f.at).min());
+            consider(self.core.poll_timeout());
+            for client in &mut self.clients {
+                consider(client.pc.poll_timeout());
+                if client.publishing && client.connected_at.is_some() {
+                    consider(Some(client.next_audio.min(client.next_video)));
+                }
+            }
+            if next >= until {
+                self.now = until;
+                self.settle();
+                return done(self);
+            }
+            self.now = self.now.max(next);
+            self.fire();
+        }
+    }
+
+    /// Everything due at `now`: arrivals, timers, media.
+    fn fire(&mut self) {
+        let now = self.now;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut i = 0;
+        while i < self.flights.len() {
+            if self.flights[i].at <= now {
+                due.push(self.flights.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        due.sort_by_key(|f| (f.at, f.seq));
+        for flight in due {
+            self.arrive(flight);
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = self.input(Input::Timeout);
+        }
+        for client in &mut self.clients {
+            if client.pc.poll_timeout().is_some_and(|t| t <= now) {
+                let _ = client.pc.handle_timeout(now);
+            }
+            if client.publishing && client.connected_at.is_some() {
+                send_media(client, now);
+            }
+        }
+    }
+
+    fn arrive(&mut self, flight: InFlight) {
+        if flight.to == RELAY {
+            let link = match self.by_addr.get(&flight.from) {
+                Some(link) => Some(*link),
+                None => stun_username(&flight.data)
+                    .and_then(|u| u.split(':').next())
+                    .and_then(|ufrag| self.by_ufrag.get(ufrag).copied())
+                    .inspect(|link| {
+                        self.by_addr.insert(flight.from, *link);
+                    }),
+            };
+            let Some(link) = link else {
+                self.unrouted += 1;
+                return;
+            };
+            let _ = self.input(Input::Datagram(Datagram {
+                link,
+                local: RELAY,
+                peer: flight.from,
+                data: BytesMut::from(&flight.data[..]),
+            }));
+            return;
+        }
+        let now = self.now;
+        if let Some(client) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.addr == flight.to && !c.unplugged)
+        {
+            let _ = client.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: flight.to,
+                    peer_addr: flight.from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(&flight.data[..]),
+            });
+        }
+    }
+
+    /// Puts a datagram on the network, through the path's impairment.
+    fn transmit(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8], impairment: Impairment) {
+        let media = matches!(data.first(), Some(128..=191));
+        if media && impairment.loss > 0.0 && self.rng.gen_bool(impairment.loss.min(1.0)) {
+            self.dropped += 1;
+            return;
+        }
+        let jitter = if impairment.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            impairment.jitter.mul_f64(self.rng.gen_range(0.0..1.0))
+        };
+        self.next_seq += 1;
+        self.flights.push(InFlight {
+            at: self.now + impairment.delay + jitter,
+            seq: self.next_seq,
+            from,
+            to,
+            data: data.to_vec(),
+        });
+    }
+
+    /// Carries out everything that needs no time: the core's outputs, the clients' signaling,
+    /// their datagrams, events and received media; until nothing moves.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(output) = self.core.poll_output() {
+                moved = true;
+                self.carry_out(output);
+            }
+            for index in 0..self.clients.len() {
+                moved |= self.client_turn(index);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Transmit { from, to, data } => {
+                let Some(downlink) = self
+                    .clients
+                    .iter()
+                    .find(|c| c.addr == to && !c.unplugged)
+                    .map(|c| c.downlink)
+                else {
+                    return;
+                };
+                self.transmit(from, to, &data, downlink);
+            }
+            Output::Deliver {
+                attachment,
+                message,
+            } => {
+                if let Some(client) = self
+                    .clients
+                    .iter_mut()
+                    .find(|c| c.attachment == Some(attachment))
+                {
+                    client.messages.push(message.clone());
+                    client.unread.push(message);
+                }
+            }
+            Output::Release { attachment } => {
+                for client in &mut self.clients {
+                    if client.attachment == Some(attachment) {
+                        client.attachment = None;
+                    }
+                }
+            }
+            Output::Route { ufrag, link } => {
+                self.by_ufrag.insert(ufrag, link);
+            }
+            Output::Unroute { link } => {
+                self.by_ufrag.retain(|_, l| *l != link);
+                self.by_addr.retain(|_, l| *l != link);
+            }
+        }
+    }
+
+    /// One client's turn: act on the relay's messages, then its connection's output.
+    fn client_turn(&mut self, index: usize) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        let mut replies = Vec::new();
+        {
+            let client = &mut self.clients[index];
+            for message in std::mem::take(&mut client.unread) {
+                moved = true;
+                match message {
+                    ServerMessage::Answer { sdp } => {
+                        let answer = RTCSessionDescription::answer(sdp).expect("answer parses");
+                        client
+                            .pc
+                            .set_remote_description(now, answer)
+                            .unwrap_or_else(|e| panic!("{}: answer applies: {e}", client.name));
+                    }
+                    ServerMessage::Offer { sdp } if client.hold_offers => client.held.push(sdp),
+                    ServerMessage::Offer { sdp } => {
+                        replies.push(answer_offer(client, now, sdp));
+                    }
+                    _ => {}
+                }
+            }
+            if !client.hold_offers {
+                for sdp in std::mem::take(&mut client.held) {
+                    replies.push(answer_offer(client, now, sdp));
+                }
+            }
+        }
+        let name = self.clients[index].name.clone();
+        for sdp in replies {
+            self.send(&name, ClientMessage::Answer { sdp });
+        }
+        let client = &mut self.clients[index];
+        let mut datagrams = Vec::new();
+        while let Some(out) = client.pc.poll_write() {
+            datagrams.push((
+                out.transport.local_addr,
+                out.transport.peer_addr,
+                out.message,
+            ));
+        }
+        while let Some(event) = client.pc.poll_event() {
+            moved = true;
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                client.state = state;
+                if state == RTCPeerConnectionState::Connected {
+                    client.connected_at.get_or_insert(now);
+                }
+            }
+        }
+        while let Some(message) = client.pc.poll_read() {
+            moved = true;
+            match message.message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    let keyframe = track_id.contains("-video-")
+                        && Codec::Vp8.is_keyframe_start(&packet.payload);
+                    client.received.entry(track_id).or_default().on_packet(
+                        now,
+                        packet.header.sequence_number,
+                        keyframe,
+                    );
+                }
+                RTCMessage::RtcpPacket(_, packets)
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
+                {
+                    client.plis += 1;
+                    client.keyframe_wanted = true;
+                }
+                _ => {}
+            }
+        }
+        let (addr, uplink, unplugged) = (client.addr, client.uplink, client.unplugged);
+        moved |= !datagrams.is_empty();
+        if !unplugged {
+            // What it still sends from an address it no longer has is lost with that network.
+            for (from, to, data) in datagrams.into_iter().filter(|(from, ..)| *from == addr) {
+                self.transmit(from, to, &data, uplink);
+            }
+        }
+        moved
+    }
+}
+
+fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .expect("host candidate");
+    RTCIceCandidate::from(&candidate)
+        .to_json()
+        .expect("candidate init")
+}
+
+fn candidate_message(
+    candidate: rtc::peer_connection::transport::RTCIceCandidateInit,
+) -> ClientMessage {
+    ClientMessage::Candidate {
+        candidate: IceCandidate {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+        },
+    }
+}
+
+fn answer_offer(client: &mut Client, now: Instant, sdp: String) -> String {
+    let offer = RTCSessionDescription::offer(sdp).expect("offer parses");
+    client
+        .pc
+        .set_remote_description(now, offer)
+        .expect("offer applies");
+    let answer = client.pc.create_answer(None).expect("answer");
+    client
+        .pc
+        .set_local_description(now, answer)
+        .expect("local answer");
+    client.pc.local_description().expect("described").sdp
+}
+
+/// Audio every 20 ms and a video frame every 66 ms that are due by `now`.
+fn send_media(client: &mut Client, now: Instant) {
+    const AUDIO_EVERY: Duration = Duration::from_millis(20);
+    const VIDEO_EVERY: Duration = Duration::from_micros(66_667);
+    while client.next_audio <= now {
+        let at = client.next_audio;
+        client.next_audio += AUDIO_EVERY;
+        write(client, Codec::Opus, at, vec![(false, vec![0xfc; 60])], 960);
+    }
+    while client.next_video <= now {
+        let at = client.next_video;
+        client.next_video += VIDEO_EVERY;
+        let keyframe = std::mem::take(&mut client.keyframe_wanted);
+        let packets = client
+            .frames
+            .frame(keyframe, if keyframe { 2400 } else { 900 });
+        write(client, Codec::Vp8, at, packets, 6000);
+    }
+}
+
+fn write(client: &mut Client, codec: Codec, at: Instant, packets: Vec<(bool, Vec<u8>)>, step: u32) {
+    let Some(sending) = client.sending.iter_mut().find(|s| s.codec == codec) else {
+        return; // that track was stopped
+    };
+    for (marker, payload) in packets {
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: sending.codec.payload_type(),
+                sequence_number: sending.sequence,
+                timestamp: sending.timestamp,
+                ssrc: sending.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(payload),
+        };
+        sending.sequence = sending.sequence.wrapping_add(1);
+        if let Some(mut sender) = client.pc.rtp_sender(sending.sender) {
+            let _ = sender.write_rtp(at, packet);
+        }
+    }
+    sending.timestamp = sending.timestamp.wrapping_add(step);
+}
