@@ -430,3 +430,50 @@ fn a_member_whose_address_changes_comes_back_with_an_ice_restart_and_gets_a_fres
             > to_alice
     );
 }
+
+#[test]
+fn a_subscriber_climbs_simulcast_layers_as_its_bandwidth_allows_and_drops_at_once_each_switch_on_a_keyframe()
+ {
+    let mut sim = Sim::new(12, Duration::ZERO);
+    assert!(sim.join_with("alice", false, true));
+    assert!(sim.join("bob", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "bob", "alice"
+        ))
+    );
+    let layer = |s: &Sim| {
+        s.client("bob")
+            .track_from("alice", "video")
+            .and_then(|r| r.layer)
+    };
+    // Without an estimate Bob gets the lowest layer, the one any link carries.
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(layer(&sim), Some(0));
+    // A generous estimate: up one layer at a time, to the top.
+    sim.client_mut("bob").remb = Some(5_000_000);
+    assert!(
+        sim.run_until_true(Duration::from_secs(20), |s| layer(s) == Some(2)),
+        "reached layer {:?}",
+        layer(&sim)
+    );
+    // The link gets poor: down to the lowest layer at once.
+    sim.client_mut("bob").remb = Some(50_000);
+    assert!(sim.run_until_true(Duration::from_secs(2), |s| layer(s) == Some(0)));
+    sim.run_for(Duration::from_secs(1));
+    let video = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .expect("video");
+    assert!(
+        video.layer_switches >= 3,
+        "{} switches",
+        video.layer_switches
+    );
+    assert_eq!(
+        video.switches_without_keyframe, 0,
+        "every switch on a keyframe"
+    );
+    assert_eq!(video.missing(), 0, "the sequence runs on across switches");
+    assert!(sim.core.counters.layer_switches >= 3);
+}

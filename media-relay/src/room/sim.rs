@@ -6,8 +6,10 @@
 //! seed gives the same run.
 //!
 //! Each client publishes Opus-shaped audio (50 packets/s) and VP8 video (15 frames/s: a keyframe
-//! first and whenever the relay asks with a PLI, as a browser does), answers the relay's offers,
-//! and counts what it receives per track: packets, keyframes, and gaps in the sequence.
+//! first and whenever the relay asks with a PLI, as a browser does; optionally as three simulcast
+//! layers told apart by rid, as Chromium sends them), answers the relay's offers, reports a
+//! receive bandwidth (REMB) when told to, and counts what it receives per track: packets,
+//! keyframes, gaps in the sequence, and simulcast layer switches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,11 +22,13 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::sansio::Protocol;
@@ -37,7 +41,11 @@ use crate::messages::{
     ClientMessage, IceCandidate, LeaveReason, ParticipantId, RoomId, ServerMessage,
 };
 use crate::socket::stun_username;
-use crate::test_peer::media::FrameSource;
+use crate::test_peer::media::{FrameSource, vp8_layer_tag};
+
+/// The simulcast layers a client sends when asked to, highest first as Chromium lists them:
+/// rid and the divisor of the frame sizes.
+const SIMULCAST: [(&str, usize); 3] = [("f", 1), ("h", 3), ("q", 9)];
 
 /// The relay's one address in the simulated network.
 const RELAY: SocketAddr = SocketAddr::new(
@@ -74,10 +82,24 @@ pub(super) struct Received {
     /// Sequence numbers seen (extended to 64 bits), to find what never arrived.
     seen: BTreeMap<u64, ()>,
     highest: Option<u64>,
+    /// The simulcast layer (rank, 0 = lowest) of the last frame, from its tag.
+    pub(super) layer: Option<u8>,
+    pub(super) layer_switches: u64,
+    /// Switches whose first frame was not a keyframe (an undecodable picture).
+    pub(super) switches_without_keyframe: u64,
 }
 
 impl Received {
-    fn on_packet(&mut self, now: Instant, sequence: u16, keyframe: bool) {
+    fn on_packet(&mut self, now: Instant, sequence: u16, keyframe: bool, layer: Option<u8>) {
+        if let Some(layer) = layer {
+            if self.layer.is_some_and(|l| l != layer) {
+                self.layer_switches += 1;
+                if !keyframe {
+                    self.switches_without_keyframe += 1;
+                }
+            }
+            self.layer = Some(layer);
+        }
         self.packets += 1;
         self.first_packet_at.get_or_insert(now);
         if keyframe {
@@ -108,13 +130,20 @@ impl Received {
     }
 }
 
-/// A track a client sends.
+/// A stream a client sends: a track, or one simulcast layer of its video.
 struct Sending {
     sender: RTCRtpSenderId,
     codec: Codec,
     ssrc: u32,
     sequence: u16,
     timestamp: u32,
+    frames: FrameSource,
+    keyframe_wanted: bool,
+    /// A simulcast layer: its rid and the divisor of the frame sizes.
+    layer: Option<(&'static str, usize)>,
+    /// The header extensions every packet carries (simulcast: mid and rid), found once the
+    /// connection negotiated their ids.
+    extensions: Option<Vec<(u8, Bytes)>>,
 }
 
 /// A webrtc-rs peer playing a browser's part.
@@ -142,8 +171,13 @@ pub(super) struct Client {
     pub(super) publishing: bool,
     next_audio: Instant,
     next_video: Instant,
-    keyframe_wanted: bool,
-    frames: FrameSource,
+    /// The receivers of the video it gets (REMB goes out through one).
+    receivers: Vec<rtc::rtp_transceiver::RTCRtpReceiverId>,
+    /// The SSRC of video it receives (what its REMB names).
+    video_ssrc: Option<u32>,
+    /// The receive bandwidth it reports every 200 ms, bit/s.
+    pub(super) remb: Option<u64>,
+    next_remb: Instant,
     /// Its datagrams are dropped both ways (it went away without a word).
     pub(super) unplugged: bool,
     pub(super) uplink: Impairment,
@@ -237,6 +271,11 @@ impl Sim {
     /// A new client `name` joins (replacing a member of that name when `replace`), publishes
     /// audio and video, and sends its offer and candidate.
     pub(super) fn join(&mut self, name: &str, replace: bool) -> bool {
+        self.join_with(name, replace, false)
+    }
+
+    /// Like [`Sim::join`], the video as three simulcast layers when `simulcast`.
+    pub(super) fn join_with(&mut self, name: &str, replace: bool, simulcast: bool) -> bool {
         let attachment = self.next_attachment;
         self.next_attachment += 1;
         let link = self.next_link;
@@ -266,30 +305,52 @@ impl Sim {
             .expect("client connection");
         let mut sending = Vec::new();
         for (n, codec) in [Codec::Opus, Codec::Vp8].into_iter().enumerate() {
-            let ssrc = 0x5000_0000 + (link as u32) * 16 + n as u32;
+            let layers: &[(&'static str, usize)] = match codec {
+                Codec::Vp8 if simulcast => &SIMULCAST,
+                _ => &[("", 1)],
+            };
+            let ssrc = |i: usize| 0x5000_0000 + (link as u32) * 16 + (n * 4 + i) as u32;
+            let encodings = layers
+                .iter()
+                .enumerate()
+                .map(|(i, (rid, _))| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: (*rid).to_owned(),
+                        ssrc: Some(ssrc(i)),
+                        ..Default::default()
+                    },
+                    codec: codec.rtp_codec(),
+                    ..Default::default()
+                })
+                .collect();
             let kind = crate::engine::rtp_kind(codec.kind());
             let track = MediaStreamTrack::new(
                 format!("{name}-stream"),
                 format!("{name}-{}", super::kind_name(codec.kind())),
                 format!("{name}-{}", super::kind_name(codec.kind())),
                 kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: codec.rtp_codec(),
-                    ..Default::default()
-                }],
+                encodings,
             );
             let sender = pc.add_track(track).expect("track added");
-            sending.push(Sending {
-                sender,
-                codec,
-                ssrc,
-                sequence: 1000,
-                timestamp: 0,
-            });
+            for (i, (rid, divisor)) in layers.iter().enumerate() {
+                let frames = if simulcast {
+                    let rank = (SIMULCAST.len() - 1 - i) as u8;
+                    FrameSource::vp8_layer(1000, rank, SIMULCAST.len() as u8)
+                } else {
+                    FrameSource::new(Codec::Vp8, 1000)
+                };
+                sending.push(Sending {
+                    sender,
+                    codec,
+                    ssrc: ssrc(i),
+                    sequence: 1000,
+                    timestamp: 0,
+                    frames,
+                    keyframe_wanted: true,
+                    layer: (simulcast && codec == Codec::Vp8).then_some((*rid, *divisor)),
+                    extensions: (!simulcast || codec != Codec::Vp8).then(Vec::new),
+                });
+            }
         }
         let offer = pc.create_offer(None).expect("offer");
         pc.set_local_description(self.now, offer)
@@ -316,8 +377,10 @@ impl Sim {
             publishing: true,
             next_audio: self.now,
             next_video: self.now,
-            keyframe_wanted: true,
-            frames: FrameSource::new(Codec::Vp8, 1000),
+            receivers: Vec::new(),
+            video_ssrc: None,
+            remb: None,
+            next_remb: self.now,
             unplugged: false,
             uplink: Impairment::default(),
             downlink: Impairment::default(),
@@ -345,16 +408,14 @@ impl Sim {
     pub(super) fn stop_video(&mut self, name: &str) {
         let now = self.now;
         let client = self.client_mut(name);
-        let video = client
+        let sender = client
             .sending
             .iter()
-            .position(|s| s.codec == Codec::Vp8)
-            .expect("a video track");
-        let sending = client.sending.remove(video);
-        client
-            .pc
-            .remove_track(sending.sender)
-            .expect("track removed");
+            .find(|s| s.codec == Codec::Vp8)
+            .expect("a video track")
+            .sender;
+        client.sending.retain(|s| s.sender != sender);
+        client.pc.remove_track(sender).expect("track removed");
         let offer = client.pc.create_offer(None).expect("offer");
         client
             .pc
@@ -447,6 +508,9 @@ impl Sim {
                 if client.publishing && client.connected_at.is_some() {
                     consider(Some(client.next_audio.min(client.next_video)));
                 }
+                if client.remb.is_some() {
+                    consider(Some(client.next_remb));
+                }
             }
             if next >= until {
                 self.now = until;
@@ -483,6 +547,10 @@ impl Sim {
             }
             if client.publishing && client.connected_at.is_some() {
                 send_media(client, now);
+            }
+            if let Some(bitrate) = client.remb.filter(|_| client.next_remb <= now) {
+                client.next_remb = now + REMB_EVERY;
+                report_bandwidth(client, now, bitrate);
             }
         }
     }
@@ -657,30 +725,53 @@ impl Sim {
         }
         while let Some(event) = client.pc.poll_event() {
             moved = true;
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
-                client.state = state;
-                if state == RTCPeerConnectionState::Connected {
-                    client.connected_at.get_or_insert(now);
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    client.state = state;
+                    if state == RTCPeerConnectionState::Connected {
+                        client.connected_at.get_or_insert(now);
+                    }
                 }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
+                    if init.track_id.contains("-video-") =>
+                {
+                    client.receivers.push(init.receiver_id);
+                }
+                _ => {}
             }
         }
         while let Some(message) = client.pc.poll_read() {
             moved = true;
             match message.message {
                 RTCMessage::RtpPacket(track_id, packet) => {
-                    let keyframe = track_id.contains("-video-")
-                        && Codec::Vp8.is_keyframe_start(&packet.payload);
+                    let video = track_id.contains("-video-");
+                    let keyframe = video && Codec::Vp8.is_keyframe_start(&packet.payload);
+                    let layer = video.then(|| vp8_layer_tag(&packet.payload)).flatten();
+                    if video {
+                        client.video_ssrc = Some(packet.header.ssrc);
+                    }
                     client.received.entry(track_id).or_default().on_packet(
                         now,
                         packet.header.sequence_number,
                         keyframe,
+                        layer,
                     );
                 }
-                RTCMessage::RtcpPacket(_, packets)
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
-                {
-                    client.plis += 1;
-                    client.keyframe_wanted = true;
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for packet in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
+                        client.plis += 1;
+                        let asked = packet
+                            .as_any()
+                            .downcast_ref::<PictureLossIndication>()
+                            .map(|pli| pli.media_ssrc);
+                        for sending in &mut client.sending {
+                            if sending.codec == Codec::Vp8
+                                && asked.is_none_or(|ssrc| ssrc == sending.ssrc)
+                            {
+                                sending.keyframe_wanted = true;
+                            }
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -741,32 +832,111 @@ fn answer_offer(client: &mut Client, now: Instant, sdp: String) -> String {
     client.pc.local_description().expect("described").sdp
 }
 
+/// How often a client reports its receive bandwidth, when it does.
+const REMB_EVERY: Duration = Duration::from_millis(200);
+
+/// Sends a REMB of `bitrate` through one of the client's video receivers.
+fn report_bandwidth(client: &mut Client, now: Instant, bitrate: u64) {
+    let remb = ReceiverEstimatedMaximumBitrate {
+        sender_ssrc: 0,
+        bitrate: bitrate as f32,
+        ssrcs: client.video_ssrc.into_iter().collect(),
+    };
+    if let Some(mut receiver) = client
+        .receivers
+        .first()
+        .and_then(|id| client.pc.rtp_receiver(*id))
+    {
+        let _ = receiver.write_rtcp(now, vec![Box::new(remb)]);
+    }
+}
+
 /// Audio every 20 ms and a video frame every 66 ms that are due by `now`.
 fn send_media(client: &mut Client, now: Instant) {
     const AUDIO_EVERY: Duration = Duration::from_millis(20);
     const VIDEO_EVERY: Duration = Duration::from_micros(66_667);
+    let mid = video_mid(&client.pc);
+    for sending in &mut client.sending {
+        if sending.extensions.is_none() {
+            sending.extensions = simulcast_extensions(&mut client.pc, sending, mid.as_deref());
+        }
+    }
     while client.next_audio <= now {
         let at = client.next_audio;
         client.next_audio += AUDIO_EVERY;
-        write(client, Codec::Opus, at, vec![(false, vec![0xfc; 60])], 960);
+        for sending in client.sending.iter_mut().filter(|s| s.codec == Codec::Opus) {
+            write(
+                &mut client.pc,
+                sending,
+                at,
+                vec![(false, vec![0xfc; 60])],
+                960,
+            );
+        }
     }
     while client.next_video <= now {
         let at = client.next_video;
         client.next_video += VIDEO_EVERY;
-        let keyframe = std::mem::take(&mut client.keyframe_wanted);
-        let packets = client
-            .frames
-            .frame(keyframe, if keyframe { 2400 } else { 900 });
-        write(client, Codec::Vp8, at, packets, 6000);
+        for sending in client.sending.iter_mut().filter(|s| s.codec == Codec::Vp8) {
+            let keyframe = std::mem::take(&mut sending.keyframe_wanted);
+            let divisor = sending.layer.map_or(1, |(_, d)| d);
+            let size = if keyframe { 2400 } else { 900 } / divisor;
+            let packets = sending.frames.frame(keyframe, size);
+            write(&mut client.pc, sending, at, packets, 6000);
+        }
     }
 }
 
-fn write(client: &mut Client, codec: Codec, at: Instant, packets: Vec<(bool, Vec<u8>)>, step: u32) {
-    let Some(sending) = client.sending.iter_mut().find(|s| s.codec == codec) else {
-        return; // that track was stopped
+/// The mid of the client's video section, from its local description.
+fn video_mid(pc: &RTCPeerConnection) -> Option<String> {
+    let sdp = pc.local_description()?.sdp;
+    let video = sdp
+        .split("m=")
+        .find(|section| section.starts_with("video"))?;
+    video
+        .lines()
+        .find_map(|line| line.strip_prefix("a=mid:"))
+        .map(|mid| mid.trim().to_owned())
+}
+
+/// A simulcast layer's mid and rid header extensions, once their ids are negotiated (what a
+/// receiver tells the layers apart by: their SSRCs are announced nowhere).
+fn simulcast_extensions(
+    pc: &mut RTCPeerConnection,
+    sending: &Sending,
+    mid: Option<&str>,
+) -> Option<Vec<(u8, Bytes)>> {
+    let (rid, _) = sending.layer?;
+    let mut sender = pc.rtp_sender(sending.sender)?;
+    let parameters = sender.get_parameters();
+    let id = |uri: &str| {
+        parameters
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == uri)
+            .and_then(|e| u8::try_from(e.id).ok())
+    };
+    let mid_id = id(rtc::sdp::extmap::SDES_MID_URI)?;
+    let rid_id = id(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI)?;
+    Some(vec![
+        (mid_id, Bytes::from(mid?.to_owned().into_bytes())),
+        (rid_id, Bytes::from_static(rid.as_bytes())),
+    ])
+}
+
+fn write(
+    pc: &mut RTCPeerConnection,
+    sending: &mut Sending,
+    at: Instant,
+    packets: Vec<(bool, Vec<u8>)>,
+    step: u32,
+) {
+    let Some(extensions) = sending.extensions.as_ref() else {
+        return; // a simulcast layer before its extensions are negotiated
     };
     for (marker, payload) in packets {
-        let packet = rtc::rtp::Packet {
+        let mut packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker,
@@ -778,8 +948,11 @@ fn write(client: &mut Client, codec: Codec, at: Instant, packets: Vec<(bool, Vec
             },
             payload: Bytes::from(payload),
         };
+        for (id, value) in extensions {
+            let _ = packet.header.set_extension(*id, value.clone());
+        }
         sending.sequence = sending.sequence.wrapping_add(1);
-        if let Some(mut sender) = client.pc.rtp_sender(sending.sender) {
+        if let Some(mut sender) = pc.rtp_sender(sending.sender) {
             let _ = sender.write_rtp(at, packet);
         }
     }
