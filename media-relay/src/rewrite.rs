@@ -145,17 +145,21 @@ impl DownstreamRewriter {
             Some((last, _)) if last == timestamp => {}
             _ => self.last_out = Some((timestamp, now)),
         }
-        let mut out = packet.clone();
-        out.header.timestamp = timestamp;
-        out.header.ssrc = self.ssrc;
-        out.header.payload_type = self.payload_type;
-        out.header.sequence_number = sequence_number;
-        out.header.extension = false;
-        out.header.extension_profile = 0;
-        out.header.extensions.clear();
-        out.header.extensions_padding = 0;
-        out.header.csrc.clear();
-        Some(out)
+        // A header of its own (no extensions, no CSRCs: nothing to allocate per leg) around the
+        // same payload bytes (a reference count, not a copy).
+        Some(rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                padding: packet.header.padding,
+                marker: packet.header.marker,
+                payload_type: self.payload_type,
+                sequence_number,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -67,6 +68,9 @@ struct Bound {
 pub(crate) struct UdpMux {
     bound: Vec<Bound>,
     routes: Mutex<Routes>,
+    /// Bumped whenever a route is added or forgotten: the readers keep the routes they used in
+    /// a cache of their own and take the lock only when this changed or an address is new.
+    generation: AtomicU64,
     metrics: Arc<RelayMetrics>,
 }
 
@@ -102,6 +106,7 @@ impl UdpMux {
         let mux = Arc::new(Self {
             bound,
             routes: Mutex::new(Routes::default()),
+            generation: AtomicU64::new(0),
             metrics,
         });
         for index in 0..mux.bound.len() {
@@ -130,6 +135,7 @@ impl UdpMux {
         self.lock()
             .by_ufrag
             .insert(ufrag.to_owned(), Route { link, room });
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Forgets every route of `link` (its connection closed).
@@ -137,6 +143,7 @@ impl UdpMux {
         let mut routes = self.lock();
         routes.by_ufrag.retain(|_, r| r.link != link);
         routes.by_addr.retain(|_, r| r.link != link);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Sends one datagram from the socket whose announced address is `from` (the first socket if
@@ -214,6 +221,10 @@ async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSo
     // Datagrams are received into the spare capacity of one large buffer and split off it, so a
     // packet costs neither an allocation nor zeroing.
     let mut buf = BytesMut::with_capacity(64 * MAX_DATAGRAM);
+    // The routes this reader used, valid while the table's generation is unchanged: a datagram
+    // costs an atomic load, not the table's lock.
+    let mut cache: HashMap<SocketAddr, Route> = HashMap::new();
+    let mut cached_generation = u64::MAX;
     loop {
         // Empty here: each received datagram was split off whole.
         if buf.capacity() < MAX_DATAGRAM {
@@ -230,9 +241,20 @@ async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSo
             }
         };
         let data = buf.split_to(len);
-        let Some(route) = mux.route(index, peer, &data) else {
-            RelayMetrics::inc(&mux.metrics.datagrams_unrouted);
-            continue;
+        let generation = mux.generation.load(Ordering::Acquire);
+        if generation != cached_generation {
+            cache.clear();
+            cached_generation = generation;
+        }
+        let route = match cache.entry(peer) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let Some(route) = mux.route(index, peer, &data) else {
+                    RelayMetrics::inc(&mux.metrics.datagrams_unrouted);
+                    continue;
+                };
+                entry.insert(route)
+            }
         };
         let inbound = Inbound {
             link: route.link,
