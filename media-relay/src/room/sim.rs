@@ -20,13 +20,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -36,11 +33,10 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::{Datagram, Input, Output, RoomConfig, RoomCore};
 use crate::codec::Codec;
-use crate::engine::{engine_and_registry, is_keyframe_request};
-use crate::messages::{
-    ClientMessage, IceCandidate, LeaveReason, ParticipantId, RoomId, ServerMessage,
-};
+use crate::engine::is_keyframe_request;
+use crate::messages::{ClientMessage, LeaveReason, ParticipantId, RoomId, ServerMessage};
 use crate::socket::stun_username;
+use crate::test_peer::light::{answer_offer, candidate_message, client_connection, host_candidate};
 use crate::test_peer::media::{FrameSource, vp8_layer_tag};
 
 /// The simulcast layers a client sends when asked to, highest first as Chromium lists them:
@@ -292,17 +288,7 @@ impl Sim {
         }
         let host = 10 + self.clients.len() as u8;
         let addr = SocketAddr::from(([10, 0, 1, host], 5000));
-        let (engine, registry) = engine_and_registry(false).expect("engine");
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
-        let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .with_setting_engine(settings)
-            .build(self.now)
-            .expect("client connection");
+        let mut pc = client_connection(self.now).expect("client connection");
         let mut sending = Vec::new();
         for (n, codec) in [Codec::Opus, Codec::Vp8].into_iter().enumerate() {
             let layers: &[(&'static str, usize)] = match codec {
@@ -355,7 +341,7 @@ impl Sim {
         let offer = pc.create_offer(None).expect("offer");
         pc.set_local_description(self.now, offer)
             .expect("local offer");
-        let candidate = host_candidate(addr);
+        let candidate = host_candidate(addr).expect("host candidate");
         pc.add_local_candidate(candidate.clone())
             .expect("candidate");
         let sdp = pc.local_description().expect("described").sdp;
@@ -437,7 +423,7 @@ impl Sim {
             .pc
             .set_local_description(now, offer)
             .expect("local offer");
-        let candidate = host_candidate(addr);
+        let candidate = host_candidate(addr).expect("host candidate");
         client
             .pc
             .add_local_candidate(candidate.clone())
@@ -699,14 +685,15 @@ impl Sim {
                     }
                     ServerMessage::Offer { sdp } if client.hold_offers => client.held.push(sdp),
                     ServerMessage::Offer { sdp } => {
-                        replies.push(answer_offer(client, now, sdp));
+                        replies
+                            .push(answer_offer(&mut client.pc, now, sdp).expect("offer answered"));
                     }
                     _ => {}
                 }
             }
             if !client.hold_offers {
                 for sdp in std::mem::take(&mut client.held) {
-                    replies.push(answer_offer(client, now, sdp));
+                    replies.push(answer_offer(&mut client.pc, now, sdp).expect("offer answered"));
                 }
             }
         }
@@ -786,50 +773,6 @@ impl Sim {
         }
         moved
     }
-}
-
-fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("host candidate");
-    RTCIceCandidate::from(&candidate)
-        .to_json()
-        .expect("candidate init")
-}
-
-fn candidate_message(
-    candidate: rtc::peer_connection::transport::RTCIceCandidateInit,
-) -> ClientMessage {
-    ClientMessage::Candidate {
-        candidate: IceCandidate {
-            candidate: candidate.candidate,
-            sdp_mid: candidate.sdp_mid,
-            sdp_mline_index: candidate.sdp_mline_index,
-        },
-    }
-}
-
-fn answer_offer(client: &mut Client, now: Instant, sdp: String) -> String {
-    let offer = RTCSessionDescription::offer(sdp).expect("offer parses");
-    client
-        .pc
-        .set_remote_description(now, offer)
-        .expect("offer applies");
-    let answer = client.pc.create_answer(None).expect("answer");
-    client
-        .pc
-        .set_local_description(now, answer)
-        .expect("local answer");
-    client.pc.local_description().expect("described").sdp
 }
 
 /// How often a client reports its receive bandwidth, when it does.

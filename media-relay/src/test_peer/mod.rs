@@ -6,6 +6,7 @@
 
 pub mod delay;
 pub mod frames;
+pub mod light;
 pub mod media;
 
 use std::net::SocketAddr;
@@ -569,20 +570,9 @@ impl TestPeer {
     pub async fn wait_until(
         &self,
         timeout: Duration,
-        mut done: impl FnMut(&PeerReport) -> bool,
+        done: impl FnMut(&PeerReport) -> bool,
     ) -> Result<PeerReport, Box<PeerReport>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut changes = self.shared.changes.subscribe();
-        loop {
-            let report = self.report();
-            if done(&report) {
-                return Ok(report);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Err(Box::new(self.report())),
-            }
-        }
+        wait_for_report(&self.shared.changes, || self.report(), timeout, done).await
     }
 
     /// Sends no video frames for `length` from now, as a stalled camera or uplink would (the
@@ -1077,4 +1067,26 @@ async fn build_peer_connection(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// Waits until `done` holds for `report()`, re-checking at each change, or `timeout` passes:
+/// `Err` carries the last report, for the assertion message.
+async fn wait_for_report(
+    changes: &watch::Sender<u64>,
+    report: impl Fn() -> PeerReport,
+    timeout: Duration,
+    mut done: impl FnMut(&PeerReport) -> bool,
+) -> Result<PeerReport, Box<PeerReport>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = changes.subscribe();
+    loop {
+        let current = report();
+        if done(&current) {
+            return Ok(current);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Err(Box::new(report())),
+        }
+    }
 }
