@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use media_relay::test_peer::light::LightPeer;
 use media_relay::test_peer::{TestPeer, TestPeerConfig};
 use media_relay::{ClientMessage, ServerMessage};
 use serde_json::{Value, json};
@@ -228,6 +229,38 @@ impl CallPeer {
             .filter(|v| v["type"] == kind)
             .cloned()
             .collect()
+    }
+}
+
+/// A light receive-only peer whose signaling runs over `/ws` (see `media_relay::test_peer::light`).
+pub struct LightCallPeer {
+    /// The peer.
+    pub peer: LightPeer,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LightCallPeer {
+    /// Joins the case's call on a fresh socket with a light peer bound to `udp_addr`.
+    pub async fn join(
+        server: &Server,
+        token: &Token,
+        case: i64,
+        udp_addr: std::net::SocketAddr,
+    ) -> Result<LightCallPeer, LoadError> {
+        let link = CallLink::open(server, token, case, false, Seen::default()).await?;
+        let peer = LightPeer::start(udp_addr, true, None, link.to_relay, link.from_relay).await?;
+        Ok(LightCallPeer {
+            peer,
+            tasks: link.tasks,
+        })
+    }
+}
+
+impl Drop for LightCallPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 

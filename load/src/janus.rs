@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use media_relay::test_peer::light::LightPeer;
 use media_relay::test_peer::{TestPeer, TestPeerConfig};
 use media_relay::{ClientMessage, IceCandidate, ServerMessage};
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::LoadError;
+use crate::peer::Peer;
 
 /// How long to wait for Janus's answer or offer.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -176,7 +178,7 @@ pub async fn create_room(janus: &Janus, room: u64, publishers: usize) -> Result<
 /// A test peer signaling with Janus: a publisher or a subscriber.
 pub struct JanusPeer {
     /// The peer (reports).
-    pub peer: TestPeer,
+    pub peer: Peer,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -266,15 +268,23 @@ impl JanusPeer {
         tasks.push(tokio::spawn(async move {
             to_peer.closed().await;
         }));
-        Ok((JanusPeer { peer, tasks }, feed))
+        Ok((
+            JanusPeer {
+                peer: Peer::Full(peer),
+                tasks,
+            },
+            feed,
+        ))
     }
 
-    /// Subscribes to `feeds` of `room` with one peer connection (Janus's multistream).
+    /// Subscribes to `feeds` of `room` with one peer connection (Janus's multistream): a light
+    /// peer (`light`) or a full one.
     pub async fn subscribe(
         janus: &Janus,
         room: u64,
         feeds: &[u64],
         config: TestPeerConfig,
+        light: bool,
     ) -> Result<JanusPeer, LoadError> {
         let session = Arc::new(janus.session().await?);
         let handle = session.attach().await?;
@@ -293,17 +303,32 @@ impl JanusPeer {
             .to_string();
         let (to_janus, mut from_peer) = mpsc::channel(64);
         let (to_peer, from_janus) = mpsc::channel(64);
-        let peer = TestPeer::start(
-            TestPeerConfig {
-                offer_first: false,
-                publish_audio: false,
-                publish_video: false,
-                ..config
-            },
-            to_janus,
-            from_janus,
-        )
-        .await?;
+        let peer = if light {
+            Peer::Light(
+                LightPeer::start(
+                    config.udp_addr,
+                    false,
+                    config.reported_bandwidth,
+                    to_janus,
+                    from_janus,
+                )
+                .await?,
+            )
+        } else {
+            Peer::Full(
+                TestPeer::start(
+                    TestPeerConfig {
+                        offer_first: false,
+                        publish_audio: false,
+                        publish_video: false,
+                        ..config
+                    },
+                    to_janus,
+                    from_janus,
+                )
+                .await?,
+            )
+        };
         to_peer
             .send(ServerMessage::Offer { sdp })
             .await

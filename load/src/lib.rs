@@ -15,6 +15,7 @@ pub mod floods;
 pub mod janus;
 pub mod joins;
 pub mod measure;
+pub mod peer;
 pub mod process;
 pub mod procfs;
 pub mod report;

@@ -115,6 +115,10 @@ enum Command {
         /// top one and climb to it before the window starts.
         #[arg(long)]
         simulcast: bool,
+        /// Every subscriber a full webrtc-rs peer (decrypting everything), instead of light peers
+        /// for all but one receive-only seat per room (see docs/benchmarks.md).
+        #[arg(long)]
+        full_subscribers: bool,
         /// Write the JSON result here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -289,6 +293,7 @@ async fn main() -> Result<()> {
             duration,
             video_kbps,
             simulcast,
+            full_subscribers,
             janus,
             peer_ip,
             out,
@@ -298,6 +303,7 @@ async fn main() -> Result<()> {
                 duration: Duration::from_secs(duration),
                 video_kbps,
                 simulcast,
+                light_subscribers: !full_subscribers,
                 server_pid: target.server_pid,
                 limits: Limits::default(),
                 peer_ip,

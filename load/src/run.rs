@@ -9,14 +9,14 @@ use media_relay::{ClientMessage, MediaKind};
 use serde::{Deserialize, Serialize};
 
 use crate::LoadError;
-use crate::call::CallPeer;
+use crate::call::{CallPeer, LightCallPeer};
 use crate::janus::{Janus, JanusPeer, create_room};
 use crate::measure::{Limits, Percentiles, Received, Snapshot, Window, window};
 use crate::procfs;
 use crate::rooms::{Accounts, open_rooms};
 use crate::scenario::{RoomPlan, Scenario, plan};
 use crate::server::{RelayCounters, Server};
-use media_relay::test_peer::TestPeer;
+use media_relay::test_peer::PeerReport;
 
 /// How a run goes.
 #[derive(Debug, Clone)]
@@ -49,6 +49,11 @@ pub struct RunOptions {
     /// and a ninth of it); every peer reports twice that as its bandwidth, and the window starts
     /// once every subscriber has climbed to the top layer.
     pub simulcast: bool,
+    /// Receive-only seats are light peers (`media_relay::test_peer::light`: packets counted from
+    /// their headers, not decrypted), all but the first of each room, which stays a full peer and
+    /// measures the latency: so the generator is lighter than the relay it loads. Not with
+    /// `simulcast` (a light peer cannot read which layer it gets).
+    pub light_subscribers: bool,
 }
 
 impl RunOptions {
@@ -68,7 +73,17 @@ impl RunOptions {
             limits: Limits::default(),
             peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             simulcast: false,
+            light_subscribers: true,
         }
+    }
+
+    /// Whether seat `index` of `room` is a light peer (see `light_subscribers`).
+    fn light(&self, room: &RoomPlan, index: usize) -> bool {
+        let receive_only = |m: &crate::scenario::Member| !(m.audio || m.video);
+        self.light_subscribers
+            && !self.simulcast
+            && receive_only(&room.members[index])
+            && room.members[..index].iter().any(receive_only)
     }
 
     fn peer_config(&self, audio: bool, video: bool) -> TestPeerConfig {
@@ -191,17 +206,41 @@ impl Target<'_> {
     }
 }
 
-/// A peer of the run: joined through the server's `/ws`, or a Janus publisher or subscriber.
+/// A peer of the run: joined through the server's `/ws` (full or light), or a Janus publisher
+/// or subscriber.
 enum Held {
     Call(CallPeer),
+    Light(LightCallPeer),
     Janus(JanusPeer),
 }
 
 impl Held {
-    fn test_peer(&self) -> &TestPeer {
+    fn report(&self) -> PeerReport {
         match self {
-            Held::Call(p) => &p.peer,
-            Held::Janus(p) => &p.peer,
+            Held::Call(p) => p.peer.report(),
+            Held::Light(p) => p.peer.report(),
+            Held::Janus(p) => p.peer.report(),
+        }
+    }
+
+    async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl FnMut(&PeerReport) -> bool,
+    ) -> Result<PeerReport, Box<PeerReport>> {
+        match self {
+            Held::Call(p) => p.peer.wait_until(timeout, done).await,
+            Held::Light(p) => p.peer.wait_until(timeout, done).await,
+            Held::Janus(p) => p.peer.wait_until(timeout, done).await,
+        }
+    }
+
+    fn leave(&self) {
+        match self {
+            Held::Call(p) => p.peer.send(ClientMessage::Leave),
+            // A light peer's socket closing is its leave.
+            Held::Light(_) => {}
+            Held::Janus(p) => p.peer.send(ClientMessage::Leave),
         }
     }
 }
@@ -220,7 +259,7 @@ async fn snapshot(
     let mut received = Received::default();
     let mut counted = RelayCounters::default();
     for joined in peers {
-        let report = joined.peer.test_peer().report();
+        let report = joined.peer.report();
         received.add(&report);
         counted.packets_received += report.packets_sent;
         for track in &report.tracks {
@@ -281,15 +320,23 @@ async fn join_cloudhelp(
             let token = accounts.token(member.seat).clone();
             let expected = room.expected_tracks(index);
             let case = *case;
+            let light = options.light(room, index);
             joins.push(async move {
                 let started = Instant::now();
-                CallPeer::join(server, &token, case, config)
-                    .await
-                    .map(|peer| Joined {
-                        peer: Held::Call(peer),
-                        expected,
-                        started,
-                    })
+                let peer = if light {
+                    LightCallPeer::join(server, &token, case, config.udp_addr)
+                        .await
+                        .map(Held::Light)
+                } else {
+                    CallPeer::join(server, &token, case, config)
+                        .await
+                        .map(Held::Call)
+                };
+                peer.map(|peer| Joined {
+                    peer,
+                    expected,
+                    started,
+                })
             });
         }
     }
@@ -350,8 +397,9 @@ async fn join_janus(
             }
             let started = Instant::now();
             let config = options.peer_config(false, false);
+            let light = options.light(room, index);
             joined.push(
-                JanusPeer::subscribe(janus, id, &others, config)
+                JanusPeer::subscribe(janus, id, &others, config, light)
                     .await
                     .map(|peer| Joined {
                         peer: Held::Janus(peer),
@@ -409,11 +457,9 @@ async fn run_step(
     let mut join_times = Vec::new();
     let waits = peers.iter().map(|j| {
         let expected = j.expected;
-        j.peer
-            .test_peer()
-            .wait_until(options.join_timeout, move |r| {
-                r.connected && r.tracks.iter().filter(|t| t.counts.packets > 0).count() >= expected
-            })
+        j.peer.wait_until(options.join_timeout, move |r| {
+            r.connected && r.tracks.iter().filter(|t| t.counts.packets > 0).count() >= expected
+        })
     });
     for (joined, outcome) in peers
         .iter()
@@ -450,12 +496,10 @@ async fn run_step(
             // does must have its video before it can be on the top layer (an empty list of
             // tracks would pass at once and measure before the climb).
             let receives = j.expected > 0;
-            j.peer
-                .test_peer()
-                .wait_until(options.join_timeout, move |r| {
-                    let mut video = r.live_tracks(MediaKind::Video).peekable();
-                    !receives || (video.peek().is_some() && video.all(|t| t.counts.layer == top))
-                })
+            j.peer.wait_until(options.join_timeout, move |r| {
+                let mut video = r.live_tracks(MediaKind::Video).peekable();
+                !receives || (video.peek().is_some() && video.all(|t| t.counts.layer == top))
+            })
         });
         below_top_layer = futures_util::future::join_all(climbs)
             .await
@@ -484,7 +528,7 @@ async fn run_step(
     }
     let figures = window(&first, &last);
     for joined in &peers {
-        joined.peer.test_peer().send(ClientMessage::Leave);
+        joined.peer.leave();
     }
     // Let the leaves reach the server before the sockets drop.
     tokio::time::sleep(Duration::from_millis(300)).await;
