@@ -1,5 +1,6 @@
-//! One forwarder per published track: the state the room keeps to fan a publisher's packets out
-//! to each subscriber leg (rewritten for that leg), choose each video leg's simulcast layer, ask
+//! One forwarder per published track, and with it the track's subscriptions: the only record of
+//! who receives the track (legs still being negotiated, then active legs). It holds the state the
+//! room keeps to fan a publisher's packets out to each subscriber leg (rewritten for that leg), choose each video leg's simulcast layer, ask
 //! the publisher for keyframes through each layer's rate limiter, tell who is speaking, and feed
 //! a recording. Plain data fed packets and times: the room owns the peer connections and does the
 //! writing.
@@ -74,6 +75,17 @@ impl Leg {
     }
 }
 
+/// A subscription whose negotiation is not done: the subscriber's connection has a local track
+/// for it, not yet agreed with the subscriber (its payload type is not known).
+pub(crate) struct PendingLeg {
+    /// The subscriber's link.
+    pub(crate) subscriber: u64,
+    pub(crate) sender: RTCRtpSenderId,
+    pub(crate) ssrc: u32,
+    /// The size the subscriber shows it at, if it said already (`video_size`).
+    pub(crate) display: Option<(u32, u32)>,
+}
+
 /// One encoding of the published track (a simulcast layer, or the only one).
 pub(crate) struct Layer {
     /// The SSRC its packets carry (0 until learnt, if the core did not tell).
@@ -105,7 +117,10 @@ pub(crate) struct Due {
 
 pub(crate) struct Forwarder {
     codec: Codec,
+    /// Active subscriptions, forwarded to.
     pub(crate) legs: Vec<Leg>,
+    /// Subscriptions still being negotiated.
+    pub(crate) pending: Vec<PendingLeg>,
     pub(crate) layers: Vec<Layer>,
     keyframe_interval: Duration,
     /// The audio-level header extension id and the detector fed from it.
@@ -128,6 +143,7 @@ impl Forwarder {
         let mut forwarder = Self {
             codec,
             legs: Vec::new(),
+            pending: Vec::new(),
             layers: Vec::new(),
             keyframe_interval,
             speaking: audio_level_id
@@ -256,9 +272,23 @@ impl Forwarder {
         self.legs.iter().position(|l| l.subscriber == subscriber)
     }
 
-    /// Drops every leg of `subscriber`.
+    /// Drops `subscriber`'s subscription, pending or active.
     pub(crate) fn unsubscribe(&mut self, subscriber: u64) {
         self.legs.retain(|leg| leg.subscriber != subscriber);
+        self.pending.retain(|leg| leg.subscriber != subscriber);
+    }
+
+    /// Whether `subscriber` has a subscription, pending or active.
+    pub(crate) fn subscribed(&self, subscriber: u64) -> bool {
+        self.leg_of(subscriber).is_some() || self.pending.iter().any(|p| p.subscriber == subscriber)
+    }
+
+    /// Every subscription's subscriber and the sender on its connection, pending or active.
+    pub(crate) fn subscriptions(&self) -> impl Iterator<Item = (u64, RTCRtpSenderId)> + '_ {
+        self.legs
+            .iter()
+            .map(|l| (l.subscriber, l.sender))
+            .chain(self.pending.iter().map(|p| (p.subscriber, p.sender)))
     }
 
     /// Mutes or unmutes; returns the layers to send a PLI for now (video resumes on a keyframe).

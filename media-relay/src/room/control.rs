@@ -11,10 +11,10 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 
 use super::state::{CandidateUse, Grace, Negotiation, Presence, Transport};
-use super::{DownLeg, Member, Output, RoomCore};
-use crate::codec::Codec;
+use super::{Member, Output, RoomCore};
 use crate::engine::{AUDIO_LEVEL_URI, build_relay_connection};
 use crate::error::RelayError;
+use crate::forwarder::{Forwarder, PendingLeg};
 use crate::messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, ServerMessage,
 };
@@ -81,7 +81,6 @@ impl RoomCore {
             transport: Transport::Connecting,
             grace: None,
             published: Vec::new(),
-            downs: Vec::new(),
             muted: Vec::new(),
             audio_level_id: None,
             candidates_added: false,
@@ -310,19 +309,10 @@ impl RoomCore {
         }
         if first {
             // Subscribe the newcomer to everything already published.
-            let sources: Vec<(u64, String, Codec)> = self
-                .members
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != index)
-                .flat_map(|(_, m)| {
-                    m.published
-                        .iter()
-                        .map(|p| (m.link, p.track_id.clone(), p.codec))
-                })
-                .collect();
-            for (publisher, track_id, codec) in sources {
-                self.add_down_leg(index, publisher, track_id, codec);
+            for p in (0..self.members.len()).filter(|p| *p != index) {
+                for k in 0..self.members[p].published.len() {
+                    self.subscribe(index, p, k);
+                }
             }
         }
         // Tracks the participant no longer sends are unpublished.
@@ -412,36 +402,39 @@ impl RoomCore {
 
     /// Member `index` shows `track_id` at `size`: cap that leg's simulcast layer.
     fn on_video_size(&mut self, index: usize, track_id: &str, size: (u32, u32)) {
-        let Some(leg) = self.members[index]
-            .downs
-            .iter_mut()
-            .find(|leg| leg.track_id == track_id)
-        else {
+        let subscriber = self.members[index].link;
+        let found = self.track_index(track_id).filter(|(p, k)| {
+            self.members[*p].published[*k]
+                .forwarder
+                .subscribed(subscriber)
+        });
+        let Some((p, k)) = found else {
             return self.error_to(
                 index,
                 ErrorCode::UnknownTrack,
                 format!("video_size: no track {track_id:?} is sent to you"),
             );
         };
-        leg.display = Some(size);
-        let publisher = leg.publisher;
-        self.display_size(index, publisher, track_id, size);
+        let forwarder = &mut self.members[p].published[k].forwarder;
+        if let Some(pending) = forwarder
+            .pending
+            .iter_mut()
+            .find(|l| l.subscriber == subscriber)
+        {
+            pending.display = Some(size); // the leg starts with it
+            return;
+        }
+        self.display_size(p, k, subscriber, size);
     }
 
-    /// Adds a local track for `publisher`'s track to member `index`; negotiated by the next offer.
-    pub(super) fn add_down_leg(
-        &mut self,
-        index: usize,
-        publisher: u64,
-        track_id: String,
-        codec: Codec,
-    ) {
+    /// Subscribes member `index` to member `p`'s track `k`: a local track on its connection,
+    /// negotiated by the next offer, and a pending leg in the track's forwarder.
+    pub(super) fn subscribe(&mut self, index: usize, p: usize, k: usize) {
         let ssrc = next_ssrc();
-        let Some(stream) = self
-            .link_index(publisher)
-            .map(|p| self.members[p].id.to_string())
-        else {
-            return;
+        let stream = self.members[p].id.to_string();
+        let (track_id, codec) = {
+            let published = &self.members[p].published[k];
+            (published.track_id.clone(), published.codec)
         };
         let local = MediaStreamTrack::new(
             stream,
@@ -469,17 +462,17 @@ impl RoomCore {
             .add_transceiver_from_track(local, Some(init));
         match added.map(RTCRtpSenderId::from) {
             Ok(sender) => {
-                let member = &mut self.members[index];
-                member.downs.push(DownLeg {
-                    publisher,
-                    track_id,
-                    codec,
-                    ssrc,
-                    sender,
-                    active: false,
-                    display: None,
-                });
-                member.negotiation.change();
+                let subscriber = self.members[index].link;
+                self.members[p].published[k]
+                    .forwarder
+                    .pending
+                    .push(PendingLeg {
+                        subscriber,
+                        sender,
+                        ssrc,
+                        display: None,
+                    });
+                self.members[index].negotiation.change();
             }
             Err(err) => tracing::warn!(%err, "adding a track failed"),
         }
@@ -525,18 +518,21 @@ impl RoomCore {
 
     /// Stops forwarding one of member `index`'s tracks and takes it from the others.
     pub(super) fn unpublish(&mut self, index: usize, track_id: &str) {
-        let (publisher, link) = (self.members[index].id.clone(), self.members[index].link);
-        self.members[index]
+        let publisher = self.members[index].id.clone();
+        let Some(k) = self.members[index]
             .published
-            .retain(|p| p.track_id != track_id);
+            .iter()
+            .position(|p| p.track_id == track_id)
+        else {
+            return;
+        };
+        let published = self.members[index].published.remove(k);
+        self.end_subscriptions(&published.forwarder);
         tracing::info!(room = %self.id, participant = %publisher, %track_id, "track unpublished");
         for other in 0..self.members.len() {
             if other == index {
                 continue;
             }
-            self.drop_legs(other, |leg| {
-                leg.publisher == link && leg.track_id == track_id
-            });
             self.send_to(
                 other,
                 ServerMessage::TrackUnpublished {
@@ -548,18 +544,17 @@ impl RoomCore {
         }
     }
 
-    /// Removes member `index`'s legs that `gone` selects (renegotiated by its next offer).
-    fn drop_legs(&mut self, index: usize, gone: impl Fn(&DownLeg) -> bool) {
-        let member = &mut self.members[index];
-        let (dropped, kept): (Vec<DownLeg>, Vec<DownLeg>) =
-            member.downs.drain(..).partition(|leg| gone(leg));
-        member.downs = kept;
-        for leg in &dropped {
-            if let Err(err) = member.pc.remove_track(leg.sender) {
+    /// Takes a track that is gone from every subscriber's connection (renegotiated by its next
+    /// offer).
+    fn end_subscriptions(&mut self, forwarder: &Forwarder) {
+        for (subscriber, sender) in forwarder.subscriptions() {
+            let Some(index) = self.link_index(subscriber) else {
+                continue;
+            };
+            let member = &mut self.members[index];
+            if let Err(err) = member.pc.remove_track(sender) {
                 tracing::debug!(%err, "remove_track failed");
             }
-        }
-        if !dropped.is_empty() {
             member.negotiation.change();
         }
     }
@@ -588,11 +583,13 @@ impl RoomCore {
         self.outputs
             .push_back(Output::Unroute { link: member.link });
         tracing::info!(room = %self.id, participant = %participant, ?reason, "left");
+        for published in &member.published {
+            self.end_subscriptions(&published.forwarder);
+        }
         for other in 0..self.members.len() {
             for published in &mut self.members[other].published {
                 published.forwarder.unsubscribe(member.link);
             }
-            self.drop_legs(other, |leg| leg.publisher == member.link);
             self.send_to(
                 other,
                 ServerMessage::ParticipantLeft {

@@ -20,7 +20,7 @@ use super::{Datagram, Published, Recorder, RoomCore, kind_name};
 use crate::codec::Codec;
 use crate::engine::is_keyframe_request;
 use crate::error::RelayError;
-use crate::forwarder::{Forwarder, Leg};
+use crate::forwarder::{Forwarder, Leg, PendingLeg};
 use crate::messages::{LeaveReason, MediaKind, ServerMessage};
 use crate::quality::totals_from;
 
@@ -172,10 +172,14 @@ impl RoomCore {
     fn on_pc_message(&mut self, index: usize, message: RTCMessage) {
         match message {
             RTCMessage::RtpPacket(source, packet) => {
-                let Some(k) = self.members[index]
-                    .published
+                // By SSRC (a number) when a layer of the track has it; by the track's id only
+                // for a stream's first packets, while a layer's SSRC is still to be learnt.
+                let ssrc = packet.header.ssrc;
+                let published = &self.members[index].published;
+                let Some(k) = published
                     .iter()
-                    .position(|p| p.source == source)
+                    .position(|p| p.forwarder.layers.iter().any(|l| l.ssrc == ssrc))
+                    .or_else(|| published.iter().position(|p| p.source == source))
                 else {
                     return;
                 };
@@ -210,22 +214,19 @@ impl RoomCore {
         let now = self.now;
         let subscriber = self.members[index].link;
         if is_keyframe_request(packet) {
-            let Some(leg) = self.members[index]
-                .downs
-                .iter()
-                .find(|leg| leg.track_id == track_id)
-            else {
+            let found = self.track_index(track_id).filter(|(p, k)| {
+                self.members[*p].published[*k]
+                    .forwarder
+                    .subscribed(subscriber)
+            });
+            let Some((p, k)) = found else {
                 return;
             };
             self.counters.keyframe_requests_received += 1;
-            let publisher = leg.publisher;
-            let track_id = leg.track_id.clone();
-            if let Some((p, k)) = self.published_index(publisher, &track_id) {
-                let forwarder = &mut self.members[p].published[k].forwarder;
-                let leg = forwarder.leg_of(subscriber);
-                if let Some(layer) = leg.and_then(|leg| forwarder.want_keyframe_for(now, leg)) {
-                    self.write_pli(p, k, layer);
-                }
+            let forwarder = &mut self.members[p].published[k].forwarder;
+            let leg = forwarder.leg_of(subscriber);
+            if let Some(layer) = leg.and_then(|leg| forwarder.want_keyframe_for(now, leg)) {
+                self.write_pli(p, k, layer);
             }
             return;
         }
@@ -258,15 +259,14 @@ impl RoomCore {
             return;
         };
         let subscriber = self.members[index].link;
-        let downs = &self.members[index].downs;
-        let audio = downs
-            .iter()
-            .filter(|d| d.codec.kind() == MediaKind::Audio)
-            .count() as u64;
-        let video = downs
-            .iter()
-            .filter(|d| d.codec.kind() == MediaKind::Video)
-            .count() as u64;
+        let (mut audio, mut video) = (0u64, 0u64);
+        let received = self.members.iter().flat_map(|m| &m.published);
+        for published in received.filter(|p| p.forwarder.subscribed(subscriber)) {
+            match published.codec.kind() {
+                MediaKind::Audio => audio += 1,
+                MediaKind::Video => video += 1,
+            }
+        }
         if video == 0 {
             return;
         }
@@ -417,16 +417,6 @@ impl RoomCore {
         }
     }
 
-    /// The member index and track index of the track `track_id` published on link `publisher`.
-    fn published_index(&self, publisher: u64, track_id: &str) -> Option<(usize, usize)> {
-        let index = self.link_index(publisher)?;
-        let k = self.members[index]
-            .published
-            .iter()
-            .position(|p| p.track_id == track_id)?;
-        Some((index, k))
-    }
-
     fn on_published(
         &mut self,
         index: usize,
@@ -456,7 +446,7 @@ impl RoomCore {
             return;
         };
         let kind = codec.kind();
-        let (publisher, link) = (self.members[index].id.clone(), self.members[index].link);
+        let publisher = self.members[index].id.clone();
         let ordinal = self.next_track;
         self.next_track += 1;
         let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
@@ -490,31 +480,38 @@ impl RoomCore {
                 kind,
             },
         );
+        let k = self.members[index].published.len() - 1;
         for other in 0..self.members.len() {
             if other != index && self.members[other].negotiation.opened() {
-                self.add_down_leg(other, link, track_id.clone(), codec);
+                self.subscribe(other, index, k);
                 self.maybe_offer(other);
             }
         }
     }
 
-    /// Starts forwarding on every negotiated leg of member `index` not yet forwarding.
+    /// Starts forwarding on every leg of member `index`'s that its negotiation has settled.
     pub(super) fn activate_legs(&mut self, index: usize) {
         if !self.members[index].transport.was_up() {
             return;
         }
         let subscriber = self.members[index].link;
-        let mut activated = Vec::new();
-        let member = &mut self.members[index];
-        for (leg_index, leg) in member.downs.iter().enumerate() {
-            if leg.active {
-                continue;
+        let mut waiting = Vec::new();
+        for (p, member) in self.members.iter().enumerate() {
+            for (k, published) in member.published.iter().enumerate() {
+                for pending in published.forwarder.pending.iter() {
+                    if pending.subscriber == subscriber {
+                        waiting.push((p, k, pending.sender, published.codec));
+                    }
+                }
             }
-            let Some(mut sender) = member.pc.rtp_sender(leg.sender) else {
+        }
+        let now = self.now;
+        for (p, k, sender, codec) in waiting {
+            let Some(mut rtp_sender) = self.members[index].pc.rtp_sender(sender) else {
                 continue;
             };
-            let mime = leg.codec.mime_type();
-            let Some(payload_type) = sender
+            let mime = codec.mime_type();
+            let Some(payload_type) = rtp_sender
                 .get_parameters()
                 .rtp_parameters
                 .codecs
@@ -524,22 +521,16 @@ impl RoomCore {
             else {
                 continue; // not negotiated (yet): the next exchange may settle it
             };
-            activated.push((leg_index, payload_type));
-        }
-        let now = self.now;
-        for (leg_index, payload_type) in activated {
-            let leg = &self.members[index].downs[leg_index];
-            let (publisher, track_id) = (leg.publisher, leg.track_id.clone());
-            let mut new_leg = Leg::new(subscriber, leg.sender, leg.ssrc, payload_type, leg.codec);
-            new_leg.display = leg.display;
-            self.members[index].downs[leg_index].active = true;
-            let Some((p, k)) = self.published_index(publisher, &track_id) else {
+            let forwarder = &mut self.members[p].published[k].forwarder;
+            // Sender ids are per connection: the subscriber's own is the one.
+            let mine = |l: &PendingLeg| l.subscriber == subscriber && l.sender == sender;
+            let Some(j) = forwarder.pending.iter().position(mine) else {
                 continue;
             };
-            if let Some(layer) = self.members[p].published[k]
-                .forwarder
-                .subscribe(now, new_leg)
-            {
+            let pending = forwarder.pending.remove(j);
+            let mut leg = Leg::new(subscriber, sender, pending.ssrc, payload_type, codec);
+            leg.display = pending.display;
+            if let Some(layer) = forwarder.subscribe(now, leg) {
                 self.write_pli(p, k, layer);
             }
         }
@@ -561,22 +552,12 @@ impl RoomCore {
         }
     }
 
-    /// Member `index` shows the track `track_id` of link `publisher` at `size`.
-    pub(super) fn display_size(
-        &mut self,
-        index: usize,
-        publisher: u64,
-        track_id: &str,
-        size: (u32, u32),
-    ) {
-        let subscriber = self.members[index].link;
-        let Some((p, k)) = self.published_index(publisher, track_id) else {
-            return;
-        };
+    /// `subscriber` shows member `p`'s track `k` at `size` (its leg is active).
+    pub(super) fn display_size(&mut self, p: usize, k: usize, subscriber: u64, size: (u32, u32)) {
         let now = self.now;
         let forwarder = &mut self.members[p].published[k].forwarder;
         let Some(leg) = forwarder.leg_of(subscriber) else {
-            return; // not active yet: the leg starts with the size kept on the down leg
+            return;
         };
         if let Some(layer) = forwarder.set_display(now, leg, size) {
             self.write_pli(p, k, layer);

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 
 use crate::codec::Codec;
@@ -148,22 +148,6 @@ struct Published {
     forwarder: Forwarder,
 }
 
-/// A track a member receives from another member: the negotiation side of a subscription (the
-/// forwarding side is the publisher's forwarder leg, found by the subscriber's link).
-struct DownLeg {
-    /// The publisher's link.
-    publisher: u64,
-    track_id: String,
-    /// The publisher's codec: the relay does not transcode.
-    codec: Codec,
-    ssrc: u32,
-    sender: RTCRtpSenderId,
-    /// Subscribed at the forwarder (the leg's negotiation completed).
-    active: bool,
-    /// The size the member shows it at (`video_size`), kept for a leg not yet active.
-    display: Option<(u32, u32)>,
-}
-
 struct Member {
     id: ParticipantId,
     /// Relay-wide id of this member's connection: the socket routes its datagrams by it, the
@@ -174,8 +158,9 @@ struct Member {
     negotiation: Negotiation,
     transport: Transport,
     grace: Option<Grace>,
+    /// What it publishes; what it receives is in the others' forwarders (the one table of
+    /// subscriptions).
     published: Vec<Published>,
-    downs: Vec<DownLeg>,
     muted: Vec<MediaKind>,
     /// The audio-level header extension id of its last offer.
     audio_level_id: Option<u8>,
@@ -314,6 +299,33 @@ impl RoomCore {
         self.members.len()
     }
 
+    /// What must hold between any two inputs: each track has at most one subscription per
+    /// member, never its own publisher's, and only members subscribe. The simulator checks it
+    /// after every step.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        for member in &self.members {
+            for track in &member.published {
+                let mut subscribers: Vec<u64> =
+                    track.forwarder.subscriptions().map(|(s, _)| s).collect();
+                let count = subscribers.len();
+                subscribers.sort_unstable();
+                subscribers.dedup();
+                if subscribers.len() != count {
+                    return Err(format!("{}: a member subscribed twice", track.track_id));
+                }
+                if subscribers.contains(&member.link) {
+                    return Err(format!("{}: its publisher subscribes", track.track_id));
+                }
+                if let Some(stranger) = subscribers.iter().find(|s| self.link_index(**s).is_none())
+                {
+                    return Err(format!("{}: link {stranger} is not here", track.track_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The counters since the last call, for the relay-wide metrics.
     pub(crate) fn take_counters(&mut self) -> RoomCounters {
         std::mem::take(&mut self.counters)
@@ -353,6 +365,17 @@ impl RoomCore {
 
     fn link_index(&self, link: u64) -> Option<usize> {
         self.members.iter().position(|m| m.link == link)
+    }
+
+    /// The member index and track index of the published track `track_id` (track ids are unique
+    /// in the room). Only control messages and feedback look tracks up by id; media does not.
+    fn track_index(&self, track_id: &str) -> Option<(usize, usize)> {
+        self.members.iter().enumerate().find_map(|(p, m)| {
+            m.published
+                .iter()
+                .position(|t| t.track_id == track_id)
+                .map(|k| (p, k))
+        })
     }
 
     /// Queues a message to a member; a detached member's are dropped (what matters is sent

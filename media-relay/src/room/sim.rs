@@ -617,6 +617,9 @@ impl Sim {
             for index in 0..self.clients.len() {
                 moved |= self.client_turn(index);
             }
+            if let Err(broken) = self.core.check_invariants() {
+                panic!("the room's invariants broke: {broken}");
+            }
             if !moved {
                 break;
             }
