@@ -4,6 +4,11 @@
 //! (and the folder fsynced). The caller commits its database row after that and acknowledges last,
 //! so an acknowledged material always has its bytes on disk. Leftovers in `tmp/` from a crash are
 //! removed at start; a blob with no row is inert and is reused by the next upload of the same bytes.
+//!
+//! A resumable upload (`uploads.rs`) grows in `partial/<id>`, which survives a restart: each
+//! chunk is fsynced before its new length is recorded, and a file longer than what was recorded
+//! (a chunk whose acknowledgement never left) is cut back to the recorded length before the next
+//! chunk is appended.
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +52,109 @@ impl BlobStore {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(store.root.join("partial"))?;
         Ok(store)
+    }
+
+    /// Where the bytes of the resumable upload `id` grow (`id` is the server's own hex id).
+    pub fn partial_path(&self, id: &str) -> PathBuf {
+        self.root.join("partial").join(id)
+    }
+
+    /// Appends the chunk `body` to the resumable upload `id` at `offset` (what was acknowledged
+    /// so far: longer leftovers are cut back first), at most `room` bytes, and fsyncs; returns
+    /// the new length. A chunk that breaks off adds nothing: the length stays `offset`.
+    pub async fn append_partial<S, E>(
+        &self,
+        id: &str,
+        offset: u64,
+        body: S,
+        room: u64,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<BodyChunk, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.partial_path(id);
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .await?;
+        let length = file.metadata().await?.len();
+        if length < offset {
+            return Err(Error::conflict(
+                "upload_lost",
+                format!(
+                    "the upload's stored bytes end at {length}, before the acknowledged {offset}: start it again"
+                ),
+            ));
+        }
+        file.set_len(offset).await?;
+        let appended = Self::append_chunk(&mut file, body, room).await;
+        if appended.is_err() {
+            // Nothing of a broken chunk counts: back to what was acknowledged.
+            file.set_len(offset).await?;
+        }
+        let added = appended?;
+        file.sync_all().await?;
+        Ok(offset + added)
+    }
+
+    async fn append_chunk<S, E>(file: &mut tokio::fs::File, mut body: S, room: u64) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<BodyChunk, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::End(0)).await?;
+        let mut added = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::bad(
+                    "body_interrupted",
+                    format!("the chunk was interrupted: {e}"),
+                )
+            })?;
+            added += chunk.len() as u64;
+            if added > room {
+                return Err(Error::TooLarge(format!(
+                    "the chunk goes past the upload's declared size by {} bytes",
+                    added - room
+                )));
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(added)
+    }
+
+    /// A complete resumable upload as a received file: its digest must be `sha256`, or it is
+    /// removed and refused. Blocking (it reads the whole file).
+    pub fn finish_partial(&self, id: &str, sha256: &str) -> Result<Received> {
+        use std::io::Read;
+        let path = self.partial_path(id);
+        let temp = tempfile::TempPath::try_from_path(&path)?;
+        let (digest, size) = hash_file(&temp)?;
+        if digest != sha256 {
+            return Err(Error::bad(
+                "digest_mismatch",
+                format!(
+                    "the uploaded bytes have SHA-256 {digest}, not the declared {sha256}: start again"
+                ),
+            ));
+        }
+        let mut head = Vec::with_capacity(HEAD_LEN);
+        std::fs::File::open(&temp)?
+            .take(HEAD_LEN as u64)
+            .read_to_end(&mut head)?;
+        Ok(Received {
+            sha256: digest,
+            size,
+            head,
+            temp,
+        })
     }
 
     /// The folder under `root` as it is, touching nothing (for tools reading another server's

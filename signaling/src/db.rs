@@ -215,6 +215,21 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE archives;
     ALTER TABLE archive_chain RENAME TO archives;
     "#,
+    // 6: resumable uploads of materials: how much of each is acknowledged (the bytes are in
+    // `blobs/partial/<id>`).
+    r#"
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sha256 TEXT NOT NULL,
+        acknowledged INTEGER NOT NULL CHECK (acknowledged >= 0 AND acknowledged <= size),
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX uploads_by_user ON uploads(user_id);
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

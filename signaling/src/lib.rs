@@ -29,6 +29,7 @@ pub mod state;
 pub mod stats;
 pub mod tlog;
 pub mod tls;
+pub mod uploads;
 pub mod workflow;
 pub mod ws;
 

@@ -165,22 +165,7 @@ impl TestApp {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Answer {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "127.0.0.1:8443");
-        match auth {
-            Auth::None => {}
-            Auth::Bearer(t) => {
-                builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"))
-            }
-            Auth::Cookie { session, csrf } => {
-                builder = builder.header(header::COOKIE, format!("cloudhelp_session={session}"));
-                if let Some(csrf) = csrf {
-                    builder = builder.header("x-csrf-token", csrf);
-                }
-            }
-        }
+        let mut builder = Request::builder().method(method).uri(path);
         if let (Some(ct), Some(_)) = (content_type, &body) {
             builder = builder.header(header::CONTENT_TYPE, ct);
         }
@@ -190,6 +175,31 @@ impl TestApp {
         let request = builder
             .body(body.map(Body::from).unwrap_or_else(Body::empty))
             .unwrap();
+        self.send(request, auth).await
+    }
+
+    /// Any request, as `auth` (and from this server's own host).
+    pub async fn send(&self, mut request: Request<Body>, auth: &Auth) -> Answer {
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, "127.0.0.1:8443".parse().unwrap());
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                headers.insert(
+                    header::AUTHORIZATION,
+                    format!("Bearer {t}").parse().unwrap(),
+                );
+            }
+            Auth::Cookie { session, csrf } => {
+                headers.insert(
+                    header::COOKIE,
+                    format!("cloudhelp_session={session}").parse().unwrap(),
+                );
+                if let Some(csrf) = csrf {
+                    headers.insert("x-csrf-token", csrf.parse().unwrap());
+                }
+            }
+        }
         let response = app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();

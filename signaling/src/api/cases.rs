@@ -472,42 +472,78 @@ pub async fn upload(
 ) -> Result<Response> {
     let filename = materials::check_filename(&q.filename)?;
     let limit = state.config.max_material_bytes;
-    let max_count = state.config.max_materials_per_case;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::TooLarge(format!(
-            "the material is larger than the limit of {limit} bytes (max_material_bytes)"
-        )));
+    if let Some(size) = declared {
+        check_material_size(size, limit)?;
     }
     let actor = caller.actor();
-    let check = {
-        let actor = actor.clone();
-        move |c: &mut rusqlite::Connection| -> Result<CaseFacts> {
-            let facts = cases::visible_facts(c, id, &actor)?;
-            check_material_access(&actor, &facts, true)?;
-            if !facts.state.accepts_materials() {
-                return Err(Error::conflict(
-                    "invalid_transition",
-                    format!("cannot add materials: the case is {}", facts.state.as_str()),
-                ));
-            }
-            if materials::count(c, id)? >= max_count {
-                return Err(Error::conflict(
-                    "too_many_materials",
-                    format!("the case already has {max_count} materials (max_materials_per_case)"),
-                ));
-            }
-            Ok(facts)
-        }
-    };
+    let check = material_check(id, actor.clone(), state.config.max_materials_per_case);
     let facts = state.db.call(check.clone()).await?;
     let received = state
         .blobs
         .receive(body.into_data_stream(), limit, "max_material_bytes")
         .await?;
+    let material = store_material(&state, id, actor, facts, received, filename, check, |_| {
+        Ok(())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(material)).into_response())
+}
+
+/// Refuses a material larger than `limit` (`max_material_bytes`).
+pub(crate) fn check_material_size(size: u64, limit: u64) -> Result<()> {
+    if size > limit {
+        return Err(Error::TooLarge(format!(
+            "the material is larger than the limit of {limit} bytes (max_material_bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `actor` may add a material to case `id` now: it sees the case and may write to it,
+/// the case takes materials in its state, and it has fewer than `max_count`. Checked before the
+/// bytes come and again when they are recorded (the case may have moved on meanwhile).
+pub(crate) fn material_check(
+    id: i64,
+    actor: Actor,
+    max_count: u32,
+) -> impl Fn(&mut rusqlite::Connection) -> Result<CaseFacts> + Clone + Send + 'static {
+    move |c: &mut rusqlite::Connection| -> Result<CaseFacts> {
+        let facts = cases::visible_facts(c, id, &actor)?;
+        check_material_access(&actor, &facts, true)?;
+        if !facts.state.accepts_materials() {
+            return Err(Error::conflict(
+                "invalid_transition",
+                format!("cannot add materials: the case is {}", facts.state.as_str()),
+            ));
+        }
+        if materials::count(c, id)? >= max_count {
+            return Err(Error::conflict(
+                "too_many_materials",
+                format!("the case already has {max_count} materials (max_materials_per_case)"),
+            ));
+        }
+        Ok(facts)
+    }
+}
+
+/// Stores fully received bytes as a material of case `id`: their type read from the bytes, the
+/// blob moved into place and fsynced, then `check` again, the row and `also` (in the same turn of
+/// the database), then the case's people told. Acknowledge only after this returns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn store_material(
+    state: &AppState,
+    id: i64,
+    actor: Actor,
+    facts: CaseFacts,
+    received: crate::blobs::Received,
+    filename: String,
+    check: impl Fn(&mut rusqlite::Connection) -> Result<CaseFacts> + Send + 'static,
+    also: impl FnOnce(&mut rusqlite::Connection) -> Result<()> + Send + 'static,
+) -> Result<Material> {
     let media_type = materials::sniff(&received.head)?;
     let blob = materials::StoredBlob {
         sha256: received.sha256.clone(),
@@ -525,7 +561,9 @@ pub async fn upload(
         .db
         .call(move |c| {
             check(c)?; // the case may have moved on while the bytes streamed
-            materials::insert(c, id, &actor, &blob, now)
+            let material = materials::insert(c, id, &actor, &blob, now)?;
+            also(c)?;
+            Ok(material)
         })
         .await?;
     state.metrics.materials.inc();
@@ -548,7 +586,7 @@ pub async fn upload(
             material: material.clone(),
         },
     );
-    Ok((StatusCode::CREATED, Json(material)).into_response())
+    Ok(material)
 }
 
 /// RFC 5987 encoding of a file name for Content-Disposition.

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cases;
 pub mod esign;
 pub mod ops;
+pub mod uploads;
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "cloudhelp_session";
@@ -49,6 +50,14 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/cases/{id}/materials/{material_id}", get(cases::download))
+        .route("/cases/{id}/uploads", post(uploads::start))
+        .route(
+            "/cases/{id}/uploads/{upload}",
+            get(uploads::status)
+                .patch(uploads::chunk)
+                .delete(uploads::cancel)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/cases/{id}/rating", post(cases::rate))
         .route("/cases/{id}/decision", post(esign::prepare_decision))
         .route("/cases/{id}/decision/seal", post(esign::seal_decision))
