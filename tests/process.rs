@@ -414,6 +414,138 @@ async fn a_crash_before_the_acknowledgement_leaves_no_row_and_no_visible_orphan(
     );
 }
 
+async fn send_chunk(
+    server: &Server,
+    token: &str,
+    case: i64,
+    upload: &str,
+    offset: usize,
+    body: reqwest::Body,
+) -> reqwest::Result<reqwest::Response> {
+    server
+        .client
+        .patch(server.url(&format!("/api/cases/{case}/uploads/{upload}")))
+        .bearer_auth(token)
+        .header("upload-offset", offset.to_string())
+        .body(body)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn a_resumable_upload_goes_on_after_sigkill_from_its_last_acknowledged_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir(&tmp);
+    let mut server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let case = open_case(&server, &agent).await;
+    let bytes = photo(700_000);
+    let expected = hex::encode(sha2::Sha256::digest(&bytes));
+    let (status, upload) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/cases/{case}/uploads"),
+            &agent,
+            Some(json!({ "filename": "residence.jpg", "size": bytes.len(), "sha256": expected })),
+        )
+        .await;
+    assert_eq!(status, 201, "{upload}");
+    let id = upload["id"].as_str().unwrap().to_string();
+    let first = send_chunk(
+        &server,
+        &agent,
+        case,
+        &id,
+        0,
+        bytes[..300_000].to_vec().into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), 200);
+
+    // The next chunk streams half its bytes; the server dies before it could acknowledge it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    let pending = {
+        let request = server
+            .client
+            .patch(server.url(&format!("/api/cases/{case}/uploads/{id}")))
+            .bearer_auth(&agent)
+            .header("upload-offset", "300000")
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        tokio::spawn(request)
+    };
+    tx.send(bytes[300_000..450_000].to_vec()).await.unwrap();
+    let partial = data.join("blobs/partial").join(&id);
+    let mut grew = false;
+    for _ in 0..500 {
+        if std::fs::metadata(&partial)
+            .map(|m| m.len() > 300_000)
+            .unwrap_or(false)
+        {
+            grew = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(grew, "the server began writing the second chunk");
+    server.kill();
+    assert!(
+        pending
+            .await
+            .unwrap()
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true),
+        "never acknowledged"
+    );
+
+    // After the restart the upload is where it was acknowledged, and finishes from there.
+    let server = Server::start(&data);
+    let agent = server.token("agent", "demo-agent-2026").await;
+    let (status, state) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/cases/{case}/uploads/{id}"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["offset"], 300_000);
+    let rest = send_chunk(
+        &server,
+        &agent,
+        case,
+        &id,
+        300_000,
+        bytes[300_000..].to_vec().into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest.status(), 201);
+    let material: Value = rest.json().await.unwrap();
+    assert_eq!(
+        material["sha256"], expected,
+        "the bytes before the crash were not doubled"
+    );
+    let body = server
+        .client
+        .get(server.url(&format!("/api/cases/{case}/materials/{}", material["id"])))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.as_ref(), &bytes[..]);
+}
+
 fn walk_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|entries| {
