@@ -452,7 +452,7 @@ test('a failed upload shows the failure and succeeds on retry', async () => {
   try {
     const page = await pageAs(ctx, 'agent');
     let refused = 0;
-    await page.route((url) => url.pathname === `/api/cases/${opened.id}/materials`, (route) => {
+    await page.route((url) => url.pathname === `/api/cases/${opened.id}/uploads`, (route) => {
       if (route.request().method() === 'POST' && refused === 0) { refused += 1; return route.abort('connectionreset'); }
       return route.continue();
     });
@@ -472,6 +472,40 @@ test('a failed upload shows the failure and succeeds on retry', async () => {
     await refusedFile.locator('xpath=self::*[@data-state="failed"]').waitFor();
     assert.match(await refusedFile.locator('.status').innerText(), /文件类型不支持/);
     assert.equal(await refusedFile.locator('button', { hasText: '重新上传' }).isVisible(), false);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('an upload whose connection drops mid-file says so and continues from where the server acknowledged', async () => {
+  const opened = await openCase(await apiAs(server, 'agent'));
+  const ctx = await newContext(browser, server);
+  try {
+    const page = await pageAs(ctx, 'agent');
+    // A file of three chunks; the link drops while the second one is on its way.
+    const chunks = [];
+    let dropped = 0;
+    await page.route((url) => url.pathname.startsWith(`/api/cases/${opened.id}/uploads/`), (route) => {
+      const request = route.request();
+      if (request.method() !== 'PATCH') return route.continue();
+      const offset = Number(request.headers()['upload-offset']);
+      if (offset > 0 && dropped === 0) { dropped += 1; return route.abort('connectionreset'); }
+      chunks.push(offset);
+      return route.continue();
+    });
+    await page.goto(`/#/case/${opened.id}`);
+    const pdf = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(600 * 1024, 0x20), Buffer.from('\n%%EOF\n')]);
+    await page.locator('#file-input').setInputFiles({ name: '户口簿.pdf', mimeType: 'application/pdf', buffer: pdf });
+    const upload = page.locator('#uploads li.upload', { hasText: '户口簿.pdf' });
+    await upload.locator('xpath=self::*[@data-state="continuing"]').waitFor();
+    assert.match(await upload.locator('.status').innerText(), /断点续传/);
+    await upload.locator('xpath=self::*[@data-state="done"]').waitFor();
+    assert.equal(dropped, 1);
+    // Each chunk went once, from the offset the server acknowledged: nothing sent twice.
+    assert.deepEqual(chunks, [0, 262144, 524288]);
+    const stored = await (await apiAs(server, 'agent')).call('GET', `/cases/${opened.id}/materials`);
+    assert.equal(stored.body.find((m) => m.filename === '户口簿.pdf').size, pdf.length);
+    assert.equal(await upload.getAttribute('data-sha256'), stored.body.find((m) => m.filename === '户口簿.pdf').sha256);
   } finally {
     await ctx.close();
   }

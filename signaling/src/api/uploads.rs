@@ -160,30 +160,32 @@ async fn finish(
     let received = tokio::task::spawn_blocking(move || blobs.finish_partial(&upload_id, &sha256))
         .await
         .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?;
-    let received = match received {
-        Ok(received) => received,
-        Err(err) => {
-            // Its bytes are gone (removed as they did not match): so is the upload.
+    let stored = match received {
+        Ok(received) => {
             let upload_id = upload.id.clone();
-            state
-                .db
-                .call(move |c| uploads::remove(c, &upload_id))
-                .await?;
-            return Err(err);
+            store_material(
+                state,
+                id,
+                actor,
+                facts,
+                received,
+                upload.filename,
+                check,
+                move |c| uploads::remove(c, &upload_id),
+            )
+            .await
         }
+        Err(err) => Err(err),
     };
-    let upload_id = upload.id.clone();
-    store_material(
-        state,
-        id,
-        actor,
-        facts,
-        received,
-        upload.filename,
-        check,
-        move |c| uploads::remove(c, &upload_id),
-    )
-    .await
+    if stored.is_err() {
+        // Its bytes are gone (refused, and removed with the received file): so is the upload.
+        let upload_id = upload.id.clone();
+        state
+            .db
+            .call(move |c| uploads::remove(c, &upload_id))
+            .await?;
+    }
+    stored
 }
 
 /// Cancels an upload: its bytes are removed.

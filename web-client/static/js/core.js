@@ -92,29 +92,78 @@ export async function refreshSession() {
   }
 }
 
-/** Uploads bytes as a material with XMLHttpRequest (fetch has no upload progress).
- * Returns `{promise, abort}`; the promise gives the stored material (201). */
-export function uploadMaterial(caseId, blob, filename, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const promise = new Promise((resolve, reject) => {
-    xhr.open('POST', `/api/cases/${caseId}/materials?filename=${encodeURIComponent(filename)}`);
+/** How long to wait before each new try of a chunk that did not get through; then give up. */
+const UPLOAD_RETRY_MS = [500, 1000, 2000, 4000, 8000, 15000, 30000];
+
+/** Codes a chunk may be refused with that end the upload (anything else is tried again). */
+const UPLOAD_FATAL = ['digest_mismatch', 'upload_lost', 'too_large', 'not_found', 'unsupported_media_type', 'too_many_materials', 'invalid_transition', 'forbidden'];
+
+/** Sends one chunk at `offset` with XMLHttpRequest (fetch has no upload progress); resolves
+ * `{status, body}`, rejects when the connection fails. */
+function sendChunk(caseId, id, offset, chunk, onLoaded, keep) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    keep(xhr);
+    xhr.open('PATCH', `/api/cases/${caseId}/uploads/${id}`);
     xhr.setRequestHeader('X-CSRF-Token', session.csrf);
-    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress?.(e.loaded / e.total); };
+    xhr.setRequestHeader('Content-Type', 'application/offset+octet-stream');
+    xhr.setRequestHeader('Upload-Offset', String(offset));
+    xhr.upload.onprogress = (e) => onLoaded(e.loaded);
     xhr.onload = () => {
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch { /* not JSON: keep {} */ }
-      if (xhr.status === 201) resolve(body);
-      else {
-        if (xhr.status === 401) onSessionEnded('expired');
-        reject(new ApiError(xhr.status, body.code || `http_${xhr.status}`, body.message));
-      }
+      resolve({ status: xhr.status, body });
     };
     xhr.onerror = () => reject(new ApiError(0, 'network', ''));
     xhr.onabort = () => reject(new ApiError(0, 'aborted', ''));
-    xhr.send(blob);
+    xhr.send(chunk);
   });
-  return { promise, abort: () => xhr.abort() };
+}
+
+/** Uploads bytes as a material, resumably: the server acknowledges each chunk once it is on its
+ * disk, and after a dropped connection the upload asks where it stands and goes on from there
+ * (`onState('continuing')`), so a weak link loses at most a chunk. The server checks the
+ * SHA-256 computed here. Returns `{promise, abort}`; the promise gives the stored material. */
+export function uploadMaterial(caseId, blob, filename, onProgress, onState) {
+  let xhr = null;
+  let aborted = false;
+  const promise = (async () => {
+    const sha256 = await sha256Hex(await blob.arrayBuffer());
+    const upload = await api('POST', `/cases/${caseId}/uploads`, { filename, size: blob.size, sha256 });
+    let offset = upload.offset;
+    let tries = 0;
+    for (;;) {
+      const end = Math.min(offset + upload.chunk_bytes, blob.size);
+      const from = offset;
+      const answer = await sendChunk(caseId, upload.id, from, blob.slice(from, end),
+        (loaded) => onProgress?.((from + loaded) / Math.max(blob.size, 1)), (x) => { xhr = x; })
+        .catch((err) => { if (aborted) throw err; return null; });
+      if (answer?.status === 201) return answer.body;
+      if (answer?.status === 200) {
+        offset = answer.body.offset;
+        if (tries > 0) onState?.('sending');
+        tries = 0;
+        continue;
+      }
+      if (answer?.status === 401) onSessionEnded('expired');
+      if (answer && (answer.status === 401 || UPLOAD_FATAL.includes(answer.body.code))) {
+        throw new ApiError(answer.status, answer.body.code || `http_${answer.status}`, answer.body.message);
+      }
+      // The link dropped (or the chunk broke off, or the server was busy): wait, ask where the
+      // upload stands, and go on from there.
+      if (tries >= UPLOAD_RETRY_MS.length) throw new ApiError(0, 'network', '');
+      onState?.('continuing');
+      await new Promise((resolve) => { setTimeout(resolve, UPLOAD_RETRY_MS[tries]); });
+      tries += 1;
+      if (aborted) throw new ApiError(0, 'aborted', '');
+      try {
+        offset = (await api('GET', `/cases/${caseId}/uploads/${upload.id}`)).offset;
+      } catch (err) {
+        if (err.status >= 400 && err.status < 500) throw err;
+      }
+    }
+  })();
+  return { promise, abort: () => { aborted = true; xhr?.abort(); } };
 }
 
 /** The plain-words message for an error. */

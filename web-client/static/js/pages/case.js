@@ -391,7 +391,10 @@ class UploadList {
       status.textContent = t('upload.sending');
       bar.value = 0;
       try {
-        const stored = await uploadMaterial(this.caseId, blob, filename, (p) => { bar.value = p; }).promise;
+        const stored = await uploadMaterial(this.caseId, blob, filename, (p) => { bar.value = p; }, (state) => {
+          row.dataset.state = state;
+          status.textContent = t(`upload.${state}`);
+        }).promise;
         bar.value = 1;
         row.dataset.state = 'done';
         row.dataset.sha256 = stored.sha256;
