@@ -728,6 +728,26 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     await agentTile.locator('.call-placeholder').waitFor({ state: 'hidden' });
     await expectMediaFlowing(approver, [agentId], { label: 'approver after unmute' });
 
+    // 材料展示: the agent's camera is sent for legibility (detail, resolution kept, frame rate
+    // given up); switched off, the call is a face again. A capture turns it on by itself.
+    const videoSending = (page) => page.evaluate(() => {
+      const sender = window.cloudhelp.call.videoTx.sender;
+      const p = sender.getParameters();
+      return { hint: sender.track.contentHint, preference: p.degradationPreference ?? null, fps: p.encodings[0].maxFramerate ?? null };
+    });
+    await agent.locator('#call-document').click();
+    await waitText(agent.locator('#call-document'), '退出材料展示');
+    assert.deepEqual(await videoSending(agent), { hint: 'detail', preference: 'maintain-resolution', fps: 5 });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver in document mode' });
+    await agent.locator('#call-document').click();
+    await waitText(agent.locator('#call-document'), '材料展示');
+    assert.deepEqual(await videoSending(agent), { hint: '', preference: 'balanced', fps: null });
+    await agent.locator('#capture').click();
+    await agent.locator('.call-area[data-document-mode="true"]').waitFor();
+    assert.equal((await videoSending(agent)).hint, 'detail');
+    await agent.locator('#call-document').click(); // back to a face for the rest of the call
+    await agent.locator('.call-area[data-document-mode="false"]').waitFor();
+
     // Recording needs both: after the agent's consent alone nothing records; after the
     // approver's, both pages show the recording badge.
     await agent.locator('#call-consent').click();

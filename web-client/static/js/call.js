@@ -26,6 +26,13 @@ const AGENT_CAMERA_WAIT_MS = 6000;
 const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
   'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'unknown_track', 'internal'];
 const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room_closed', 'replaced'];
+/** Document mode (材料展示): the camera is sent for legibility — the encoder keeps the
+ * resolution and gives up frame rate instead (a document held to the camera barely moves), at
+ * most this many frames a second, so a weak link still carries a readable picture. */
+const DOCUMENT_FPS = 5;
+/** After a capture (拍照: the agent is showing a document) document mode stays on this long,
+ * unless it was switched on by hand. */
+const DOCUMENT_AFTER_CAPTURE_MS = 60000;
 
 export function mountCallPanel(container, options) {
   const panel = new CallPanel(container, options);
@@ -33,6 +40,7 @@ export function mountCallPanel(container, options) {
   if (window.cloudhelp) window.cloudhelp.call = panel;
   return {
     update: (view) => panel.update(view),
+    showDocument: () => panel.showDocument(),
     dispose: () => {
       panel.dispose();
       if (window.cloudhelp?.call === panel) delete window.cloudhelp.call;
@@ -161,6 +169,8 @@ class CallPanel {
     this.mediaReady = null;
     this.micOff = false;
     this.cameraOff = false;
+    this.documentMode = false;  // 材料展示: on by hand, or for a while after a capture
+    this.documentTimer = null;
     this.tiles = new Map();
     this.trackOwner = new Map(); // remote track id → participant id (for stats)
     this.videoTrackOf = new Map(); // participant id → the relay's id of its video track
@@ -178,6 +188,7 @@ class CallPanel {
     this.micButton = h('button', { type: 'button', id: 'call-mute', class: 'small', onclick: () => this.toggleMic() });
     this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
     this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
+    this.documentButton = h('button', { type: 'button', id: 'call-document', class: 'small', onclick: () => this.setDocumentMode(!this.documentMode) });
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
     this.hangUpButton = h('button', { type: 'button', id: 'call-hang-up', class: 'small danger', onclick: () => this.hangUp() }, t('call.hang_up'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
@@ -185,7 +196,7 @@ class CallPanel {
     this.consented = false;
     this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
     this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
-    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.documentButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
       this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls);
@@ -381,6 +392,7 @@ class CallPanel {
         const track = stream.getTracks().find((tr) => tr.kind === kind) || null;
         sender?.replaceTrack(track).catch(() => {});
       }
+      if (this.documentMode) this.applyDocumentMode();
       old.getTracks().forEach((tr) => tr.stop());
       this.selfTile().attach(stream, () => {});
     }, 1000);
@@ -440,6 +452,56 @@ class CallPanel {
     this.cameraButton.setAttribute('aria-pressed', String(this.cameraOff));
     this.cameraButton.disabled = !this.localTrack('video');
     this.switchButton.disabled = !this.localTrack('video');
+    this.documentButton.textContent = t(this.documentMode ? 'call.document_off' : 'call.document_on');
+    this.documentButton.setAttribute('aria-pressed', String(this.documentMode));
+    this.documentButton.disabled = !this.localTrack('video');
+    this.area.dataset.documentMode = String(this.documentMode);
+  }
+
+  /** Switches document mode by hand (it then stays until switched off). */
+  setDocumentMode(on) {
+    clearTimeout(this.documentTimer);
+    this.documentTimer = null;
+    this.documentMode = on;
+    this.applyDocumentMode();
+    this.renderControls();
+  }
+
+  /** A capture was taken: the agent is showing a document, so send it legibly for a while. */
+  showDocument() {
+    if (this.documentMode && !this.documentTimer) return; // on by hand: leave it so
+    this.documentMode = true;
+    clearTimeout(this.documentTimer);
+    this.documentTimer = setTimeout(() => {
+      this.documentTimer = null;
+      this.documentMode = false;
+      this.applyDocumentMode();
+      this.renderControls();
+    }, DOCUMENT_AFTER_CAPTURE_MS);
+    this.applyDocumentMode();
+    this.renderControls();
+  }
+
+  /** Tells the camera track and its encoder what matters now: detail and resolution (document
+   * mode) or motion and frame rate (a face). Applied again after each negotiation and camera
+   * change, since a new sender or track starts from the defaults. */
+  async applyDocumentMode() {
+    const track = this.localTrack('video');
+    if (track && 'contentHint' in track) track.contentHint = this.documentMode ? 'detail' : '';
+    const sender = this.senderOf('video');
+    if (!sender?.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return; // not negotiated yet: applied after the answer
+    params.degradationPreference = this.documentMode ? 'maintain-resolution' : 'balanced';
+    for (const encoding of params.encodings) {
+      if (this.documentMode) {
+        encoding.maxFramerate = DOCUMENT_FPS;
+        encoding.scaleResolutionDownBy = 1;
+      } else {
+        delete encoding.maxFramerate;
+      }
+    }
+    try { await sender.setParameters(params); } catch { /* a renegotiation raced it: applied again after it */ }
   }
 
   toggleMic() {
@@ -473,6 +535,7 @@ class CallPanel {
       this.local.stream.removeTrack(current);
       this.local.stream.addTrack(track);
       current.stop();
+      if (this.documentMode) this.applyDocumentMode();
       this.selfTile().attach(new MediaStream(this.local.stream.getTracks()), () => {});
       this.say(null, '');
     } catch (err) {
@@ -748,6 +811,7 @@ class CallPanel {
     if (!pc || pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp });
     await this.flushCandidates();
+    if (this.documentMode) await this.applyDocumentMode();
   }
 
   async addRemoteCandidate(candidate) {

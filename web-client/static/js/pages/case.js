@@ -52,6 +52,8 @@ export async function renderCase(view, { id }, { live, catalogue }) {
     const captureSlot = h('div');
     captureButton.addEventListener('click', () => busy(captureButton, captureSlot, async () => {
       const blob = await camera.capture();
+      // The agent is holding a document to the camera: let the call show it legibly too.
+      call?.showDocument?.();
       uploads.add(blob, captureName());
     }));
     fileInput.addEventListener('change', () => {
