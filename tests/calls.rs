@@ -689,3 +689,127 @@ async fn an_expert_invited_into_a_recorded_call_is_not_recorded_until_it_has_see
     assert!(trail.contains("call.recording_paused"));
     assert_eq!(trail.matches("call.recording_started").count(), 2);
 }
+
+/// The next `call.chat` on the socket, passing over other call messages.
+async fn next_chat(socket: &mut Socket) -> Value {
+    loop {
+        let message = next_call(socket).await;
+        if message["type"] == "call.chat" {
+            return message;
+        }
+    }
+}
+
+/// `call.join` on a socket, up to its `call.config`.
+async fn join_signaling(socket: &mut Socket, case: i64) -> Value {
+    send(
+        socket,
+        json!({ "v": 1, "type": "call.join", "case_id": case }),
+    )
+    .await;
+    loop {
+        let message = next_call(socket).await;
+        if message["type"] == "call.config" {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_chat_message_reaches_the_calls_people_only_is_kept_with_the_case_and_comes_with_a_join()
+{
+    let (app, server, agent, approver, case) = case_in_call().await;
+    // Another agent of the same point sees the case (masked) but is not in its call.
+    app.add_user(
+        "agent-two",
+        signaling::workflow::Role::Agent,
+        Some("sx-zhuwen"),
+        None,
+    );
+    let colleague = app.token("agent-two", "password-agent-two").await;
+    let mut colleague_ws = socket(&server, &colleague).await;
+    let mut agent_ws = socket(&server, &agent).await;
+    let mut approver_ws = socket(&server, &approver).await;
+
+    // Not in the call yet: refused.
+    send(
+        &mut agent_ws,
+        json!({ "v": 1, "type": "call.chat", "case_id": case, "text": "喂" }),
+    )
+    .await;
+    assert_eq!(next_call_error(&mut agent_ws).await["code"], "not_joined");
+
+    assert_eq!(join_signaling(&mut agent_ws, case).await["chat"], json!([]));
+    join_signaling(&mut approver_ws, case).await;
+    send(
+        &mut agent_ws,
+        json!({ "v": 1, "type": "call.chat", "case_id": case, "text": "  声音断断续续，请看户口簿第二页  " }),
+    )
+    .await;
+    for ws in [&mut approver_ws, &mut agent_ws] {
+        let chat = next_chat(ws).await;
+        assert_eq!(chat["case_id"], case);
+        assert_eq!(chat["text"], "声音断断续续，请看户口簿第二页", "trimmed");
+        assert_eq!(chat["from_name"], "王代办");
+        assert_eq!(chat["role"], "agent");
+    }
+    // The colleague's socket gets nothing of it: a ping's pong comes first.
+    send(
+        &mut colleague_ws,
+        json!({ "v": 1, "type": "ping", "id": 1 }),
+    )
+    .await;
+    loop {
+        let Message::Text(text) = colleague_ws.next().await.unwrap().unwrap() else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(
+            value["type"], "call.chat",
+            "a colleague outside the call got the chat"
+        );
+        if value["type"] == "pong" {
+            break;
+        }
+    }
+
+    // Kept with the case: in the audit trail, and given to whoever joins later.
+    let auditor = app.demo("auditor").await;
+    let trail = String::from_utf8(
+        app.request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+            .await
+            .body,
+    )
+    .unwrap();
+    assert!(
+        trail.contains("call.chat") && trail.contains("请看户口簿第二页"),
+        "{trail}"
+    );
+    let mut again = socket(&server, &approver).await;
+    let config = join_signaling(&mut again, case).await;
+    assert_eq!(config["chat"].as_array().unwrap().len(), 1);
+    assert_eq!(config["chat"][0]["text"], "声音断断续续，请看户口簿第二页");
+
+    // Too long, and too fast, are refused by name; the socket stays open.
+    let long = "字".repeat(signaling::chat::MAX_CHARS + 1);
+    send(
+        &mut agent_ws,
+        json!({ "v": 1, "type": "call.chat", "case_id": case, "text": long }),
+    )
+    .await;
+    let error = next_call_error(&mut agent_ws).await;
+    assert_eq!(error["code"], "bad_message");
+    assert!(
+        error["message"].as_str().unwrap().contains("501"),
+        "{error}"
+    );
+    for i in 0..signaling::chat::BURST {
+        send(
+            &mut agent_ws,
+            json!({ "v": 1, "type": "call.chat", "case_id": case, "text": format!("第{i}条") }),
+        )
+        .await;
+    }
+    let error = next_call_error(&mut agent_ws).await;
+    assert_eq!(error["code"], "chat_too_fast", "{error}");
+}

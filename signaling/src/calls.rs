@@ -59,17 +59,20 @@ pub enum CallErrorCode {
     NotJoined,
     /// Everyone consented but recording could not start.
     RecordingUnavailable,
+    /// Chat messages came faster than allowed: wait a moment.
+    ChatTooFast,
     /// The server failed; the details are in its log.
     Internal,
 }
 
 impl CallErrorCode {
-    const ALL: [CallErrorCode; 6] = [
+    const ALL: [CallErrorCode; 7] = [
         CallErrorCode::CallRefused,
         CallErrorCode::RoomFull,
         CallErrorCode::BadMessage,
         CallErrorCode::NotJoined,
         CallErrorCode::RecordingUnavailable,
+        CallErrorCode::ChatTooFast,
         CallErrorCode::Internal,
     ];
 
@@ -81,6 +84,7 @@ impl CallErrorCode {
             CallErrorCode::BadMessage => "bad_message",
             CallErrorCode::NotJoined => "not_joined",
             CallErrorCode::RecordingUnavailable => "recording_unavailable",
+            CallErrorCode::ChatTooFast => "chat_too_fast",
             CallErrorCode::Internal => "internal",
         }
     }
@@ -133,6 +137,7 @@ impl Drop for Joined {
 pub struct Calls {
     joined: HashMap<i64, Joined>,
     out: mpsc::Sender<Value>,
+    chat: crate::chat::Pace,
 }
 
 impl Calls {
@@ -141,6 +146,7 @@ impl Calls {
         Calls {
             joined: HashMap::new(),
             out,
+            chat: crate::chat::Pace::default(),
         }
     }
 
@@ -176,6 +182,34 @@ impl Calls {
                     ));
                 };
                 crate::recording::consent(state, user, case_id, consent).await
+            }
+            "chat" => {
+                if !self.joined.contains_key(&case_id) {
+                    return Some(call_error(
+                        Some(case_id),
+                        CallErrorCode::NotJoined,
+                        "join the call of this case first (call.join)",
+                    ));
+                }
+                let Some(text) = message.get("text").and_then(Value::as_str) else {
+                    return Some(call_error(
+                        Some(case_id),
+                        CallErrorCode::BadMessage,
+                        "call.chat needs a text",
+                    ));
+                };
+                if !self.chat.admit(state.now()) {
+                    return Some(call_error(
+                        Some(case_id),
+                        CallErrorCode::ChatTooFast,
+                        &format!(
+                            "at most {} chat messages in {} s; wait a moment",
+                            crate::chat::BURST,
+                            crate::chat::WINDOW_MS / 1000
+                        ),
+                    ));
+                }
+                crate::chat::send(state, user, case_id, text).await
             }
             _ => {
                 let relay_message = match from_socket(kind, message) {
@@ -272,12 +306,18 @@ impl Calls {
             .relay
             .ice_servers_for(&me, std::time::SystemTime::now());
         let (recording, consented) = crate::recording::status(state, case_id, user.id);
+        let chat = state
+            .db
+            .call(move |c| crate::chat::history(c, case_id))
+            .await
+            .unwrap_or_default();
         let config = crate::protocol::ServerMessage::CallConfig {
             case_id,
             participant_id: me.clone(),
             ice_servers,
             recording,
             consented,
+            chat,
         }
         .to_value();
         if self.out.send(config).await.is_err() {

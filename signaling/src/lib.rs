@@ -11,6 +11,7 @@ pub mod blobs;
 pub mod calls;
 pub mod cases;
 pub mod catalogue;
+pub mod chat;
 pub mod config;
 pub mod connections;
 pub mod db;

@@ -112,6 +112,17 @@ pub enum ServerMessage {
         recording: bool,
         /// Whether the caller has consented to recording.
         consented: bool,
+        /// The call's last chat messages, oldest first.
+        chat: Vec<crate::chat::ChatLine>,
+    },
+    /// A chat message in a case's call (to its people only).
+    #[serde(rename = "call.chat")]
+    CallChat {
+        /// The case.
+        case_id: i64,
+        /// The message.
+        #[serde(flatten)]
+        line: crate::chat::ChatLine,
     },
     /// Recording started or stopped.
     #[serde(rename = "call.recording")]

@@ -23,6 +23,8 @@ pub enum Audience {
         /// Approver and experts.
         users: Vec<UserId>,
     },
+    /// These users only (a call's people, say).
+    Users(Vec<UserId>),
 }
 
 impl Audience {
@@ -41,6 +43,7 @@ impl Audience {
             Audience::Case { point_id, users } => {
                 users.contains(&user) || (role == Role::Agent && point == Some(*point_id))
             }
+            Audience::Users(users) => users.contains(&user),
         }
     }
 }

@@ -748,6 +748,15 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     await agent.locator('#call-document').click(); // back to a face for the rest of the call
     await agent.locator('.call-area[data-document-mode="false"]').waitFor();
 
+    // 文字交流: what the agent types reaches the approver's chat at once, named.
+    await agent.locator('#call-chat-input').fill('请把户口簿第二页对准镜头');
+    await agent.locator('#call-chat-send').click();
+    const line = approver.locator('#call-chat-list .chat-line', { hasText: '请把户口簿第二页对准镜头' });
+    await line.waitFor();
+    assert.match(await line.locator('.chat-who').innerText(), /（代办员）$/);
+    await agent.locator('#call-chat-list .chat-line.own', { hasText: '请把户口簿第二页对准镜头' }).waitFor();
+    assert.equal(await agent.locator('#call-chat-input').inputValue(), '');
+
     // Recording needs both: after the agent's consent alone nothing records; after the
     // approver's, both pages show the recording badge.
     await agent.locator('#call-consent').click();
@@ -778,6 +787,7 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
         await page.waitForTimeout(300);
         await page.locator('.call-slot').scrollIntoViewIfNeeded();
         await page.screenshot({ path: join(ARTIFACTS, `call-${name}-${label}.png`), fullPage: true });
+        assert.ok(await page.locator('#call-chat-input').isVisible(), `${name} ${label}: the chat can be written`);
         await page.locator('.call-slot').screenshot({ path: join(ARTIFACTS, `call-${name}-${label}-panel.png`) });
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert.ok(overflow <= 1, `call view of the ${name} (${label}) is ${overflow}px wider than the screen`);

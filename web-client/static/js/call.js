@@ -23,7 +23,7 @@ const RESUME_WINDOW_MS = 25000;
 const CONNECT_DEADLINE_MS = 12000;
 /** How long the agent's camera card may take to start before we join receive-only. */
 const AGENT_CAMERA_WAIT_MS = 6000;
-const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
+const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'chat_too_fast', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
   'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'unknown_track', 'internal'];
 const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room_closed', 'replaced'];
 /** Document mode (材料展示): the camera is sent for legibility — the encoder keeps the
@@ -146,6 +146,57 @@ class Tile {
   }
 }
 
+/** The longest chat message the server takes (chat::MAX_CHARS). */
+const CHAT_MAX_CHARS = 500;
+
+/** The call's chat (文字交流): the messages of the case's call people, and a line to write one.
+ * Each message is kept with the case on the server; a joiner gets the last ones. */
+class ChatBox {
+  constructor(onSend) {
+    this.ids = new Set();
+    this.list = h('ol', { class: 'chat-list', id: 'call-chat-list', 'aria-live': 'polite' });
+    this.input = h('input', { type: 'text', id: 'call-chat-input', maxlength: CHAT_MAX_CHARS, autocomplete: 'off', placeholder: t('chat.placeholder'), 'aria-label': t('chat.placeholder') });
+    this.message = h('p', { class: 'chat-message', role: 'status' });
+    const send = h('button', { type: 'submit', id: 'call-chat-send', class: 'small' }, t('chat.send'));
+    const form = h('form', { class: 'chat-form' }, this.input, send);
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const text = this.input.value.trim();
+      if (!text) return;
+      if (onSend(text)) {
+        this.input.value = '';
+        this.say('');
+      } else {
+        this.say(t('chat.not_sent'));
+      }
+    });
+    this.el = h('section', { class: 'call-chat', id: 'call-chat', hidden: true }, h('h3', {}, t('chat.title')), this.list, this.message, form);
+  }
+
+  /** Shows the call's messages so far (a join's `call.config`). */
+  reset(lines, own) {
+    fill(this.list);
+    this.ids.clear();
+    for (const line of lines || []) this.add(line, own);
+  }
+
+  add(line, own) {
+    if (!line?.id || this.ids.has(line.id)) return;
+    this.ids.add(line.id);
+    const time = new Date(line.at);
+    const hhmm = `${String(time.getHours()).padStart(2, '0')}:${String(time.getMinutes()).padStart(2, '0')}`;
+    const who = t(`call.role_${line.role}`, { name: line.from_name });
+    this.list.append(h('li', { class: line.from === own ? 'chat-line own' : 'chat-line', dataset: { chatId: String(line.id) } },
+      h('span', { class: 'chat-who' }, who), ' ', h('time', { class: 'chat-time' }, hhmm),
+      h('p', { class: 'chat-text' }, line.text)));
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  say(text) {
+    this.message.textContent = text;
+  }
+}
+
 class CallPanel {
   constructor(container, { caseView, user, live, getLocalStream }) {
     this.view = caseView;
@@ -197,9 +248,10 @@ class CallPanel {
     this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
     this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
     this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.documentButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
+    this.chat = new ChatBox((text) => this.live.send({ type: 'call.chat', case_id: this.caseId, text }));
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
-      this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls);
+      this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls, this.chat.el);
     fill(container, this.area);
     this.renderControls();
 
@@ -234,6 +286,7 @@ class CallPanel {
     this.area.dataset.callState = phase;
     this.reconnecting.hidden = phase !== 'reconnecting';
     this.controls.hidden = !['joining', 'connected', 'reconnecting'].includes(phase);
+    this.chat.el.hidden = this.controls.hidden;
     this.renderNote();
   }
 
@@ -596,6 +649,7 @@ class CallPanel {
       case 'call.speaking': this.tileOf(msg.participant_id).setSpeaking(!!msg.speaking); break;
       case 'call.connection_quality': this.tileOf(msg.participant_id).setQuality(msg.quality?.grade); break;
       case 'call.recording': this.recordingBadge.hidden = !msg.recording; break;
+      case 'call.chat': this.chat.add(msg, this.user.id); break;
       case 'call.removed': this.onRemoved(msg.reason); break;
       case 'call.error': this.onError(msg); break;
       default: break;
@@ -632,6 +686,7 @@ class CallPanel {
     // Whoever joins a recorded call sees so at once, and whether they have consented.
     this.recordingBadge.hidden = !msg.recording;
     if (typeof msg.consented === 'boolean') this.consented = msg.consented;
+    this.chat.reset(msg.chat, this.user.id);
     this.renderControls();
     if (this.pc && this.resuming) {
       try { this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers }); } catch { /* keep the old servers */ }
@@ -862,6 +917,7 @@ class CallPanel {
     // again when the tile shows the track, so there is nothing to tell the user.
     if (code === 'unknown_track') return;
     const text = t(`call.err.${KNOWN_ERRORS.includes(code) ? code : 'internal'}`);
+    if (code === 'chat_too_fast') { this.chat.say(text); return; }
     if (code === 'call_refused' || code === 'room_full') {
       this.closePeer();
       this.say('error', text);

@@ -1,0 +1,224 @@
+//! In-call chat (文字交流): short text messages among the people of a case's call — its agent,
+//! the approver holding it and invited experts — useful when the audio fails or a number must be
+//! spelled out. Each message is a case event (`call.chat` in the audit trail, with its text), so it
+//! is in the audit export and the archive's `data/events.jsonl`; it goes live to those people's
+//! sockets only (not to other agents of the point, who see the case masked), and a joiner gets the
+//! last [`HISTORY`] in its `call.config`. The text never reaches the log.
+
+use std::collections::VecDeque;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::accounts::User;
+use crate::audit;
+use crate::calls::{CallErrorCode, call_error};
+use crate::cases;
+use crate::error::{Error, Result};
+use crate::protocol::ServerMessage;
+use crate::state::{AppState, Audience};
+use crate::workflow::{self, Role};
+
+/// The longest message, in characters.
+pub const MAX_CHARS: usize = 500;
+
+/// Messages one socket may send within [`WINDOW_MS`].
+pub const BURST: usize = 5;
+
+/// The window of [`BURST`], ms.
+pub const WINDOW_MS: i64 = 10_000;
+
+/// Messages a joiner is given from before it joined.
+pub const HISTORY: usize = 50;
+
+/// One chat message as the call's people see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChatLine {
+    /// Its id (the audit event's).
+    pub id: i64,
+    /// Who wrote it.
+    pub from: i64,
+    /// The writer's name as shown.
+    pub from_name: String,
+    /// The writer's role.
+    pub role: Role,
+    /// The text.
+    pub text: String,
+    /// When, ms since the epoch.
+    pub at: i64,
+}
+
+/// The text to keep: trimmed, 1 to [`MAX_CHARS`] characters, no control characters but line
+/// breaks, no text-direction controls; or what is wrong with it.
+pub fn check_text(text: &str) -> std::result::Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("call.chat needs some text".into());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_CHARS {
+        return Err(format!(
+            "call.chat text is {chars} characters; at most {MAX_CHARS}"
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| {
+        (c.is_control() && *c != '\n')
+            || ('\u{202a}'..='\u{202e}').contains(c)
+            || ('\u{2066}'..='\u{2069}').contains(c)
+    }) {
+        return Err(format!(
+            "call.chat text holds the control character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// One socket's recent messages, to hold it to [`BURST`] per [`WINDOW_MS`].
+#[derive(Debug, Default)]
+pub struct Pace {
+    sent: VecDeque<i64>,
+}
+
+impl Pace {
+    /// Whether a message may go at `now` (and counts it if so).
+    pub fn admit(&mut self, now: i64) -> bool {
+        while self.sent.front().is_some_and(|t| now - t >= WINDOW_MS) {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= BURST {
+            return false;
+        }
+        self.sent.push_back(now);
+        true
+    }
+}
+
+/// Sends `text` from `user` to the call of case `case_id`: checked, kept as a case event, then
+/// delivered to the case's call people. Returns the `call.error` for the socket, if refused.
+pub async fn send(
+    state: &AppState,
+    user: &User,
+    case_id: i64,
+    text: &str,
+) -> Option<serde_json::Value> {
+    let text = match check_text(text) {
+        Ok(text) => text,
+        Err(message) => {
+            return Some(call_error(
+                Some(case_id),
+                CallErrorCode::BadMessage,
+                &message,
+            ));
+        }
+    };
+    let actor = user.actor();
+    let now = state.now();
+    let (from, from_name, role) = (user.id, user.display_name.clone(), user.role);
+    let stored = state
+        .db
+        .call(move |c| {
+            let facts = cases::facts(c, case_id)?
+                .filter(|f| workflow::may_join_call(&actor, f, now))
+                .ok_or(Error::NotFound("case"))?;
+            audit::append(
+                c,
+                now,
+                Some(&actor),
+                Some(case_id),
+                "call.chat",
+                &json!({ "text": text }),
+            )?;
+            let line = ChatLine {
+                id: c.last_insert_rowid(),
+                from,
+                from_name,
+                role,
+                text,
+                at: now,
+            };
+            Ok((facts, line))
+        })
+        .await;
+    let Ok((facts, line)) = stored else {
+        return Some(call_error(
+            Some(case_id),
+            CallErrorCode::CallRefused,
+            "there is no call of this case that you may join",
+        ));
+    };
+    tracing::info!(case_id, chat_id = line.id, "call chat message");
+    let mut people = vec![facts.agent_id];
+    people.extend(facts.approver_id);
+    people.extend(facts.experts.iter().copied());
+    state.notify(
+        Audience::Users(people),
+        ServerMessage::CallChat { case_id, line },
+    );
+    None
+}
+
+/// The last [`HISTORY`] messages of a case's call, oldest first.
+pub fn history(conn: &Connection, case_id: i64) -> Result<Vec<ChatLine>> {
+    let mut lines = conn
+        .prepare(
+            "SELECT e.id, e.actor_id, u.display_name, u.role, e.details, e.at
+             FROM audit_events e JOIN users u ON u.id = e.actor_id
+             WHERE e.case_id = ?1 AND e.kind = 'call.chat'
+             ORDER BY e.id DESC LIMIT ?2",
+        )?
+        .query_map(params![case_id, HISTORY as i64], |r| {
+            let details: String = r.get(4)?;
+            let role: String = r.get(3)?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, role, details, r.get(5)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(i64, i64, String, String, String, i64)>>>()?
+        .into_iter()
+        .filter_map(|(id, from, from_name, role, details, at)| {
+            let text = serde_json::from_str::<serde_json::Value>(&details)
+                .ok()?
+                .get("text")?
+                .as_str()?
+                .to_string();
+            Some(ChatLine {
+                id,
+                from,
+                from_name,
+                role: Role::parse(&role)?,
+                text,
+                at,
+            })
+        })
+        .collect::<Vec<_>>();
+    lines.reverse();
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(check_text("  请出示户口簿  ").unwrap(), "请出示户口簿");
+        assert!(check_text("   ").is_err());
+        assert!(check_text(&"字".repeat(MAX_CHARS)).is_ok());
+        let long = check_text(&"字".repeat(MAX_CHARS + 1)).unwrap_err();
+        assert!(long.contains("501"), "{long}");
+        assert!(check_text("第一行\n第二行").is_ok());
+        assert!(check_text("a\u{1b}[2Jb").unwrap_err().contains("U+001B"));
+        assert!(check_text("a\u{202e}b").unwrap_err().contains("U+202E"));
+    }
+
+    #[test]
+    fn a_socket_sends_at_most_a_burst_per_window_then_again_once_it_has_passed() {
+        let mut pace = Pace::default();
+        for i in 0..BURST as i64 {
+            assert!(pace.admit(1_000 + i));
+        }
+        assert!(!pace.admit(1_010));
+        assert!(!pace.admit(1_000 + WINDOW_MS - 1));
+        assert!(pace.admit(1_000 + WINDOW_MS));
+    }
+}
