@@ -353,41 +353,24 @@ async fn a_crash_before_the_acknowledgement_leaves_no_row_and_no_visible_orphan(
     let case = open_case(&server, &agent).await;
 
     // Stream the first part of an upload, then hold the rest back.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
-    });
+    let (tx, body) = held_body();
     let request = server
         .client
         .post(server.url(&format!("/api/cases/{case}/materials?filename=half.jpg")))
         .bearer_auth(&agent)
-        .body(reqwest::Body::wrap_stream(body))
+        .body(body)
         .send();
     let pending = tokio::spawn(request);
     tx.send(photo(256 * 1024)).await.unwrap();
-    // Wait until the server has written part of it to its temporary folder, then kill it.
+    // Once the server has written part of it to its temporary folder, kill it.
     let tmp_folder = data.join("blobs/tmp");
-    let mut seen = false;
-    for _ in 0..500 {
-        let partial = std::fs::read_dir(&tmp_folder)
+    let written = || {
+        std::fs::read_dir(&tmp_folder)
             .unwrap()
             .filter_map(|e| e.ok())
-            .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false));
-        if partial {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(seen, "the server began writing the upload");
-    server.kill();
-    let outcome = pending.await.unwrap();
-    assert!(
-        outcome.map(|r| !r.status().is_success()).unwrap_or(true),
-        "never acknowledged"
-    );
+            .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+    };
+    kill_once(&mut server, written, pending).await;
 
     let server = Server::start(&data);
     let agent = server.token("agent", "demo-agent-2026").await;
@@ -464,45 +447,23 @@ async fn a_resumable_upload_goes_on_after_sigkill_from_its_last_acknowledged_chu
     assert_eq!(first.status(), 200);
 
     // The next chunk streams half its bytes; the server dies before it could acknowledge it.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
-    });
-    let pending = {
-        let request = server
-            .client
-            .patch(server.url(&format!("/api/cases/{case}/uploads/{id}")))
-            .bearer_auth(&agent)
-            .header("upload-offset", "300000")
-            .body(reqwest::Body::wrap_stream(body))
-            .send();
-        tokio::spawn(request)
-    };
+    let (tx, body) = held_body();
+    let request = server
+        .client
+        .patch(server.url(&format!("/api/cases/{case}/uploads/{id}")))
+        .bearer_auth(&agent)
+        .header("upload-offset", "300000")
+        .body(body)
+        .send();
+    let pending = tokio::spawn(request);
     tx.send(bytes[300_000..450_000].to_vec()).await.unwrap();
     let partial = data.join("blobs/partial").join(&id);
-    let mut grew = false;
-    for _ in 0..500 {
-        if std::fs::metadata(&partial)
+    let grew = || {
+        std::fs::metadata(&partial)
             .map(|m| m.len() > 300_000)
             .unwrap_or(false)
-        {
-            grew = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(grew, "the server began writing the second chunk");
-    server.kill();
-    assert!(
-        pending
-            .await
-            .unwrap()
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true),
-        "never acknowledged"
-    );
+    };
+    kill_once(&mut server, grew, pending).await;
 
     // After the restart the upload is where it was acknowledged, and finishes from there.
     let server = Server::start(&data);
@@ -544,6 +505,41 @@ async fn a_resumable_upload_goes_on_after_sigkill_from_its_last_acknowledged_chu
         .await
         .unwrap();
     assert_eq!(body.as_ref(), &bytes[..]);
+}
+
+/// A request body that sends what is put in the channel, and never ends while it is open.
+fn held_body() -> (tokio::sync::mpsc::Sender<Vec<u8>>, reqwest::Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    (tx, reqwest::Body::wrap_stream(body))
+}
+
+/// SIGKILLs the server once `written` says it has begun writing what `pending` sends, and checks
+/// that the request was never acknowledged.
+async fn kill_once(
+    server: &mut Server,
+    written: impl Fn() -> bool,
+    pending: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let mut seen = false;
+    for _ in 0..500 {
+        if written() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(seen, "the server began writing the request's bytes");
+    server.kill();
+    let outcome = pending.await.unwrap();
+    assert!(
+        outcome.map(|r| !r.status().is_success()).unwrap_or(true),
+        "never acknowledged"
+    );
 }
 
 fn walk_files(dir: &Path) -> usize {

@@ -32,6 +32,20 @@ async fn start(app: &TestApp, who: &Auth, case: i64, bytes: &[u8]) -> Answer {
     .await
 }
 
+/// The demo agent's new case.
+async fn agent_case(app: &TestApp) -> (Auth, i64) {
+    let agent = app.demo("agent").await;
+    let case = app.open_case(&agent, "id-loss").await;
+    (agent, case)
+}
+
+/// Starts an upload of `bytes`; its id.
+async fn started(app: &TestApp, who: &Auth, case: i64, bytes: &[u8]) -> String {
+    let answer = start(app, who, case, bytes).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.json());
+    answer.json()["id"].as_str().unwrap().to_string()
+}
+
 async fn chunk(
     app: &TestApp,
     who: &Auth,
@@ -74,8 +88,7 @@ async fn materials(app: &TestApp, who: &Auth, case: i64) -> Vec<Value> {
 #[tokio::test]
 async fn a_material_sent_in_chunks_is_stored_with_its_digest_once_the_last_chunk_is_in() {
     let app = TestApp::new();
-    let agent = app.demo("agent").await;
-    let case = app.open_case(&agent, "id-loss").await;
+    let (agent, case) = agent_case(&app).await;
     let bytes = photo(600_000);
 
     let started = start(&app, &agent, case, &bytes).await;
@@ -154,13 +167,9 @@ async fn a_material_sent_in_chunks_is_stored_with_its_digest_once_the_last_chunk
 async fn a_chunk_that_breaks_off_adds_nothing_and_the_upload_goes_on_from_the_acknowledged_offset()
 {
     let app = TestApp::new();
-    let agent = app.demo("agent").await;
-    let case = app.open_case(&agent, "id-loss").await;
+    let (agent, case) = agent_case(&app).await;
     let bytes = photo(300_000);
-    let id = start(&app, &agent, case, &bytes).await.json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = started(&app, &agent, case, &bytes).await;
     let first = chunk(&app, &agent, case, &id, 0, bytes[..100_000].to_vec()).await;
     assert_eq!(first.json()["offset"], 100_000);
 
@@ -205,13 +214,9 @@ async fn a_chunk_that_breaks_off_adds_nothing_and_the_upload_goes_on_from_the_ac
 #[tokio::test]
 async fn bytes_that_do_not_match_the_declared_digest_are_refused_and_nothing_is_stored() {
     let app = TestApp::new();
-    let agent = app.demo("agent").await;
-    let case = app.open_case(&agent, "id-loss").await;
+    let (agent, case) = agent_case(&app).await;
     let bytes = photo(50_000);
-    let id = start(&app, &agent, case, &bytes).await.json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = started(&app, &agent, case, &bytes).await;
     let mut altered = bytes.clone();
     altered[40_000] ^= 1;
     let answer = chunk(&app, &agent, case, &id, 0, altered).await;
@@ -232,10 +237,7 @@ async fn only_the_uploader_sees_or_continues_an_upload_and_a_chunk_cannot_overru
     let approver = app.demo("approver").await;
     let case = app.open_case(&agent, "id-loss").await;
     let bytes = photo(10_000);
-    let id = start(&app, &agent, case, &bytes).await.json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = started(&app, &agent, case, &bytes).await;
     assert_eq!(
         status(&app, &approver, case, &id).await.status,
         StatusCode::NOT_FOUND
@@ -266,8 +268,7 @@ async fn only_the_uploader_sees_or_continues_an_upload_and_a_chunk_cannot_overru
 #[tokio::test]
 async fn an_upload_is_refused_at_the_start_when_too_large_or_its_digest_is_malformed() {
     let app = TestApp::with_config(|c| c.max_material_bytes = 1_000);
-    let agent = app.demo("agent").await;
-    let case = app.open_case(&agent, "id-loss").await;
+    let (agent, case) = agent_case(&app).await;
     let big = start(&app, &agent, case, &photo(1_001)).await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(

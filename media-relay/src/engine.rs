@@ -172,6 +172,25 @@ pub(crate) const RELAY_ICE_CHECK_INTERVAL: std::time::Duration =
 /// slow path (a satellite or congested 4G link) is not failed sooner than before.
 const RELAY_ICE_CHECKS: u16 = 56;
 
+/// A host candidate for `addr` (the relay's announced address, or a client's own).
+pub(crate) fn host_candidate(
+    addr: std::net::SocketAddr,
+) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit, Error> {
+    use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&candidate).to_json()
+}
+
 /// The relay's side of a participant's connection: the sans-IO core, driven by the room over
 /// the relay's shared socket (`socket.rs`). Its ICE credentials are fixed here so that the
 /// socket can route the peer's STUN requests to it; it gathers nothing (the room adds the

@@ -3,9 +3,7 @@
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -233,21 +231,10 @@ impl RoomCore {
             return;
         }
         for addr in self.config.host_candidates.clone() {
-            let candidate = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host();
-            let init = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json());
-            match init.and_then(|init| self.members[index].pc.add_local_candidate(init)) {
-                Ok(()) => {}
-                Err(err) => tracing::warn!(%err, %addr, "host candidate not added"),
+            let added = crate::engine::host_candidate(addr)
+                .and_then(|init| self.members[index].pc.add_local_candidate(init));
+            if let Err(err) = added {
+                tracing::warn!(%err, %addr, "host candidate not added");
             }
         }
         self.members[index].candidates_added = true;

@@ -13,6 +13,11 @@ fn receives_video(sim: &Sim, who: &str, from: &str) -> bool {
         .is_some_and(|r| r.keyframes > 0)
 }
 
+/// Packets `who` received of `from`'s track of `kind` ("audio", "video").
+fn packets(sim: &Sim, who: &str, from: &str, kind: &str) -> Option<u64> {
+    sim.client(who).track_from(from, kind).map(|r| r.packets)
+}
+
 fn left(sim: &Sim, who: &str, gone: &str) -> Option<LeaveReason> {
     sim.client(who).messages.iter().find_map(|m| match m {
         ServerMessage::ParticipantLeft {
@@ -82,9 +87,7 @@ fn two_members_receive_each_others_audio_and_video_and_a_leave_is_renegotiated_a
     let before = bob.track_from("alice", "video").map(|r| r.packets);
     sim.run_for(Duration::from_secs(1));
     assert_eq!(
-        sim.client("bob")
-            .track_from("alice", "video")
-            .map(|r| r.packets),
+        packets(&sim, "bob", "alice", "video"),
         before,
         "nothing of Alice arrives after she left"
     );
@@ -189,17 +192,9 @@ fn a_member_whose_signaling_drops_keeps_its_place_for_the_grace_period_then_is_r
     assert_eq!(left(&sim, "bob", "alice"), None, "within the grace period");
     assert_eq!(sim.core.member_count(), 2);
     // Her media still flows meanwhile: only the signaling went.
-    let packets = sim
-        .client("bob")
-        .track_from("alice", "audio")
-        .map(|r| r.packets);
+    let before = packets(&sim, "bob", "alice", "audio");
     sim.run_for(Duration::from_millis(100));
-    assert!(
-        sim.client("bob")
-            .track_from("alice", "audio")
-            .map(|r| r.packets)
-            > packets
-    );
+    assert!(packets(&sim, "bob", "alice", "audio") > before);
     sim.run_for(Duration::from_millis(10));
     assert_eq!(left(&sim, "bob", "alice"), Some(LeaveReason::Vanished));
     assert_eq!(sim.core.member_count(), 1);
@@ -258,10 +253,7 @@ fn a_second_join_replaces_the_first_in_one_turn_and_the_new_place_gets_media() {
     assert_eq!(old.attachment, None, "the old handle is released");
     assert_eq!(sim.core.member_count(), 2);
     assert_eq!(left(&sim, "bob", "alice"), Some(LeaveReason::Replaced));
-    let bob_media_before = sim
-        .client("bob")
-        .track_from("alice", "video")
-        .map(|r| r.packets);
+    let bob_media_before = packets(&sim, "bob", "alice", "video");
     assert!(
         sim.run_until_true(Duration::from_secs(5), |s| receives_video(
             s, "alice", "bob"
@@ -287,11 +279,7 @@ fn packets_lost_on_the_way_to_a_subscriber_are_repaired_by_retransmission() {
         jitter: Duration::from_millis(10),
         loss: 0.05,
     };
-    let before = sim
-        .client("bob")
-        .track_from("alice", "video")
-        .map(|r| r.packets)
-        .unwrap_or(0);
+    let before = packets(&sim, "bob", "alice", "video").unwrap_or(0);
     sim.run_for(Duration::from_secs(10));
     // Let the last retransmissions arrive with nothing new being sent.
     sim.client_mut("alice").publishing = false;
@@ -413,23 +401,10 @@ fn a_member_whose_address_changes_comes_back_with_an_ice_restart_and_gets_a_fres
     );
     // Media flows both ways on the new path.
     let to_bob = bob.track_from("alice", "audio").map(|r| r.packets);
-    let to_alice = sim
-        .client("alice")
-        .track_from("bob", "audio")
-        .map(|r| r.packets);
+    let to_alice = packets(&sim, "alice", "bob", "audio");
     sim.run_for(Duration::from_secs(1));
-    assert!(
-        sim.client("bob")
-            .track_from("alice", "audio")
-            .map(|r| r.packets)
-            > to_bob
-    );
-    assert!(
-        sim.client("alice")
-            .track_from("bob", "audio")
-            .map(|r| r.packets)
-            > to_alice
-    );
+    assert!(packets(&sim, "bob", "alice", "audio") > to_bob);
+    assert!(packets(&sim, "alice", "bob", "audio") > to_alice);
 }
 
 #[test]
