@@ -36,6 +36,8 @@ pub(crate) struct Leg {
     pub(crate) loss: f64,
     /// The size the subscriber shows this video at, if it said (`video_size`).
     pub(crate) display: Option<(u32, u32)>,
+    /// The subscriber asked for no video (`receive_video: false`): nothing is sent on this leg.
+    pub(crate) paused: bool,
 }
 
 impl Leg {
@@ -56,6 +58,7 @@ impl Leg {
             selector: video.then(|| LayerSelector::new(1, LayerPolicy::default())),
             loss: 0.0,
             display: None,
+            paused: false,
         }
     }
 

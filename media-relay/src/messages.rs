@@ -105,6 +105,13 @@ pub enum ClientMessage {
         /// Shown height.
         height: u32,
     },
+    /// Stop (`false`) or resume (`true`) receiving the others' video, as a participant on a weak
+    /// link that goes audio-only (只用语音) does. Its audio is untouched; video resumes on a
+    /// keyframe, with no gap in the sequence.
+    ReceiveVideo {
+        /// Whether to receive video.
+        enabled: bool,
+    },
     /// The participant leaves the room; the relay closes its connection.
     Leave,
 }

@@ -88,6 +88,7 @@ impl RoomCore {
             quality: QualityTracker::new(),
             estimate: None,
             nacks_sent: 0,
+            receives_video: true,
         });
         let index = self.members.len() - 1;
         // Who is here and what is published; the tracks come with the relay's offer.
@@ -217,6 +218,7 @@ impl RoomCore {
                 width,
                 height,
             } => self.on_video_size(index, &track_id, (width, height)),
+            ClientMessage::ReceiveVideo { enabled } => self.receive_video(index, enabled),
             ClientMessage::Leave => {
                 let id = self.members[index].id.clone();
                 self.remove(&id, LeaveReason::Left);

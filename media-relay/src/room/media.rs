@@ -292,6 +292,9 @@ impl RoomCore {
         let (publisher, after) = rest.split_first_mut().expect("index is in range");
         let video = publisher.published[k].codec.kind() == MediaKind::Video;
         for leg in &mut publisher.published[k].forwarder.legs {
+            if leg.paused {
+                continue;
+            }
             let (admitted, switched) = leg.admits(layer, keyframe);
             if switched {
                 counters.layer_switches += 1;
@@ -530,9 +533,48 @@ impl RoomCore {
             let pending = forwarder.pending.remove(j);
             let mut leg = Leg::new(subscriber, sender, pending.ssrc, payload_type, codec);
             leg.display = pending.display;
-            if let Some(layer) = forwarder.subscribe(now, leg) {
+            leg.paused = codec.kind() == MediaKind::Video && !self.members[index].receives_video;
+            let paused = leg.paused;
+            let forwarder = &mut self.members[p].published[k].forwarder;
+            if let Some(layer) = forwarder.subscribe(now, leg).filter(|_| !paused) {
                 self.write_pli(p, k, layer);
             }
+        }
+    }
+
+    /// Member `index` stops (or resumes) receiving the others' video: its video legs send nothing
+    /// meanwhile, and start again on a keyframe with their sequence unbroken.
+    pub(super) fn receive_video(&mut self, index: usize, enabled: bool) {
+        if self.members[index].receives_video == enabled {
+            return;
+        }
+        self.members[index].receives_video = enabled;
+        let (subscriber, now) = (self.members[index].link, self.now);
+        let mut plis = Vec::new();
+        for (p, member) in self.members.iter_mut().enumerate() {
+            for (k, published) in member.published.iter_mut().enumerate() {
+                if published.codec.kind() != MediaKind::Video {
+                    continue;
+                }
+                let forwarder = &mut published.forwarder;
+                let Some(leg) = forwarder.leg_of(subscriber) else {
+                    continue;
+                };
+                forwarder.legs[leg].paused = !enabled;
+                if enabled {
+                    plis.extend(
+                        forwarder
+                            .want_keyframe_for(now, leg)
+                            .map(|layer| (p, k, layer)),
+                    );
+                } else {
+                    forwarder.legs[leg].rewriter.pause(true);
+                    forwarder.legs[leg].freezes.pause();
+                }
+            }
+        }
+        for (p, k, layer) in plis {
+            self.write_pli(p, k, layer);
         }
     }
 

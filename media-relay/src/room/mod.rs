@@ -177,6 +177,8 @@ struct Member {
     estimate: Option<u64>,
     /// NACKs the relay had sent it as of the last quality report (for the metrics).
     nacks_sent: u64,
+    /// It receives the others' video (`false`: audio only, 只用语音).
+    receives_video: bool,
 }
 
 /// A room: its members and everything between them.

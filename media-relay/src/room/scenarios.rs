@@ -492,3 +492,50 @@ fn on_a_clean_path_a_join_shows_a_picture_within_150_ms_because_the_relay_follow
         );
     }
 }
+
+#[test]
+fn a_member_that_goes_audio_only_gets_no_video_until_it_asks_again_then_a_keyframe_first() {
+    let mut sim = call_of_two(14, Duration::ZERO);
+    sim.run_for(Duration::from_secs(1));
+    sim.send("bob", ClientMessage::ReceiveVideo { enabled: false });
+    sim.run_for(Duration::from_millis(200)); // what was in flight arrives
+    let (video, audio) = (
+        packets(&sim, "bob", "alice", "video"),
+        packets(&sim, "bob", "alice", "audio"),
+    );
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(
+        packets(&sim, "bob", "alice", "video"),
+        video,
+        "no video while audio only"
+    );
+    assert!(
+        packets(&sim, "bob", "alice", "audio") > audio.map(|a| a + 100),
+        "audio goes on"
+    );
+    // Alice still gets Bob's video: only what Bob receives changed.
+    assert!(receives_video(&sim, "alice", "bob"));
+
+    let keyframes = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .map(|r| r.keyframes);
+    let plis = sim.client("alice").plis;
+    sim.send("bob", ClientMessage::ReceiveVideo { enabled: true });
+    assert!(sim.run_until_true(Duration::from_millis(300), |s| {
+        s.client("bob")
+            .track_from("alice", "video")
+            .map(|r| r.keyframes)
+            > keyframes
+    }));
+    assert!(
+        sim.client("alice").plis > plis,
+        "the relay asked Alice for a keyframe"
+    );
+    sim.run_for(Duration::from_secs(1));
+    let video = sim
+        .client("bob")
+        .track_from("alice", "video")
+        .expect("video");
+    assert_eq!(video.missing(), 0, "the sequence goes on without a gap");
+}
