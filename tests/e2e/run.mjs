@@ -757,6 +757,18 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     await agent.locator('#call-chat-list .chat-line.own', { hasText: '请把户口簿第二页对准镜头' }).waitFor();
     assert.equal(await agent.locator('#call-chat-input').inputValue(), '');
 
+    // 只用语音: the agent's link is too weak for video — its camera goes off for the approver and
+    // its own view of the approver says audio only; back again, video flows both ways.
+    await agent.locator('#call-audio-only').click();
+    await waitText(agent.locator('#call-audio-only'), '恢复视频');
+    await waitText(agent.locator(`.call-tile[data-participant="${approverId}"] .call-placeholder`), '只用语音');
+    await waitText(agentTile.locator('.call-placeholder'), '摄像头已关闭');
+    await agent.locator('#call-audio-only').click();
+    await waitText(agent.locator('#call-audio-only'), '只用语音');
+    await agentTile.locator('.call-placeholder').waitFor({ state: 'hidden' });
+    await expectMediaFlowing(agent, [approverId], { label: 'agent after audio only' });
+    await expectMediaFlowing(approver, [agentId], { label: 'approver after audio only' });
+
     // Recording needs both: after the agent's consent alone nothing records; after the
     // approver's, both pages show the recording badge.
     await agent.locator('#call-consent').click();

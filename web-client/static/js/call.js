@@ -117,10 +117,14 @@ class Tile {
 
   refresh() {
     const hasVideo = !!this.stream && this.stream.getVideoTracks().some((tr) => tr.readyState === 'live');
-    const showVideo = hasVideo && !this.muted.video;
+    const audioOnly = this.audioOnly && !this.self;
+    const showVideo = hasVideo && !this.muted.video && !audioOnly;
     this.placeholder.hidden = showVideo;
     this.video.classList.toggle('off', !showVideo);
-    if (!showVideo) this.placeholder.textContent = t(this.muted.video ? 'call.camera_is_off' : (this.self ? 'call.no_local_video' : 'call.waiting_video'));
+    if (!showVideo) {
+      const why = audioOnly ? 'call.audio_only_view' : this.muted.video ? 'call.camera_is_off' : (this.self ? 'call.no_local_video' : 'call.waiting_video');
+      this.placeholder.textContent = t(why);
+    }
     const flags = [];
     if (this.muted.audio) flags.push(t('call.mic_is_off'));
     this.flags.textContent = flags.join(' ');
@@ -129,6 +133,12 @@ class Tile {
 
   setMuted(kind, muted) {
     this.muted[kind] = muted;
+    this.refresh();
+  }
+
+  /** We receive no video (只用语音): the tile says so instead of freezing. */
+  setAudioOnly(on) {
+    this.audioOnly = on;
     this.refresh();
   }
 
@@ -220,6 +230,8 @@ class CallPanel {
     this.mediaReady = null;
     this.micOff = false;
     this.cameraOff = false;
+    this.audioOnly = false;     // 只用语音: no video either way
+    this.cameraOffBeforeAudioOnly = false;
     this.documentMode = false;  // 材料展示: on by hand, or for a while after a capture
     this.documentTimer = null;
     this.tiles = new Map();
@@ -240,6 +252,7 @@ class CallPanel {
     this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
     this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
     this.documentButton = h('button', { type: 'button', id: 'call-document', class: 'small', onclick: () => this.setDocumentMode(!this.documentMode) });
+    this.audioOnlyButton = h('button', { type: 'button', id: 'call-audio-only', class: 'small', onclick: () => this.toggleAudioOnly() });
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
     this.hangUpButton = h('button', { type: 'button', id: 'call-hang-up', class: 'small danger', onclick: () => this.hangUp() }, t('call.hang_up'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
@@ -247,7 +260,7 @@ class CallPanel {
     this.consented = false;
     this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
     this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
-    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.switchButton, this.documentButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.audioOnlyButton, this.switchButton, this.documentButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
     this.chat = new ChatBox((text) => this.live.send({ type: 'call.chat', case_id: this.caseId, text }));
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
@@ -505,6 +518,9 @@ class CallPanel {
     this.cameraButton.setAttribute('aria-pressed', String(this.cameraOff));
     this.cameraButton.disabled = !this.localTrack('video');
     this.switchButton.disabled = !this.localTrack('video');
+    this.audioOnlyButton.textContent = t(this.audioOnly ? 'call.audio_only_end' : 'call.audio_only');
+    this.audioOnlyButton.setAttribute('aria-pressed', String(this.audioOnly));
+    this.area.dataset.audioOnly = String(this.audioOnly);
     this.documentButton.textContent = t(this.documentMode ? 'call.document_off' : 'call.document_on');
     this.documentButton.setAttribute('aria-pressed', String(this.documentMode));
     this.documentButton.disabled = !this.localTrack('video');
@@ -819,7 +835,24 @@ class CallPanel {
     }
   }
 
+  /** 只用语音: on a link too weak for video, send and receive audio only (our camera goes off, and
+   * the relay stops sending us the others' video); off again, both come back (video on a
+   * keyframe). */
+  toggleAudioOnly() {
+    this.audioOnly = !this.audioOnly;
+    if (this.audioOnly) {
+      this.cameraOffBeforeAudioOnly = this.cameraOff;
+      if (!this.cameraOff) this.toggleCamera();
+    } else if (!this.cameraOffBeforeAudioOnly && this.cameraOff) {
+      this.toggleCamera();
+    }
+    this.live.send({ type: 'call.receive_video', case_id: this.caseId, enabled: !this.audioOnly });
+    for (const tile of this.tiles.values()) tile.setAudioOnly(this.audioOnly);
+    this.renderControls();
+  }
+
   resendMutes() {
+    if (this.audioOnly) this.live.send({ type: 'call.receive_video', case_id: this.caseId, enabled: false });
     if (this.micOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'audio', muted: true });
     if (this.cameraOff) this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'video', muted: true });
   }
@@ -949,6 +982,7 @@ class CallPanel {
     if (!tile) {
       tile = new Tile(participantId);
       tile.setName(this.nameOf(participantId));
+      tile.setAudioOnly(this.audioOnly);
       this.tiles.set(participantId, tile);
       this.grid.append(tile.el);
     }
