@@ -137,7 +137,6 @@ impl Drop for Joined {
 pub struct Calls {
     joined: HashMap<i64, Joined>,
     out: mpsc::Sender<Value>,
-    chat: crate::chat::Pace,
 }
 
 impl Calls {
@@ -146,7 +145,6 @@ impl Calls {
         Calls {
             joined: HashMap::new(),
             out,
-            chat: crate::chat::Pace::default(),
         }
     }
 
@@ -198,7 +196,7 @@ impl Calls {
                         "call.chat needs a text",
                     ));
                 };
-                if !self.chat.admit(state.now()) {
+                if !state.chat_pace.admit(user.id, state.now()) {
                     return Some(call_error(
                         Some(case_id),
                         CallErrorCode::ChatTooFast,

@@ -23,7 +23,7 @@ use crate::workflow::{self, Role};
 /// The longest message, in characters.
 pub const MAX_CHARS: usize = 500;
 
-/// Messages one socket may send within [`WINDOW_MS`].
+/// Messages one user may send within [`WINDOW_MS`] (over all its sockets).
 pub const BURST: usize = 5;
 
 /// The window of [`BURST`], ms.
@@ -75,23 +75,48 @@ pub fn check_text(text: &str) -> std::result::Result<String, String> {
     Ok(text.to_string())
 }
 
-/// One socket's recent messages, to hold it to [`BURST`] per [`WINDOW_MS`].
+/// One user's recent messages, to hold it to [`BURST`] per [`WINDOW_MS`].
 #[derive(Debug, Default)]
 pub struct Pace {
     sent: VecDeque<i64>,
 }
 
 impl Pace {
-    /// Whether a message may go at `now` (and counts it if so).
-    pub fn admit(&mut self, now: i64) -> bool {
+    /// Forgets what left the window by `now`; whether anything is still in it.
+    fn active(&mut self, now: i64) -> bool {
         while self.sent.front().is_some_and(|t| now - t >= WINDOW_MS) {
             self.sent.pop_front();
         }
+        !self.sent.is_empty()
+    }
+
+    /// Whether a message may go at `now` (and counts it if so).
+    pub fn admit(&mut self, now: i64) -> bool {
+        self.active(now);
         if self.sent.len() >= BURST {
             return false;
         }
         self.sent.push_back(now);
         true
+    }
+}
+
+/// Every user's pace, however many sockets (tabs) it writes from. Holds only the users who wrote
+/// within the last window.
+#[derive(Debug, Default)]
+pub struct Paces {
+    by_user: std::sync::Mutex<std::collections::HashMap<i64, Pace>>,
+}
+
+impl Paces {
+    /// Whether `user` may send a message at `now` (and counts it if so).
+    pub fn admit(&self, user: i64, now: i64) -> bool {
+        let mut by_user = self
+            .by_user
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        by_user.retain(|_, pace| pace.active(now));
+        by_user.entry(user).or_default().admit(now)
     }
 }
 
@@ -212,7 +237,21 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_sends_at_most_a_burst_per_window_then_again_once_it_has_passed() {
+    fn a_user_is_held_to_the_burst_over_all_its_sockets_and_others_are_not_held_by_it() {
+        let paces = Paces::default();
+        for i in 0..BURST as i64 {
+            assert!(paces.admit(7, i));
+        }
+        assert!(
+            !paces.admit(7, 10),
+            "a seventh tab of the same user is no way around it"
+        );
+        assert!(paces.admit(8, 10), "another user writes on");
+        assert!(paces.admit(7, WINDOW_MS));
+    }
+
+    #[test]
+    fn a_pace_admits_at_most_a_burst_per_window_then_again_once_it_has_passed() {
         let mut pace = Pace::default();
         for i in 0..BURST as i64 {
             assert!(pace.admit(1_000 + i));

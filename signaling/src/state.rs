@@ -84,6 +84,8 @@ pub struct AppState {
     pub relay: media_relay::Relay,
     /// Recording consents and state per case.
     pub recordings: Arc<crate::recording::Recordings>,
+    /// How fast each user sends chat messages (`chat::BURST` per `chat::WINDOW_MS`).
+    pub chat_pace: Arc<crate::chat::Paces>,
     /// Login attempt limits and the password-check pool.
     pub login_guard: Arc<crate::login_guard::LoginGuard>,
 }
@@ -141,6 +143,7 @@ impl AppState {
             pending: Arc::new(crate::sealing::PendingDecisions::default()),
             relay,
             recordings: Arc::default(),
+            chat_pace: Arc::default(),
         })
     }
 
