@@ -442,8 +442,18 @@ impl Light {
 
     /// Publishes the counts for [`LightPeer::report`]; reports bandwidth if told to.
     fn publish(&mut self, now: Instant) {
-        for counted in self.counted.values() {
-            self.report.tracks[counted.track].counts = counted.counter.counts().clone();
+        for (ssrc, counted) in &self.counted {
+            let track = &mut self.report.tracks[counted.track];
+            track.counts = counted.counter.counts().clone();
+            // A stream whose first packets came before its description was read is named once
+            // the description is known.
+            if track.publisher.is_empty()
+                && let Some(info) = self.streams.get(ssrc)
+            {
+                track.publisher = info.publisher.clone();
+                track.track_id = info.track_id.clone();
+                track.kind = info.kind;
+            }
         }
         *self
             .shared
