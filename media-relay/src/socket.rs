@@ -319,6 +319,13 @@ mod tests {
         packet
     }
 
+    /// The next datagram routed to the inbox: link, sender and bytes.
+    async fn received(inbox: &mut mpsc::Receiver<Inbound>) -> (u64, SocketAddr, Vec<u8>) {
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(5), inbox.recv());
+        let got = wait.await.expect("routed in time").expect("inbox open");
+        (got.link, got.peer, got.data.to_vec())
+    }
+
     #[tokio::test]
     async fn a_peer_is_routed_by_its_stun_username_then_by_its_address_until_forgotten() {
         let metrics = Arc::new(RelayMetrics::default());
@@ -334,37 +341,40 @@ mod tests {
         mux.register("relayufrag", 7, room);
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer socket");
         let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("stranger socket");
-        let next = |inbox: &mut mpsc::Receiver<Inbound>| {
-            let got = inbox.try_recv().ok();
-            got.map(|i| (i.link, i.peer, i.data.to_vec()))
+        // The reader's decisions are awaited, never slept on: a routed datagram arrives in the
+        // inbox, an unrouted one raises the counter (and only then is the inbox checked empty).
+        let unrouted = |n: u64| {
+            let metrics = metrics.clone();
+            tokio::time::timeout(std::time::Duration::from_secs(5), async move {
+                while metrics.snapshot().datagrams_unrouted < n {
+                    tokio::task::yield_now().await;
+                }
+            })
         };
-        let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
         let rtp = [0x80u8, 96, 0, 1];
 
         // Media from an address nobody vouched for is dropped and counted.
         peer.send_to(&rtp, relay_addr).expect("sent");
-        settle().await;
-        assert_eq!(next(&mut inbox), None);
-        assert_eq!(metrics.snapshot().datagrams_unrouted, 1);
+        unrouted(1).await.expect("counted as unrouted");
+        assert!(inbox.try_recv().is_err());
 
         // A binding request naming the link's ufrag is routed, and teaches the mux the address.
         let request = binding_request(&[(0x0006, b"relayufrag:peerufrag")]);
         peer.send_to(&request, relay_addr).expect("sent");
-        settle().await;
         let from = peer.local_addr().expect("address");
-        assert_eq!(next(&mut inbox), Some((7, from, request.clone())));
+        assert_eq!(received(&mut inbox).await, (7, from, request.clone()));
         peer.send_to(&rtp, relay_addr).expect("sent");
-        settle().await;
-        assert_eq!(next(&mut inbox), Some((7, from, rtp.to_vec())));
+        assert_eq!(received(&mut inbox).await, (7, from, rtp.to_vec()));
 
-        // Another ufrag routes nowhere; a forgotten link's address no longer routes either.
+        // Another ufrag routes nowhere; a forgotten link's address no longer routes either (the
+        // reader's cache of routes is dropped with it).
         stranger
             .send_to(&binding_request(&[(0x0006, b"otherufrag:x")]), relay_addr)
             .expect("sent");
         mux.forget(7);
         peer.send_to(&rtp, relay_addr).expect("sent");
-        settle().await;
-        assert_eq!(next(&mut inbox), None);
+        unrouted(3).await.expect("both counted as unrouted");
+        assert!(inbox.try_recv().is_err());
         assert_eq!(metrics.snapshot().datagrams_unrouted, 3);
     }
 
