@@ -87,6 +87,20 @@ pub(crate) struct PendingLeg {
     pub(crate) ssrc: u32,
     /// The size the subscriber shows it at, if it said already (`video_size`).
     pub(crate) display: Option<(u32, u32)>,
+    pub(crate) stage: LegStage,
+}
+
+/// How far a pending subscription's negotiation went. Only an agreed leg may carry media: a
+/// packet sent before the subscriber applied the offer naming its SSRC is dropped there, and
+/// if that packet was the keyframe the relay asked for, the picture waits for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegStage {
+    /// Added to the subscriber's connection after its last offer was made.
+    Added,
+    /// In the relay's offer the subscriber has not answered yet.
+    Offered,
+    /// The subscriber answered an offer that named it.
+    Agreed,
 }
 
 /// One encoding of the published track (a simulcast layer, or the only one).

@@ -12,7 +12,7 @@ use super::state::{CandidateUse, Grace, Negotiation, Presence, Transport};
 use super::{Member, Output, RoomCore};
 use crate::engine::{AUDIO_LEVEL_URI, build_relay_connection};
 use crate::error::RelayError;
-use crate::forwarder::{Forwarder, PendingLeg};
+use crate::forwarder::{Forwarder, LegStage, PendingLeg};
 use crate::messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, ServerMessage,
 };
@@ -314,7 +314,8 @@ impl RoomCore {
         for track_id in stopped {
             self.unpublish(index, &track_id);
         }
-        // Legs added before this exchange were negotiated by it.
+        // Legs agreed before the transport was up start now; legs added since the relay's
+        // last offer wait for the next one (`maybe_offer` below).
         self.activate_legs(index);
         self.maybe_offer(index);
     }
@@ -343,6 +344,7 @@ impl RoomCore {
             );
         }
         self.members[index].negotiation.answer_applied();
+        self.advance_pending_legs(index, LegStage::Offered, LegStage::Agreed);
         self.activate_legs(index);
         self.maybe_offer(index);
     }
@@ -460,6 +462,7 @@ impl RoomCore {
                         sender,
                         ssrc,
                         display: None,
+                        stage: LegStage::Added,
                     });
                 self.members[index].negotiation.change();
             }
@@ -485,7 +488,22 @@ impl RoomCore {
             self.members[index].negotiation.offer_failed();
             return;
         };
+        self.advance_pending_legs(index, LegStage::Added, LegStage::Offered);
         self.send_to(index, ServerMessage::Offer { sdp });
+    }
+
+    /// Moves member `index`'s pending subscriptions at stage `from` to `to`.
+    fn advance_pending_legs(&mut self, index: usize, from: LegStage, to: LegStage) {
+        let subscriber = self.members[index].link;
+        for member in &mut self.members {
+            for published in &mut member.published {
+                for leg in &mut published.forwarder.pending {
+                    if leg.subscriber == subscriber && leg.stage == from {
+                        leg.stage = to;
+                    }
+                }
+            }
+        }
     }
 
     /// The member's local description, after making sure the socket routes its ICE username

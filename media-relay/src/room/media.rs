@@ -20,7 +20,7 @@ use super::{Datagram, Published, Recorder, RoomCore, kind_name};
 use crate::codec::Codec;
 use crate::engine::is_keyframe_request;
 use crate::error::RelayError;
-use crate::forwarder::{Forwarder, Leg, PendingLeg};
+use crate::forwarder::{Forwarder, Leg, LegStage, PendingLeg};
 use crate::messages::{LeaveReason, MediaKind, ServerMessage};
 use crate::quality::totals_from;
 
@@ -492,7 +492,7 @@ impl RoomCore {
         }
     }
 
-    /// Starts forwarding on every leg of member `index`'s that its negotiation has settled.
+    /// Starts forwarding on every leg of member `index`'s whose offer it answered.
     pub(super) fn activate_legs(&mut self, index: usize) {
         if !self.members[index].transport.was_up() {
             return;
@@ -502,7 +502,7 @@ impl RoomCore {
         for (p, member) in self.members.iter().enumerate() {
             for (k, published) in member.published.iter().enumerate() {
                 for pending in published.forwarder.pending.iter() {
-                    if pending.subscriber == subscriber {
+                    if pending.subscriber == subscriber && pending.stage == LegStage::Agreed {
                         waiting.push((p, k, pending.sender, published.codec));
                     }
                 }

@@ -323,6 +323,20 @@ impl RoomCore {
                 {
                     return Err(format!("{}: link {stranger} is not here", track.track_id));
                 }
+                let offered = track
+                    .forwarder
+                    .pending
+                    .iter()
+                    .filter(|leg| leg.stage == crate::forwarder::LegStage::Offered);
+                for leg in offered {
+                    let subscriber = self.link_index(leg.subscriber).map(|i| &self.members[i]);
+                    if !subscriber.is_some_and(|m| m.negotiation.relay_offered()) {
+                        return Err(format!(
+                            "{}: a leg waits for an answer to no offer",
+                            track.track_id
+                        ));
+                    }
+                }
             }
         }
         Ok(())

@@ -539,3 +539,42 @@ fn a_member_that_goes_audio_only_gets_no_video_until_it_asks_again_then_a_keyfra
         .expect("video");
     assert_eq!(video.missing(), 0, "the sequence goes on without a gap");
 }
+
+#[test]
+fn a_subscription_added_while_an_offer_is_outstanding_carries_nothing_until_an_offer_naming_it_is_answered()
+ {
+    let mut sim = call_of_two(13, Duration::ZERO);
+    sim.client_mut("bob").hold_offers = true;
+    // The relay offers Bob Carol's tracks; Bob does not answer yet.
+    assert!(sim.join("carol", false));
+    sim.run_for(Duration::from_secs(1));
+    // Dave's tracks are added to Bob's connection while that offer is outstanding.
+    assert!(sim.join("dave", false));
+    sim.run_for(Duration::from_secs(1));
+    // Bob answers the offer naming Carol's track (or tracks: each opens when its first packet
+    // comes); the next one, which names Dave's, he holds.
+    sim.answer_held("bob");
+    // The simulator fails the test at once if Bob gets RTP on an SSRC no offer he applied named
+    // (Dave's, forwarded too early).
+    sim.run_for(Duration::from_secs(2));
+    let from_carol =
+        packets(&sim, "bob", "carol", "audio").or(packets(&sim, "bob", "carol", "video"));
+    assert!(
+        from_carol.is_some_and(|n| n > 0),
+        "what the answered offer named is forwarded to Bob"
+    );
+    assert_eq!(packets(&sim, "bob", "dave", "video"), None);
+    sim.client_mut("bob").hold_offers = false;
+    assert!(
+        sim.run_until_true(Duration::from_secs(3), |s| receives_video(s, "bob", "dave")),
+        "Dave's video reaches Bob once he answers the offer naming it"
+    );
+    let video = sim
+        .client("bob")
+        .track_from("dave", "video")
+        .expect("video");
+    assert_eq!(
+        video.first_packet_at, video.first_keyframe_at,
+        "the first of Dave's packets Bob gets starts a keyframe: none was spent before he could use it"
+    );
+}

@@ -11,7 +11,7 @@
 //! receive bandwidth (REMB) when told to, and counts what it receives per track: packets,
 //! keyframes, gaps in the sequence, and simulcast layer switches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,12 @@ pub(super) struct Client {
     next_remb: Instant,
     /// Its datagrams are dropped both ways (it went away without a word).
     pub(super) unplugged: bool,
+    /// Every SSRC a description it applied named (`a=ssrc:`); kept after they go, so that what
+    /// was in flight is not counted below.
+    known_ssrcs: HashSet<u32>,
+    /// RTP packets that reached it on an SSRC no description had named yet: a browser drops
+    /// them, so a keyframe among them is a picture lost.
+    pub(super) unannounced_rtp: u64,
     pub(super) uplink: Impairment,
     pub(super) downlink: Impairment,
 }
@@ -192,6 +198,12 @@ impl Client {
             .iter()
             .find(|(id, _)| id.starts_with(&format!("{from}-{kind}-")))
             .map(|(_, r)| r)
+    }
+
+    /// Applies the relay's offer and returns the answer.
+    fn answer(&mut self, now: Instant, sdp: String) -> String {
+        self.known_ssrcs.extend(announced_ssrcs(&sdp));
+        answer_offer(&mut self.pc, now, sdp).expect("offer answered")
     }
 }
 
@@ -368,6 +380,8 @@ impl Sim {
             remb: None,
             next_remb: self.now,
             unplugged: false,
+            known_ssrcs: HashSet::new(),
+            unannounced_rtp: 0,
             uplink: Impairment::default(),
             downlink: Impairment::default(),
         });
@@ -460,6 +474,21 @@ impl Sim {
                 false
             }
         }
+    }
+
+    /// Client `name` answers the relay's offers it holds now and goes on holding later ones.
+    pub(super) fn answer_held(&mut self, name: &str) {
+        let now = self.now;
+        let client = self.client_mut(name);
+        let held = std::mem::take(&mut client.held);
+        let replies: Vec<String> = held
+            .into_iter()
+            .map(|sdp| client.answer(now, sdp))
+            .collect();
+        for sdp in replies {
+            self.send(name, ClientMessage::Answer { sdp });
+        }
+        self.settle();
     }
 
     /// Runs the room for `duration` of virtual time.
@@ -570,6 +599,9 @@ impl Sim {
             .iter_mut()
             .find(|c| c.addr == flight.to && !c.unplugged)
         {
+            if rtp_ssrc(&flight.data).is_some_and(|ssrc| !client.known_ssrcs.contains(&ssrc)) {
+                client.unannounced_rtp += 1;
+            }
             let _ = client.pc.handle_read(TaggedBytesMut {
                 now,
                 transport: TransportContext {
@@ -619,6 +651,12 @@ impl Sim {
             }
             if let Err(broken) = self.core.check_invariants() {
                 panic!("the room's invariants broke: {broken}");
+            }
+            if let Some(client) = self.clients.iter().find(|c| c.unannounced_rtp > 0) {
+                panic!(
+                    "{} got RTP on an SSRC no description it applied had named",
+                    client.name
+                );
             }
             if !moved {
                 break;
@@ -680,6 +718,7 @@ impl Sim {
                 moved = true;
                 match message {
                     ServerMessage::Answer { sdp } => {
+                        client.known_ssrcs.extend(announced_ssrcs(&sdp));
                         let answer = RTCSessionDescription::answer(sdp).expect("answer parses");
                         client
                             .pc
@@ -687,16 +726,13 @@ impl Sim {
                             .unwrap_or_else(|e| panic!("{}: answer applies: {e}", client.name));
                     }
                     ServerMessage::Offer { sdp } if client.hold_offers => client.held.push(sdp),
-                    ServerMessage::Offer { sdp } => {
-                        replies
-                            .push(answer_offer(&mut client.pc, now, sdp).expect("offer answered"));
-                    }
+                    ServerMessage::Offer { sdp } => replies.push(client.answer(now, sdp)),
                     _ => {}
                 }
             }
             if !client.hold_offers {
                 for sdp in std::mem::take(&mut client.held) {
-                    replies.push(answer_offer(&mut client.pc, now, sdp).expect("offer answered"));
+                    replies.push(client.answer(now, sdp));
                 }
             }
         }
@@ -776,6 +812,22 @@ impl Sim {
         }
         moved
     }
+}
+
+/// The SSRC of an RTP packet (not RTCP, STUN or DTLS; SRTP leaves the header clear).
+fn rtp_ssrc(datagram: &[u8]) -> Option<u32> {
+    let rtp = matches!(datagram.first(), Some(128..=191))
+        && datagram.len() >= 12
+        && !(64..=95).contains(&(datagram[1] & 0x7f));
+    rtp.then(|| u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]))
+}
+
+/// The SSRCs a session description names.
+fn announced_ssrcs(sdp: &str) -> impl Iterator<Item = u32> + '_ {
+    sdp.lines().filter_map(|line| {
+        let rest = line.strip_prefix("a=ssrc:")?;
+        rest.split(' ').next()?.parse().ok()
+    })
 }
 
 /// How often a client reports its receive bandwidth, when it does.
