@@ -812,3 +812,47 @@ async fn a_chat_message_reaches_the_calls_people_only_is_kept_with_the_case_and_
     let error = next_call_error(&mut agent_ws).await;
     assert_eq!(error["code"], "chat_too_fast", "{error}");
 }
+
+#[tokio::test]
+async fn a_screen_share_is_recorded_as_a_case_event_when_it_starts_and_when_it_stops() {
+    let (app, server, agent, _approver, case) = case_in_call().await;
+    let mut agent_ws = socket(&server, &agent).await;
+    join_signaling(&mut agent_ws, case).await;
+    for track in [json!("screen-track-1"), Value::Null] {
+        send(
+            &mut agent_ws,
+            json!({ "v": 1, "type": "call.screen_share", "case_id": case, "track": track }),
+        )
+        .await;
+    }
+    // A track that is not a string is refused by name.
+    send(
+        &mut agent_ws,
+        json!({ "v": 1, "type": "call.screen_share", "case_id": case, "track": 5 }),
+    )
+    .await;
+    let error = next_call_error(&mut agent_ws).await;
+    assert_eq!(error["code"], "bad_message");
+    assert!(
+        error["message"].as_str().unwrap().contains("screen_share"),
+        "{error}"
+    );
+
+    let auditor = app.demo("auditor").await;
+    let body = app
+        .request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+        .await
+        .body;
+    let trail = String::from_utf8(body).unwrap();
+    let events: Vec<Value> = trail
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let shares: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "call.screen_share")
+        .collect();
+    let sharing: Vec<&Value> = shares.iter().map(|e| &e["details"]["sharing"]).collect();
+    assert_eq!(sharing, [&json!(true), &json!(false)], "{trail}");
+    assert!(shares.iter().all(|e| e["actor_role"] == "agent"), "{trail}");
+}

@@ -39,7 +39,7 @@ pub use codec::Codec;
 pub use error::RelayError;
 pub use messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, RoomId,
-    ServerMessage,
+    ServerMessage, TrackSource,
 };
 pub use metrics::RelayMetrics;
 pub use participant::Participant;

@@ -52,6 +52,20 @@ pub enum MediaKind {
     Video,
 }
 
+/// What a published track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    /// A microphone (every audio track).
+    Microphone,
+    /// A camera (a video track not declared a screen).
+    Camera,
+    /// A shared screen or window (同屏), declared with `screen_share` before it is offered. Its
+    /// subscribers get it in a stream of its own, `<participant>~screen`; muting video does not
+    /// touch it.
+    Screen,
+}
+
 /// One trickled ICE candidate, as the browser's `RTCIceCandidateInit` spells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,6 +125,13 @@ pub enum ClientMessage {
     ReceiveVideo {
         /// Whether to receive video.
         enabled: bool,
+    },
+    /// The participant starts sharing its screen in the track `track` (its own id for it, the
+    /// track part of the `msid` in its next offer), or stops (`None`; the offer that drops the
+    /// track ends it for the others). Sent before that offer.
+    ScreenShare {
+        /// The screen track's id, or `None`.
+        track: Option<String>,
     },
     /// The participant leaves the room; the relay closes its connection.
     Leave,
@@ -238,7 +259,7 @@ pub enum ServerMessage {
         reason: LeaveReason,
     },
     /// A participant publishes a track; it arrives in the next relay offer with `stream_id` equal
-    /// to the participant id and `track_id` as given.
+    /// to the participant id (`<participant>~screen` for a screen) and `track_id` as given.
     TrackPublished {
         /// The publisher.
         participant_id: ParticipantId,
@@ -246,6 +267,8 @@ pub enum ServerMessage {
         track_id: String,
         /// Audio or video.
         kind: MediaKind,
+        /// Microphone, camera or screen.
+        source: TrackSource,
     },
     /// A participant stopped publishing a track; it leaves in the next relay offer.
     TrackUnpublished {

@@ -224,6 +224,11 @@ impl Calls {
                         "join the call of this case first (call.join)",
                     ));
                 };
+                if let ClientMessage::ScreenShare { track } = &relay_message
+                    && let Err(refused) = audit_screen_share(state, user, case_id, track).await
+                {
+                    return Some(refused);
+                }
                 // Bounded: a client flooding messages waits here instead of growing a queue.
                 let sent = sender.send(relay_message).await.is_ok();
                 if leaving || !sent {
@@ -355,6 +360,41 @@ impl Calls {
         });
         None
     }
+}
+
+/// Records that `user` starts (a track) or stops (none) sharing a screen in the call: a case
+/// event (`call.screen_share`, in the audit export and the archive). Nothing is shared unless
+/// it is recorded.
+async fn audit_screen_share(
+    state: &AppState,
+    user: &User,
+    case_id: i64,
+    track: &Option<String>,
+) -> Result<(), Value> {
+    let actor = user.actor();
+    let now = state.now();
+    let sharing = track.is_some();
+    let written = state
+        .db
+        .call(move |c| {
+            crate::audit::append(
+                c,
+                now,
+                Some(&actor),
+                Some(case_id),
+                "call.screen_share",
+                &json!({ "sharing": sharing }),
+            )
+        })
+        .await;
+    written.map_err(|e| {
+        tracing::error!(case_id, error = %e, "screen share not recorded");
+        call_error(
+            Some(case_id),
+            CallErrorCode::Internal,
+            "the screen share could not be recorded; try again",
+        )
+    })
 }
 
 /// Keeps one quality sample of a participant with the case (it goes into the archive).

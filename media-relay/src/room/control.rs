@@ -15,6 +15,7 @@ use crate::error::RelayError;
 use crate::forwarder::{Forwarder, LegStage, PendingLeg};
 use crate::messages::{
     ClientMessage, ErrorCode, IceCandidate, LeaveReason, MediaKind, ParticipantId, ServerMessage,
+    TrackSource,
 };
 use crate::quality::QualityTracker;
 use crate::sdp;
@@ -89,6 +90,7 @@ impl RoomCore {
             estimate: None,
             nacks_sent: 0,
             receives_video: true,
+            screen: None,
         });
         let index = self.members.len() - 1;
         // Who is here and what is published; the tracks come with the relay's offer.
@@ -128,6 +130,7 @@ impl RoomCore {
                     participant_id: m.id.clone(),
                     track_id: p.track_id.clone(),
                     kind: p.codec.kind(),
+                    source: p.carries,
                 })
             })
             .collect();
@@ -219,6 +222,7 @@ impl RoomCore {
                 height,
             } => self.on_video_size(index, &track_id, (width, height)),
             ClientMessage::ReceiveVideo { enabled } => self.receive_video(index, enabled),
+            ClientMessage::ScreenShare { track } => self.members[index].screen = track,
             ClientMessage::Leave => {
                 let id = self.members[index].id.clone();
                 self.remove(&id, LeaveReason::Left);
@@ -422,10 +426,18 @@ impl RoomCore {
     /// negotiated by the next offer, and a pending leg in the track's forwarder.
     pub(super) fn subscribe(&mut self, index: usize, p: usize, k: usize) {
         let ssrc = next_ssrc();
-        let stream = self.members[p].id.to_string();
-        let (track_id, codec) = {
+        let (track_id, codec, carries) = {
             let published = &self.members[p].published[k];
-            (published.track_id.clone(), published.codec)
+            (
+                published.track_id.clone(),
+                published.codec,
+                published.carries,
+            )
+        };
+        // A screen comes in a stream of its own, so a browser shows it apart from the camera.
+        let stream = match carries {
+            TrackSource::Screen => format!("{}~screen", self.members[p].id),
+            _ => self.members[p].id.to_string(),
         };
         let local = MediaStreamTrack::new(
             stream,

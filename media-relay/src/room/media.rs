@@ -16,12 +16,12 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 
 use super::state::Transport;
-use super::{Datagram, Published, Recorder, RoomCore, kind_name};
+use super::{Datagram, Published, Recorder, RoomCore, source_name};
 use crate::codec::Codec;
 use crate::engine::is_keyframe_request;
 use crate::error::RelayError;
 use crate::forwarder::{Forwarder, Leg, LegStage, PendingLeg};
-use crate::messages::{LeaveReason, MediaKind, ServerMessage};
+use crate::messages::{LeaveReason, MediaKind, ServerMessage, TrackSource};
 use crate::quality::totals_from;
 
 /// What a subscriber's audio legs are assumed to take of its bandwidth estimate, each, bit/s
@@ -449,10 +449,17 @@ impl RoomCore {
             return;
         };
         let kind = codec.kind();
+        let carries = match kind {
+            MediaKind::Audio => TrackSource::Microphone,
+            MediaKind::Video if self.members[index].screen.as_deref() == Some(&*source) => {
+                TrackSource::Screen
+            }
+            MediaKind::Video => TrackSource::Camera,
+        };
         let publisher = self.members[index].id.clone();
         let ordinal = self.next_track;
         self.next_track += 1;
-        let track_id = format!("{publisher}-{}-{ordinal}", kind_name(kind));
+        let track_id = format!("{publisher}-{}-{ordinal}", source_name(carries));
         let now = self.now;
         let mut forwarder = Forwarder::new(
             codec,
@@ -460,7 +467,7 @@ impl RoomCore {
             self.members[index].audio_level_id,
             ssrc,
         );
-        if self.members[index].muted.contains(&kind) {
+        if carries != TrackSource::Screen && self.members[index].muted.contains(&kind) {
             forwarder.set_muted(now, true);
         }
         if let Some(recorder) = self.recording.as_mut() {
@@ -472,6 +479,7 @@ impl RoomCore {
             source,
             receiver,
             codec,
+            carries,
             forwarder,
         });
         tracing::info!(room = %self.id, participant = %publisher, %track_id, "track published");
@@ -481,6 +489,7 @@ impl RoomCore {
                 participant_id: publisher.clone(),
                 track_id: track_id.clone(),
                 kind,
+                source: carries,
             },
         );
         let k = self.members[index].published.len() - 1;
@@ -583,7 +592,8 @@ impl RoomCore {
         let now = self.now;
         let mut plis = Vec::new();
         for (k, published) in self.members[index].published.iter_mut().enumerate() {
-            if published.codec.kind() == kind {
+            // A shared screen is not the camera: turning the camera off leaves it on.
+            if published.codec.kind() == kind && published.carries != TrackSource::Screen {
                 for layer in published.forwarder.set_muted(now, muted) {
                     plis.push((k, layer));
                 }

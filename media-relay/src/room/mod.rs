@@ -41,7 +41,7 @@ use crate::codec::Codec;
 use crate::error::RelayError;
 use crate::forwarder::Forwarder;
 use crate::messages::{
-    ClientMessage, LeaveReason, MediaKind, ParticipantId, RoomId, ServerMessage,
+    ClientMessage, LeaveReason, MediaKind, ParticipantId, RoomId, ServerMessage, TrackSource,
 };
 use crate::metrics::RoomCounters;
 use crate::quality::QualityTracker;
@@ -144,6 +144,8 @@ struct Published {
     source: MediaStreamTrackId,
     receiver: RTCRtpReceiverId,
     codec: Codec,
+    /// Microphone, camera or screen.
+    carries: TrackSource,
     /// Its encodings (simulcast layers) and the legs it is forwarded on.
     forwarder: Forwarder,
 }
@@ -179,6 +181,8 @@ struct Member {
     nacks_sent: u64,
     /// It receives the others' video (`false`: audio only, 只用语音).
     receives_video: bool,
+    /// Its own id (`msid`) of the track that carries its screen, declared by `screen_share`.
+    screen: Option<String>,
 }
 
 /// A room: its members and everything between them.
@@ -440,9 +444,11 @@ impl RoomCore {
     }
 }
 
-fn kind_name(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Audio => "audio",
-        MediaKind::Video => "video",
+/// The name a track id gives what a track carries.
+fn source_name(source: TrackSource) -> &'static str {
+    match source {
+        TrackSource::Microphone => "audio",
+        TrackSource::Camera => "video",
+        TrackSource::Screen => "screen",
     }
 }

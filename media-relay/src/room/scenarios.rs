@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::sim::{Impairment, Sim};
 use crate::error::RelayError;
-use crate::messages::{ClientMessage, ErrorCode, LeaveReason, ParticipantId, ServerMessage};
+use crate::messages::{
+    ClientMessage, ErrorCode, LeaveReason, MediaKind, ParticipantId, ServerMessage, TrackSource,
+};
 
 fn receives_video(sim: &Sim, who: &str, from: &str) -> bool {
     sim.client(who)
@@ -577,4 +579,78 @@ fn a_subscription_added_while_an_offer_is_outstanding_carries_nothing_until_an_o
         video.first_packet_at, video.first_keyframe_at,
         "the first of Dave's packets Bob gets starts a keyframe: none was spent before he could use it"
     );
+}
+
+#[test]
+fn a_shared_screen_reaches_the_others_in_a_stream_of_its_own_stays_on_with_the_camera_off_and_stops_cleanly()
+ {
+    let mut sim = call_of_two(14, Duration::ZERO);
+    sim.share_screen("alice");
+    assert!(
+        sim.run_until_true(Duration::from_secs(3), |s| s
+            .client("bob")
+            .track_from("alice", "screen")
+            .is_some_and(|r| r.keyframes > 0)),
+        "Bob sees Alice's screen"
+    );
+    let bob = sim.client("bob");
+    let announced: Vec<(String, TrackSource)> = bob
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::TrackPublished {
+                participant_id,
+                track_id,
+                source,
+                ..
+            } if participant_id == &ParticipantId::from("alice") => {
+                Some((track_id.clone(), *source))
+            }
+            _ => None,
+        })
+        .collect();
+    let screen = announced
+        .iter()
+        .find(|(_, source)| *source == TrackSource::Screen)
+        .map(|(id, _)| id.clone())
+        .expect("the screen is announced as a screen");
+    assert!(screen.starts_with("alice-screen-"), "{screen}");
+    assert!(
+        announced.iter().any(|(_, s)| *s == TrackSource::Camera)
+            && announced.iter().any(|(_, s)| *s == TrackSource::Microphone),
+        "{announced:?}"
+    );
+    assert_eq!(
+        bob.streams.get(&screen).map(String::as_str),
+        Some("alice~screen"),
+        "the screen comes in a stream of its own"
+    );
+
+    // Alice turns her camera off: the screen goes on.
+    sim.send(
+        "alice",
+        ClientMessage::Mute {
+            kind: MediaKind::Video,
+            muted: true,
+        },
+    );
+    sim.run_for(Duration::from_millis(500));
+    let camera_before = packets(&sim, "bob", "alice", "video");
+    let screen_before = packets(&sim, "bob", "alice", "screen");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(packets(&sim, "bob", "alice", "video"), camera_before);
+    assert!(
+        packets(&sim, "bob", "alice", "screen") > screen_before,
+        "the screen is still forwarded"
+    );
+
+    sim.stop_screen("alice");
+    sim.run_for(Duration::from_secs(1));
+    let unpublished = sim.client("bob").count(
+        |m| matches!(m, ServerMessage::TrackUnpublished { track_id, .. } if *track_id == screen),
+    );
+    assert_eq!(unpublished, 1, "the screen track is unpublished once");
+    let after = packets(&sim, "bob", "alice", "screen");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(packets(&sim, "bob", "alice", "screen"), after);
 }

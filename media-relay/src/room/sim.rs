@@ -26,15 +26,17 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::{Datagram, Input, Output, RoomConfig, RoomCore};
 use crate::codec::Codec;
 use crate::engine::is_keyframe_request;
-use crate::messages::{ClientMessage, LeaveReason, ParticipantId, RoomId, ServerMessage};
+use crate::messages::{
+    ClientMessage, LeaveReason, MediaKind, ParticipantId, RoomId, ServerMessage,
+};
 use crate::socket::stun_username;
 use crate::test_peer::light::{answer_offer, candidate_message, client_connection, host_candidate};
 use crate::test_peer::media::{FrameSource, vp8_layer_tag};
@@ -160,6 +162,8 @@ pub(super) struct Client {
     pub(super) connected_at: Option<Instant>,
     pub(super) state: RTCPeerConnectionState,
     pub(super) received: HashMap<String, Received>,
+    /// The stream each track it receives came in (its `msid` stream id), by track id.
+    pub(super) streams: HashMap<String, String>,
     /// Keyframe requests the relay sent it.
     pub(super) plis: u64,
     sending: Vec<Sending>,
@@ -198,6 +202,15 @@ impl Client {
             .iter()
             .find(|(id, _)| id.starts_with(&format!("{from}-{kind}-")))
             .map(|(_, r)| r)
+    }
+
+    /// Makes an offer of its connection as it is now and returns it.
+    fn offer(&mut self, now: Instant) -> String {
+        let offer = self.pc.create_offer(None).expect("offer");
+        self.pc
+            .set_local_description(now, offer)
+            .expect("local offer");
+        self.pc.local_description().expect("described").sdp
     }
 
     /// Applies the relay's offer and returns the answer.
@@ -311,21 +324,13 @@ impl Sim {
             let encodings = layers
                 .iter()
                 .enumerate()
-                .map(|(i, (rid, _))| RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        rid: (*rid).to_owned(),
-                        ssrc: Some(ssrc(i)),
-                        ..Default::default()
-                    },
-                    codec: codec.rtp_codec(),
-                    ..Default::default()
-                })
+                .map(|(i, (rid, _))| encoding(codec, rid, ssrc(i)))
                 .collect();
             let kind = crate::engine::rtp_kind(codec.kind());
             let track = MediaStreamTrack::new(
                 format!("{name}-stream"),
-                format!("{name}-{}", super::kind_name(codec.kind())),
-                format!("{name}-{}", super::kind_name(codec.kind())),
+                format!("{name}-{}", kind_name(codec.kind())),
+                format!("{name}-{}", kind_name(codec.kind())),
                 kind,
                 encodings,
             );
@@ -370,6 +375,7 @@ impl Sim {
             connected_at: None,
             state: RTCPeerConnectionState::New,
             received: HashMap::new(),
+            streams: HashMap::new(),
             plis: 0,
             sending,
             publishing: true,
@@ -416,12 +422,68 @@ impl Sim {
             .sender;
         client.sending.retain(|s| s.sender != sender);
         client.pc.remove_track(sender).expect("track removed");
-        let offer = client.pc.create_offer(None).expect("offer");
-        client
+        let sdp = client.offer(now);
+        self.send(name, ClientMessage::Offer { sdp });
+    }
+
+    /// Client `name` shares its screen as the web client does: it declares the track
+    /// (`screen_share`), adds it in a stream of its own and offers.
+    pub(super) fn share_screen(&mut self, name: &str) {
+        let now = self.now;
+        let client = self.client_mut(name);
+        let ssrc = 0x6000_0000 + client.link as u32;
+        let track_id = format!("{name}-screen");
+        let track = MediaStreamTrack::new(
+            format!("{name}-screen-stream"),
+            track_id.clone(),
+            track_id.clone(),
+            crate::engine::rtp_kind(MediaKind::Video),
+            vec![encoding(Codec::Vp8, "", ssrc)],
+        );
+        // A transceiver of its own, as the web client asks for: `add_track` (like a browser's
+        // `addTrack`) would reuse the unused sender of a track the relay sends it.
+        let init = RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        let sender = client
             .pc
-            .set_local_description(now, offer)
-            .expect("local offer");
-        let sdp = client.pc.local_description().expect("described").sdp;
+            .add_transceiver_from_track(track, Some(init))
+            .map(RTCRtpSenderId::from)
+            .expect("screen track added");
+        client.sending.push(Sending {
+            sender,
+            codec: Codec::Vp8,
+            ssrc,
+            sequence: 1000,
+            timestamp: 0,
+            frames: FrameSource::new(Codec::Vp8, 1000),
+            keyframe_wanted: true,
+            layer: None,
+            extensions: Some(Vec::new()),
+        });
+        let sdp = client.offer(now);
+        let track = Some(track_id);
+        self.send(name, ClientMessage::ScreenShare { track });
+        self.send(name, ClientMessage::Offer { sdp });
+    }
+
+    /// Client `name` stops sharing its screen: says so, removes the track and offers.
+    pub(super) fn stop_screen(&mut self, name: &str) {
+        let now = self.now;
+        let client = self.client_mut(name);
+        let ssrc = 0x6000_0000 + client.link as u32;
+        let sender = client
+            .sending
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .expect("a screen track")
+            .sender;
+        client.sending.retain(|s| s.sender != sender);
+        client.pc.remove_track(sender).expect("track removed");
+        let sdp = client.offer(now);
+        self.send(name, ClientMessage::ScreenShare { track: None });
         self.send(name, ClientMessage::Offer { sdp });
     }
 
@@ -432,11 +494,7 @@ impl Sim {
         let client = self.client_mut(name);
         client.addr = addr;
         client.pc.restart_ice();
-        let offer = client.pc.create_offer(None).expect("offer");
-        client
-            .pc
-            .set_local_description(now, offer)
-            .expect("local offer");
+        client.offer(now);
         let candidate = host_candidate(addr).expect("host candidate");
         client
             .pc
@@ -758,10 +816,13 @@ impl Sim {
                         client.connected_at.get_or_insert(now);
                     }
                 }
-                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init))
-                    if init.track_id.contains("-video-") =>
-                {
-                    client.receivers.push(init.receiver_id);
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    if is_video(&init.track_id) {
+                        client.receivers.push(init.receiver_id);
+                    }
+                    if let Some(stream) = init.stream_ids.first() {
+                        client.streams.insert(init.track_id.clone(), stream.clone());
+                    }
                 }
                 _ => {}
             }
@@ -770,7 +831,7 @@ impl Sim {
             moved = true;
             match message.message {
                 RTCMessage::RtpPacket(track_id, packet) => {
-                    let video = track_id.contains("-video-");
+                    let video = is_video(&track_id);
                     let keyframe = video && Codec::Vp8.is_keyframe_start(&packet.payload);
                     let layer = video.then(|| vp8_layer_tag(&packet.payload)).flatten();
                     if video {
@@ -955,4 +1016,29 @@ fn write(
         }
     }
     sending.timestamp = sending.timestamp.wrapping_add(step);
+}
+
+/// One encoding a client sends: its codec, rid (empty without simulcast) and SSRC.
+fn encoding(codec: Codec, rid: &str, ssrc: u32) -> RTCRtpEncodingParameters {
+    RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            rid: rid.to_owned(),
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
+        codec: codec.rtp_codec(),
+        ..Default::default()
+    }
+}
+
+/// Whether a track the relay names is video (a camera or a screen).
+fn is_video(track_id: &str) -> bool {
+    track_id.contains("-video-") || track_id.contains("-screen-")
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
 }
