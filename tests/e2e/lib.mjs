@@ -85,10 +85,13 @@ const FLAGS = [
 ];
 
 /** Headless system Chromium with fake camera and microphone devices. Permission to use them is
- * given per context (see `newContext`), so a context without it sees the browser's refusal. */
-export async function launchBrowser({ cameras = 1 } = {}) {
+ * given per context (see `newContext`), so a context without it sees the browser's refusal.
+ * With `screen`, `getDisplayMedia` gets a fake 1280×720 "Entire screen" without a prompt (that
+ * flag also accepts every media prompt, so only the screen-share tests use it). */
+export async function launchBrowser({ cameras = 1, screen = false } = {}) {
   // `device-count` gives the fake camera siblings (for switching cameras).
-  const args = cameras > 1 ? FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=device-count=${cameras}` : f)) : FLAGS;
+  let args = cameras > 1 ? FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=device-count=${cameras}` : f)) : FLAGS;
+  if (screen) args = [...args, '--use-fake-ui-for-media-stream', '--auto-select-desktop-capture-source=Entire screen'];
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,

@@ -986,6 +986,53 @@ test('switching camera mid-call replaces the track without renegotiating, and th
   }
 });
 
+test('screen share (同屏): the approver shares a screen, the agent sees it large beside the camera tiles at desktop and phone width, turning the camera off leaves it on, and stopping takes it away; both are case events', async () => {
+  const sharing = await launchBrowser({ screen: true });
+  const agentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
+  const approverCtx = await newContext(sharing, server);
+  try {
+    const { caseId, agent, approver, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(agent, [approverId], { label: 'agent before the share' });
+    await approver.locator('#call-screen:not([disabled])').click();
+    await waitText(approver.locator('#call-screen'), '停止共享屏幕');
+    await waitText(approver.locator('.call-screen[data-screen="self"] figcaption'), '你正在共享的屏幕');
+    // The agent sees the screen large, named, playing: a 1280-wide picture, sent for legibility.
+    const screen = agent.locator(`.call-screen[data-screen="${approverId}"]`);
+    await waitText(screen.locator('figcaption'), '的屏幕');
+    await agent.waitForFunction((p) => {
+      const v = document.querySelector(`.call-screen[data-screen="${p}"] video`);
+      return v && !v.paused && v.readyState >= 2 && v.videoWidth >= 1280;
+    }, approverId, { timeout: 20000 });
+    assert.equal(await approver.evaluate(() => window.cloudhelp.call.screenTx.sender.track.contentHint), 'detail');
+    // The camera tile is still there, beside it.
+    await expectTilePlaying(agent, approverId);
+    await agent.screenshot({ path: join(ARTIFACTS, 'call-screen-share-phone.png'), fullPage: true });
+    await approver.screenshot({ path: join(ARTIFACTS, 'call-screen-share-desktop.png'), fullPage: true });
+
+    // The approver turns the camera off: the screen goes on.
+    await approver.locator('#call-camera').click();
+    await waitText(agent.locator(`.call-tile[data-participant="${approverId}"] .call-placeholder`), '摄像头已关闭');
+    const frames = () => agent.evaluate((p) => document.querySelector(`.call-screen[data-screen="${p}"] video`)?.getVideoPlaybackQuality().totalVideoFrames ?? 0, approverId);
+    const before = await frames();
+    await agent.waitForFunction(([p, n]) => (document.querySelector(`.call-screen[data-screen="${p}"] video`)?.getVideoPlaybackQuality().totalVideoFrames ?? 0) > n + 3, [approverId, before], { timeout: 10000 });
+
+    // Stopped: the screen leaves the agent's page, the button is back.
+    await approver.locator('#call-screen').click();
+    await waitText(approver.locator('#call-screen'), '共享屏幕');
+    await screen.waitFor({ state: 'detached', timeout: 10000 });
+    assert.equal(await approver.locator('.call-screen').count(), 0);
+
+    const { body } = await (await apiAs(server, 'auditor')).call('GET', `/audit?case_id=${caseId}`);
+    const events = String(body).trim().split('\n').map((line) => JSON.parse(line)).filter((e) => e.kind === 'call.screen_share');
+    assert.deepEqual(events.map((e) => [e.actor_role, e.details.sharing]), [['approver', true], ['approver', false]]);
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await sharing.close();
+  }
+});
+
 test('a server restart during a call: both pages get back into the call on their own', async () => {
   let own = await startServer();
   const agentCtx = await newContext(browser, own);

@@ -30,6 +30,10 @@ const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room
  * resolution and gives up frame rate instead (a document held to the camera barely moves), at
  * most this many frames a second, so a weak link still carries a readable picture. */
 const DOCUMENT_FPS = 5;
+/** A shared screen: legibility over motion, a few frames a second are enough for a form. */
+const SCREEN_FPS = 5;
+/** The relay sends a shared screen in a stream of its own, named <participant>~screen. */
+const SCREEN_STREAM_SUFFIX = '~screen';
 /** After a capture (拍照: the agent is showing a document) document mode stays on this long,
  * unless it was switched on by hand. */
 const DOCUMENT_AFTER_CAPTURE_MS = 60000;
@@ -156,6 +160,21 @@ class Tile {
   }
 }
 
+/** A shared screen (同屏), shown large above the camera tiles: someone else's, or our own. */
+class Screen {
+  constructor(owner, stream) {
+    this.owner = owner; // participant id, or 'self'
+    this.video = h('video', { autoplay: true, playsinline: true, muted: true, class: 'call-screen-video' });
+    this.video.muted = true; // a screen carries no sound
+    this.caption = h('figcaption', { class: 'call-screen-caption' });
+    this.el = h('figure', { class: 'call-screen', dataset: { screen: owner } }, this.video, this.caption);
+    this.video.srcObject = stream;
+    this.video.play().catch(() => {});
+  }
+
+  setName(text) { this.caption.textContent = text; }
+}
+
 /** The longest chat message the server takes (chat::MAX_CHARS). */
 const CHAT_MAX_CHARS = 500;
 
@@ -235,6 +254,9 @@ class CallPanel {
     this.documentMode = false;  // 材料展示: on by hand, or for a while after a capture
     this.documentTimer = null;
     this.tiles = new Map();
+    this.screens = new Map();   // participant id ('self' for ours) → Screen
+    this.screenTx = null;       // the transceiver our screen goes out on while we share
+    this.screenTrackOf = new Map(); // participant id → the relay's id of its screen track
     this.trackOwner = new Map(); // remote track id → participant id (for stats)
     this.videoTrackOf = new Map(); // participant id → the relay's id of its video track
     this.sentSizes = new Map();    // relay track id → "w×h" last told the relay
@@ -253,6 +275,9 @@ class CallPanel {
     this.switchButton = h('button', { type: 'button', id: 'call-switch', class: 'small', onclick: () => this.switchCamera() }, t('call.switch_camera'));
     this.documentButton = h('button', { type: 'button', id: 'call-document', class: 'small', onclick: () => this.setDocumentMode(!this.documentMode) });
     this.audioOnlyButton = h('button', { type: 'button', id: 'call-audio-only', class: 'small', onclick: () => this.toggleAudioOnly() });
+    this.screenButton = h('button', { type: 'button', id: 'call-screen', class: 'small', onclick: () => (this.screenTx ? this.stopScreenShare() : this.shareScreen()) });
+    this.screenButton.hidden = !navigator.mediaDevices?.getDisplayMedia; // phones cannot share a screen
+    this.screenArea = h('div', { class: 'call-screens' });
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
     this.hangUpButton = h('button', { type: 'button', id: 'call-hang-up', class: 'small danger', onclick: () => this.hangUp() }, t('call.hang_up'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
@@ -260,10 +285,10 @@ class CallPanel {
     this.consented = false;
     this.consentButton = h('button', { type: 'button', id: 'call-consent', class: 'small', onclick: () => this.toggleConsent() });
     this.recordingBadge = h('span', { class: 'badge recording', id: 'call-recording', hidden: true }, t('call.recording'));
-    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.audioOnlyButton, this.switchButton, this.documentButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
+    this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.audioOnlyButton, this.switchButton, this.documentButton, this.screenButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
     this.chat = new ChatBox((text) => this.live.send({ type: 'call.chat', case_id: this.caseId, text }));
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
-      h('div', { class: 'call-stage' }, this.grid, this.reconnecting),
+      h('div', { class: 'call-stage' }, this.screenArea, this.grid, this.reconnecting),
       this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls, this.chat.el);
     fill(container, this.area);
     this.renderControls();
@@ -394,6 +419,11 @@ class CallPanel {
     this.resuming = false;
     this.pendingCandidates = [];
     this.offerAfterAnswer = null;
+    if (this.screenTx) {
+      this.screenTx.sender.track?.stop();
+      this.screenTx = null;
+    }
+    for (const owner of [...this.screens.keys()]) this.removeScreen(owner);
     this.trackOwner.clear();
     this.videoTrackOf.clear();
     this.sentSizes.clear();
@@ -405,6 +435,7 @@ class CallPanel {
       this.tiles.delete(id);
     }
     this.soundButton.hidden = true;
+    this.renderControls();
   }
 
   // ---- local media ----
@@ -525,6 +556,84 @@ class CallPanel {
     this.documentButton.setAttribute('aria-pressed', String(this.documentMode));
     this.documentButton.disabled = !this.localTrack('video');
     this.area.dataset.documentMode = String(this.documentMode);
+    this.screenButton.textContent = t(this.screenTx ? 'call.screen_share_end' : 'call.screen_share');
+    this.screenButton.setAttribute('aria-pressed', String(!!this.screenTx));
+    this.screenButton.disabled = !this.pc || !this.offered;
+  }
+
+  // ---- screen share (同屏) ----
+
+  /** Shares a screen or window beside the camera: a transceiver of its own (addTrack would reuse
+   * the unused sender of a track the relay sends us), sent for legibility; the relay is told which
+   * track it is before the offer that carries it, and records the share as a case event. */
+  async shareScreen() {
+    if (this.screenTx || !this.pc) return;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { max: SCREEN_FPS } }, audio: false });
+    } catch {
+      this.say('info', t('call.screen_refused'));
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    const pc = this.pc;
+    if (!track || !pc || !this.want) { stream.getTracks().forEach((tr) => tr.stop()); return; }
+    if ('contentHint' in track) track.contentHint = 'detail';
+    track.addEventListener('ended', () => this.stopScreenShare()); // the browser's own "stop sharing"
+    this.live.send({ type: 'call.screen_share', case_id: this.caseId, track: track.id });
+    this.screenTx = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    preferVp8(this.screenTx);
+    this.showScreen('self', stream);
+    this.renderControls();
+    this.step(() => this.ownOffer({}));
+  }
+
+  /** Stops our screen share: the track ends, the relay is told, and our offer drops it. */
+  stopScreenShare() {
+    const tx = this.screenTx;
+    if (!tx) return;
+    this.screenTx = null;
+    tx.sender.track?.stop();
+    this.removeScreen('self');
+    this.renderControls();
+    if (!this.pc) return;
+    this.live.send({ type: 'call.screen_share', case_id: this.caseId, track: null });
+    try { this.pc.removeTrack(tx.sender); } catch { /* the connection closed meanwhile */ }
+    this.step(() => this.ownOffer({}));
+  }
+
+  /** Encoder settings for the screen once negotiated: resolution over frame rate. */
+  async applyScreenParameters() {
+    const sender = this.screenTx?.sender;
+    if (!sender?.track) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.length) return;
+    params.degradationPreference = 'maintain-resolution';
+    for (const encoding of params.encodings) encoding.maxFramerate = SCREEN_FPS;
+    try { await sender.setParameters(params); } catch { /* applied again after the next answer */ }
+  }
+
+  showScreen(owner, stream) {
+    let screen = this.screens.get(owner);
+    if (screen && screen.video.srcObject !== stream) { this.removeScreen(owner); screen = null; }
+    if (!screen) {
+      screen = new Screen(owner, stream);
+      this.screens.set(owner, screen);
+      this.screenArea.append(screen.el);
+    }
+    screen.setName(owner === 'self' ? t('call.screen_own') : t('call.screen_of', { name: this.nameOf(owner) }));
+    this.area.dataset.screens = String(this.screens.size);
+  }
+
+  removeScreen(owner) {
+    const screen = this.screens.get(owner);
+    if (!screen) return;
+    this.sizes?.unobserve(screen.video);
+    screen.video.srcObject = null;
+    screen.el.remove();
+    this.screens.delete(owner);
+    this.screenTrackOf.delete(owner);
+    this.area.dataset.screens = String(this.screens.size);
   }
 
   /** Switches document mode by hand (it then stays until switched off). */
@@ -655,10 +764,11 @@ class CallPanel {
       case 'call.answer': this.step(() => this.takeAnswer(msg.sdp)); break;
       case 'call.candidate': this.step(() => this.addRemoteCandidate(msg.candidate)); break;
       case 'call.participant_joined': this.tileOf(msg.participant_id); break;
-      case 'call.participant_left': this.removeTile(msg.participant_id); break;
+      case 'call.participant_left': this.removeTile(msg.participant_id); this.removeScreen(msg.participant_id); break;
       case 'call.track_published': this.onTrackPublished(msg); break;
       case 'call.track_unpublished':
         if (this.videoTrackOf.get(msg.participant_id) === msg.track_id) this.videoTrackOf.delete(msg.participant_id);
+        if (this.screenTrackOf.get(msg.participant_id) === msg.track_id) this.removeScreen(msg.participant_id);
         this.tiles.get(msg.participant_id)?.refresh();
         break;
       case 'call.track_muted': this.tileOf(msg.participant_id).setMuted(msg.kind, !!msg.muted); break;
@@ -729,6 +839,18 @@ class CallPanel {
     pc.ontrack = (e) => {
       const stream = e.streams[0];
       if (!stream) return;
+      if (stream.id.endsWith(SCREEN_STREAM_SUFFIX)) {
+        // A shared screen comes in a stream of its own: <participant>~screen.
+        const owner = stream.id.slice(0, -SCREEN_STREAM_SUFFIX.length);
+        if (!this.tiles.has(owner) || owner === this.ownId) return;
+        this.trackOwner.set(e.track.id, owner);
+        this.showScreen(owner, stream);
+        const screen = this.screens.get(owner);
+        this.sizes?.observe(screen.video);
+        this.reportSizesSoon();
+        e.track.addEventListener('ended', () => { if (this.screens.get(owner) === screen) this.removeScreen(owner); });
+        return;
+      }
       const participant = stream.id; // the publisher's participant id (user-<id>)
       // Only tracks of participants the relay announced (joined, participant_joined,
       // track_published come before the offer that carries their tracks): an m-section answered
@@ -801,6 +923,7 @@ class CallPanel {
     this.videoTx = pc.addTransceiver(video || 'video', { direction: video ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
     preferVp8(this.videoTx);
     this.offered = true;
+    this.renderControls();
     await this.sendOffer({});
     this.resendMutes(); // a new place on the relay starts unmuted
   }
@@ -808,6 +931,11 @@ class CallPanel {
   onTrackPublished(msg) {
     const tile = this.tileOf(msg.participant_id);
     if (msg.kind !== 'video' || tile.self) return;
+    if (msg.source === 'screen') {
+      this.screenTrackOf.set(msg.participant_id, msg.track_id);
+      this.reportSizesSoon();
+      return;
+    }
     this.videoTrackOf.set(msg.participant_id, msg.track_id);
     this.sizes?.observe(tile.video);
     this.reportSizesSoon();
@@ -822,8 +950,9 @@ class CallPanel {
   reportSizes() {
     if (!this.ownId) return; // not in the call: sizes go out after the join
     const scale = window.devicePixelRatio || 1;
-    for (const [participant, trackId] of this.videoTrackOf) {
-      const video = this.tiles.get(participant)?.video;
+    const shown = [...this.videoTrackOf].map(([participant, trackId]) => [this.tiles.get(participant)?.video, trackId])
+      .concat([...this.screenTrackOf].map(([participant, trackId]) => [this.screens.get(participant)?.video, trackId]));
+    for (const [video, trackId] of shown) {
       if (!video) continue;
       const width = Math.round(video.clientWidth * scale);
       const height = Math.round(video.clientHeight * scale);
@@ -900,6 +1029,7 @@ class CallPanel {
     await pc.setRemoteDescription({ type: 'answer', sdp });
     await this.flushCandidates();
     if (this.documentMode) await this.applyDocumentMode();
+    if (this.screenTx) await this.applyScreenParameters();
   }
 
   async addRemoteCandidate(candidate) {
