@@ -654,3 +654,64 @@ fn a_shared_screen_reaches_the_others_in_a_stream_of_its_own_stays_on_with_the_c
     sim.run_for(Duration::from_secs(1));
     assert_eq!(packets(&sim, "bob", "alice", "screen"), after);
 }
+
+#[test]
+fn a_screen_shared_while_the_call_is_recorded_is_recorded_like_a_camera_in_a_file_named_as_a_screen()
+ {
+    let mut sim = call_of_two(15, Duration::ZERO);
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (folder, kept) = (dir.path().to_owned(), results.clone());
+    let recorder: super::Recorder = Box::new(move |participant, track_id, codec| {
+        let (sink, done) =
+            crate::recording::start(&folder, participant.clone(), track_id.to_owned(), codec);
+        kept.lock().unwrap().push(done);
+        sink
+    });
+    sim.core
+        .handle(sim.now, super::Input::StartRecording(recorder))
+        .expect("recording starts");
+    sim.share_screen("alice");
+    sim.run_for(Duration::from_secs(3));
+    sim.core
+        .handle(sim.now, super::Input::StopRecording)
+        .expect("recording stops");
+    let recorded: Vec<_> = std::mem::take(&mut *results.lock().unwrap())
+        .into_iter()
+        .map(|done| done.blocking_recv().expect("a result").expect("a file"))
+        .collect();
+    let screen = recorded
+        .iter()
+        .find(|t| t.track_id.starts_with("alice-screen-"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no screen among {:?}",
+                recorded.iter().map(|t| &t.track_id).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        screen.path.extension().and_then(|e| e.to_str()),
+        Some("ivf")
+    );
+    assert!(
+        screen
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("screen"),
+        "{:?}",
+        screen.path
+    );
+    // Nearly 3 s at 15 frames/s.
+    assert!(
+        screen.packets_written >= 30,
+        "{} packets",
+        screen.packets_written
+    );
+    assert_eq!(
+        recorded.len(),
+        5,
+        "two cameras, two microphones and the screen"
+    );
+}
