@@ -46,6 +46,10 @@ pub(crate) enum RoomCommand {
     StopRecording {
         reply: oneshot::Sender<Result<Vec<RecordingResult>, RelayError>>,
     },
+    /// Take a participant out (`dismissed`).
+    Remove {
+        participant: ParticipantId,
+    },
     Close,
 }
 

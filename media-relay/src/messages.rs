@@ -154,17 +154,20 @@ pub enum LeaveReason {
     RoomClosed,
     /// It joined again (a reload, a new tab or device): the new place replaced this one.
     Replaced,
+    /// The server took it out (`Relay::remove`): its access to the call was withdrawn.
+    Dismissed,
 }
 
 impl LeaveReason {
     /// Every reason, for clients that keep a list of them.
-    pub const ALL: [LeaveReason; 6] = [
+    pub const ALL: [LeaveReason; 7] = [
         LeaveReason::Left,
         LeaveReason::Vanished,
         LeaveReason::ConnectionLost,
         LeaveReason::TooSlow,
         LeaveReason::RoomClosed,
         LeaveReason::Replaced,
+        LeaveReason::Dismissed,
     ];
 }
 

@@ -263,6 +263,14 @@ impl Relay {
         commands.send(command).await.map_err(|_| RelayError::Gone)
     }
 
+    /// Takes a participant out of a room: it gets `Removed { reason: dismissed }`, the others see
+    /// it leave. Nothing happens if it is not there.
+    pub async fn remove(&self, room: &RoomId, participant: ParticipantId) {
+        let _ = self
+            .room_command(room, RoomCommand::Remove { participant })
+            .await;
+    }
+
     /// Closes a room: every participant gets `Removed { reason: room_closed }` and is dropped.
     pub async fn close_room(&self, room: &RoomId) {
         let commands = self.inner.directory.get(room);

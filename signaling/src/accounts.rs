@@ -158,7 +158,8 @@ pub fn random_token() -> Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
 }
 
-fn token_hash(token: &str) -> String {
+/// SHA-256 of a token, hex: what is stored instead of the token.
+pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -175,6 +176,12 @@ pub fn add_user(conn: &Connection, new: &NewUser, now: i64) -> Result<User> {
         return Err(Error::bad(
             "invalid_field",
             "username: use 1-64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    if new.role == Role::Resident {
+        return Err(Error::bad(
+            "invalid_field",
+            "role: a resident's account comes from an invitation only",
         ));
     }
     if new.password.chars().count() < 8 {
@@ -340,7 +347,8 @@ pub fn login_candidate(
 ) -> Result<LoginCandidate> {
     let row: Option<(UserId, String, bool)> = conn
         .query_row(
-            "SELECT id, password_hash, disabled FROM users WHERE username = ?1",
+            // A resident's account has no password: only its invitation opens a session.
+            "SELECT id, password_hash, disabled FROM users WHERE username = ?1 AND role != 'resident'",
             [username],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -426,17 +434,29 @@ pub fn login_finish(
             "this account is disabled; ask an administrator",
         ));
     }
+    let session = new_session(conn, id, kind, now, policy.session_ms)?;
+    let user = user_by_id(conn, id)?.ok_or(Error::NotFound("user"))?;
+    Ok((user, session))
+}
+
+/// Opens a session of `kind` for user `id`, lasting `length_ms`.
+pub fn new_session(
+    conn: &Connection,
+    id: UserId,
+    kind: SessionKind,
+    now: i64,
+    length_ms: i64,
+) -> Result<NewSession> {
     let session = NewSession {
         token: random_token()?,
         csrf_token: random_token()?,
-        expires_at: now + policy.session_ms,
+        expires_at: now + length_ms,
     };
     conn.execute(
         "INSERT INTO sessions (token_hash, user_id, kind, csrf_token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![token_hash(&session.token), id, kind.as_str(), session.csrf_token, now, session.expires_at],
     )?;
-    let user = user_by_id(conn, id)?.ok_or(Error::NotFound("user"))?;
-    Ok((user, session))
+    Ok(session)
 }
 
 /// Forgets failed-login records that no longer lock anything and are older than `older_than`.

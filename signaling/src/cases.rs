@@ -68,6 +68,8 @@ pub struct CaseView {
     pub approver: Option<UserRef>,
     /// Invited experts.
     pub experts: Vec<UserRef>,
+    /// The applicant joined from home (群众远程接入): its resident accounts in the call.
+    pub residents: Vec<UserRef>,
     /// Applicant's name; masked unless the caller is the approver holding the case.
     pub applicant_name: String,
     /// Applicant's ID number; masked unless the caller is the approver holding the case.
@@ -273,6 +275,7 @@ fn load_row(conn: &Connection, id: i64) -> Result<Option<Row>> {
                         agent_id: r.get(3)?,
                         approver_id: r.get(4)?,
                         experts: Vec::new(),
+                        residents: Vec::new(),
                         identity_checked: r.get(5)?,
                         decided_at: r.get(15)?,
                         ended_at: r.get(16)?,
@@ -297,6 +300,7 @@ fn load_row(conn: &Connection, id: i64) -> Result<Option<Row>> {
         .prepare("SELECT user_id FROM case_experts WHERE case_id = ?1 ORDER BY invited_at")?
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    row.facts.residents = crate::invitations::residents(conn, id)?;
     Ok(Some(row))
 }
 
@@ -310,6 +314,15 @@ pub fn visible_facts(conn: &Connection, id: i64, actor: &Actor) -> Result<CaseFa
     match facts(conn, id)? {
         Some(f) if workflow::can_see(actor, &f) => Ok(f),
         _ => Err(Error::NotFound("case")),
+    }
+}
+
+/// The facts of a case the actor may add materials to if its role allows: one it sees, or, for
+/// a resident, its own case (which it does not otherwise see); "not found" otherwise.
+pub fn facts_for_materials(conn: &Connection, id: i64, actor: &Actor) -> Result<CaseFacts> {
+    match facts(conn, id)? {
+        Some(f) if actor.role == Role::Resident && f.residents.contains(&actor.id) => Ok(f),
+        _ => visible_facts(conn, id, actor),
     }
 }
 
@@ -457,7 +470,7 @@ pub fn transition_in(
     Ok(Transitioned { before, outcome })
 }
 
-fn user_ref(conn: &Connection, id: i64) -> Result<UserRef> {
+pub(crate) fn user_ref(conn: &Connection, id: i64) -> Result<UserRef> {
     let display_name =
         conn.query_row("SELECT display_name FROM users WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -514,6 +527,12 @@ pub fn view(conn: &Connection, id: i64, viewer: &Actor, now: i64) -> Result<Case
             .iter()
             .map(|e| user_ref(conn, *e))
             .collect::<Result<_>>()?,
+        residents: row
+            .facts
+            .residents
+            .iter()
+            .map(|r| user_ref(conn, *r))
+            .collect::<Result<_>>()?,
         applicant_name: if unmasked {
             row.applicant_name.clone()
         } else {
@@ -569,7 +588,7 @@ pub fn list(
             .prepare("SELECT id FROM cases ORDER BY id DESC LIMIT 500")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?,
-        Role::Admin => Vec::new(),
+        Role::Admin | Role::Resident => Vec::new(),
     };
     let mut views = Vec::with_capacity(ids.len());
     for id in ids {

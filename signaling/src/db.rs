@@ -230,6 +230,23 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX uploads_by_user ON uploads(user_id);
     "#,
+    // 7: invitations of the applicant into a case's call from home (群众远程接入): single-use,
+    // short-lived, revocable; the token itself is never stored.
+    r#"
+    CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        token_hash TEXT NOT NULL UNIQUE,
+        issued_by INTEGER NOT NULL REFERENCES users(id),
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        revoked_at INTEGER,
+        resident_id INTEGER REFERENCES users(id)
+    );
+    CREATE INDEX invitations_by_case ON invitations(case_id);
+    CREATE INDEX invitations_by_resident ON invitations(resident_id);
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

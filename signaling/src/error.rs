@@ -46,6 +46,14 @@ pub enum Error {
         /// What the current state is.
         message: String,
     },
+    /// It existed and is no longer usable (a used, expired or revoked invitation).
+    #[error("{message}")]
+    Gone {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What happened to it.
+        message: String,
+    },
     /// The body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
@@ -118,6 +126,7 @@ impl Error {
             Error::Denied { code, .. } => (StatusCode::FORBIDDEN, code),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Error::Gone { code, .. } => (StatusCode::GONE, code),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::UnsupportedMedia(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -17,6 +17,7 @@ pub mod connections;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod invitations;
 pub mod login_guard;
 pub mod materials;
 pub mod metrics;

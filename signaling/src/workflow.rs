@@ -30,17 +30,22 @@ pub enum Role {
     Auditor,
     /// Manages accounts, points and the catalogue.
     Admin,
+    /// 群众: the applicant of one case, joining its call from home through an invitation link
+    /// (群众远程接入). No password: the account exists for that invitation only, and reaches the
+    /// case's call and uploads and nothing else (`api::resident_may_call`).
+    Resident,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Agent,
         Role::Approver,
         Role::Expert,
         Role::Supervisor,
         Role::Auditor,
         Role::Admin,
+        Role::Resident,
     ];
 
     /// The name used in the API, the database and the CLI.
@@ -52,6 +57,7 @@ impl Role {
             Role::Supervisor => "supervisor",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Resident => "resident",
         }
     }
 
@@ -161,6 +167,8 @@ pub struct CaseFacts {
     pub approver_id: Option<UserId>,
     /// Experts invited into it.
     pub experts: Vec<UserId>,
+    /// Residents who joined through an invitation that is not revoked (群众远程接入).
+    pub residents: Vec<UserId>,
     /// Whether the approver has recorded the identity check.
     pub identity_checked: bool,
     /// When it was decided (approved or rejected), epoch ms. Read from storage; `apply` leaves
@@ -302,7 +310,8 @@ pub fn can_see(actor: &Actor, facts: &CaseFacts) -> bool {
         }
         Role::Expert => facts.experts.contains(&actor.id),
         Role::Supervisor | Role::Auditor => true,
-        Role::Admin => false,
+        // A resident reaches its call through `may_join_call`, never the case itself.
+        Role::Admin | Role::Resident => false,
     }
 }
 
@@ -345,9 +354,20 @@ pub fn may_join_call(actor: &Actor, facts: &CaseFacts, now: i64) -> bool {
         Role::Agent => is_case_agent(actor, facts),
         Role::Approver => holds(actor, facts),
         Role::Expert => facts.experts.contains(&actor.id),
+        Role::Resident => facts.residents.contains(&actor.id),
         Role::Supervisor | Role::Auditor | Role::Admin => false,
     };
     in_call && person
+}
+
+/// Whether `actor` may invite the applicant to join the case's call from home: the case's agent
+/// or the approver holding it, while the case is waiting or in its call.
+pub fn may_invite_resident(actor: &Actor, facts: &CaseFacts) -> bool {
+    let open = matches!(
+        facts.state,
+        CaseState::Waiting | CaseState::InCall | CaseState::AwaitingMaterial
+    );
+    open && (is_case_agent(actor, facts) || holds(actor, facts))
 }
 
 /// The longest reason a command may carry (it reaches the audit trail and the archive).

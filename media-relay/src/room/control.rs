@@ -586,7 +586,10 @@ impl RoomCore {
         };
         if matches!(
             reason,
-            LeaveReason::RoomClosed | LeaveReason::TooSlow | LeaveReason::Replaced
+            LeaveReason::RoomClosed
+                | LeaveReason::TooSlow
+                | LeaveReason::Replaced
+                | LeaveReason::Dismissed
         ) {
             self.send_to(index, ServerMessage::Removed { reason });
         }

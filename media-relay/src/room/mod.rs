@@ -110,6 +110,8 @@ pub(crate) enum Input {
     StopRecording,
     /// A deadline from [`RoomCore::poll_timeout`] has come.
     Timeout,
+    /// The participant is taken out (`dismissed`), if it is here.
+    Remove { participant: ParticipantId },
     /// Everyone leaves (`room_closed`).
     Close,
 }
@@ -258,6 +260,10 @@ impl RoomCore {
             Input::StopRecording => self.stop_recording(),
             Input::Timeout => {
                 self.on_timeout();
+                Ok(())
+            }
+            Input::Remove { participant } => {
+                self.remove(&participant, LeaveReason::Dismissed);
                 Ok(())
             }
             Input::Close => {

@@ -715,3 +715,38 @@ fn a_screen_shared_while_the_call_is_recorded_is_recorded_like_a_camera_in_a_fil
         "two cameras, two microphones and the screen"
     );
 }
+
+#[test]
+fn a_dismissed_member_is_told_so_and_the_others_see_it_leave_for_that_reason() {
+    let mut sim = call_of_two(16, Duration::ZERO);
+    sim.core
+        .handle(
+            sim.now,
+            super::Input::Remove {
+                participant: ParticipantId::from("bob"),
+            },
+        )
+        .expect("removed");
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(left(&sim, "alice", "bob"), Some(LeaveReason::Dismissed));
+    assert_eq!(
+        sim.client("bob").count(|m| matches!(
+            m,
+            ServerMessage::Removed {
+                reason: LeaveReason::Dismissed
+            }
+        )),
+        1
+    );
+    assert_eq!(sim.core.member_count(), 1);
+    // Someone not in the room: nothing happens.
+    sim.core
+        .handle(
+            sim.now,
+            super::Input::Remove {
+                participant: ParticipantId::from("nobody"),
+            },
+        )
+        .expect("nothing to do");
+    assert_eq!(sim.core.member_count(), 1);
+}

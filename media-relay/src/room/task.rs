@@ -220,6 +220,9 @@ impl RoomTask {
                 });
             }
             // Everyone goes; the room then ends unless someone joins again meanwhile.
+            RoomCommand::Remove { participant } => {
+                let _ = self.input(Input::Remove { participant });
+            }
             RoomCommand::Close => {
                 let _ = self.input(Input::Close);
             }

@@ -409,6 +409,8 @@ pub(crate) fn check_material_access(actor: &Actor, facts: &CaseFacts, write: boo
         Role::Approver => workflow::holds(actor, facts),
         Role::Expert => !write,
         Role::Auditor => !write,
+        // The applicant at home adds photos of its materials; it reads none.
+        Role::Resident => write && facts.residents.contains(&actor.id),
         Role::Supervisor | Role::Admin => false,
     };
     if participant {
@@ -512,7 +514,7 @@ pub(crate) fn material_check(
     max_count: u32,
 ) -> impl Fn(&mut rusqlite::Connection) -> Result<CaseFacts> + Clone + Send + 'static {
     move |c: &mut rusqlite::Connection| -> Result<CaseFacts> {
-        let facts = cases::visible_facts(c, id, &actor)?;
+        let facts = cases::facts_for_materials(c, id, &actor)?;
         check_material_access(&actor, &facts, true)?;
         if !facts.state.accepts_materials() {
             return Err(Error::conflict(

@@ -25,7 +25,7 @@ const CONNECT_DEADLINE_MS = 12000;
 const AGENT_CAMERA_WAIT_MS = 6000;
 const KNOWN_ERRORS = ['call_refused', 'room_full', 'bad_message', 'not_joined', 'recording_unavailable', 'chat_too_fast', 'bad_sdp', 'no_usable_codec', 'negotiation_in_progress',
   'unexpected_answer', 'candidate_before_offer', 'bad_candidate', 'unknown_track', 'internal'];
-const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room_closed', 'replaced'];
+const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room_closed', 'replaced', 'dismissed'];
 /** Document mode (材料展示): the camera is sent for legibility — the encoder keeps the
  * resolution and gives up frame rate instead (a document held to the camera barely moves), at
  * most this many frames a second, so a weak link still carries a readable picture. */
