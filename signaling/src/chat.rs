@@ -174,11 +174,8 @@ pub async fn send(
         ));
     };
     tracing::info!(case_id, chat_id = line.id, "call chat message");
-    let mut people = vec![facts.agent_id];
-    people.extend(facts.approver_id);
-    people.extend(facts.experts.iter().copied());
     state.notify(
-        Audience::Users(people),
+        Audience::Users(facts.call_people()),
         ServerMessage::CallChat { case_id, line },
     );
     None

@@ -28,6 +28,13 @@ pub struct Config {
     pub max_materials_per_case: u32,
     /// How long a login lasts, in hours.
     pub session_hours: u32,
+    /// The URL residents reach this server at, for invitation links (unset: the host the
+    /// issuing page used).
+    pub public_url: Option<String>,
+    /// How long an invitation link may be accepted, in minutes.
+    pub invitation_minutes: u32,
+    /// How long a resident's session lasts, in minutes.
+    pub resident_session_minutes: u32,
     /// Failed logins in a row that lock an account.
     pub login_max_failures: u32,
     /// How long a locked account stays locked, in minutes.
@@ -80,6 +87,9 @@ impl Default for Config {
             max_material_bytes: 50 * 1024 * 1024,
             max_materials_per_case: 60,
             session_hours: 12,
+            public_url: None,
+            invitation_minutes: 30,
+            resident_session_minutes: 120,
             login_max_failures: 5,
             lockout_minutes: 15,
             request_header_seconds: 10,
@@ -114,6 +124,13 @@ impl Config {
         if self.plain_http && self.tls_cert.is_some() {
             return Err("plain_http serves without TLS, so tls_cert/tls_key would be ignored: drop one of them".into());
         }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!(
+                "public_url: give the URL residents reach this server at, e.g. https://yunbangban.example.gov.cn (got {url})"
+            ));
+        }
         if self.turn_secret.is_some() == self.turn_urls.is_empty() {
             return Err("turn_urls and turn_secret go together: set both (TURN) or neither".into());
         }
@@ -132,6 +149,11 @@ impl Config {
             ),
             ("max_material_bytes", self.max_material_bytes),
             ("session_hours", u64::from(self.session_hours)),
+            ("invitation_minutes", u64::from(self.invitation_minutes)),
+            (
+                "resident_session_minutes",
+                u64::from(self.resident_session_minutes),
+            ),
             ("login_max_failures", u64::from(self.login_max_failures)),
             (
                 "request_header_seconds",

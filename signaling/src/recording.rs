@@ -38,10 +38,7 @@ impl Recordings {
 
 /// The people whose consent a recording of the case needs.
 fn people(facts: &CaseFacts) -> HashSet<i64> {
-    let mut people: HashSet<i64> = facts.experts.iter().copied().collect();
-    people.insert(facts.agent_id);
-    people.extend(facts.approver_id);
-    people
+    facts.call_people().into_iter().collect()
 }
 
 fn announce(state: &AppState, facts: &CaseFacts, case_id: i64, recording: bool) {

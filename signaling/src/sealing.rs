@@ -304,6 +304,7 @@ impl Sealer<'_> {
             "approver_id": actor.id,
             "approver_key": key_id,
             "identity_checked": outcome.facts.identity_checked,
+            "resident_remote": !outcome.facts.residents.is_empty(),
             "decided_at": rfc3339(now),
             "materials": materials.len(),
         });

@@ -178,6 +178,18 @@ pub struct CaseFacts {
     pub ended_at: Option<i64>,
 }
 
+impl CaseFacts {
+    /// The people of the case's call: its agent, the approver holding it, invited experts and
+    /// residents who joined from home.
+    pub fn call_people(&self) -> Vec<UserId> {
+        let mut people = vec![self.agent_id];
+        people.extend(self.approver_id);
+        people.extend(&self.experts);
+        people.extend(&self.residents);
+        people
+    }
+}
+
 /// How the applicant's identity was checked (可信身份认证).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -525,7 +537,10 @@ pub fn apply(
                 });
             }
             next.identity_checked = true;
-            ("case.identity_checked", json!({ "methods": methods }))
+            // Whether the applicant was in the call from home (群众远程接入) when checked.
+            let remote = !facts.residents.is_empty();
+            let details = json!({ "methods": methods, "resident_remote": remote });
+            ("case.identity_checked", details)
         }
         Command::Approve { reason } => {
             if facts.state != InCall {
@@ -682,10 +697,59 @@ mod tests {
             agent_id: 100,
             approver_id: (state != CaseState::Waiting).then_some(200),
             experts: vec![],
+            residents: vec![],
             identity_checked: true,
             decided_at: None,
             ended_at: None,
         }
+    }
+
+    #[test]
+    fn the_case_agent_or_holding_approver_may_invite_the_applicant_while_the_case_is_open_and_a_resident_joins_only_its_own_call()
+     {
+        let agent = Actor {
+            id: 100,
+            role: Role::Agent,
+            point_id: Some(POINT),
+            department_id: None,
+        };
+        let colleague = Actor {
+            id: 101,
+            ..agent.clone()
+        };
+        let holder = Actor {
+            id: 200,
+            role: Role::Approver,
+            point_id: None,
+            department_id: Some(DEPT),
+        };
+        let resident = Actor {
+            id: 900,
+            role: Role::Resident,
+            point_id: None,
+            department_id: None,
+        };
+        for state in [
+            CaseState::Waiting,
+            CaseState::InCall,
+            CaseState::AwaitingMaterial,
+        ] {
+            assert!(may_invite_resident(&agent, &case_in(state)), "{state:?}");
+            assert!(
+                !may_invite_resident(&colleague, &case_in(state)),
+                "{state:?}"
+            );
+        }
+        assert!(may_invite_resident(&holder, &case_in(CaseState::InCall)));
+        for state in [CaseState::Approved, CaseState::Issued, CaseState::Cancelled] {
+            assert!(!may_invite_resident(&agent, &case_in(state)), "{state:?}");
+        }
+        let mut facts = case_in(CaseState::InCall);
+        assert!(!may_join_call(&resident, &facts, 0), "not invited");
+        facts.residents.push(900);
+        assert!(may_join_call(&resident, &facts, 0));
+        assert!(!can_see(&resident, &facts), "the call, not the case");
+        assert!(facts.call_people().contains(&900));
     }
 
     /// Each command with the actor entitled to it and valid fields.
@@ -1011,6 +1075,21 @@ mod tests {
         .unwrap();
         assert!(checked.facts.identity_checked);
         assert_eq!(checked.event, "case.identity_checked");
+        assert_eq!(checked.details["resident_remote"], false);
+        let mut remote = facts.clone();
+        remote.residents.push(900);
+        let checked = apply(
+            &remote,
+            &approver(),
+            &Command::RecordIdentityCheck {
+                methods: vec![IdentityMethod::IdCardShown],
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            checked.details["resident_remote"], true,
+            "the check records that the applicant was in the call from home"
+        );
     }
 
     #[test]

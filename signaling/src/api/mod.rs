@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 use tower_http::map_request_body::MapRequestBodyLayer;
@@ -15,11 +15,13 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use crate::accounts::{self, Session, SessionKind, User};
 use crate::error::Error;
 use crate::state::AppState;
+use crate::workflow::Role;
 
 pub mod admin;
 pub mod auth;
 pub mod cases;
 pub mod esign;
+pub mod invitations;
 pub mod ops;
 pub mod uploads;
 
@@ -58,6 +60,17 @@ pub fn app(state: AppState) -> Router {
                 .delete(uploads::cancel)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/cases/{id}/invitations",
+            get(invitations::list).post(invitations::issue),
+        )
+        .route(
+            "/cases/{id}/invitations/{invitation}",
+            axum::routing::delete(invitations::revoke),
+        )
+        .route("/invitations/open", post(invitations::open))
+        .route("/invitations/accept", post(invitations::accept))
+        .route("/resident", get(invitations::resident))
         .route("/cases/{id}/rating", post(cases::rate))
         .route("/cases/{id}/decision", post(esign::prepare_decision))
         .route("/cases/{id}/decision/seal", post(esign::seal_decision))
@@ -288,9 +301,76 @@ impl FromRequestParts<AppState> for Caller {
                 ));
             }
         }
+        if session.user.role == Role::Resident {
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or(parts.uri.path(), |original| original.path());
+            if !resident_may_call(&parts.method, path) {
+                return Err(Error::Forbidden(
+                    "an invitation reaches its case's call and uploads only".into(),
+                ));
+            }
+        }
         Ok(Caller {
             user: session.user.clone(),
             session,
         })
+    }
+}
+
+/// What a resident's session may call: the socket (its case's call), who it is, its case, uploads
+/// of its case's materials (the handlers check the case) and logging out. Everything else is
+/// refused before any handler runs, whatever the handler would decide.
+pub fn resident_may_call(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["ws"] | ["api", "me"] | ["api", "resident"]) => true,
+        (&Method::POST, ["api", "auth", "logout"]) => true,
+        (&Method::POST, ["api", "cases", id, "uploads"]) => number(id),
+        (&Method::GET | &Method::PATCH | &Method::DELETE, ["api", "cases", id, "uploads", _]) => {
+            number(id)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resident_session_reaches_the_socket_its_case_and_uploads_and_nothing_else() {
+        for (method, path) in [
+            (Method::GET, "/ws"),
+            (Method::GET, "/api/me"),
+            (Method::GET, "/api/resident"),
+            (Method::POST, "/api/auth/logout"),
+            (Method::POST, "/api/cases/7/uploads"),
+            (Method::PATCH, "/api/cases/7/uploads/ab12"),
+            (Method::GET, "/api/cases/7/uploads/ab12"),
+            (Method::DELETE, "/api/cases/7/uploads/ab12"),
+        ] {
+            assert!(resident_may_call(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/api/cases"),
+            (Method::GET, "/api/cases/7"),
+            (Method::GET, "/api/cases/7/materials"),
+            (Method::POST, "/api/cases/7/materials"),
+            (Method::GET, "/api/cases/7/materials/1"),
+            (Method::POST, "/api/cases/7/invitations"),
+            (Method::POST, "/api/cases/7/actions/cancel"),
+            (Method::GET, "/api/cases/7/archive"),
+            (Method::GET, "/api/queue"),
+            (Method::GET, "/api/audit"),
+            (Method::GET, "/api/admin/users"),
+            (Method::POST, "/api/cases/x/uploads"),
+            (Method::POST, "/api/cases/7/uploads/../../materials"),
+            (Method::GET, "/api/resident/other"),
+        ] {
+            assert!(!resident_may_call(&method, path), "{method} {path}");
+        }
     }
 }
