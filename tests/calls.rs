@@ -856,3 +856,53 @@ async fn a_screen_share_is_recorded_as_a_case_event_when_it_starts_and_when_it_s
     assert_eq!(sharing, [&json!(true), &json!(false)], "{trail}");
     assert!(shares.iter().all(|e| e["actor_role"] == "agent"), "{trail}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applicant_joins_from_home_with_an_invitation_and_leaves_the_call_when_it_is_withdrawn()
+{
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let (token, invitation) = app.invite_resident(&agent, case).await;
+    let Auth::Cookie { session, .. } = app.accept_invitation(&token).await else {
+        unreachable!("a browser session")
+    };
+    let resident = Auth::Bearer(session);
+    let resident_id = app.request("GET", "/api/me", &resident, None).await.json()["user"]["id"]
+        .as_i64()
+        .unwrap();
+    let approver_peer = join(&server, &approver, case).await;
+    let resident_peer = join(&server, &resident, case).await;
+    // The applicant at home and the approver see and hear each other.
+    receiving(&resident_peer, 1, 1).await;
+    receiving(&approver_peer, 1, 1).await;
+    let from_home = format!("user-{resident_id}");
+    assert!(
+        approver_peer
+            .peer
+            .report()
+            .live_tracks_of(&from_home)
+            .count()
+            >= 2
+    );
+
+    // The agent withdraws the invitation: the resident is taken out of the call at once.
+    let revoked = app
+        .request(
+            "DELETE",
+            &format!("/api/cases/{case}/invitations/{invitation}"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    approver_peer
+        .peer
+        .wait_until(PATIENCE, |r| r.live_tracks_of(&from_home).count() == 0)
+        .await
+        .expect("the resident's tracks leave the approver's call");
+    let left = approver_peer.saw("call.participant_left");
+    assert!(
+        left.iter()
+            .any(|m| m["participant_id"] == from_home.as_str() && m["reason"] == "dismissed"),
+        "{left:?}"
+    );
+}

@@ -45,6 +45,27 @@ impl Answer {
     pub fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or_default().to_string()
     }
+
+    /// The session cookie this answer set, with the CSRF token of its body.
+    pub fn cookie_session(&self) -> Auth {
+        let cookie = self
+            .headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let session = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("cloudhelp_session=")
+            .to_string();
+        Auth::Cookie {
+            session,
+            csrf: Some(self.json()["csrf_token"].as_str().unwrap().to_string()),
+        }
+    }
 }
 
 /// How a request authenticates.
@@ -256,23 +277,28 @@ impl TestApp {
             )
             .await;
         assert_eq!(a.status, StatusCode::OK);
-        let cookie = a
-            .headers
-            .get(header::SET_COOKIE)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let session = cookie
-            .split(';')
-            .next()
-            .unwrap()
-            .trim_start_matches("cloudhelp_session=")
-            .to_string();
-        Auth::Cookie {
-            session,
-            csrf: Some(a.json()["csrf_token"].as_str().unwrap().to_string()),
-        }
+        a.cookie_session()
+    }
+
+    /// Issues an invitation into `case` as `who`; its link's token and its id.
+    pub async fn invite_resident(&self, who: &Auth, case: i64) -> (String, i64) {
+        let a = self
+            .request("POST", &format!("/api/cases/{case}/invitations"), who, None)
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.json());
+        let url = a.json()["url"].as_str().unwrap().to_string();
+        let token = url.split("#/invite/").nth(1).unwrap().to_string();
+        (token, a.json()["invitation"]["id"].as_i64().unwrap())
+    }
+
+    /// Accepts an invitation as the applicant's browser does: its resident session.
+    pub async fn accept_invitation(&self, token: &str) -> Auth {
+        let body = json!({ "token": token, "consent": true });
+        let a = self
+            .request("POST", "/api/invitations/accept", &Auth::None, Some(body))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+        a.cookie_session()
     }
 
     /// Opens a case for the demo agent; returns its id.
