@@ -1033,6 +1033,62 @@ test('screen share (同屏): the approver shares a screen, the agent sees it lar
   }
 });
 
+test('the applicant joins from home (群众远程接入): the agent makes a one-time link and QR code, the applicant opens it on a phone, consents to the notice, sees and is seen by the approver, uploads a photo that reaches the approver; the used link gets a plain page; withdrawn, the applicant is told; screenshots', async () => {
+  const agentCtx = await newContext(browser, server);
+  const approverCtx = await newContext(browser, server);
+  const residentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
+  const strangerCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
+  try {
+    const { agent, approver, approverId } = await callOfTwo(agentCtx, approverCtx);
+    await agent.locator('#invite-resident').click();
+    await agent.locator('#invite-qr').waitFor();
+    assert.ok(await agent.locator('#invite-qr').evaluate((img) => img.naturalWidth > 0), 'the QR code renders');
+    const link = await agent.locator('#invite-link').inputValue();
+    assert.match(link, /\/#\/invite\/[A-Za-z0-9_-]{40,}$/);
+    await waitText(agent.locator('#invite-list li[data-state=open]'), '待使用');
+    await agent.locator('.invite-card').screenshot({ path: join(ARTIFACTS, 'invite-card.png') });
+
+    // On the applicant's phone: the notice first; nothing happens without consent.
+    const resident = await newPage(residentCtx);
+    await resident.goto(link);
+    await waitText(resident.locator('#invite-notice'), '可能被录制');
+    await waitText(resident.locator('.invite-page'), '居民身份证挂失');
+    assert.equal(await resident.locator('#invite-accept').isDisabled(), true);
+    await resident.screenshot({ path: join(ARTIFACTS, 'invite-notice-phone.png'), fullPage: true });
+    await resident.locator('#invite-consent').check();
+    await resident.locator('#invite-accept').click();
+    await resident.waitForFunction(() => location.hash === '#/resident');
+    const residentId = `user-${await resident.evaluate(() => window.cloudhelp.session.user.id)}`;
+
+    // In the call: the applicant and the approver see and hear each other; the tile names them.
+    await expectMediaFlowing(resident, [approverId], { label: 'resident from the approver' });
+    await expectMediaFlowing(approver, [residentId], { label: 'approver from the resident' });
+    await waitText(approver.locator(`.call-tile[data-participant="${residentId}"] .call-name`), '申请人（远程）');
+    await waitText(agent.locator('#case-resident-remote'), '邀请链接');
+    await waitText(agent.locator('#invite-list li[data-state=used]'), '已加入');
+
+    // A photo from home reaches the approver's materials.
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+    await resident.locator('#resident-file').setInputFiles({ name: '户口簿首页.png', mimeType: 'image/png', buffer: png });
+    await resident.locator('#uploads li[data-state=done]').waitFor();
+    await waitText(approver.locator('#material-list'), '户口簿首页.png');
+    await resident.screenshot({ path: join(ARTIFACTS, 'resident-call-phone.png'), fullPage: true });
+
+    // The link again, elsewhere: used, in plain words.
+    const stranger = await newPage(strangerCtx);
+    await stranger.goto(link);
+    await waitText(stranger.locator('#invite-refused[data-code=invitation_used]'), '已使用过');
+
+    // Withdrawn: the applicant is taken out of the call and told so.
+    await agent.locator('#invite-list li[data-state=used] [data-revoke]').click();
+    await waitText(resident.locator('.call-message'), '工作人员已结束');
+    await approver.locator(`.call-tile[data-participant="${residentId}"]`).waitFor({ state: 'detached' });
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    for (const ctx of [agentCtx, approverCtx, residentCtx, strangerCtx]) await ctx.close();
+  }
+});
+
 test('a server restart during a call: both pages get back into the call on their own', async () => {
   let own = await startServer();
   const agentCtx = await newContext(browser, own);

@@ -5,7 +5,7 @@
 //! the URL fragment (never sent to a server, never in a `Referer`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -59,16 +59,18 @@ pub struct AcceptedInvitation {
     pub case_id: i64,
 }
 
-/// The URL residents reach this server at: `public_url`, else the host the issuing page used.
-fn public_base(state: &AppState, headers: &HeaderMap) -> Result<String> {
+/// The URL residents reach this server at: `public_url`, else the host the issuing page used
+/// (`Host` in HTTP/1.1, the request's authority in HTTP/2).
+fn public_base(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<String> {
     if let Some(url) = &state.config.public_url {
         return Ok(url.trim_end_matches('/').to_string());
     }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .ok_or_else(|| Error::bad("no_host", "the request names no Host; set public_url"))?;
+        .ok_or_else(|| Error::bad("no_host", "the request names no host; set public_url"))?;
     let scheme = if state.config.plain_http && state.config.client_address_header.is_none() {
         "http"
     } else {
@@ -95,9 +97,10 @@ pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<i64>,
 ) -> Result<Response> {
-    let base = public_base(&state, &headers)?;
+    let base = public_base(&state, &headers, &uri)?;
     let actor = caller.actor();
     let now = state.now();
     let lifetime = i64::from(state.config.invitation_minutes) * 60_000;

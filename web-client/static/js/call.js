@@ -62,6 +62,7 @@ function isParticipant(view, user) {
   if (user.role === 'agent') return view.agent?.id === user.id;
   if (user.role === 'approver') return view.approver?.id === user.id;
   if (user.role === 'expert') return (view.experts || []).some((e) => e.id === user.id);
+  if (user.role === 'resident') return (view.residents || []).some((r) => r.id === user.id);
   return false;
 }
 
@@ -1103,6 +1104,7 @@ class CallPanel {
     if (v.approver?.id === id) return t('call.role_approver', { name: v.approver.display_name });
     const expert = (v.experts || []).find((e) => e.id === id);
     if (expert) return t('call.role_expert', { name: expert.display_name });
+    if ((v.residents || []).some((r) => r.id === id)) return t('call.role_resident');
     return t('call.someone');
   }
 

@@ -11,6 +11,7 @@ import { renderExpertHome } from './pages/expert.js';
 import { renderSupervisor } from './pages/supervisor.js';
 import { renderAuditor } from './pages/auditor.js';
 import { renderAdmin } from './pages/admin.js';
+import { renderInvite, renderResident } from './pages/resident.js';
 
 const view = document.getElementById('view');
 const top = document.getElementById('top');
@@ -27,9 +28,10 @@ const ROUTES = [
   ['#/auditor', ['auditor'], renderAuditor],
   ['#/admin', ['admin'], renderAdmin],
   ['#/case/:id', ['agent', 'approver', 'expert', 'supervisor', 'auditor'], renderCase],
+  ['#/resident', ['resident'], renderResident],
 ];
 
-const HOME = { agent: '#/agent', approver: '#/queue', expert: '#/expert', supervisor: '#/supervisor', auditor: '#/auditor', admin: '#/admin' };
+const HOME = { agent: '#/agent', approver: '#/queue', expert: '#/expert', supervisor: '#/supervisor', auditor: '#/auditor', admin: '#/admin', resident: '#/resident' };
 
 const NAV = {
   agent: [['#/agent', 'nav.agent_cases'], ['#/agent/new', 'nav.new_case']],
@@ -125,6 +127,14 @@ async function route() {
   if (cleanup) { try { cleanup(); } catch { /* a page's cleanup must not block the next page */ } cleanup = null; }
   fill(globalError);
   const hash = location.hash || '#/';
+  // An invitation link opens its page for anyone, with or without a session.
+  const invite = hash.match(/^#\/invite\/([A-Za-z0-9_-]+)$/);
+  if (invite) {
+    renderHeader();
+    fill(view, h('p', { class: 'muted' }, t('common.loading')));
+    cleanup = await renderInvite(view, { token: invite[1] }, { onAccepted: onLoggedIn });
+    return;
+  }
   if (!session.user) {
     renderHeader();
     if (hash !== '#/login') { location.hash = '#/login'; return; }
@@ -141,7 +151,8 @@ async function route() {
   renderHeader();
   fill(view, h('p', { class: 'muted' }, t('common.loading')));
   try {
-    await catalogue();
+    // A resident reaches its own case only (no catalogue).
+    if (session.user.role !== 'resident') await catalogue();
     cleanup = (await found.render(view, found.params, { live, catalogue: session.catalogue })) || null;
   } catch (err) {
     fill(view, notice('error', errorText(err)), h('p', {}, h('button', { type: 'button', onclick: route }, t('common.retry'))));

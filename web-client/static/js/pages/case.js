@@ -5,6 +5,7 @@ import { t } from '../i18n.js';
 import { CameraPanel } from '../media.js';
 import { mountCallPanel } from '../call.js';
 import { decide } from '../decision.js';
+import { InvitationCard } from './resident.js';
 
 const FINAL = ['issued', 'rejected', 'cancelled'];
 const OPEN_FOR_MATERIALS = ['waiting', 'in_call', 'awaiting_material'];
@@ -44,6 +45,11 @@ export async function renderCase(view, { id }, { live, catalogue }) {
   let actionsKey = '';
 
   const layout = h('div', { class: 'case-page' }, pageMessage, facts, callSlot);
+  // The case's agent or the approver holding it may invite the applicant to join from home.
+  const mayInvite = (c) => OPEN_FOR_MATERIALS.includes(c.state)
+    && ((role === 'agent' && c.agent.id === session.user.id) || (role === 'approver' && c.approver?.id === session.user.id));
+  const invitations = role === 'agent' || role === 'approver' ? new InvitationCard(caseId) : null;
+  if (invitations) layout.append(invitations.el);
   if (role === 'agent') {
     camera = new CameraPanel();
     uploads = new UploadList(caseId, () => viewer?.load());
@@ -96,6 +102,10 @@ export async function renderCase(view, { id }, { live, catalogue }) {
       renderActions(actions, current, { reload, catalogue });
     }
     if (camera) camera.el.closest('.camera-card').hidden = !OPEN_FOR_MATERIALS.includes(current.state);
+    if (invitations) {
+      invitations.el.hidden = !mayInvite(current);
+      if (!invitations.el.hidden) invitations.load(); // an invitation accepted or withdrawn
+    }
     viewer?.setChecklist(current.required_materials);
   }
 
@@ -144,6 +154,7 @@ function renderFacts(el, c) {
     [t('case.agent'), c.agent.display_name],
     [t('case.approver'), c.approver?.display_name || '—'],
     c.experts.length ? [t('case.experts'), c.experts.map((e) => e.display_name).join('、')] : null,
+    c.residents?.length ? [t('case.resident_remote'), h('span', { id: 'case-resident-remote' }, t('case.resident_joined'))] : null,
     [t('case.opened_at'), fmtDateTime(c.opened_at)],
     c.state === 'waiting'
       ? [t('case.waiting'), h('span', { dataset: { sla: '' }, class: 'wait' }, waitingClock(c.queued_at, c.simple))]
@@ -374,7 +385,7 @@ function inviteForm(c, act) {
 }
 
 /** Uploads in progress or failed, each with a progress bar and a retry button. */
-class UploadList {
+export class UploadList {
   constructor(caseId, onStored) {
     this.caseId = caseId;
     this.onStored = onStored;
