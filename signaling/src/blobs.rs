@@ -253,6 +253,16 @@ impl BlobStore {
         Ok((sha256, size))
     }
 
+    /// Stores bytes the server made (a rendered signature, its record): written to the tmp
+    /// folder and fsynced, then taken into the store; returns the digest and size.
+    pub fn store_bytes(&self, bytes: &[u8]) -> Result<(String, u64)> {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new_in(self.tmp_folder())?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        self.adopt(file.into_temp_path())
+    }
+
     /// Moves a received upload into place (or drops it when the same bytes are already stored)
     /// and fsyncs the folder, so the blob survives a crash from here on.
     pub fn commit(&self, received: Received) -> Result<()> {

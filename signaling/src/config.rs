@@ -35,6 +35,9 @@ pub struct Config {
     pub invitation_minutes: u32,
     /// How long a resident's session lasts, in minutes.
     pub resident_session_minutes: u32,
+    /// Refuse to ask for the applicant's signature unless the call is being recorded (as
+    /// public-security practice records audio and video while a party signs electronically).
+    pub signature_requires_recording: bool,
     /// Failed logins in a row that lock an account.
     pub login_max_failures: u32,
     /// How long a locked account stays locked, in minutes.
@@ -90,6 +93,7 @@ impl Default for Config {
             public_url: None,
             invitation_minutes: 30,
             resident_session_minutes: 120,
+            signature_requires_recording: true,
             login_max_failures: 5,
             lockout_minutes: 15,
             request_header_seconds: 10,
@@ -243,6 +247,17 @@ impl Clock for ManualClock {
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC.
+/// Epoch ms as a date and minute in China Standard Time, e.g. `2026-12-07 16:41`, for texts that
+/// people read and sign.
+pub fn china_minute(ms: i64) -> String {
+    let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.to_offset(offset).format(&format).ok())
+        .unwrap_or_default()
+}
+
 pub fn rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)

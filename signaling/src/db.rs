@@ -247,6 +247,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX invitations_by_case ON invitations(case_id);
     CREATE INDEX invitations_by_resident ON invitations(resident_id);
     "#,
+    // 8: the applicant's signature (申请人签名确认): what was asked, the exact summary and its
+    // digest, and once signed the two materials it became.
+    r#"
+    CREATE TABLE signature_requests (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        requested_by INTEGER NOT NULL REFERENCES users(id),
+        signer TEXT NOT NULL CHECK (signer IN ('agent', 'resident')),
+        summary TEXT NOT NULL,
+        summary_sha256 TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        signed_at INTEGER,
+        signed_by INTEGER REFERENCES users(id),
+        superseded_at INTEGER,
+        image_material_id INTEGER REFERENCES materials(id),
+        record_material_id INTEGER REFERENCES materials(id)
+    );
+    CREATE INDEX signature_requests_by_case ON signature_requests(case_id);
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

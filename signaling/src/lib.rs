@@ -27,6 +27,7 @@ pub mod ratings;
 pub mod recording;
 pub mod sealing;
 pub mod server;
+pub mod signatures;
 pub mod state;
 pub mod stats;
 pub mod tlog;

@@ -132,29 +132,43 @@ pub fn insert_as(
     blob: &StoredBlob,
     now: i64,
 ) -> Result<Material> {
+    let tx = conn.transaction()?;
+    let id = insert_in(&tx, case_id, owner, actor, event, blob, now)?;
+    tx.commit()?;
+    get(conn, case_id, id)?.ok_or(Error::NotFound("material"))
+}
+
+/// Like [`insert_as`], inside the caller's transaction; returns the material's id.
+pub fn insert_in(
+    conn: &Connection,
+    case_id: i64,
+    owner: i64,
+    actor: Option<&Actor>,
+    event: &str,
+    blob: &StoredBlob,
+    now: i64,
+) -> Result<i64> {
     let StoredBlob {
         sha256,
         size,
         media_type,
         filename,
     } = blob;
-    let tx = conn.transaction()?;
-    tx.execute(
+    conn.execute(
         "INSERT INTO materials (case_id, sha256, size, media_type, filename, uploaded_by, uploaded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![case_id, sha256, size, media_type, filename, owner, now],
     )?;
-    let id = tx.last_insert_rowid();
+    let id = conn.last_insert_rowid();
     audit::append(
-        &tx,
+        conn,
         now,
         actor,
         Some(case_id),
         event,
         &serde_json::json!({ "material_id": id, "sha256": sha256, "size": size, "media_type": media_type }),
     )?;
-    tx.commit()?;
-    get(conn, case_id, id)?.ok_or(Error::NotFound("material"))
+    Ok(id)
 }
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Material> {

@@ -125,6 +125,7 @@ fn extension(media_type: &str) -> &'static str {
         "application/pdf" => "pdf",
         "audio/ogg" => "ogg",
         "video/x-ivf" => "ivf",
+        "application/json" => "json",
         _ => "bin",
     }
 }

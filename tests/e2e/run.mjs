@@ -1033,7 +1033,7 @@ test('screen share (同屏): the approver shares a screen, the agent sees it lar
   }
 });
 
-test('the applicant joins from home (群众远程接入): the agent makes a one-time link and QR code, the applicant opens it on a phone, consents to the notice, sees and is seen by the approver, uploads a photo that reaches the approver; the used link gets a plain page; withdrawn, the applicant is told; screenshots', async () => {
+test('the applicant joins from home (群众远程接入): the agent makes a one-time link and QR code, the applicant opens it on a phone, consents to the notice, sees and is seen by the approver, uploads a photo that reaches the approver, signs the summary on its phone while the call is recorded; the used link gets a plain page; withdrawn, the applicant is told; screenshots', async () => {
   const agentCtx = await newContext(browser, server);
   const approverCtx = await newContext(browser, server);
   const residentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
@@ -1073,6 +1073,26 @@ test('the applicant joins from home (群众远程接入): the agent makes a one-
     await resident.locator('#uploads li[data-state=done]').waitFor();
     await waitText(approver.locator('#material-list'), '户口簿首页.png');
     await resident.screenshot({ path: join(ARTIFACTS, 'resident-call-phone.png'), fullPage: true });
+
+    // The applicant signs on its phone, while the call is recorded (everyone consents first).
+    for (const p of [agent, approver, resident]) await p.locator('#call-consent').click();
+    await approver.locator('#call-recording:not([hidden])').waitFor();
+    await approver.locator('#signature-signer').selectOption('resident');
+    await approver.locator('#ask-signature').click();
+    await waitText(resident.locator('#signature-summary'), '申请人签名确认');
+    const summary = await resident.locator('#signature-summary').textContent();
+    assert.ok(summary.includes('居民身份证挂失') && !summary.includes(APPLICANT), summary);
+    await resident.locator('#signature-pad').scrollIntoViewIfNeeded();
+    const pad = await resident.locator('#signature-pad').boundingBox();
+    await resident.mouse.move(pad.x + 20, pad.y + pad.height / 2);
+    await resident.mouse.down();
+    for (let i = 1; i <= 30; i++) await resident.mouse.move(pad.x + 20 + i * 10, pad.y + pad.height / 2 + Math.sin(i / 3) * 30, { steps: 3 });
+    await resident.mouse.up();
+    await resident.screenshot({ path: join(ARTIFACTS, 'resident-signature-phone.png'), fullPage: true });
+    await resident.locator('#signature-submit').click();
+    await waitText(resident.locator('#signature-card'), '签名已提交');
+    await waitText(approver.locator('#signature-list li[data-state=signed]'), '已签名');
+    await waitText(approver.locator('#material-list'), '申请人签名');
 
     // The link again, elsewhere: used, in plain words.
     const stranger = await newPage(strangerCtx);

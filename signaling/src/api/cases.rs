@@ -576,6 +576,13 @@ pub(crate) async fn store_material(
         media_type,
         "material stored"
     );
+    announce_material(state, &facts, &material);
+    Ok(material)
+}
+
+/// Tells the case's staff (its point's agents, its approver and experts; not residents, who add
+/// materials but read none) that a material was added.
+pub(crate) fn announce_material(state: &AppState, facts: &CaseFacts, material: &Material) {
     let mut users = facts.experts.clone();
     users.extend(facts.approver_id);
     state.notify(
@@ -584,11 +591,10 @@ pub(crate) async fn store_material(
             users,
         },
         ServerMessage::MaterialAdded {
-            case_id: id,
+            case_id: material.case_id,
             material: material.clone(),
         },
     );
-    Ok(material)
 }
 
 /// RFC 5987 encoding of a file name for Content-Disposition.

@@ -176,8 +176,9 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Tells the case's people (and residents) that its people changed.
-async fn announce(state: &AppState, case_id: i64, event: &'static str) {
+/// Tells the case's people (its point's agents, its approver, experts and residents) that
+/// something of the case changed (`case.updated` with `event`).
+pub(crate) async fn announce(state: &AppState, case_id: i64, event: &'static str) {
     let Ok(Some(facts)) = state
         .db
         .call(move |c| crate::cases::facts(c, case_id))
@@ -185,13 +186,10 @@ async fn announce(state: &AppState, case_id: i64, event: &'static str) {
     else {
         return;
     };
-    let mut users: Vec<i64> = facts.experts.clone();
-    users.extend(facts.approver_id);
-    users.extend(&facts.residents);
     state.notify(
         Audience::Case {
             point_id: facts.point_id,
-            users,
+            users: facts.call_people(),
         },
         ServerMessage::CaseUpdated {
             case_id,

@@ -23,6 +23,7 @@ pub mod cases;
 pub mod esign;
 pub mod invitations;
 pub mod ops;
+pub mod signatures;
 pub mod uploads;
 
 /// The name of the session cookie.
@@ -31,6 +32,8 @@ pub const SESSION_COOKIE: &str = "cloudhelp_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest JSON body accepted.
 pub const JSON_LIMIT: usize = 64 * 1024;
+/// Largest signature (its strokes and rendered image, base64) accepted.
+pub const SIGNATURE_LIMIT: usize = 1024 * 1024;
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
@@ -71,6 +74,14 @@ pub fn app(state: AppState) -> Router {
         .route("/invitations/open", post(invitations::open))
         .route("/invitations/accept", post(invitations::accept))
         .route("/resident", get(invitations::resident))
+        .route(
+            "/cases/{id}/signatures",
+            get(signatures::list).post(signatures::ask),
+        )
+        .route(
+            "/cases/{id}/signatures/{request}/sign",
+            post(signatures::sign).layer(DefaultBodyLimit::max(SIGNATURE_LIMIT)),
+        )
         .route("/cases/{id}/rating", post(cases::rate))
         .route("/cases/{id}/decision", post(esign::prepare_decision))
         .route("/cases/{id}/decision/seal", post(esign::seal_decision))
@@ -320,7 +331,8 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// What a resident's session may call: the socket (its case's call), who it is, its case, uploads
-/// of its case's materials (the handlers check the case) and logging out. Everything else is
+/// of its case's materials, its case's signature requests and signing (the handlers check the
+/// case) and logging out. Everything else is
 /// refused before any handler runs, whatever the handler would decide.
 pub fn resident_may_call(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -329,6 +341,10 @@ pub fn resident_may_call(method: &Method, path: &str) -> bool {
         (&Method::GET, ["ws"] | ["api", "me"] | ["api", "resident"]) => true,
         (&Method::POST, ["api", "auth", "logout"]) => true,
         (&Method::POST, ["api", "cases", id, "uploads"]) => number(id),
+        (&Method::GET, ["api", "cases", id, "signatures"]) => number(id),
+        (&Method::POST, ["api", "cases", id, "signatures", request, "sign"]) => {
+            number(id) && number(request)
+        }
         (&Method::GET | &Method::PATCH | &Method::DELETE, ["api", "cases", id, "uploads", _]) => {
             number(id)
         }
@@ -351,6 +367,8 @@ mod tests {
             (Method::PATCH, "/api/cases/7/uploads/ab12"),
             (Method::GET, "/api/cases/7/uploads/ab12"),
             (Method::DELETE, "/api/cases/7/uploads/ab12"),
+            (Method::GET, "/api/cases/7/signatures"),
+            (Method::POST, "/api/cases/7/signatures/3/sign"),
         ] {
             assert!(resident_may_call(&method, path), "{method} {path}");
         }
@@ -369,6 +387,8 @@ mod tests {
             (Method::POST, "/api/cases/x/uploads"),
             (Method::POST, "/api/cases/7/uploads/../../materials"),
             (Method::GET, "/api/resident/other"),
+            (Method::POST, "/api/cases/7/signatures"),
+            (Method::POST, "/api/cases/7/signatures/x/sign"),
         ] {
             assert!(!resident_may_call(&method, path), "{method} {path}");
         }

@@ -6,6 +6,7 @@ import { CameraPanel } from '../media.js';
 import { mountCallPanel } from '../call.js';
 import { decide } from '../decision.js';
 import { InvitationCard } from './resident.js';
+import { SignaturePad, signatureAsk } from '../signature.js';
 
 const FINAL = ['issued', 'rejected', 'cancelled'];
 const OPEN_FOR_MATERIALS = ['waiting', 'in_call', 'awaiting_material'];
@@ -50,6 +51,9 @@ export async function renderCase(view, { id }, { live, catalogue }) {
     && ((role === 'agent' && c.agent.id === session.user.id) || (role === 'approver' && c.approver?.id === session.user.id));
   const invitations = role === 'agent' || role === 'approver' ? new InvitationCard(caseId) : null;
   if (invitations) layout.append(invitations.el);
+  // The applicant signs on the agent's device when the approver asks for it there.
+  const pad = role === 'agent' && current.agent.id === session.user.id ? new SignaturePad(caseId, 'agent') : null;
+  if (pad) layout.append(pad.el);
   if (role === 'agent') {
     camera = new CameraPanel();
     uploads = new UploadList(caseId, () => viewer?.load());
@@ -96,11 +100,14 @@ export async function renderCase(view, { id }, { live, catalogue }) {
     }
     // The actions are drawn again only when what they depend on changed, so that a notice
     // arriving while someone types a reason does not wipe it.
-    const key = JSON.stringify([current.state, current.identity_checked, current.approver?.id, current.experts.map((e) => e.id), current.department_id]);
+    const key = JSON.stringify([current.state, current.identity_checked, current.approver?.id, current.experts.map((e) => e.id), current.residents?.map((r) => r.id), current.department_id]);
     if (key !== actionsKey) {
       actionsKey = key;
       renderActions(actions, current, { reload, catalogue });
+    } else {
+      actions.querySelector('#signature-ask')?.refresh();
     }
+    pad?.refresh();
     if (camera) camera.el.closest('.camera-card').hidden = !OPEN_FOR_MATERIALS.includes(current.state);
     if (invitations) {
       invitations.el.hidden = !mayInvite(current);
@@ -314,6 +321,7 @@ function approverActions(c, { reload, catalogue }, may) {
     });
     parts.push(idForm);
   }
+  if (c.state === 'in_call') parts.push(signatureAsk(c));
   if (may.has('approve')) parts.push(decisionForm(c, reload, may));
   else if (may.has('reject')) {
     parts.push(reasonForm({ id: 'reject', label: t('decision.reason'), button: t('decision.reject'), required: true, kind: 'danger', work: async (reason) => { await decide(c.id, 'reject', reason); await reload(); } }));

@@ -5,6 +5,7 @@ import { h, fill, api, say, notice, errorText, fmtDateTime, session, busy, ApiEr
 import { t } from '../i18n.js';
 import { mountCallPanel } from '../call.js';
 import { UploadList, stateBadge } from './case.js';
+import { SignaturePad } from '../signature.js';
 
 /** Why a link cannot be used, in plain words (the server's codes). */
 const GONE = ['invitation_used', 'invitation_expired', 'invitation_revoked'];
@@ -63,7 +64,8 @@ export async function renderResident(view, _params, { live }) {
     h('label', { class: 'button file-button primary' }, t('resident.add_photo'), fileInput),
     uploads.el);
   const message = h('div');
-  fill(view, h('div', { class: 'case-page' }, message, facts, callSlot, uploadCard));
+  const pad = new SignaturePad(current.id, 'resident');
+  fill(view, h('div', { class: 'case-page' }, message, facts, callSlot, pad.el, uploadCard));
   let call = null;
   function render() {
     fill(facts,
@@ -77,6 +79,7 @@ export async function renderResident(view, _params, { live }) {
     uploadCard.hidden = !['waiting', 'in_call', 'awaiting_material'].includes(current.state);
     if (!call) call = mountCallPanel(callSlot.querySelector('.call-panel'), { caseView: current, user: session.user, live });
     else call.update(current);
+    pad.refresh();
   }
   async function reload() {
     try {
