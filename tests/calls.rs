@@ -838,23 +838,17 @@ async fn a_screen_share_is_recorded_as_a_case_event_when_it_starts_and_when_it_s
         "{error}"
     );
 
-    let auditor = app.demo("auditor").await;
-    let body = app
-        .request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
-        .await
-        .body;
-    let trail = String::from_utf8(body).unwrap();
-    let events: Vec<Value> = trail
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let events = app.audit_trail(case).await;
     let shares: Vec<&Value> = events
         .iter()
         .filter(|e| e["kind"] == "call.screen_share")
         .collect();
     let sharing: Vec<&Value> = shares.iter().map(|e| &e["details"]["sharing"]).collect();
-    assert_eq!(sharing, [&json!(true), &json!(false)], "{trail}");
-    assert!(shares.iter().all(|e| e["actor_role"] == "agent"), "{trail}");
+    assert_eq!(sharing, [&json!(true), &json!(false)], "{events:?}");
+    assert!(
+        shares.iter().all(|e| e["actor_role"] == "agent"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,20 +22,6 @@ async fn accept(app: &TestApp, token: &str, consent: bool) -> common::Answer {
         .await
 }
 
-/// The case's audit trail, as the auditor exports it.
-async fn trail(app: &TestApp, case: i64) -> Vec<Value> {
-    let auditor = app.demo("auditor").await;
-    let body = app
-        .request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
-        .await
-        .body;
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn kinds(events: &[Value], prefix: &str) -> Vec<String> {
     events
         .iter()
@@ -188,7 +174,7 @@ async fn an_invitation_is_single_use_short_lived_and_revocable_and_every_use_is_
         .collect();
     assert_eq!(states, ["revoked", "expired", "used"]);
 
-    let events = trail(&app, case).await;
+    let events = app.audit_trail(case).await;
     assert_eq!(
         kinds(&events, "invitation."),
         [
@@ -311,7 +297,7 @@ async fn a_resident_session_reaches_its_cases_call_and_uploads_and_nothing_else_
         StatusCode::OK,
     )
     .await;
-    let events = trail(&app, case).await;
+    let events = app.audit_trail(case).await;
     let check = events
         .iter()
         .find(|e| e["kind"] == "case.identity_checked")

@@ -67,21 +67,12 @@ async fn sign(
 }
 
 async fn kinds(app: &TestApp, case: i64) -> Vec<String> {
-    let auditor = app.demo("auditor").await;
-    let body = app
-        .request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+    app.audit_trail(case)
         .await
-        .body;
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
         .filter(|k| k.starts_with("signature."))
+        .map(str::to_string)
         .collect()
 }
 
@@ -174,15 +165,7 @@ async fn the_applicant_signs_the_summary_it_was_shown_and_the_signature_becomes_
     assert_eq!(signed.status, StatusCode::CREATED, "{:?}", signed.json());
     let signed = signed.json();
     assert_eq!(signed["state"], "signed");
-    let materials = app
-        .request(
-            "GET",
-            &format!("/api/cases/{case}/materials"),
-            &approver,
-            None,
-        )
-        .await
-        .json();
+    let materials = app.materials(&approver, case).await;
     let by_id = |id: &Value| {
         materials
             .as_array()
@@ -277,15 +260,7 @@ async fn the_applicant_at_home_signs_on_its_own_phone_and_nobody_else_signs_for_
     assert_eq!(by_agent.status, StatusCode::FORBIDDEN);
     let signed = sign(&app, &resident, case, &request, &shown, strokes(), &png()).await;
     assert_eq!(signed.status, StatusCode::CREATED, "{:?}", signed.json());
-    let materials = app
-        .request(
-            "GET",
-            &format!("/api/cases/{case}/materials"),
-            &approver,
-            None,
-        )
-        .await
-        .json();
+    let materials = app.materials(&approver, case).await;
     let resident_id =
         app.request("GET", "/api/me", &resident, None).await.json()["user"]["id"].clone();
     assert!(

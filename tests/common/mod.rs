@@ -301,6 +301,26 @@ impl TestApp {
         a.cookie_session()
     }
 
+    /// The case's audit trail as the demo auditor exports it, oldest first.
+    pub async fn audit_trail(&self, case: i64) -> Vec<Value> {
+        let auditor = self.demo("auditor").await;
+        let a = self
+            .request("GET", &format!("/api/audit?case_id={case}"), &auditor, None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        String::from_utf8(a.body)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The case's materials as `who` lists them.
+    pub async fn materials(&self, who: &Auth, case: i64) -> Value {
+        let path = format!("/api/cases/{case}/materials");
+        self.request("GET", &path, who, None).await.json()
+    }
+
     /// Opens a case for the demo agent; returns its id.
     pub async fn open_case(&self, agent: &Auth, item: &str) -> i64 {
         let a = self

@@ -122,6 +122,15 @@ async fn open_session(
         .await
 }
 
+/// The `Set-Cookie` value of a browser session: HttpOnly, Secure, SameSite=Strict, until it ends.
+pub(crate) fn session_cookie(session: &accounts::NewSession, now: i64) -> String {
+    let max_age = (session.expires_at - now) / 1000;
+    format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
+        session.token
+    )
+}
+
 /// Logs in a browser: sets an HttpOnly, Secure, SameSite=Strict session cookie.
 #[utoipa::path(post, path = "/api/auth/login", request_body = Credentials, responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn login(
@@ -130,11 +139,7 @@ pub async fn login(
     Json(credentials): Json<Credentials>,
 ) -> Result<Response> {
     let (user, session) = open_session(&state, address, credentials, SessionKind::Cookie).await?;
-    let max_age = (session.expires_at - state.now()) / 1000;
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
-        session.token
-    );
+    let cookie = session_cookie(&session, state.now());
     let body = LoginResponse {
         user,
         csrf_token: session.csrf_token,

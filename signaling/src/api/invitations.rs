@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, ClientAddress, Json, Path, SESSION_COOKIE};
+use super::{Caller, ClientAddress, Json, Path};
 use crate::accounts::User;
 use crate::config::rfc3339;
 use crate::error::{Error, Result};
@@ -244,11 +244,7 @@ pub async fn accept(
     // A call being recorded pauses until the newcomer consents to recording (同意录音) as well.
     crate::recording::pause_without_everyones_consent(&state, case_id).await;
     announce(&state, case_id, "invitation.accepted").await;
-    let max_age = (session.expires_at - now) / 1000;
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}",
-        session.token
-    );
+    let cookie = super::auth::session_cookie(&session, now);
     let body = AcceptedInvitation {
         user,
         csrf_token: session.csrf_token,
