@@ -137,6 +137,10 @@ async fn agent_and_approver_hear_and_see_each_other_through_the_server() {
     let config = &agent_peer.saw("call.config")[0];
     assert_eq!(config["participant_id"], format!("user-{agent_id}"));
     assert_eq!(config["ice_servers"], json!([]), "no TURN configured");
+    assert_eq!(
+        config["watermark"], false,
+        "watermark_video is off by default"
+    );
     let metrics = app.metrics().await;
     assert!(
         metrics.contains("cloudhelp_relay_participants 2"),

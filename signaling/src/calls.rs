@@ -321,6 +321,7 @@ impl Calls {
             recording,
             consented,
             chat,
+            watermark: state.config.watermark_video,
         }
         .to_value();
         if self.out.send(config).await.is_err() {

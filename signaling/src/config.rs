@@ -38,6 +38,8 @@ pub struct Config {
     /// Refuse to ask for the applicant's signature unless the call is being recorded (as
     /// public-security practice records audio and video while a party signs electronically).
     pub signature_requires_recording: bool,
+    /// Tile the viewer's name and the time faintly over remote video, as over materials always.
+    pub watermark_video: bool,
     /// Failed logins in a row that lock an account.
     pub login_max_failures: u32,
     /// How long a locked account stays locked, in minutes.
@@ -94,6 +96,7 @@ impl Default for Config {
             invitation_minutes: 30,
             resident_session_minutes: 120,
             signature_requires_recording: true,
+            watermark_video: false,
             login_max_failures: 5,
             lockout_minutes: 15,
             request_header_seconds: 10,

@@ -114,6 +114,8 @@ pub enum ServerMessage {
         consented: bool,
         /// The call's last chat messages, oldest first.
         chat: Vec<crate::chat::ChatLine>,
+        /// Show the viewer's name and the time over the others' video (`watermark_video`).
+        watermark: bool,
     },
     /// A chat message in a case's call (to its people only).
     #[serde(rename = "call.chat")]

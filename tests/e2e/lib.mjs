@@ -41,12 +41,17 @@ const running = new Set();
 process.on('exit', () => { for (const proc of running) proc.kill('SIGKILL'); });
 
 /** `cloudhelp serve --demo` on a fresh data folder (or `dataDir`), on `port` (0: any free). */
-export async function startServer({ dataDir, port = 0 } = {}) {
+export async function startServer({ dataDir, port = 0, settings = {} } = {}) {
   const data = dataDir || join(mkdtempSync(join(tmpdir(), 'cloudhelp-e2e-')), 'data');
   const proc = spawn(binary(), ['serve', '--demo', '--listen', `127.0.0.1:${port}`, '--data-dir', data], {
     stdio: ['ignore', 'pipe', 'pipe'],
     // Only the log level from CLOUDHELP_*: the server refuses settings it does not know.
-    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CLOUDHELP_'))), CLOUDHELP_LOG: process.env.CLOUDHELP_LOG || 'warn' },
+    // `settings` become CLOUDHELP_<SETTING> variables, as an operator would set them.
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CLOUDHELP_'))),
+      ...Object.fromEntries(Object.entries(settings).map(([k, v]) => [`CLOUDHELP_${k.toUpperCase()}`, String(v)])),
+      CLOUDHELP_LOG: process.env.CLOUDHELP_LOG || 'warn',
+    },
   });
   running.add(proc);
   proc.on('exit', () => running.delete(proc));

@@ -1109,6 +1109,32 @@ test('the applicant joins from home (群众远程接入): the agent makes a one-
   }
 });
 
+test('水印: the material viewer always names its viewer and the time over the picture; with watermark_video the others\' video does too, never one\'s own picture', async () => {
+  const own = await startServer({ settings: { watermark_video: true } });
+  const agentCtx = await newContext(browser, own);
+  const approverCtx = await newContext(browser, own);
+  try {
+    const { agent, approver, agentId } = await callOfTwo(agentCtx, approverCtx, 'id-loss', own);
+    const mark = approver.locator(`.call-tile[data-participant="${agentId}"] .watermark`);
+    await mark.waitFor({ state: 'attached' });
+    assert.match(await mark.getAttribute('data-watermark'), /^李审批 \d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
+    assert.match(await mark.evaluate((el) => getComputedStyle(el).backgroundImage), /^url\("data:image\/png/);
+    assert.equal(await mark.evaluate((el) => getComputedStyle(el).pointerEvents), 'none');
+    assert.equal(await approver.locator('.call-tile.self .watermark').count(), 0, 'not over one\'s own picture');
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+    await agent.locator('#file-input').setInputFiles({ name: '户口簿.png', mimeType: 'image/png', buffer: png });
+    await approver.locator('#viewer-image').waitFor();
+    assert.match(await approver.locator('.stage > .watermark').getAttribute('data-watermark'), /^李审批 /);
+    await expectMediaFlowing(approver, [agentId], { label: 'approver under the watermark' });
+    await approver.screenshot({ path: join(ARTIFACTS, 'watermark-desktop.png'), fullPage: true });
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+    await own.kill();
+  }
+});
+
 test('a server restart during a call: both pages get back into the call on their own', async () => {
   let own = await startServer();
   const agentCtx = await newContext(browser, own);

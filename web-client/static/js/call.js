@@ -11,6 +11,7 @@
 // card's stream (`getLocalStream()`), cloned, so that muting the call never blacks the capture.
 //
 // It must not touch the case workflow: it only reads the case view.
+import { watermark, unwatermark } from './watermark.js';
 import { h, fill } from './core.js';
 import { t } from './i18n.js';
 
@@ -619,6 +620,7 @@ class CallPanel {
     if (screen && screen.video.srcObject !== stream) { this.removeScreen(owner); screen = null; }
     if (!screen) {
       screen = new Screen(owner, stream);
+      this.markTile(screen.el, owner === 'self');
       this.screens.set(owner, screen);
       this.screenArea.append(screen.el);
     }
@@ -814,6 +816,9 @@ class CallPanel {
     this.recordingBadge.hidden = !msg.recording;
     if (typeof msg.consented === 'boolean') this.consented = msg.consented;
     this.chat.reset(msg.chat, this.user.id);
+    this.watermarkVideo = !!msg.watermark;
+    for (const tile of this.tiles.values()) this.markTile(tile.el, tile.self);
+    for (const screen of this.screens.values()) this.markTile(screen.el, screen.owner === 'self');
     this.renderControls();
     if (this.pc && this.resuming) {
       try { this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: this.iceServers }); } catch { /* keep the old servers */ }
@@ -1108,6 +1113,11 @@ class CallPanel {
     return t('call.someone');
   }
 
+  /** The viewer's name and the time over someone else's picture, when the server asks for it. */
+  markTile(el, own) {
+    if (this.watermarkVideo && !own) watermark(el); else unwatermark(el);
+  }
+
   tileOf(participantId) {
     if (!participantId || participantId === this.ownId) return this.selfTile();
     let tile = this.tiles.get(participantId);
@@ -1115,6 +1125,7 @@ class CallPanel {
       tile = new Tile(participantId);
       tile.setName(this.nameOf(participantId));
       tile.setAudioOnly(this.audioOnly);
+      this.markTile(tile.el, false);
       this.tiles.set(participantId, tile);
       this.grid.append(tile.el);
     }

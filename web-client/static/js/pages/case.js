@@ -7,6 +7,7 @@ import { mountCallPanel } from '../call.js';
 import { decide } from '../decision.js';
 import { InvitationCard } from './resident.js';
 import { SignaturePad, signatureAsk } from '../signature.js';
+import { watermark } from '../watermark.js';
 
 const FINAL = ['issued', 'rejected', 'cancelled'];
 const OPEN_FOR_MATERIALS = ['waiting', 'in_call', 'awaiting_material'];
@@ -525,6 +526,8 @@ class MaterialsViewer {
     fill(this.stage, content,
       h('p', { class: 'hash', id: 'viewer-hash' }, 'SHA-256：', h('code', { translate: 'no', dataset: { sha256: this.hashes.get(m.id) } }, this.hashes.get(m.id)), ' ',
         h('span', { class: ok ? 'ok' : 'bad' }, ok ? t('materials.hash_ok') : t('materials.hash_bad'))));
+    // Whoever looks at a material is named over it (a screenshot of an ID card says who took it).
+    watermark(this.stage);
     this.transform(this.zoom, this.rotation);
   }
 
