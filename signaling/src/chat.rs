@@ -75,25 +75,26 @@ pub fn check_text(text: &str) -> std::result::Result<String, String> {
     Ok(text.to_string())
 }
 
-/// One user's recent messages, to hold it to [`BURST`] per [`WINDOW_MS`].
+/// One user's recent messages, to hold it to a burst per window.
 #[derive(Debug, Default)]
 pub struct Pace {
     sent: VecDeque<i64>,
 }
 
 impl Pace {
-    /// Forgets what left the window by `now`; whether anything is still in it.
-    fn active(&mut self, now: i64) -> bool {
-        while self.sent.front().is_some_and(|t| now - t >= WINDOW_MS) {
+    /// Forgets what left the window (`window_ms`) by `now`; whether anything is still in it.
+    fn active(&mut self, now: i64, window_ms: i64) -> bool {
+        while self.sent.front().is_some_and(|t| now - t >= window_ms) {
             self.sent.pop_front();
         }
         !self.sent.is_empty()
     }
 
-    /// Whether a message may go at `now` (and counts it if so).
-    pub fn admit(&mut self, now: i64) -> bool {
-        self.active(now);
-        if self.sent.len() >= BURST {
+    /// Whether a message may go at `now` with at most `burst` per `window_ms` (and counts it if
+    /// so).
+    pub fn admit(&mut self, now: i64, burst: usize, window_ms: i64) -> bool {
+        self.active(now, window_ms);
+        if self.sent.len() >= burst {
             return false;
         }
         self.sent.push_back(now);
@@ -103,20 +104,42 @@ impl Pace {
 
 /// Every user's pace, however many sockets (tabs) it writes from. Holds only the users who wrote
 /// within the last window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Paces {
+    burst: usize,
+    window_ms: i64,
     by_user: std::sync::Mutex<std::collections::HashMap<i64, Pace>>,
 }
 
+impl Default for Paces {
+    /// The chat's: [`BURST`] per [`WINDOW_MS`].
+    fn default() -> Self {
+        Self::new(BURST, WINDOW_MS)
+    }
+}
+
 impl Paces {
+    /// At most `burst` messages per user per `window_ms`.
+    pub fn new(burst: usize, window_ms: i64) -> Self {
+        Self {
+            burst,
+            window_ms,
+            by_user: Default::default(),
+        }
+    }
+
     /// Whether `user` may send a message at `now` (and counts it if so).
     pub fn admit(&self, user: i64, now: i64) -> bool {
         let mut by_user = self
             .by_user
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        by_user.retain(|_, pace| pace.active(now));
-        by_user.entry(user).or_default().admit(now)
+        let window = self.window_ms;
+        by_user.retain(|_, pace| pace.active(now, window));
+        by_user
+            .entry(user)
+            .or_default()
+            .admit(now, self.burst, window)
     }
 }
 
@@ -251,10 +274,10 @@ mod tests {
     fn a_pace_admits_at_most_a_burst_per_window_then_again_once_it_has_passed() {
         let mut pace = Pace::default();
         for i in 0..BURST as i64 {
-            assert!(pace.admit(1_000 + i));
+            assert!(pace.admit(1_000 + i, BURST, WINDOW_MS));
         }
-        assert!(!pace.admit(1_010));
-        assert!(!pace.admit(1_000 + WINDOW_MS - 1));
-        assert!(pace.admit(1_000 + WINDOW_MS));
+        assert!(!pace.admit(1_010, BURST, WINDOW_MS));
+        assert!(!pace.admit(1_000 + WINDOW_MS - 1, BURST, WINDOW_MS));
+        assert!(pace.admit(1_000 + WINDOW_MS, BURST, WINDOW_MS));
     }
 }

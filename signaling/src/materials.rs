@@ -54,6 +54,23 @@ pub struct StoredBlob {
     pub filename: String,
 }
 
+/// Stores bytes the server made for a case (a rendered signature, an annotated picture, their
+/// records) durably in the blob folder, ready to be recorded as a material. Blocking.
+pub fn made_blob(
+    blobs: &crate::blobs::BlobStore,
+    bytes: &[u8],
+    media_type: &'static str,
+    filename: String,
+) -> Result<StoredBlob> {
+    let (sha256, size) = blobs.store_bytes(bytes)?;
+    Ok(StoredBlob {
+        sha256,
+        size,
+        media_type,
+        filename,
+    })
+}
+
 /// Recognises the type of a file from its first bytes; refuses anything not accepted.
 pub fn sniff(head: &[u8]) -> Result<&'static str> {
     let kind = infer::get(head).map(|k| k.mime_type());

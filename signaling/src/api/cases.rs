@@ -580,6 +580,49 @@ pub(crate) async fn store_material(
     Ok(material)
 }
 
+/// Records blobs the server made (`materials::made_blob`) as materials of case `id` by `actor`,
+/// in one transaction with `then` (given the new materials' ids, in order), within the case's
+/// material limit; then tells the case's staff. Returns what `then` returned.
+pub(crate) async fn record_made<T: Send + 'static>(
+    state: &AppState,
+    id: i64,
+    actor: Actor,
+    blobs: Vec<materials::StoredBlob>,
+    event: &'static str,
+    then: impl FnOnce(&rusqlite::Transaction<'_>, &[i64]) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let max = state.config.max_materials_per_case;
+    let now = state.now();
+    let (value, facts, stored) = state
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if materials::count(&tx, id)? + blobs.len() as u32 > max {
+                return Err(Error::conflict(
+                    "too_many_materials",
+                    format!("the case already has {max} materials (max_materials_per_case)"),
+                ));
+            }
+            let ids = blobs
+                .iter()
+                .map(|blob| materials::insert_in(&tx, id, actor.id, Some(&actor), event, blob, now))
+                .collect::<Result<Vec<i64>>>()?;
+            let value = then(&tx, &ids)?;
+            tx.commit()?;
+            let facts = cases::facts(c, id)?.ok_or(Error::NotFound("case"))?;
+            let stored = ids
+                .into_iter()
+                .filter_map(|m| materials::get(c, id, m).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            Ok((value, facts, stored))
+        })
+        .await?;
+    for material in &stored {
+        announce_material(state, &facts, material);
+    }
+    Ok(value)
+}
+
 /// Tells the case's staff (its point's agents, its approver and experts; not residents, who add
 /// materials but read none) that a material was added.
 pub(crate) fn announce_material(state: &AppState, facts: &CaseFacts, material: &Material) {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Caller, Json, Path};
 use crate::error::{Error, Result};
-use crate::materials::{self, StoredBlob};
+use crate::materials;
 use crate::signatures::{self, Signature, SignatureRequest, Signer};
 use crate::state::AppState;
 
@@ -91,71 +91,35 @@ pub async fn sign(
     let now = state.now();
     let blobs = state.blobs.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<_> {
-        let (image_sha256, image_size) = blobs.store_bytes(&image)?;
-        let record = signatures::record(&request, &body, &image_sha256, now);
-        let (record_sha256, record_size) = blobs.store_bytes(&record)?;
-        let image = StoredBlob {
-            sha256: image_sha256,
-            size: image_size,
-            media_type: "image/png",
-            filename: format!("申请人签名-{request_id}.png"),
-        };
-        let record = StoredBlob {
-            sha256: record_sha256,
-            size: record_size,
-            media_type: "application/json",
-            filename: format!("申请人签名-{request_id}.json"),
-        };
+        let stem = format!("申请人签名-{request_id}");
+        let image = materials::made_blob(&blobs, &image, "image/png", format!("{stem}.png"))?;
+        let record = signatures::record(&request, &body, &image.sha256, now);
+        let record =
+            materials::made_blob(&blobs, &record, "application/json", format!("{stem}.json"))?;
         Ok((image, record))
     })
     .await
     .map_err(|e| Error::Internal(format!("signature task failed: {e}")))??;
     let (image, record) = made;
-    let max = state.config.max_materials_per_case;
-    let signed = state
-        .db
-        .call(move |c| {
-            let tx = c.transaction()?;
+    let record_sha256 = record.sha256.clone();
+    let event = "signature.material_stored";
+    let signed = super::cases::record_made(
+        &state,
+        id,
+        actor.clone(),
+        vec![image, record],
+        event,
+        move |tx, ids| {
             // Again, in the transaction: it may have been signed or replaced meanwhile.
-            let request = signatures::for_signer(&tx, id, request_id, &actor)?;
-            if materials::count(&tx, id)? + 2 > max {
-                return Err(Error::conflict(
-                    "too_many_materials",
-                    format!("the case already has {max} materials (max_materials_per_case)"),
-                ));
-            }
-            let event = "signature.material_stored";
-            let owner = actor.id;
-            let image_id = materials::insert_in(&tx, id, owner, Some(&actor), event, &image, now)?;
-            let record_id =
-                materials::insert_in(&tx, id, owner, Some(&actor), event, &record, now)?;
-            let record_sha256 = record.sha256.clone();
-            signatures::signed(
-                &tx,
-                &request,
-                &actor,
-                image_id,
-                record_id,
-                &record_sha256,
-                now,
-            )?;
-            let signed = signatures::list(&tx, id)?
+            let request = signatures::for_signer(tx, id, request_id, &actor)?;
+            signatures::signed(tx, &request, &actor, ids[0], ids[1], &record_sha256, now)?;
+            signatures::list(tx, id)?
                 .into_iter()
                 .find(|r| r.id == request_id)
-                .ok_or(Error::NotFound("signature request"))?;
-            tx.commit()?;
-            let facts = crate::cases::facts(c, id)?.ok_or(Error::NotFound("case"))?;
-            let stored = [image_id, record_id]
-                .into_iter()
-                .filter_map(|m| materials::get(c, id, m).transpose())
-                .collect::<Result<Vec<_>>>()?;
-            Ok((signed, facts, stored))
-        })
-        .await?;
-    let (signed, facts, stored) = signed;
-    for material in &stored {
-        super::cases::announce_material(&state, &facts, material);
-    }
+                .ok_or(Error::NotFound("signature request"))
+        },
+    )
+    .await?;
     tracing::info!(case_id = id, request = request_id, "signature stored");
     super::invitations::announce(&state, id, "signature.signed").await;
     Ok((StatusCode::CREATED, Json(signed)).into_response())
