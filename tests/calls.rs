@@ -703,9 +703,14 @@ async fn an_expert_invited_into_a_recorded_call_is_not_recorded_until_it_has_see
 
 /// The next `call.chat` on the socket, passing over other call messages.
 async fn next_chat(socket: &mut Socket) -> Value {
+    next_of(socket, "call.chat").await
+}
+
+/// The next call message of type `kind` on the socket, passing over others.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
         let message = next_call(socket).await;
-        if message["type"] == "call.chat" {
+        if message["type"] == kind {
             return message;
         }
     }
@@ -902,5 +907,205 @@ async fn the_applicant_joins_from_home_with_an_invitation_and_leaves_the_call_wh
         left.iter()
             .any(|m| m["participant_id"] == from_home.as_str() && m["reason"] == "dismissed"),
         "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_approver_points_at_a_frozen_frame_everyone_in_the_call_sees_it_at_once_and_the_saved_picture_names_what_it_was_drawn_on()
+ {
+    let (app, server, agent, approver, case) = case_in_call().await;
+    let agent_id = app.request("GET", "/api/me", &agent, None).await.json()["user"]["id"]
+        .as_i64()
+        .unwrap();
+    let mut agent_ws = socket(&server, &agent).await;
+    let mut approver_ws = socket(&server, &approver).await;
+    join_signaling(&mut agent_ws, case).await;
+    join_signaling(&mut approver_ws, case).await;
+
+    // The approver freezes a frame of the agent's camera.
+    let frame = common::png();
+    let freeze = |who: &Auth, of: String, bytes: Vec<u8>| {
+        let request =
+            axum::http::Request::post(format!("/api/cases/{case}/annotations/frame?of={of}"))
+                .header("content-type", "image/png")
+                .body(axum::body::Body::from(bytes))
+                .unwrap();
+        let who = who.clone();
+        let app = &app;
+        async move { app.send(request, &who).await }
+    };
+    let refused = freeze(&agent, format!("user-{agent_id}"), frame.clone()).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "only the approver draws"
+    );
+    let not_in_call = freeze(&approver, "user-9999".into(), frame.clone()).await;
+    assert_eq!(not_in_call.code(), "invalid_field");
+    let gif = freeze(
+        &approver,
+        format!("user-{agent_id}"),
+        b"GIF89a....".to_vec(),
+    )
+    .await;
+    assert_eq!(gif.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let started = freeze(&approver, format!("user-{agent_id}"), frame.clone()).await;
+    assert_eq!(started.status, StatusCode::CREATED, "{:?}", started.json());
+    let annotation = started.json();
+    let id = annotation["id"].as_i64().unwrap();
+    let frame_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&frame));
+    assert_eq!(annotation["base"]["kind"], "frame");
+    assert_eq!(annotation["base"]["sha256"], frame_sha.as_str());
+
+    // Everyone in the call is told and fetches the picture.
+    let told = next_of(&mut agent_ws, "call.annotation").await;
+    assert_eq!(told["annotation"]["id"], id);
+    let base = app
+        .request(
+            "GET",
+            &format!("/api/cases/{case}/annotations/{id}/base"),
+            &agent,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (base.status, base.body.clone()),
+        (StatusCode::OK, frame.clone())
+    );
+    let auditor = app.demo("auditor").await;
+    let outsider = app
+        .request(
+            "GET",
+            &format!("/api/cases/{case}/annotations/{id}/base"),
+            &auditor,
+            None,
+        )
+        .await;
+    assert_eq!(
+        outsider.status,
+        StatusCode::NOT_FOUND,
+        "only the call's people"
+    );
+
+    // Shapes and the pointer reach the agent at once; the approver's own pointer is not echoed.
+    let shapes = json!([
+        { "kind": "arrow", "x1": 0.1, "y1": 0.1, "x2": 0.4, "y2": 0.5 },
+        { "kind": "circle", "x": 0.5, "y": 0.5, "r": 0.1 },
+        { "kind": "text", "x": 0.6, "y": 0.2, "text": "这里看不清" }
+    ]);
+    send(
+        &mut approver_ws,
+        json!({ "v": 1, "type": "call.annotate", "case_id": case, "annotation_id": id, "shapes": shapes }),
+    )
+    .await;
+    let drawn = next_of(&mut agent_ws, "call.annotation").await;
+    assert_eq!(drawn["annotation"]["shapes"], shapes);
+    send(
+        &mut approver_ws,
+        json!({ "v": 1, "type": "call.pointer", "case_id": case, "annotation_id": id, "x": 0.25, "y": 0.75 }),
+    )
+    .await;
+    let pointer = next_of(&mut agent_ws, "call.pointer").await;
+    assert_eq!(
+        (pointer["x"].as_f64(), pointer["y"].as_f64()),
+        (Some(0.25), Some(0.75))
+    );
+    send(&mut approver_ws, json!({ "v": 1, "type": "ping", "id": 9 })).await;
+    let (_, before_pong) = until_pong(&mut approver_ws).await;
+    assert!(
+        before_pong.iter().all(|m| m["type"] != "call.pointer"),
+        "{before_pong:?}"
+    );
+
+    // Refused by name: the agent drawing, a shape off the picture.
+    send(
+        &mut agent_ws,
+        json!({ "v": 1, "type": "call.annotate", "case_id": case, "annotation_id": id, "shapes": [] }),
+    )
+    .await;
+    assert_eq!(next_call_error(&mut agent_ws).await["code"], "call_refused");
+    send(
+        &mut approver_ws,
+        json!({ "v": 1, "type": "call.annotate", "case_id": case, "annotation_id": id, "shapes": [{ "kind": "circle", "x": 2.0, "y": 0.5, "r": 0.1 }] }),
+    )
+    .await;
+    let off = next_call_error(&mut approver_ws).await;
+    assert!(
+        off["message"].as_str().unwrap().contains("shapes[0]"),
+        "{off}"
+    );
+
+    // Saved: the picture and a record that names the frame it was drawn on.
+    let saved = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/annotations/{id}/save"),
+            &approver,
+            Some(json!({ "image_png": common::b64(&common::png()) })),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::CREATED, "{:?}", saved.json());
+    let saved = saved.json();
+    assert_eq!(saved["closed"], true);
+    let record_id = saved["record_material_id"].as_i64().unwrap();
+    let record: Value = serde_json::from_slice(
+        &app.request(
+            "GET",
+            &format!("/api/cases/{case}/materials/{record_id}"),
+            &approver,
+            None,
+        )
+        .await
+        .body,
+    )
+    .unwrap();
+    assert_eq!(record["type"], "cloudhelp.annotation/v1");
+    assert_eq!(record["base"]["sha256"], frame_sha.as_str());
+    assert_eq!(record["base"]["of"], format!("user-{agent_id}"));
+    assert_eq!(record["shapes"], shapes);
+    send(
+        &mut approver_ws,
+        json!({ "v": 1, "type": "call.annotate", "case_id": case, "annotation_id": id, "shapes": shapes }),
+    )
+    .await;
+    let closed = next_call_error(&mut approver_ws).await;
+    assert!(
+        closed["message"].as_str().unwrap().contains("closed"),
+        "{closed}"
+    );
+
+    // A material can be drawn on as well; the events are in the trail.
+    let on_material = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/annotations"),
+            &approver,
+            Some(json!({ "material_id": saved["image_material_id"] })),
+        )
+        .await;
+    assert_eq!(
+        on_material.status,
+        StatusCode::CREATED,
+        "{:?}",
+        on_material.json()
+    );
+    assert_eq!(on_material.json()["base"]["kind"], "material");
+    let kinds: Vec<String> = app
+        .audit_trail(case)
+        .await
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("annotation."))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "annotation.started",
+            "annotation.material_stored",
+            "annotation.material_stored",
+            "annotation.saved",
+            "annotation.started",
+        ]
     );
 }

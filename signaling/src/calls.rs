@@ -209,6 +209,16 @@ impl Calls {
                 }
                 crate::chat::send(state, user, case_id, text).await
             }
+            "annotate" | "pointer" | "annotation_close" => {
+                if !self.joined.contains_key(&case_id) {
+                    return Some(call_error(
+                        Some(case_id),
+                        CallErrorCode::NotJoined,
+                        "join the call of this case first (call.join)",
+                    ));
+                }
+                crate::api::annotations::on_socket(state, user, case_id, kind, message).await
+            }
             _ => {
                 let relay_message = match from_socket(kind, message) {
                     Ok(m) => m,

@@ -266,6 +266,26 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX signature_requests_by_case ON signature_requests(case_id);
     "#,
+    // 9: pictures annotated in a call (标注): what was drawn on (a frozen frame's or a material's
+    // digest), the last shapes, and once saved the two materials it became.
+    r#"
+    CREATE TABLE annotations (
+        id INTEGER PRIMARY KEY,
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        created_by INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        base_kind TEXT NOT NULL CHECK (base_kind IN ('frame', 'material')),
+        base_sha256 TEXT NOT NULL,
+        base_material_id INTEGER REFERENCES materials(id),
+        base_of TEXT,
+        base_media_type TEXT NOT NULL,
+        shapes TEXT NOT NULL,
+        closed_at INTEGER,
+        image_material_id INTEGER REFERENCES materials(id),
+        record_material_id INTEGER REFERENCES materials(id)
+    );
+    CREATE INDEX annotations_by_case ON annotations(case_id);
+    "#,
 ];
 
 /// A handle to the database; cheap to clone.

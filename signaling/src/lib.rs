@@ -4,6 +4,7 @@
 //! The workflow (`workflow`) is pure; the modules around it load, apply and persist.
 
 pub mod accounts;
+pub mod annotations;
 pub mod api;
 pub mod audit;
 pub mod backup;

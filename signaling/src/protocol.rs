@@ -117,6 +117,29 @@ pub enum ServerMessage {
         /// Show the viewer's name and the time over the others' video (`watermark_video`).
         watermark: bool,
     },
+    /// A picture annotated in a case's call (标注): started, drawn on, closed or saved (to the
+    /// call's people).
+    #[serde(rename = "call.annotation")]
+    CallAnnotation {
+        /// The case.
+        case_id: i64,
+        /// The annotation as it stands.
+        annotation: crate::annotations::Annotation,
+    },
+    /// Where the approver's pointer is on an annotated picture (to the call's other people).
+    #[serde(rename = "call.pointer")]
+    CallPointer {
+        /// The case.
+        case_id: i64,
+        /// The picture.
+        annotation_id: i64,
+        /// Whose pointer.
+        from: i64,
+        /// From the left, 0–1.
+        x: f64,
+        /// From the top, 0–1.
+        y: f64,
+    },
     /// A chat message in a case's call (to its people only).
     #[serde(rename = "call.chat")]
     CallChat {

@@ -86,6 +86,8 @@ pub struct AppState {
     pub recordings: Arc<crate::recording::Recordings>,
     /// How fast each user sends chat messages (`chat::BURST` per `chat::WINDOW_MS`).
     pub chat_pace: Arc<crate::chat::Paces>,
+    /// Each user's pace of pointer positions on annotated pictures.
+    pub pointer_pace: Arc<crate::chat::Paces>,
     /// Login attempt limits and the password-check pool.
     pub login_guard: Arc<crate::login_guard::LoginGuard>,
 }
@@ -144,6 +146,10 @@ impl AppState {
             relay,
             recordings: Arc::default(),
             chat_pace: Arc::default(),
+            pointer_pace: Arc::new(crate::chat::Paces::new(
+                crate::annotations::POINTER_BURST,
+                crate::annotations::POINTER_WINDOW_MS,
+            )),
         })
     }
 

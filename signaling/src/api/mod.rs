@@ -18,6 +18,7 @@ use crate::state::AppState;
 use crate::workflow::Role;
 
 pub mod admin;
+pub mod annotations;
 pub mod auth;
 pub mod cases;
 pub mod esign;
@@ -34,6 +35,11 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const JSON_LIMIT: usize = 64 * 1024;
 /// Largest signature (its strokes and rendered image, base64) accepted.
 pub const SIGNATURE_LIMIT: usize = 1024 * 1024;
+
+/// Largest frozen frame accepted (a frame over it gets `413` from the handler's own check).
+fn annotations_frame_limit() -> usize {
+    crate::annotations::MAX_FRAME_BYTES as usize + 1
+}
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
@@ -74,6 +80,23 @@ pub fn app(state: AppState) -> Router {
         .route("/invitations/open", post(invitations::open))
         .route("/invitations/accept", post(invitations::accept))
         .route("/resident", get(invitations::resident))
+        .route(
+            "/cases/{id}/annotations",
+            post(annotations::start_on_material),
+        )
+        .route(
+            "/cases/{id}/annotations/frame",
+            post(annotations::start_on_frame)
+                .layer(DefaultBodyLimit::max(annotations_frame_limit())),
+        )
+        .route(
+            "/cases/{id}/annotations/{annotation}/base",
+            get(annotations::base),
+        )
+        .route(
+            "/cases/{id}/annotations/{annotation}/save",
+            post(annotations::save).layer(DefaultBodyLimit::max(SIGNATURE_LIMIT * 8)),
+        )
         .route(
             "/cases/{id}/signatures",
             get(signatures::list).post(signatures::ask),
@@ -342,6 +365,9 @@ pub fn resident_may_call(method: &Method, path: &str) -> bool {
         (&Method::POST, ["api", "auth", "logout"]) => true,
         (&Method::POST, ["api", "cases", id, "uploads"]) => number(id),
         (&Method::GET, ["api", "cases", id, "signatures"]) => number(id),
+        (&Method::GET, ["api", "cases", id, "annotations", annotation, "base"]) => {
+            number(id) && number(annotation)
+        }
         (&Method::POST, ["api", "cases", id, "signatures", request, "sign"]) => {
             number(id) && number(request)
         }
@@ -369,6 +395,7 @@ mod tests {
             (Method::DELETE, "/api/cases/7/uploads/ab12"),
             (Method::GET, "/api/cases/7/signatures"),
             (Method::POST, "/api/cases/7/signatures/3/sign"),
+            (Method::GET, "/api/cases/7/annotations/2/base"),
         ] {
             assert!(resident_may_call(&method, path), "{method} {path}");
         }
@@ -389,6 +416,8 @@ mod tests {
             (Method::GET, "/api/resident/other"),
             (Method::POST, "/api/cases/7/signatures"),
             (Method::POST, "/api/cases/7/signatures/x/sign"),
+            (Method::POST, "/api/cases/7/annotations"),
+            (Method::POST, "/api/cases/7/annotations/2/save"),
         ] {
             assert!(!resident_may_call(&method, path), "{method} {path}");
         }
