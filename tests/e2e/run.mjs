@@ -1109,6 +1109,67 @@ test('the applicant joins from home (群众远程接入): the agent makes a one-
   }
 });
 
+test('标注: the approver freezes the agent\'s picture and marks it with an arrow, a circle and a label; the agent at phone width sees each mark and the pointer at once; saved, it is a material; a material can be marked too; screenshots', async () => {
+  const agentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
+  const approverCtx = await newContext(browser, server);
+  try {
+    const { agent, approver, agentId } = await callOfTwo(agentCtx, approverCtx);
+    await expectMediaFlowing(approver, [agentId], { label: 'approver before freezing' });
+    await approver.locator(`.call-tile[data-participant="${agentId}"] .tile-annotate`).click();
+    const board = (p) => p.locator('#annotation-board:not([hidden])');
+    await board(approver).waitFor();
+    await board(agent).waitFor();
+    await waitText(agent.locator('.annotation-caption'), '已定格');
+    const canvas = approver.locator('#annotation-canvas');
+    await approver.waitForFunction(() => document.querySelector('#annotation-canvas').width > 0);
+    const box = await canvas.boundingBox();
+    const at = (x, y) => [box.x + box.width * x, box.y + box.height * y];
+    const drag = async (from, to) => {
+      await approver.mouse.move(...at(...from));
+      await approver.mouse.down();
+      await approver.mouse.move(...at(...to), { steps: 4 });
+      await approver.mouse.up();
+    };
+    const shapesOn = (p, n) => p.locator(`#annotation-board[data-shapes="${n}"]`).waitFor();
+    await drag([0.2, 0.2], [0.45, 0.5]);
+    await shapesOn(agent, 1);
+    await approver.locator('input[name=annotation-tool][value=circle]').check();
+    await drag([0.6, 0.5], [0.7, 0.5]);
+    await shapesOn(agent, 2);
+    await approver.locator('input[name=annotation-tool][value=text]').check();
+    await approver.locator('#annotation-text').fill('这里看不清');
+    await drag([0.55, 0.2], [0.55, 0.2]);
+    await shapesOn(agent, 3);
+    // The pointer follows the approver's cursor on the agent's page.
+    await approver.mouse.move(...at(0.3, 0.7), { steps: 3 });
+    await agent.locator('#annotation-pointer:not([hidden])').waitFor();
+    await agent.waitForFunction(() => {
+      const [x, y] = (document.querySelector('#annotation-board').dataset.pointer || '').split(',').map(Number);
+      return Math.abs(x - 0.3) < 0.03 && Math.abs(y - 0.7) < 0.03;
+    }, null, { timeout: 5000 });
+    await agent.locator('#annotation-board').screenshot({ path: join(ARTIFACTS, 'annotation-phone.png') });
+    await approver.screenshot({ path: join(ARTIFACTS, 'annotation-desktop.png'), fullPage: true });
+
+    // Saved: a material of the case, and the board goes on both pages.
+    await approver.locator('#annotation-save').click();
+    await board(agent).waitFor({ state: 'detached' }).catch(() => {});
+    await agent.locator('#annotation-board[hidden]').waitFor({ state: 'attached' });
+    await waitText(approver.locator('#material-list'), '标注-');
+
+    // A material marked in the call.
+    await approver.locator('#material-list .thumb').first().click();
+    await approver.locator('#annotate-material').click();
+    await board(agent).waitFor();
+    await waitText(agent.locator('.annotation-caption'), '材料');
+    await approver.locator('#annotation-close').click();
+    await agent.locator('#annotation-board[hidden]').waitFor({ state: 'attached' });
+    for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
+  } finally {
+    await agentCtx.close();
+    await approverCtx.close();
+  }
+});
+
 test('水印: the material viewer always names its viewer and the time over the picture; with watermark_video the others\' video does too, never one\'s own picture', async () => {
   const own = await startServer({ settings: { watermark_video: true } });
   const agentCtx = await newContext(browser, own);

@@ -12,7 +12,8 @@
 //
 // It must not touch the case workflow: it only reads the case view.
 import { watermark, unwatermark } from './watermark.js';
-import { h, fill } from './core.js';
+import { AnnotationBoard } from './annotate.js';
+import { h, fill, busy } from './core.js';
 import { t } from './i18n.js';
 
 const CALL_STATES = ['in_call', 'awaiting_material'];
@@ -46,6 +47,8 @@ export function mountCallPanel(container, options) {
   return {
     update: (view) => panel.update(view),
     showDocument: () => panel.showDocument(),
+    /** Starts marking material `id` (标注), if this page is in the call. */
+    annotateMaterial: (id) => (panel.want ? panel.board.openMaterial(id) : Promise.reject(Object.assign(new Error('not in the call'), { userMessage: t('annotate.needs_call') }))),
     dispose: () => {
       panel.dispose();
       if (window.cloudhelp?.call === panel) delete window.cloudhelp.call;
@@ -280,6 +283,11 @@ class CallPanel {
     this.screenButton = h('button', { type: 'button', id: 'call-screen', class: 'small', onclick: () => (this.screenTx ? this.stopScreenShare() : this.shareScreen()) });
     this.screenButton.hidden = !navigator.mediaDevices?.getDisplayMedia; // phones cannot share a screen
     this.screenArea = h('div', { class: 'call-screens' });
+    // 标注: the approver holding the case draws on a frozen frame or a material; all see it.
+    this.board = new AnnotationBoard({
+      caseId: this.caseId, live, nameOf: (id) => this.nameOf(id),
+      mayDraw: () => this.user.role === 'approver' && this.view.approver?.id === this.user.id,
+    });
     this.soundButton = h('button', { type: 'button', id: 'call-sound', class: 'small primary', hidden: true, onclick: () => this.enableSound() }, t('call.enable_sound'));
     this.hangUpButton = h('button', { type: 'button', id: 'call-hang-up', class: 'small danger', onclick: () => this.hangUp() }, t('call.hang_up'));
     this.retryButton = h('button', { type: 'button', id: 'call-retry', class: 'small primary', hidden: true, onclick: () => this.retry() }, t('call.retry'));
@@ -290,7 +298,7 @@ class CallPanel {
     this.controls = h('div', { class: 'call-controls', hidden: true }, this.micButton, this.cameraButton, this.audioOnlyButton, this.switchButton, this.documentButton, this.screenButton, this.consentButton, this.soundButton, this.recordingBadge, this.hangUpButton);
     this.chat = new ChatBox((text) => this.live.send({ type: 'call.chat', case_id: this.caseId, text }));
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
-      h('div', { class: 'call-stage' }, this.screenArea, this.grid, this.reconnecting),
+      h('div', { class: 'call-stage' }, this.board.el, this.screenArea, this.grid, this.reconnecting),
       this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls, this.chat.el);
     fill(container, this.area);
     this.renderControls();
@@ -779,6 +787,8 @@ class CallPanel {
       case 'call.connection_quality': this.tileOf(msg.participant_id).setQuality(msg.quality?.grade); break;
       case 'call.recording': this.recordingBadge.hidden = !msg.recording; break;
       case 'call.chat': this.chat.add(msg, this.user.id); break;
+      case 'call.annotation': this.board.show(msg.annotation).catch((err) => this.board.failed(err)); break;
+      case 'call.pointer': this.board.point(msg); break;
       case 'call.removed': this.onRemoved(msg.reason); break;
       case 'call.error': this.onError(msg); break;
       default: break;
@@ -1126,6 +1136,11 @@ class CallPanel {
       tile.setName(this.nameOf(participantId));
       tile.setAudioOnly(this.audioOnly);
       this.markTile(tile.el, false);
+      if (this.user.role === 'approver') {
+        const freeze = h('button', { type: 'button', class: 'small tile-annotate', dataset: { annotate: participantId } }, t('annotate.freeze'));
+        freeze.addEventListener('click', () => busy(freeze, this.board.message, () => this.board.freeze(tile.video, participantId)));
+        tile.el.append(freeze);
+      }
       this.tiles.set(participantId, tile);
       this.grid.append(tile.el);
     }

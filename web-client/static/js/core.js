@@ -47,18 +47,20 @@ export class ApiError extends Error {
 let onSessionEnded = () => {};
 export function whenSessionEnds(fn) { onSessionEnded = fn; }
 
-/** A JSON request to the API. State-changing requests carry the CSRF token; a refused token is
- * fetched again from /api/me and the request retried once (the page may be older than the session). */
+/** A JSON request to the API (a `Blob` body is sent as it is, typed by its `type`). State-changing
+ * requests carry the CSRF token; a refused token is fetched again from /api/me and the request
+ * retried once (the page may be older than the session). */
 export async function api(method, path, body, { retried = false } = {}) {
   const headers = {};
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const raw = body instanceof Blob;
+  if (body !== undefined) headers['Content-Type'] = raw ? (body.type || 'application/octet-stream') : 'application/json';
   if (method !== 'GET') headers['X-CSRF-Token'] = session.csrf;
   let res;
   try {
     res = await fetch(`/api${path}`, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || raw ? body : JSON.stringify(body),
       credentials: 'same-origin',
     });
   } catch {

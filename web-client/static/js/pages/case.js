@@ -40,7 +40,11 @@ export async function renderCase(view, { id }, { live, catalogue }) {
   const materialsCard = h('section', { class: 'card materials' });
   const pageMessage = h('div', { class: 'page-message' });
   const seesMaterials = role !== 'supervisor';
-  const viewer = seesMaterials ? new MaterialsViewer(caseId, materialsCard) : null;
+  // The approver holding the case may draw on a material in the call (标注).
+  const annotate = role === 'approver'
+    ? (materialId, slot) => call?.annotateMaterial(materialId).catch((err) => say(slot, 'error', errorText(err)))
+    : null;
+  const viewer = seesMaterials ? new MaterialsViewer(caseId, materialsCard, annotate) : null;
   let camera = null;
   let uploads = null;
   let call = null;
@@ -437,9 +441,10 @@ export class UploadList {
 /** The materials of a case: thumbnails, a viewer with zoom and rotation beside the checklist of
  * required materials, and each file's SHA-256 checked against the one the server stored. */
 class MaterialsViewer {
-  constructor(caseId, el) {
+  constructor(caseId, el, annotate = null) {
     this.caseId = caseId;
     this.el = el;
+    this.annotate = annotate;
     this.urls = new Map(); // material id → object URL
     this.checks = new Map(); // material id → 'ok' | 'mismatch'
     this.hashes = new Map();
@@ -454,7 +459,8 @@ class MaterialsViewer {
       h('button', { type: 'button', class: 'small', id: 'zoom-in', onclick: () => this.transform(this.zoom * 1.25, this.rotation) }, t('materials.zoom_in')),
       h('button', { type: 'button', class: 'small', id: 'zoom-out', onclick: () => this.transform(this.zoom / 1.25, this.rotation) }, t('materials.zoom_out')),
       h('button', { type: 'button', class: 'small', id: 'rotate', onclick: () => this.transform(this.zoom, (this.rotation + 90) % 360) }, t('materials.rotate')),
-      h('button', { type: 'button', class: 'small', onclick: () => this.transform(1, 0) }, t('materials.reset')));
+      h('button', { type: 'button', class: 'small', onclick: () => this.transform(1, 0) }, t('materials.reset')),
+      this.annotate ? h('button', { type: 'button', class: 'small', id: 'annotate-material', onclick: () => { if (this.selected) this.annotate(this.selected, this.message); } }, t('materials.annotate')) : null);
     fill(el, h('h2', {}, t('materials.title')), this.message, this.thumbs,
       h('div', { class: 'viewer' }, h('div', { class: 'viewer-main' }, tools, this.stage), h('aside', { class: 'viewer-side' }, h('h3', {}, t('new.required_materials')), this.checklist)));
   }
