@@ -1170,9 +1170,9 @@ test('标注: the approver freezes the agent\'s picture and marks it with an arr
   }
 });
 
-test('水印: the material viewer always names its viewer and the time over the picture; with watermark_video the others\' video does too, never one\'s own picture', async () => {
-  const own = await startServer({ settings: { watermark_video: true } });
-  const agentCtx = await newContext(browser, own);
+test('水印: the material viewer always names its viewer and the time over the picture; with watermark_video the others\' video does too (desktop and phone width), never one\'s own picture; with signature_requires_recording off, the applicant signs on the agent\'s device', async () => {
+  const own = await startServer({ settings: { watermark_video: true, signature_requires_recording: false } });
+  const agentCtx = await newContext(browser, own, { viewport: { width: 375, height: 812 } });
   const approverCtx = await newContext(browser, own);
   try {
     const { agent, approver, agentId } = await callOfTwo(agentCtx, approverCtx, 'id-loss', own);
@@ -1188,6 +1188,23 @@ test('水印: the material viewer always names its viewer and the time over the 
     assert.match(await approver.locator('.stage > .watermark').getAttribute('data-watermark'), /^李审批 /);
     await expectMediaFlowing(approver, [agentId], { label: 'approver under the watermark' });
     await approver.screenshot({ path: join(ARTIFACTS, 'watermark-desktop.png'), fullPage: true });
+    // At phone width the agent's view of the approver is marked with the agent's name.
+    const agentMark = agent.locator('.call-tile:not(.self) .watermark');
+    await agentMark.waitFor({ state: 'attached' });
+    assert.match(await agentMark.getAttribute('data-watermark'), /^王代办 /);
+
+    // The applicant signs on the agent's device (no recording needed with this setting).
+    await approver.locator('#ask-signature').click();
+    await waitText(agent.locator('#signature-summary'), '申请人签名确认');
+    await agent.locator('#signature-pad').scrollIntoViewIfNeeded();
+    const pad = await agent.locator('#signature-pad').boundingBox();
+    await agent.mouse.move(pad.x + 30, pad.y + pad.height / 2);
+    await agent.mouse.down();
+    for (let i = 1; i <= 20; i++) await agent.mouse.move(pad.x + 30 + i * 12, pad.y + pad.height / 2 - Math.cos(i / 2) * 25, { steps: 3 });
+    await agent.mouse.up();
+    await agent.locator('#signature-submit').click();
+    await waitText(agent.locator('#signature-card'), '签名已提交');
+    await waitText(approver.locator('#signature-list li[data-state=signed]'), '代办点设备');
     for (const p of [agent, approver]) assert.deepEqual(p.problems, []);
   } finally {
     await agentCtx.close();
