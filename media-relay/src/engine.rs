@@ -90,7 +90,8 @@ pub fn is_reception_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
 /// counts (the NACK responder inside the chain answers them). All other inbound RTCP stays with
 /// the interceptors. Each delivered packet travels alone, since the core routes a
 /// message to one track by its first destination SSRC. Sits last in the chain, after every
-/// interceptor that reads RTCP.
+/// interceptor that reads RTCP. A packet an interceptor annotated (the congestion controller's
+/// target) is passed on too, for the chain's end to carry its attributes to the connection.
 struct FeedbackDelivery {
     reception: bool,
     read_queue: VecDeque<TaggedPacket>,
@@ -120,6 +121,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackDelivery {
                         .with(Attribute::DeliverToApplication),
                 });
             }
+        }
+        // What an interceptor learnt for the connection rides on the packet it learnt it from
+        // (the congestion controller's new target on the TWCC feedback): passed on unmarked, the
+        // chain's end strips the payload and carries the attributes on to `get_stats`.
+        if !msg.message.attributes.is_empty() {
+            self.read_queue.push_back(msg);
         }
         Ok(())
     }
@@ -162,6 +169,12 @@ pub(crate) fn engine_and_registry(reception: bool) -> Result<(MediaEngine, Regis
     Ok((engine, registry))
 }
 
+/// Where the relay's estimate of a subscriber's downlink starts (GCC's own default), bit/s.
+pub(crate) const DOWNLINK_INITIAL_BPS: f64 = 300_000.0;
+/// The lowest the estimate goes: audio alone still fits (GCC's default floor is 100 kb/s, which
+/// would hide a link that carries only audio).
+pub(crate) const DOWNLINK_MIN_BPS: f64 = 30_000.0;
+
 /// How often the relay's ICE agent runs its checks. webrtc-rs's default (200 ms) also paces how
 /// soon the relay notices the peer's nomination, which cost every join ~200 ms before DTLS could
 /// start (seen on virtual time in `room/scenarios.rs`); at 25 ms the relay follows within a tick.
@@ -201,6 +214,23 @@ pub(crate) fn build_relay_connection(
     pwd: String,
 ) -> Result<rtc::peer_connection::RTCPeerConnection, Error> {
     let (engine, registry) = engine_and_registry(true)?;
+    // The relay estimates each subscriber's downlink itself: transport-wide sequence numbers on
+    // what it sends, and Google Congestion Control over the subscriber's TWCC feedback (read
+    // back through `get_stats` as the outbound streams' `target_bitrate`).
+    let registry = registry
+        .with(
+            Slot::TwccSender,
+            rtc::interceptor::TwccSenderBuilder::new().build(),
+        )
+        .with(
+            Slot::CongestionControl,
+            rtc::interceptor::CongestionControlBuilder::new(rtc::interceptor::Gcc::new(
+                DOWNLINK_INITIAL_BPS,
+                DOWNLINK_MIN_BPS,
+                rtc::interceptor::GCC_MAX_BITRATE,
+            ))
+            .build(),
+        );
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_credentials(ufrag, pwd)

@@ -21,6 +21,13 @@ pub struct LayerPolicy {
     pub up_hold: Duration,
     /// Loss fraction (0..1) above which the selector steps one layer down.
     pub loss_step_down: f64,
+    /// The longest the hold before going up grows to: each step up that has to come back down
+    /// within [`LayerPolicy::proven_after`] doubles the hold, up to this (an estimate that grows
+    /// while the link is not full is tried less and less often instead of in a sawtooth).
+    pub max_up_hold: Duration,
+    /// How long a step up must last to count as having worked (the hold goes back to
+    /// `up_hold`).
+    pub proven_after: Duration,
 }
 
 impl Default for LayerPolicy {
@@ -29,6 +36,8 @@ impl Default for LayerPolicy {
             up_headroom: 1.2,
             up_hold: Duration::from_secs(3),
             loss_step_down: 0.10,
+            max_up_hold: Duration::from_secs(60),
+            proven_after: Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +64,10 @@ pub struct LayerSelector {
     up_since: Option<Instant>,
     /// An estimate has arrived; before that the target is the lowest layer sent.
     estimated: bool,
+    /// The hold before the next step up (grows after failed steps up).
+    hold: Duration,
+    /// When the last step up was taken, until it proved itself or failed.
+    stepped_up_at: Option<Instant>,
 }
 
 impl LayerSelector {
@@ -62,12 +75,14 @@ impl LayerSelector {
     pub fn new(layers: usize, policy: LayerPolicy) -> Self {
         Self {
             bitrates: vec![0; layers.max(1)],
-            policy,
             max_rank: usize::MAX,
             target: 0,
             current: None,
+            hold: policy.up_hold,
+            policy,
             up_since: None,
             estimated: false,
+            stepped_up_at: None,
         }
     }
 
@@ -154,6 +169,16 @@ impl LayerSelector {
         if loss > self.policy.loss_step_down {
             wanted = wanted.min(rank.saturating_sub(1));
         }
+        if let Some(at) = self.stepped_up_at {
+            if wanted < rank {
+                // The step up did not hold: wait longer before the next one.
+                self.hold = (self.hold * 2).min(self.policy.max_up_hold);
+                self.stepped_up_at = None;
+            } else if now.saturating_duration_since(at) >= self.policy.proven_after {
+                self.hold = self.policy.up_hold;
+                self.stepped_up_at = None;
+            }
+        }
         if wanted < rank {
             self.up_since = None;
             return self.retarget(ranked[wanted]);
@@ -170,8 +195,9 @@ impl LayerSelector {
             return LayerDecision::Keep;
         }
         let since = *self.up_since.get_or_insert(now);
-        if now.saturating_duration_since(since) >= self.policy.up_hold {
+        if now.saturating_duration_since(since) >= self.hold {
             self.up_since = None;
+            self.stepped_up_at = Some(now);
             return self.retarget(next);
         }
         LayerDecision::Keep
@@ -293,6 +319,47 @@ mod tests {
         assert!(s.on_packet(0, true));
         assert!(s.on_packet(0, false));
         assert!(!s.on_packet(1, false));
+    }
+
+    #[test]
+    fn a_step_up_that_has_to_come_back_down_doubles_the_hold_and_one_that_lasts_resets_it() {
+        let t0 = Instant::now();
+        let mut s = selector();
+        settle(&mut s, 0);
+        let up = |s: &mut LayerSelector, at: Instant| s.on_estimate(at, 3_000_000, 0.0);
+        assert_eq!(up(&mut s, t0), LayerDecision::Keep);
+        assert_eq!(up(&mut s, t0 + 3 * S), LayerDecision::SwitchTo(1));
+        settle(&mut s, 1);
+        // Congestion 2 s later: down at once, and the next try waits 6 s instead of 3.
+        assert_eq!(
+            s.on_estimate(t0 + 5 * S, 200_000, 0.0),
+            LayerDecision::SwitchTo(0)
+        );
+        settle(&mut s, 0);
+        assert_eq!(up(&mut s, t0 + 6 * S), LayerDecision::Keep);
+        assert_eq!(
+            up(&mut s, t0 + 11 * S),
+            LayerDecision::Keep,
+            "3 s is not enough now"
+        );
+        assert_eq!(up(&mut s, t0 + 12 * S), LayerDecision::SwitchTo(1));
+        settle(&mut s, 1);
+        // Each failure doubles it, never past the policy's 60 s.
+        s.hold = 40 * S;
+        assert_eq!(
+            s.on_estimate(t0 + 13 * S, 200_000, 0.0),
+            LayerDecision::SwitchTo(0)
+        );
+        assert_eq!(s.hold, LayerPolicy::default().max_up_hold);
+        // A step up that lasts 10 s brings the hold back to 3 s.
+        let mut s = selector();
+        settle(&mut s, 0);
+        up(&mut s, t0);
+        assert_eq!(up(&mut s, t0 + 3 * S), LayerDecision::SwitchTo(1));
+        settle(&mut s, 1);
+        s.hold = 8 * S;
+        assert_eq!(up(&mut s, t0 + 13 * S), LayerDecision::Keep);
+        assert_eq!(s.hold, 3 * S, "proven: back to the policy's hold");
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl RoomCore {
             ice_restarted: false,
             quality: QualityTracker::new(),
             estimate: None,
+            congestion: None,
             nacks_sent: 0,
             receives_video: true,
             screen: None,

@@ -14,6 +14,7 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
 
 use super::state::Transport;
 use super::{Datagram, Published, Recorder, RoomCore, source_name};
@@ -246,16 +247,51 @@ impl RoomCore {
                 }
                 None
             });
-            if self.members[index].estimate.is_some() {
+            if self.members[index].downlink().is_some() {
                 self.choose_layers(index);
             }
+        }
+    }
+
+    /// Reads each connected member's downlink estimate (GCC over its TWCC feedback) from its
+    /// connection, and lets a member whose estimate moved choose its layers again.
+    pub(super) fn read_estimates(&mut self) {
+        let now = self.now;
+        let mut moved = Vec::new();
+        for (index, member) in self.members.iter_mut().enumerate() {
+            if !member.transport.was_up() {
+                continue;
+            }
+            let report = member.pc.get_stats(now, StatsSelector::None);
+            let target = report
+                .iter()
+                .filter_map(|entry| match entry {
+                    RTCStatsReportEntry::OutboundRtp(outbound) => Some(outbound.target_bitrate),
+                    _ => None,
+                })
+                .fold(0.0_f64, f64::max);
+            // Zero until its first feedback: no estimate yet.
+            if !(target.is_finite() && target > 0.0) {
+                continue;
+            }
+            let target = target as u64;
+            let changed = member.congestion.is_none_or(|before| {
+                before.abs_diff(target) * 20 > before // more than 5 %
+            });
+            if changed {
+                member.congestion = Some(target);
+                moved.push(index);
+            }
+        }
+        for index in moved {
+            self.choose_layers(index);
         }
     }
 
     /// Shares member `index`'s reported bandwidth among the video it receives (audio first,
     /// then an equal share per video leg) and lets each leg's selector choose its layer.
     fn choose_layers(&mut self, index: usize) {
-        let Some(estimate) = self.members[index].estimate else {
+        let Some(estimate) = self.members[index].downlink() else {
             return;
         };
         let subscriber = self.members[index].link;

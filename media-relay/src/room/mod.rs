@@ -152,6 +152,17 @@ struct Published {
     forwarder: Forwarder,
 }
 
+impl Member {
+    /// What it can receive, bit/s: the lower of what it reports (REMB) and what the relay
+    /// estimates from its TWCC feedback, whichever it has.
+    fn downlink(&self) -> Option<u64> {
+        match (self.estimate, self.congestion) {
+            (Some(remb), Some(gcc)) => Some(remb.min(gcc)),
+            (one, other) => one.or(other),
+        }
+    }
+}
+
 struct Member {
     id: ParticipantId,
     /// Relay-wide id of this member's connection: the socket routes its datagrams by it, the
@@ -179,6 +190,8 @@ struct Member {
     quality: QualityTracker,
     /// The bandwidth it last reported it can receive (REMB), bit/s.
     estimate: Option<u64>,
+    /// The relay's own estimate of its downlink (GCC over its TWCC feedback), bit/s.
+    congestion: Option<u64>,
     /// NACKs the relay had sent it as of the last quality report (for the metrics).
     nacks_sent: u64,
     /// It receives the others' video (`false`: audio only, 只用语音).
@@ -200,6 +213,8 @@ pub(crate) struct RoomCore {
     /// Connections may have something to do (an input reached them since the last drive).
     dirty: bool,
     next_quality_report: Option<Instant>,
+    /// When the members' downlink estimates are next read from their connections.
+    next_estimate: Instant,
     outputs: VecDeque<Output>,
     counters: RoomCounters,
 }
@@ -217,6 +232,7 @@ impl RoomCore {
             now,
             dirty: false,
             next_quality_report,
+            next_estimate: now + ESTIMATE_EVERY,
             outputs: VecDeque::new(),
             counters: RoomCounters::default(),
         }
@@ -286,6 +302,9 @@ impl RoomCore {
     /// When to give the core an [`Input::Timeout`].
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         let mut deadline = self.next_quality_report;
+        if !self.members.is_empty() {
+            deadline = Some(deadline.map_or(self.next_estimate, |d| d.min(self.next_estimate)));
+        }
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
@@ -362,6 +381,10 @@ impl RoomCore {
         if self.next_quality_report.is_some_and(|t| t <= now) {
             self.next_quality_report = Some(now + self.config.quality_interval);
             self.report_quality();
+        }
+        if self.next_estimate <= now {
+            self.next_estimate = now + ESTIMATE_EVERY;
+            self.read_estimates();
         }
         let expired: Vec<(ParticipantId, LeaveReason)> = self
             .members
@@ -449,6 +472,9 @@ impl RoomCore {
         }
     }
 }
+
+/// How often the relay reads each member's downlink estimate (GCC) from its connection.
+const ESTIMATE_EVERY: Duration = Duration::from_millis(250);
 
 /// The name a track id gives what a track carries.
 fn source_name(source: TrackSource) -> &'static str {

@@ -280,6 +280,7 @@ fn packets_lost_on_the_way_to_a_subscriber_are_repaired_by_retransmission() {
         delay: Duration::from_millis(30),
         jitter: Duration::from_millis(10),
         loss: 0.05,
+        ..Impairment::default()
     };
     let before = packets(&sim, "bob", "alice", "video").unwrap_or(0);
     sim.run_for(Duration::from_secs(10));
@@ -314,6 +315,7 @@ fn packets_a_publisher_loses_on_its_way_to_the_relay_are_repaired_before_they_ar
         delay: Duration::from_millis(40),
         jitter: Duration::ZERO,
         loss: 0.05,
+        ..Impairment::default()
     };
     sim.run_for(Duration::from_secs(10));
     sim.client_mut("alice").publishing = false;
@@ -749,4 +751,60 @@ fn a_dismissed_member_is_told_so_and_the_others_see_it_leave_for_that_reason() {
         )
         .expect("nothing to do");
     assert_eq!(sim.core.member_count(), 1);
+}
+
+#[test]
+fn the_relay_estimates_a_weak_downlink_itself_and_sends_that_subscriber_a_lower_layer_while_another_keeps_the_top()
+ {
+    // No REMB from anyone: the only estimate is the relay's own (GCC over TWCC feedback).
+    let mut sim = Sim::new(17, Duration::ZERO);
+    assert!(sim.join_with("alice", false, true));
+    assert!(sim.join("bob", false));
+    assert!(sim.join("carol", false));
+    for watcher in ["bob", "carol"] {
+        sim.client_mut(watcher).publishing = false;
+    }
+    // Carol's downlink: 100 kb/s with a 300 ms queue — room for Alice's audio and a low layer,
+    // not for the top one (about 110 kb/s of video alone).
+    sim.client_mut("carol").downlink = Impairment {
+        delay: Duration::from_millis(40),
+        rate_bps: 100_000,
+        queue: Duration::from_millis(300),
+        ..Impairment::default()
+    };
+    // A minute, looked at once a second after the first 10 s.
+    sim.run_for(Duration::from_secs(10));
+    let layer = |sim: &Sim, who: &str| {
+        sim.client(who)
+            .track_from("alice", "video")
+            .and_then(|r| r.layer)
+    };
+    let (mut carol_low, mut bob_top) = (0, 0);
+    let carol_before = sim
+        .client("carol")
+        .track_from("alice", "video")
+        .unwrap()
+        .packets;
+    for _ in 0..60 {
+        sim.run_for(Duration::from_secs(1));
+        carol_low += usize::from(layer(&sim, "carol").is_some_and(|l| l < 2));
+        bob_top += usize::from(layer(&sim, "bob") == Some(2));
+    }
+    assert!(
+        bob_top >= 55,
+        "Bob's clean path carries the top layer: {bob_top} s of 60"
+    );
+    assert!(
+        carol_low >= 55,
+        "Carol's weak downlink gets a lower layer: {carol_low} s of 60"
+    );
+    let carol_after = sim
+        .client("carol")
+        .track_from("alice", "video")
+        .unwrap()
+        .packets;
+    assert!(
+        carol_after > carol_before + 600,
+        "Carol's video goes on: {carol_before} → {carol_after}"
+    );
 }

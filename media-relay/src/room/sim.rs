@@ -60,6 +60,28 @@ pub(super) struct Impairment {
     /// Fraction of media datagrams (SRTP and SRTCP) dropped; ICE and DTLS are left alone, so
     /// that what a test measures is media repair, not the handshake's retransmission.
     pub(super) loss: f64,
+    /// A bottleneck of this many bit/s (0: none): datagrams wait their turn in its queue, and
+    /// one that would wait longer than `queue` is dropped (drop-tail).
+    pub(super) rate_bps: u64,
+    /// The bottleneck's queue, as the longest wait it holds.
+    pub(super) queue: Duration,
+}
+
+impl Impairment {
+    /// When a datagram of `len` bytes handed to the path at `now` leaves its bottleneck (`busy`:
+    /// when the bottleneck is free again), or `None` when the queue is full and it is dropped.
+    fn depart(&self, now: Instant, busy: &mut Instant, len: usize) -> Option<Instant> {
+        if self.rate_bps == 0 {
+            return Some(now);
+        }
+        let start = (*busy).max(now);
+        if start - now > self.queue {
+            return None;
+        }
+        let sending = Duration::from_secs_f64(len as f64 * 8.0 / self.rate_bps as f64);
+        *busy = start + sending;
+        Some(*busy)
+    }
 }
 
 struct InFlight {
@@ -188,6 +210,9 @@ pub(super) struct Client {
     pub(super) unannounced_rtp: u64,
     pub(super) uplink: Impairment,
     pub(super) downlink: Impairment,
+    /// When each direction's bottleneck is free again.
+    up_busy: Instant,
+    down_busy: Instant,
 }
 
 impl Client {
@@ -390,6 +415,8 @@ impl Sim {
             unannounced_rtp: 0,
             uplink: Impairment::default(),
             downlink: Impairment::default(),
+            up_busy: self.now,
+            down_busy: self.now,
         });
         self.send(name, ClientMessage::Offer { sdp });
         self.send(name, candidate_message(candidate));
@@ -673,8 +700,19 @@ impl Sim {
         }
     }
 
-    /// Puts a datagram on the network, through the path's impairment.
-    fn transmit(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8], impairment: Impairment) {
+    /// Puts a datagram on the network, through the path's impairment; `depart` is when it left
+    /// the path's bottleneck (`None`: dropped there).
+    fn transmit(
+        &mut self,
+        (from, to): (SocketAddr, SocketAddr),
+        data: &[u8],
+        impairment: Impairment,
+        depart: Option<Instant>,
+    ) {
+        let Some(depart) = depart else {
+            self.dropped += 1;
+            return;
+        };
         let media = matches!(data.first(), Some(128..=191));
         if media && impairment.loss > 0.0 && self.rng.gen_bool(impairment.loss.min(1.0)) {
             self.dropped += 1;
@@ -687,7 +725,7 @@ impl Sim {
         };
         self.next_seq += 1;
         self.flights.push(InFlight {
-            at: self.now + impairment.delay + jitter,
+            at: depart + impairment.delay + jitter,
             seq: self.next_seq,
             from,
             to,
@@ -725,15 +763,21 @@ impl Sim {
     fn carry_out(&mut self, output: Output) {
         match output {
             Output::Transmit { from, to, data } => {
-                let Some(downlink) = self
+                let now = self.now;
+                let Some((downlink, depart)) = self
                     .clients
-                    .iter()
+                    .iter_mut()
                     .find(|c| c.addr == to && !c.unplugged)
-                    .map(|c| c.downlink)
+                    .map(|c| {
+                        (
+                            c.downlink,
+                            c.downlink.depart(now, &mut c.down_busy, data.len()),
+                        )
+                    })
                 else {
                     return;
                 };
-                self.transmit(from, to, &data, downlink);
+                self.transmit((from, to), &data, downlink, depart);
             }
             Output::Deliver {
                 attachment,
@@ -868,7 +912,9 @@ impl Sim {
         if !unplugged {
             // What it still sends from an address it no longer has is lost with that network.
             for (from, to, data) in datagrams.into_iter().filter(|(from, ..)| *from == addr) {
-                self.transmit(from, to, &data, uplink);
+                let client = &mut self.clients[index];
+                let depart = uplink.depart(now, &mut client.up_busy, data.len());
+                self.transmit((from, to), &data, uplink, depart);
             }
         }
         moved
