@@ -68,6 +68,11 @@ pub struct ConnectionQuality {
     /// (0 = the publisher's lowest bitrate); absent when it receives no simulcast video.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<u8>,
+    /// What the participant's downlink is estimated to carry, kbit/s: the lower of its own
+    /// report (REMB) and the relay's estimate (GCC over its transport-wide feedback); absent
+    /// before either exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_kbps: Option<u32>,
     /// The verdict.
     pub grade: QualityGrade,
 }
@@ -137,6 +142,7 @@ impl QualityTracker {
             freezes: 0,
             frozen_ms: 0,
             layer: None,
+            estimate_kbps: None,
             grade,
         }
     }
@@ -265,6 +271,7 @@ mod tests {
             freezes: 0,
             frozen_ms: 0,
             layer: None,
+            estimate_kbps: None,
             grade: QualityGrade::Good,
         };
         assert!(!empty.measured());

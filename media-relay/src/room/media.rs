@@ -727,6 +727,9 @@ impl RoomCore {
             quality.freezes = freezes;
             quality.frozen_ms = u32::try_from(frozen.as_millis()).unwrap_or(u32::MAX);
             quality.layer = layer.map(|l| u8::try_from(l).unwrap_or(u8::MAX));
+            quality.estimate_kbps = member
+                .downlink()
+                .map(|bps| u32::try_from(bps / 1000).unwrap_or(u32::MAX));
             reports.push(ServerMessage::ConnectionQuality {
                 participant_id: member.id.clone(),
                 quality,
