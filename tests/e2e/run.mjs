@@ -986,13 +986,27 @@ test('switching camera mid-call replaces the track without renegotiating, and th
   }
 });
 
-test('screen share (同屏): the approver shares a screen, the agent sees it large beside the camera tiles at desktop and phone width, turning the camera off leaves it on, and stopping takes it away; both are case events', async () => {
+test('screen share (同屏): the approver\'s uplink estimate climbs on the relay\'s transport-wide feedback; the approver shares a screen, the agent sees it large beside the camera tiles at desktop and phone width, turning the camera off leaves it on, and stopping takes it away; both are case events', async () => {
   const sharing = await launchBrowser({ screen: true });
   const agentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
   const approverCtx = await newContext(sharing, server);
   try {
     const { caseId, agent, approver, approverId } = await callOfTwo(agentCtx, approverCtx);
     await expectMediaFlowing(agent, [approverId], { label: 'agent before the share' });
+    // Uplink congestion control: the relay answered with transport-wide feedback for audio and
+    // video, and the browser's own estimator climbs on what it returns: past 1 Mbit/s within 12 s
+    // (Chromium starts at 300 kbit/s; the relay sends publishers no REMB, and receiver reports
+    // alone grow the estimate by 8 % a second, ~750 kbit/s after 12 s).
+    const answer = await approver.evaluate(() => window.cloudhelp.call.pc.remoteDescription.sdp);
+    assert.match(answer, /a=rtcp-fb:\d+ transport-cc/);
+    assert.match(answer, /a=extmap:\d+ http:\/\/www\.ietf\.org\/id\/draft-holmer-rmcat-transport-wide-cc-extensions-01/);
+    await approver.waitForFunction(async () => {
+      let rate = 0;
+      (await window.cloudhelp.call.pc.getStats()).forEach((s) => {
+        if (s.type === 'candidate-pair' && s.availableOutgoingBitrate) rate = Math.max(rate, s.availableOutgoingBitrate);
+      });
+      return rate > 1_000_000;
+    }, null, { timeout: 12000, polling: 500 });
     await approver.locator('#call-screen:not([disabled])').click();
     await waitText(approver.locator('#call-screen'), '停止共享屏幕');
     await waitText(approver.locator('.call-screen[data-screen="self"] figcaption'), '你正在共享的屏幕');
