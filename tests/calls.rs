@@ -736,13 +736,7 @@ async fn a_chat_message_reaches_the_calls_people_only_is_kept_with_the_case_and_
 {
     let (app, server, agent, approver, case) = case_in_call().await;
     // Another agent of the same point sees the case (masked) but is not in its call.
-    app.add_user(
-        "agent-two",
-        signaling::workflow::Role::Agent,
-        Some("sx-zhuwen"),
-        None,
-    );
-    let colleague = app.token("agent-two", "password-agent-two").await;
+    let colleague = app.colleague_agent().await;
     let mut colleague_ws = socket(&server, &colleague).await;
     let mut agent_ws = socket(&server, &agent).await;
     let mut approver_ws = socket(&server, &approver).await;

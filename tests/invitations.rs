@@ -58,13 +58,7 @@ async fn an_invitation_is_single_use_short_lived_and_revocable_and_every_use_is_
     let token = url.split("#/invite/").nth(1).unwrap();
 
     // Nobody else issues one: another agent of the point, the expert, the supervisor.
-    app.add_user(
-        "agent-two",
-        signaling::workflow::Role::Agent,
-        Some("sx-zhuwen"),
-        None,
-    );
-    let colleague = app.token("agent-two", "password-agent-two").await;
+    let colleague = app.colleague_agent().await;
     for who in [colleague, app.demo("supervisor").await] {
         let refused = app
             .request(

@@ -301,6 +301,12 @@ impl TestApp {
         a.cookie_session()
     }
 
+    /// Another agent of the demo agent's service point (`agent-two`), logged in.
+    pub async fn colleague_agent(&self) -> Auth {
+        self.add_user("agent-two", Role::Agent, Some("sx-zhuwen"), None);
+        self.token("agent-two", "password-agent-two").await
+    }
+
     /// The case's audit trail as the demo auditor exports it, oldest first.
     pub async fn audit_trail(&self, case: i64) -> Vec<Value> {
         let auditor = self.demo("auditor").await;
