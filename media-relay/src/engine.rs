@@ -145,6 +145,112 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackDelivery {
     }
 }
 
+/// What share of a subscriber's estimated downlink retransmissions may take.
+pub(crate) const RETRANSMISSION_SHARE: f64 = 0.25;
+
+/// Bounds the retransmissions a connection sends (NACK answers, rtc's responder) to a share of
+/// the congestion controller's target: on a link that is already full, answering every NACK adds
+/// to the overload that caused the losses, whose NACKs then multiply (seen on virtual time at a
+/// 70 kbit/s bottleneck). A retransmission over the budget is not sent; the receiver's NACK
+/// generator asks again, and a video that stays broken gets a keyframe (PLI) instead. Sits
+/// between the pacer and the NACK responder: on the read leg it sees the target on the feedback
+/// that carries it, on the write leg every retransmission on its way out.
+pub(crate) struct RetransmissionBudget {
+    /// Bit/s allowed now.
+    rate: f64,
+    /// Bits that may go now (a token bucket of half a second).
+    tokens: f64,
+    refilled: Option<Instant>,
+    /// Retransmissions not sent, over the connection's life.
+    pub(crate) refused: u64,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RetransmissionBudget {
+    pub(crate) fn new(target_bps: f64) -> Self {
+        let rate = target_bps * RETRANSMISSION_SHARE;
+        Self {
+            rate,
+            tokens: rate / 2.0,
+            refilled: None,
+            refused: 0,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Whether a retransmission of `bits` may go at `now` (and spends it if so).
+    pub(crate) fn admit(&mut self, now: Instant, bits: f64) -> bool {
+        if let Some(then) = self.refilled {
+            let elapsed = now.saturating_duration_since(then).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.rate / 2.0);
+        }
+        self.refilled = Some(now);
+        if self.tokens < bits {
+            self.refused += 1;
+            return false;
+        }
+        self.tokens -= bits;
+        true
+    }
+
+    /// The congestion controller's new target.
+    pub(crate) fn set_target(&mut self, target_bps: f64) {
+        self.rate = target_bps * RETRANSMISSION_SHARE;
+        self.tokens = self.tokens.min(self.rate / 2.0);
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmissionBudget {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let changed = Attribute::TargetBitrateChanged {
+            bits_per_second: 0.0,
+        };
+        if let Some(Attribute::TargetBitrateChanged { bits_per_second }) = msg.message.get(&changed)
+        {
+            self.set_target(*bits_per_second);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if msg.message.has(&Attribute::Retransmission)
+            && let Packet::Rtp(packet) = &msg.message.packet
+        {
+            use rtc::shared::marshal::MarshalSize;
+            let bits = (packet.marshal_size() * 8) as f64;
+            if !self.admit(msg.now, bits) {
+                return Ok(());
+            }
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for RetransmissionBudget {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 impl Interceptor for FeedbackDelivery {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
@@ -230,6 +336,10 @@ pub(crate) fn build_relay_connection(
                 rtc::interceptor::GCC_MAX_BITRATE,
             ))
             .build(),
+        )
+        .with(
+            Slot::from(3_500),
+            RetransmissionBudget::new(DOWNLINK_INITIAL_BPS),
         );
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -242,4 +352,30 @@ pub(crate) fn build_relay_connection(
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
         .build(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retransmissions_are_held_to_a_quarter_of_the_target_over_time_with_half_a_second_of_burst() {
+        let t0 = Instant::now();
+        let mut budget = RetransmissionBudget::new(400_000.0); // 100 kbit/s for retransmissions
+        let packet = 8_000.0; // 1,000-byte packets
+        let mut sent = 0;
+        for i in 0..200 {
+            // 200 asked for within one second: twice what the budget carries.
+            let now = t0 + std::time::Duration::from_millis(i * 5);
+            sent += usize::from(budget.admit(now, packet));
+        }
+        // Half a second of burst (6 packets) and a second of refill (12) at most.
+        assert!((12..=19).contains(&sent), "{sent} sent");
+        assert_eq!(budget.refused, 200 - sent as u64);
+        // A lower target lowers the budget at once.
+        budget.set_target(40_000.0);
+        let later = t0 + std::time::Duration::from_secs(10);
+        let burst = (0..10).filter(|_| budget.admit(later, packet)).count();
+        assert!(burst <= 1, "{burst} sent after the target fell");
+    }
 }
