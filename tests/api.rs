@@ -1366,3 +1366,48 @@ async fn a_colleague_at_the_point_sees_the_case_but_only_its_own_agent_acts_on_i
         .await;
     assert_eq!(by_agent.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_waiting_case_shows_its_place_and_a_wait_expected_from_how_fast_its_department_takes_cases()
+ {
+    let app = TestApp::new();
+    let agent = app.demo("agent").await;
+    let approver = app.demo("approver").await;
+    let cases: Vec<i64> = {
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(app.open_case(&agent, "id-loss").await);
+        }
+        ids
+    };
+    let place = |case: i64| {
+        let path = format!("/api/cases/{case}");
+        let app = &app;
+        let agent = agent.clone();
+        async move { app.request("GET", &path, &agent, None).await.json()["queue_place"].clone() }
+    };
+    // Nothing taken yet: the place, and no estimate.
+    assert_eq!(
+        place(cases[3]).await,
+        json!({ "position": 4, "expected_wait_seconds": null })
+    );
+    // One taken after 10 minutes: the estimate is its wait (600 s).
+    app.clock.advance_ms(10 * 60_000);
+    app.act(&approver, cases[0], "accept", json!({}), StatusCode::OK)
+        .await;
+    assert_eq!(
+        place(cases[3]).await,
+        json!({ "position": 3, "expected_wait_seconds": 600 })
+    );
+    // Two taken within two hours: the rate (2 per 7,200 s) gives 3,600 s a place.
+    app.clock.advance_ms(5 * 60_000);
+    let approver2 = app.demo("approver2").await;
+    app.act(&approver2, cases[1], "accept", json!({}), StatusCode::OK)
+        .await;
+    assert_eq!(
+        place(cases[3]).await,
+        json!({ "position": 2, "expected_wait_seconds": 7200 })
+    );
+    // Taken cases have no place.
+    assert_eq!(place(cases[0]).await, Value::Null);
+}

@@ -235,3 +235,44 @@ async fn a_frame_announced_larger_than_a_message_may_be_is_refused_from_its_head
     .await;
     assert!(ended.is_ok(), "the server waited for the announced 10 MiB");
 }
+
+#[tokio::test]
+async fn a_waiting_case_is_told_when_a_case_ahead_of_it_is_taken_and_its_place_moves_up() {
+    let app = TestApp::new();
+    let addr = serve(&app).await;
+    let agent = app.demo("agent").await;
+    let approver = app.demo("approver").await;
+    let first = app.open_case(&agent, "id-loss").await;
+    let second = app.open_case(&agent, "id-loss").await;
+    let place = |case: i64| {
+        let path = format!("/api/cases/{case}");
+        let (app, agent) = (&app, agent.clone());
+        async move { app.request("GET", &path, &agent, None).await.json()["queue_place"].clone() }
+    };
+    assert_eq!(place(second).await["position"], 2);
+
+    let mut agent_socket = connect(addr, &agent, None).await.unwrap();
+    assert_eq!(next(&mut agent_socket).await["type"], "hello");
+    app.act(
+        &approver,
+        first,
+        "accept",
+        json!({}),
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    // First the taken case's own update, then the one behind it is told it moved.
+    let own = next(&mut agent_socket).await;
+    assert_eq!(own["case_id"], first);
+    let moved = next(&mut agent_socket).await;
+    assert_eq!(
+        (
+            moved["type"].as_str(),
+            moved["case_id"].as_i64(),
+            moved["event"].as_str()
+        ),
+        (Some("case.updated"), Some(second), Some("queue.moved"))
+    );
+    assert_eq!(place(second).await["position"], 1);
+    assert_eq!(place(first).await, Value::Null);
+}

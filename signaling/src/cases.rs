@@ -94,6 +94,8 @@ pub struct CaseView {
     pub ended_at: Option<String>,
     /// Seconds it has waited (or waited) in the queue.
     pub waiting_seconds: i64,
+    /// Where it stands in its department's queue, while it waits.
+    pub queue_place: Option<QueuePlace>,
     /// Whether its call is open now: in the call, and after the decision until the time limit
     /// (`workflow::CALL_AFTER_DECISION_MS` after the last step).
     pub call_open: bool,
@@ -553,6 +555,7 @@ pub fn view(conn: &Connection, id: i64, viewer: &Actor, now: i64) -> Result<Case
         decided_at: row.decided_at.map(rfc3339),
         ended_at: row.ended_at.map(rfc3339),
         waiting_seconds: (waited_until - row.queued_at).max(0) / 1000,
+        queue_place: queue_place(conn, id, now)?,
         call_open: workflow::call_open(&row.facts, now),
         actions: actions(conn, id, &row.facts, viewer)?,
         seal: seal_view(conn, id)?,
@@ -632,6 +635,87 @@ pub fn queue(
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(items)
+}
+
+/// Where a waiting case stands in its department's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QueuePlace {
+    /// 1 for the next case to be taken.
+    pub position: u32,
+    /// The wait expected from now, seconds, from recent figures: the position over the
+    /// department's rate of taking cases in the last [`RATE_WINDOW_MS`] (at least two taken);
+    /// else the median wait of its last cases taken within a week; absent with neither.
+    pub expected_wait_seconds: Option<i64>,
+}
+
+/// The window the department's recent rate of taking cases is measured over.
+pub const RATE_WINDOW_MS: i64 = 2 * 3_600_000;
+
+/// Where case `id` stands in its department's queue, if it is waiting.
+pub fn queue_place(conn: &Connection, id: i64, now: i64) -> Result<Option<QueuePlace>> {
+    let row: Option<(i64, i64, String)> = conn
+        .query_row(
+            "SELECT department_id, queued_at, state FROM cases WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((department, queued_at, _)) = row.filter(|(_, _, state)| state == "waiting") else {
+        return Ok(None);
+    };
+    let ahead: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM cases WHERE state = 'waiting' AND department_id = ?1
+         AND (queued_at < ?2 OR (queued_at = ?2 AND id < ?3))",
+        params![department, queued_at, id],
+        |r| r.get(0),
+    )?;
+    let position = u32::try_from(ahead + 1).unwrap_or(u32::MAX);
+    let taken_recently: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM cases WHERE department_id = ?1 AND accepted_at >= ?2",
+        params![department, now - RATE_WINDOW_MS],
+        |r| r.get(0),
+    )?;
+    let expected = if taken_recently >= 2 {
+        Some(i64::from(position) * (RATE_WINDOW_MS / 1000) / taken_recently)
+    } else {
+        let mut waits: Vec<i64> = conn
+            .prepare(
+                "SELECT accepted_at - queued_at FROM cases
+                 WHERE department_id = ?1 AND accepted_at >= ?2 AND accepted_at >= queued_at
+                 ORDER BY accepted_at DESC LIMIT 50",
+            )?
+            .query_map(params![department, now - 7 * 86_400_000], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        waits.sort_unstable();
+        waits.get(waits.len() / 2).map(|ms| ms / 1000)
+    };
+    Ok(Some(QueuePlace {
+        position,
+        expected_wait_seconds: expected,
+    }))
+}
+
+/// The cases waiting in `department` behind case `left` (which has just left its queue), or all
+/// of them when `everyone` (to tell them their place moved).
+pub fn waiting_behind(
+    conn: &Connection,
+    department: DepartmentId,
+    left: i64,
+    everyone: bool,
+) -> Result<Vec<i64>> {
+    let queued_at: i64 = conn
+        .query_row("SELECT queued_at FROM cases WHERE id = ?1", [left], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(i64::MIN);
+    Ok(conn
+        .prepare(
+            "SELECT id FROM cases WHERE state = 'waiting' AND department_id = ?1
+             AND (?4 OR queued_at > ?2 OR (queued_at = ?2 AND id > ?3))",
+        )?
+        .query_map(params![department, queued_at, left, everyone], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// One queue item, if the case is waiting.

@@ -351,6 +351,8 @@ pub struct ResidentCase {
     pub state: workflow::CaseState,
     /// Whether its call is open now.
     pub call_open: bool,
+    /// Where it stands in its department's queue, while it waits.
+    pub queue_place: Option<crate::cases::QueuePlace>,
     /// The people of the call, as the tiles name them.
     pub agent: crate::cases::UserRef,
     /// The approver, once one took the case.
@@ -378,6 +380,7 @@ pub fn resident_view(conn: &Connection, resident: &Actor, now: i64) -> Result<Re
         point_name,
         state: facts.state,
         call_open: workflow::call_open(&facts, now),
+        queue_place: crate::cases::queue_place(conn, case_id, now)?,
         agent: crate::cases::user_ref(conn, facts.agent_id)?,
         approver: facts
             .approver_id

@@ -1184,6 +1184,32 @@ test('标注: the approver freezes the agent\'s picture and marks it with an arr
   }
 });
 
+test('a waiting case shows its place in the queue and a wait expected from recent figures, and its place counts down live as cases ahead are taken (phone width)', async () => {
+  const agentApi = await apiAs(server, 'agent');
+  const approverApi = await apiAs(server, 'approver');
+  const ahead = await openCase(agentApi, 'id-loss');
+  const mine = await openCase(agentApi, 'id-loss');
+  const agentCtx = await newContext(browser, server, { viewport: { width: 375, height: 812 } });
+  try {
+    const agent = await pageAs(agentCtx, 'agent', `/#/case/${mine.id}`);
+    const place = agent.locator('#queue-place');
+    await place.waitFor();
+    const before = Number(await place.getAttribute('data-position'));
+    assert.ok(before >= 2, `position ${before}`);
+    await waitText(place, `前面还有 ${before - 1} 件`);
+    const accepted = await approverApi.call('POST', `/cases/${ahead.id}/actions/accept`, {});
+    assert.equal(accepted.status, 200, JSON.stringify(accepted.body));
+    await agent.locator(`#queue-place[data-position="${before - 1}"]`).waitFor();
+    assert.match(await place.textContent(), /预计等待约 \d+ 分钟|暂无等待时间估计/);
+    await agent.screenshot({ path: join(ARTIFACTS, 'queue-place-phone.png'), fullPage: true });
+    // The agent can still cancel while waiting.
+    assert.equal(await agent.locator('#cancel, form#cancel').count() > 0, true);
+    assert.deepEqual(agent.problems, []);
+  } finally {
+    await agentCtx.close();
+  }
+});
+
 test('水印: the material viewer always names its viewer and the time over the picture; with watermark_video the others\' video does too (desktop and phone width), never one\'s own picture; with signature_requires_recording off, the applicant signs on the agent\'s device', async () => {
   const own = await startServer({ settings: { watermark_video: true, signature_requires_recording: false } });
   const agentCtx = await newContext(browser, own, { viewport: { width: 375, height: 812 } });

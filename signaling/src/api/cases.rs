@@ -356,6 +356,15 @@ pub(crate) fn announce(
             event: event.to_string(),
         },
     );
+    if before.state == CaseState::Waiting
+        && (after.state != CaseState::Waiting || after.department_id != before.department_id)
+    {
+        // The cases behind it moved up: their agents (and residents) see the new place, told
+        // after this case's own update.
+        let (department, everyone) = (before.department_id, after.state == CaseState::Waiting);
+        let state = state.clone();
+        tokio::spawn(async move { announce_queue_moved(&state, department, id, everyone).await });
+    }
     view
 }
 
@@ -621,6 +630,37 @@ pub(crate) async fn record_made<T: Send + 'static>(
         announce_material(state, &facts, material);
     }
     Ok(value)
+}
+
+/// Tells the people of each case waiting in `department` behind case `left` (every one of them
+/// when `everyone`: `left` was transferred and queued elsewhere) that its place in the queue
+/// changed (`case.updated` with event `queue.moved`), so their pages show the new position.
+async fn announce_queue_moved(state: &AppState, department: i64, left: i64, everyone: bool) {
+    let waiting = state
+        .db
+        .call(move |c| {
+            cases::waiting_behind(c, department, left, everyone)?
+                .into_iter()
+                .filter_map(|id| cases::facts(c, id).transpose().map(|f| f.map(|f| (id, f))))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await;
+    let Ok(waiting) = waiting else {
+        return;
+    };
+    for (case_id, facts) in waiting {
+        state.notify(
+            Audience::Case {
+                point_id: facts.point_id,
+                users: facts.call_people(),
+            },
+            ServerMessage::CaseUpdated {
+                case_id,
+                state: facts.state,
+                event: "queue.moved".to_string(),
+            },
+        );
+    }
 }
 
 /// Tells the case's staff (its point's agents, its approver and experts; not residents, who add

@@ -171,6 +171,7 @@ function renderFacts(el, c) {
     c.state === 'waiting'
       ? [t('case.waiting'), h('span', { dataset: { sla: '' }, class: 'wait' }, waitingClock(c.queued_at, c.simple))]
       : [t('case.waited'), fmtDuration(c.waiting_seconds)],
+    c.queue_place ? [t('case.queue_place'), queuePlace(c.queue_place)] : null,
     c.note ? [t('case.note'), c.note] : null,
     [t('case.identity'), c.identity_checked ? t('case.identity_done') : t('case.identity_not_yet')],
     c.decision_reason ? [c.state === 'awaiting_material' ? t('case.material_reason') : t('case.reason'), c.decision_reason] : null,
@@ -188,6 +189,15 @@ function renderFacts(el, c) {
       stateBadge(c.state)),
     c.state === 'awaiting_material' && session.user.role === 'agent' ? notice('info', t('case.agent_material_requested', { reason: c.decision_reason || '' })) : null,
     h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+}
+
+/** Where a waiting case stands: how many are ahead, and the wait expected from recent figures. */
+export function queuePlace(place) {
+  const ahead = place.position - 1;
+  const minutes = place.expected_wait_seconds == null ? null : Math.max(1, Math.round(place.expected_wait_seconds / 60));
+  return h('span', { id: 'queue-place', dataset: { position: String(place.position) } },
+    ahead > 0 ? t('case.queue_ahead', { n: ahead }) : t('case.queue_next'), '，',
+    minutes == null ? t('case.expected_unknown') : t('case.expected_wait', { m: minutes }));
 }
 
 /** The steps sealed after the decision (出件, 评价, 整改反馈), each with its receipt and archive. */

@@ -4,7 +4,7 @@
 import { h, fill, api, say, notice, errorText, fmtDateTime, session, busy, ApiError } from '../core.js';
 import { t } from '../i18n.js';
 import { mountCallPanel } from '../call.js';
-import { UploadList, stateBadge } from './case.js';
+import { UploadList, stateBadge, queuePlace } from './case.js';
 import { SignaturePad } from '../signature.js';
 
 /** Why a link cannot be used, in plain words (the server's codes). */
@@ -74,7 +74,8 @@ export async function renderResident(view, _params, { live }) {
         h('dt', {}, t('resident.number')), h('dd', { translate: 'no' }, current.number),
         h('dt', {}, t('case.item')), h('dd', {}, current.item_name),
         h('dt', {}, t('case.point')), h('dd', {}, current.point_name),
-        h('dt', {}, t('resident.state')), h('dd', {}, stateBadge(current.state))),
+        h('dt', {}, t('resident.state')), h('dd', {}, stateBadge(current.state)),
+        current.queue_place ? [h('dt', {}, t('case.queue_place')), h('dd', {}, queuePlace(current.queue_place))] : null),
       current.call_open ? null : h('p', { class: 'muted', id: 'resident-waiting' }, t('resident.waiting')));
     uploadCard.hidden = !['waiting', 'in_call', 'awaiting_material'].includes(current.state);
     if (!call) call = mountCallPanel(callSlot.querySelector('.call-panel'), { caseView: current, user: session.user, live });
