@@ -814,11 +814,31 @@ async fn a_chat_message_reaches_the_calls_people_only_is_kept_with_the_case_and_
     }
     let error = next_call_error(&mut agent_ws).await;
     assert_eq!(error["code"], "chat_too_fast", "{error}");
+
+    // Sealed with the decision, the chat is in the archive's events.
+    app.check_identity_and_approve(&approver, case).await;
+    let archive = app
+        .request("GET", &format!("/api/cases/{case}/archive"), &auditor, None)
+        .await
+        .body;
+    let events = String::from_utf8(common::zip_entry(&archive, "data/events.jsonl")).unwrap();
+    assert!(
+        events.contains("call.chat") && events.contains("请看户口簿第二页"),
+        "{events}"
+    );
 }
 
 #[tokio::test]
 async fn a_screen_share_is_recorded_as_a_case_event_when_it_starts_and_when_it_stops() {
-    let (app, server, agent, _approver, case) = case_in_call().await;
+    let (app, server, agent, approver, case) = case_in_call().await;
+    // Someone not in the call (no call.join on this socket) shares nothing, and nothing is kept.
+    let mut outsider = socket(&server, &approver).await;
+    send(
+        &mut outsider,
+        json!({ "v": 1, "type": "call.screen_share", "case_id": case, "track": "x" }),
+    )
+    .await;
+    assert_eq!(next_call_error(&mut outsider).await["code"], "not_joined");
     let mut agent_ws = socket(&server, &agent).await;
     join_signaling(&mut agent_ws, case).await;
     for track in [json!("screen-track-1"), Value::Null] {
@@ -1066,6 +1086,40 @@ async fn the_approver_points_at_a_frozen_frame_everyone_in_the_call_sees_it_at_o
     assert!(
         closed["message"].as_str().unwrap().contains("closed"),
         "{closed}"
+    );
+
+    // A material of another case is not found from this one.
+    let other = app.open_case(&agent, "id-loss").await;
+    let uploaded = app
+        .send(
+            axum::http::Request::post(format!(
+                "/api/cases/{other}/materials?filename=%E6%88%B7%E5%8F%A3%E7%B0%BF.png"
+            ))
+            .header("content-type", "image/png")
+            .body(axum::body::Body::from(common::png()))
+            .unwrap(),
+            &agent,
+        )
+        .await;
+    assert_eq!(
+        uploaded.status,
+        StatusCode::CREATED,
+        "{:?}",
+        uploaded.json()
+    );
+    let foreign = app
+        .request(
+            "POST",
+            &format!("/api/cases/{case}/annotations"),
+            &approver,
+            Some(json!({ "material_id": uploaded.json()["id"] })),
+        )
+        .await;
+    assert_eq!(
+        foreign.status,
+        StatusCode::NOT_FOUND,
+        "{:?}",
+        foreign.json()
     );
 
     // A material can be drawn on as well; the events are in the trail.

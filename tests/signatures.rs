@@ -236,6 +236,17 @@ async fn the_applicant_signs_the_summary_it_was_shown_and_the_signature_becomes_
         sha256(&zip_entry(&archive, path)),
         record["sha256"].as_str().unwrap()
     );
+    // The archive with the signature in it verifies offline, against the pinned trust alone.
+    let report = esign::verify::verify(std::io::Cursor::new(&archive), &app.state.trust);
+    assert!(
+        report.passed(),
+        "{:?}",
+        report
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
