@@ -649,17 +649,7 @@ async fn announce_queue_moved(state: &AppState, department: i64, left: i64, ever
         return;
     };
     for (case_id, facts) in waiting {
-        state.notify(
-            Audience::Case {
-                point_id: facts.point_id,
-                users: facts.call_people(),
-            },
-            ServerMessage::CaseUpdated {
-                case_id,
-                state: facts.state,
-                event: "queue.moved".to_string(),
-            },
-        );
+        super::invitations::tell_case_people(state, case_id, &facts, "queue.moved");
     }
 }
 

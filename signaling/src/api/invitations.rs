@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::invitations::{self, Invitation, InvitationNotice, ResidentCase};
 use crate::protocol::ServerMessage;
 use crate::state::{AppState, Audience};
+use crate::workflow::CaseFacts;
 
 /// An invitation just issued: the link (shown once) and its QR code.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -186,6 +187,12 @@ pub(crate) async fn announce(state: &AppState, case_id: i64, event: &'static str
     else {
         return;
     };
+    tell_case_people(state, case_id, &facts, event);
+}
+
+/// `case.updated` with `event` to the people of case `case_id` (its point's agents, its approver,
+/// experts and residents).
+pub(crate) fn tell_case_people(state: &AppState, case_id: i64, facts: &CaseFacts, event: &str) {
     state.notify(
         Audience::Case {
             point_id: facts.point_id,
