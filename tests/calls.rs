@@ -954,8 +954,11 @@ async fn the_approver_points_at_a_frozen_frame_everyone_in_the_call_sees_it_at_o
         StatusCode::FORBIDDEN,
         "only the approver draws"
     );
+    let blobs = |app: &TestApp| walk_files(&app.dir.path().join("data/blobs/sha256"));
+    let stored_before = blobs(&app);
     let not_in_call = freeze(&approver, "user-9999".into(), frame.clone()).await;
     assert_eq!(not_in_call.code(), "invalid_field");
+    assert_eq!(blobs(&app), stored_before, "a refused frame is not kept");
     let gif = freeze(
         &approver,
         format!("user-{agent_id}"),
@@ -1156,4 +1159,18 @@ async fn the_approver_points_at_a_frozen_frame_everyone_in_the_call_sees_it_at_o
             "annotation.started",
         ]
     );
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+fn walk_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() { walk_files(&path) } else { 1 }
+        })
+        .sum()
 }

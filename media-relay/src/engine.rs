@@ -1,6 +1,7 @@
 //! How the relay and the test peer build their peer connections: the codecs they speak
-//! (`codec.rs`), the interceptor chain (defaults plus one that hands
-//! keyframe requests to the application) and the settings that loopback/NAT deployments need.
+//! (`codec.rs`), the interceptor chain (defaults plus one that hands keyframe requests to the
+//! application; on the relay also transport-wide sequence numbers, GCC and a retransmission
+//! budget) and the settings that loopback/NAT deployments need.
 
 use std::collections::VecDeque;
 use std::time::Instant;

@@ -191,6 +191,30 @@ fn drawing_facts(conn: &Connection, case_id: i64, actor: &Actor, now: i64) -> Re
     Ok(facts)
 }
 
+/// Whether `actor` may freeze a frame of participant `of`'s camera in case `case_id`'s call: the
+/// approver holding it, the call open, `of` one of its people. Checked before the frame's bytes
+/// are kept (a face of someone outside the call is never stored), and again when it starts.
+pub fn may_freeze(
+    conn: &Connection,
+    case_id: i64,
+    actor: &Actor,
+    of: &str,
+    now: i64,
+) -> Result<()> {
+    let facts = drawing_facts(conn, case_id, actor, now)?;
+    let whose = facts
+        .call_people()
+        .into_iter()
+        .any(|u| crate::calls::participant_of(u).0 == of);
+    if !whose {
+        return Err(Error::bad(
+            "invalid_field",
+            format!("of: {of} is not one of this call's people"),
+        ));
+    }
+    Ok(())
+}
+
 /// What a new annotation is drawn on (as the caller checked it).
 pub enum NewBase {
     /// A frame of participant `of`'s camera, stored already as blob `sha256`.
@@ -215,26 +239,17 @@ pub fn start(
     now: i64,
 ) -> Result<Annotation> {
     let tx = conn.transaction()?;
-    let facts = drawing_facts(&tx, case_id, actor, now)?;
     let (kind, sha256, material_id, of, media_type) = match base {
         NewBase::Frame {
             of,
             sha256,
             media_type,
         } => {
-            let whose = facts
-                .call_people()
-                .into_iter()
-                .any(|u| crate::calls::participant_of(u).0 == of);
-            if !whose {
-                return Err(Error::bad(
-                    "invalid_field",
-                    format!("of: {of} is not one of this call's people"),
-                ));
-            }
+            may_freeze(&tx, case_id, actor, &of, now)?;
             ("frame", sha256, None, Some(of), media_type.to_string())
         }
         NewBase::Material(id) => {
+            drawing_facts(&tx, case_id, actor, now)?;
             let material =
                 crate::materials::get(&tx, case_id, id)?.ok_or(Error::NotFound("material"))?;
             if !material.media_type.starts_with("image/") {
@@ -293,7 +308,7 @@ pub fn get(conn: &Connection, case_id: i64, id: i64) -> Result<Annotation> {
 }
 
 /// The picture of annotation `id` (its blob digest and media type), for the call's people while
-/// the call is open; and the people, to tell.
+/// the call is open.
 pub fn base(
     conn: &Connection,
     case_id: i64,

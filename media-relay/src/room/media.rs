@@ -288,7 +288,7 @@ impl RoomCore {
         }
     }
 
-    /// Shares member `index`'s reported bandwidth among the video it receives (audio first,
+    /// Shares member `index`'s downlink estimate (`Member::downlink`) among the video it receives (audio first,
     /// then an equal share per video leg) and lets each leg's selector choose its layer.
     fn choose_layers(&mut self, index: usize) {
         let Some(estimate) = self.members[index].downlink() else {

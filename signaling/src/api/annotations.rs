@@ -112,34 +112,23 @@ pub async fn start_on_frame(
             ));
         }
     };
-    // Who may draw is checked before the bytes are kept.
+    // Who may draw, and whose camera, is checked before the bytes are kept.
     let actor = caller.actor();
     let now = state.now();
     {
-        let actor = actor.clone();
+        let (actor, of) = (actor.clone(), frame.of.clone());
         state
             .db
-            .call(move |c| {
-                let facts = crate::cases::visible_facts(c, id, &actor)?;
-                if crate::workflow::holds(&actor, &facts) {
-                    Ok(())
-                } else {
-                    Err(Error::Forbidden(
-                        "only the approver holding the case draws on a picture".into(),
-                    ))
-                }
-            })
+            .call(move |c| annotations::may_freeze(c, id, &actor, &of, now))
             .await?;
     }
     let blobs = state.blobs.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        materials::made_blob(&blobs, &body, media_type, String::new())
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("frame task failed: {e}")))??;
+    let (sha256, _) = tokio::task::spawn_blocking(move || blobs.store_bytes(&body))
+        .await
+        .map_err(|e| Error::Internal(format!("frame task failed: {e}")))??;
     let base = NewBase::Frame {
         of: frame.of,
-        sha256: stored.sha256,
+        sha256,
         media_type,
     };
     let annotation = state

@@ -37,9 +37,9 @@ pub const JSON_LIMIT: usize = 64 * 1024;
 pub const SIGNATURE_LIMIT: usize = 1024 * 1024;
 
 /// Largest frozen frame accepted (a frame over it gets `413` from the handler's own check).
-fn annotations_frame_limit() -> usize {
-    crate::annotations::MAX_FRAME_BYTES as usize + 1
-}
+const FRAME_LIMIT: usize = crate::annotations::MAX_FRAME_BYTES as usize + 1;
+/// Largest annotated picture to save (a PNG of a 4K frame with its marks, base64).
+const ANNOTATION_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
@@ -86,8 +86,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/cases/{id}/annotations/frame",
-            post(annotations::start_on_frame)
-                .layer(DefaultBodyLimit::max(annotations_frame_limit())),
+            post(annotations::start_on_frame).layer(DefaultBodyLimit::max(FRAME_LIMIT)),
         )
         .route(
             "/cases/{id}/annotations/{annotation}/base",
@@ -95,7 +94,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/cases/{id}/annotations/{annotation}/save",
-            post(annotations::save).layer(DefaultBodyLimit::max(SIGNATURE_LIMIT * 8)),
+            post(annotations::save).layer(DefaultBodyLimit::max(ANNOTATION_LIMIT)),
         )
         .route(
             "/cases/{id}/signatures",

@@ -5,7 +5,7 @@
 //
 // One `AnnotationBoard` per call panel: `show(annotation)` on every `call.annotation`,
 // `point(msg)` on every `call.pointer`. The approver holding the case draws; the others watch.
-import { h, fill, api, say, notice, errorText, busy } from './core.js';
+import { h, fill, api, say, notice, errorText, busy, blobToBase64 } from './core.js';
 import { t } from './i18n.js';
 
 /** How often the approver's pointer goes out, at most. */
@@ -199,10 +199,7 @@ export class AnnotationBoard {
 
   async save() {
     const png = await new Promise((resolve) => this.canvas.toBlob(resolve, 'image/png'));
-    const bytes = new Uint8Array(await png.arrayBuffer());
-    let binary = '';
-    for (const b of bytes) binary += String.fromCharCode(b);
-    await api('POST', `/cases/${this.caseId}/annotations/${this.current.id}/save`, { image_png: btoa(binary) });
+    await api('POST', `/cases/${this.caseId}/annotations/${this.current.id}/save`, { image_png: await blobToBase64(png) });
   }
 
   /** A refusal of ours from the server (`call.error` about annotating), in plain words. */

@@ -169,8 +169,8 @@ class Tile {
 class Screen {
   constructor(owner, stream) {
     this.owner = owner; // participant id, or 'self'
+    // A screen carries no sound.
     this.video = h('video', { autoplay: true, playsinline: true, muted: true, class: 'call-screen-video' });
-    this.video.muted = true; // a screen carries no sound
     this.caption = h('figcaption', { class: 'call-screen-caption' });
     this.el = h('figure', { class: 'call-screen', dataset: { screen: owner } }, this.video, this.caption);
     this.video.srcObject = stream;

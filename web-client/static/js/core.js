@@ -192,7 +192,7 @@ export function say(slot, kind, text) {
 
 const locale = () => (lang() === 'zh' ? 'zh-CN' : 'en-GB');
 
-/** Date and time in local style, e.g. 2026/11/26 14:05. */
+/** Date and time in local style, e.g. 2026/11/26 14:05 (from RFC 3339 or epoch ms). */
 export function fmtDateTime(iso) {
   if (!iso) return '—';
   return new Date(iso).toLocaleString(locale(), {
@@ -243,6 +243,14 @@ function tickOne(el) {
 setInterval(() => document.querySelectorAll('.clock[data-since]').forEach(tickOne), 1000);
 
 /** Hex SHA-256 of bytes. */
+/** A blob's bytes as standard base64 (for JSON bodies carrying a rendered picture). */
+export async function blobToBase64(blob) {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let binary = '';
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
 export async function sha256Hex(buffer) {
   const digest = await crypto.subtle.digest('SHA-256', buffer);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');

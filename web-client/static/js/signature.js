@@ -3,7 +3,7 @@
 // at home). The pad shows the summary exactly as the server wrote it, hashes exactly that text and
 // sends the hash with the strokes (points with times) and the rendered PNG, so the server can bind
 // the signature to what was shown.
-import { h, fill, api, say, notice, errorText, busy, sha256Hex, fmtDateTime } from './core.js';
+import { h, fill, api, say, notice, errorText, busy, sha256Hex, blobToBase64, fmtDateTime } from './core.js';
 import { t } from './i18n.js';
 
 /** Points closer in time than this are not kept (a signature has a few hundred). */
@@ -35,7 +35,7 @@ export class SignaturePad {
     } catch {
       return; // the next notice tries again
     }
-    if (request?.id === this.request?.id && !this.el.hidden === !!request) return;
+    if (request?.id === this.request?.id) return; // the same request (or still none) is shown
     this.request = request;
     this.el.hidden = !request;
     if (request) this.render(request);
@@ -96,11 +96,8 @@ export class SignaturePad {
       const shown = this.el.querySelector('.signature-summary').textContent;
       const summarySha256 = await sha256Hex(new TextEncoder().encode(shown));
       const image = await new Promise((resolve) => canvas.toBlob(resolve, 'image/png'));
-      const bytes = new Uint8Array(await image.arrayBuffer());
-      let binary = '';
-      for (const b of bytes) binary += String.fromCharCode(b);
       await api('POST', `/cases/${this.caseId}/signatures/${request.id}/sign`, {
-        summary_sha256: summarySha256, strokes, image_png: btoa(binary),
+        summary_sha256: summarySha256, strokes, image_png: await blobToBase64(image),
       });
       this.request = null;
       fill(this.el, h('h2', {}, t('sign.title')), notice('ok', t('sign.done')));

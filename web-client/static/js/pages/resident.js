@@ -37,7 +37,7 @@ export async function renderInvite(view, { token }, { onAccepted }) {
     h('dl', { class: 'facts' },
       h('dt', {}, t('case.item')), h('dd', {}, info.item_name),
       h('dt', {}, t('case.point')), h('dd', {}, info.point_name),
-      h('dt', {}, t('invite.valid_until')), h('dd', {}, fmtDateTime(new Date(info.expires_at).toISOString()))),
+      h('dt', {}, t('invite.valid_until')), h('dd', {}, fmtDateTime(info.expires_at))),
     h('h2', {}, t('invite.notice_title')),
     h('ul', { class: 'invite-notice', id: 'invite-notice' },
       ['invite.notice_who', 'invite.notice_recording', 'invite.notice_data', 'invite.notice_id'].map((key) => h('li', {}, t(key)))),
@@ -125,7 +125,7 @@ export class InvitationCard {
     fill(this.issued,
       h('img', { class: 'invite-qr', id: 'invite-qr', alt: t('invite.qr_alt'), src: `data:image/svg+xml;base64,${btoa(issued.qr_svg)}` }),
       h('div', { class: 'row' }, link, copy),
-      h('p', { class: 'muted' }, t('invite.once', { time: fmtDateTime(new Date(issued.invitation.expires_at).toISOString()) })));
+      h('p', { class: 'muted' }, t('invite.once', { time: fmtDateTime(issued.invitation.expires_at) })));
     await this.load();
   }
 
@@ -148,7 +148,7 @@ export class InvitationCard {
       }));
       return h('li', { dataset: { invitation: String(inv.id), state: inv.state } },
         h('span', { class: `badge invite-${inv.state}` }, t(`invite.state.${inv.state}`)),
-        h('span', { class: 'muted' }, fmtDateTime(new Date(inv.issued_at).toISOString())),
+        h('span', { class: 'muted' }, fmtDateTime(inv.issued_at)),
         revoke);
     }));
   }
