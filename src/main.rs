@@ -72,6 +72,29 @@ enum Command {
     /// The transparency log: checkpoints and consistency between them.
     #[command(subcommand)]
     Log(LogCommand),
+    /// An impairment proxy for trying calls over a bad link (docs/field-networks.md): tell a
+    /// participant LISTEN instead of the relay's UDP address and its media goes through a rate
+    /// limit with a queue, delay, jitter, loss and outages as the profile says. Prints one JSON
+    /// event per line; reads commands from standard input: `profile NAME|FILE`, `rebind`,
+    /// `stats`, `quit`.
+    Impair {
+        /// Where participants send.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The relay's UDP address.
+        #[arg(long, required_unless_present = "print_profile")]
+        target: Option<SocketAddr>,
+        /// A named profile (clean, weak-4g, congested, outage-10s, step-down, udp-blocked,
+        /// address-change) or a JSON file of one.
+        #[arg(long, default_value = "clean")]
+        profile: String,
+        /// Seeds loss and jitter, so that a run can be repeated.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the profile as JSON (to copy and edit) and exit.
+        #[arg(long)]
+        print_profile: bool,
+    },
     /// Copies the data folder (database, blobs, keys, trust file, certificate) consistently into a
     /// new folder, also while the server runs.
     Backup {
@@ -272,6 +295,13 @@ fn main() -> Result<()> {
             trust,
             proof,
         }) => return consistency(old, new, trust, proof),
+        Command::Impair {
+            listen,
+            target,
+            profile,
+            seed,
+            print_profile,
+        } => return impair(*listen, *target, profile, *seed, *print_profile),
         _ => {}
     }
     let serve_args = match &cli.command {
@@ -337,7 +367,9 @@ fn main() -> Result<()> {
             print!("{}", signed.note);
             Ok(())
         }
-        Command::Verify { .. } | Command::Log(LogCommand::Consistency { .. }) => {
+        Command::Verify { .. }
+        | Command::Log(LogCommand::Consistency { .. })
+        | Command::Impair { .. } => {
             unreachable!("handled before configuration is loaded")
         }
         Command::Item(ItemCommand::Add {
@@ -408,6 +440,84 @@ fn verify(archives: &[PathBuf], trust: &std::path::Path, json: bool) -> Result<i
         }
     }
     Ok(if valid { 0 } else { 1 })
+}
+
+/// A profile by name, or from a JSON file.
+fn impair_profile(name_or_file: &str) -> Result<cloudhelp_impair::Profile> {
+    match cloudhelp_impair::Profile::named(name_or_file) {
+        Ok(profile) => Ok(profile),
+        Err(unknown) if !std::path::Path::new(name_or_file).is_file() => Err(unknown.into()),
+        Err(_) => {
+            let text = std::fs::read_to_string(name_or_file)
+                .with_context(|| format!("reading profile {name_or_file}"))?;
+            Ok(cloudhelp_impair::Profile::from_json(&text)
+                .with_context(|| format!("profile file {name_or_file}"))?)
+        }
+    }
+}
+
+fn impair(
+    listen: SocketAddr,
+    target: Option<SocketAddr>,
+    profile: &str,
+    seed: u64,
+    print_profile: bool,
+) -> Result<()> {
+    use cloudhelp_impair::proxy::{self, Control};
+    use tokio::io::AsyncBufReadExt;
+    let profile = impair_profile(profile)?;
+    if print_profile {
+        println!("{}", serde_json::to_string_pretty(&profile)?);
+        return Ok(());
+    }
+    let target = target.context("--target: the relay's UDP address")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let options = proxy::Options {
+            listen,
+            target,
+            profile,
+            seed,
+        };
+        let running = tokio::spawn(proxy::run(options, control_rx, events_tx));
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.split_whitespace();
+                let command = match (words.next(), words.next()) {
+                    (Some("profile"), Some(name)) => match impair_profile(name) {
+                        Ok(profile) => Control::Profile(profile),
+                        Err(err) => {
+                            eprintln!("{err:#}");
+                            continue;
+                        }
+                    },
+                    (Some("rebind"), None) => Control::Rebind,
+                    (Some("stats"), None) => Control::Stats,
+                    (Some("quit"), None) => Control::Quit,
+                    (None, _) => continue,
+                    _ => {
+                        eprintln!(
+                            "unknown command {line:?}: use profile NAME|FILE, rebind, stats or quit"
+                        );
+                        continue;
+                    }
+                };
+                if control.send(command).is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some(event) = events.recv().await {
+            println!("{}", serde_json::to_string(&event)?);
+        }
+        running.await??;
+        Ok(())
+    })
 }
 
 fn consistency(
