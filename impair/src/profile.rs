@@ -170,7 +170,7 @@ impl Profile {
             )));
         }
         for pair in self.phases.windows(2) {
-            if !(pair[1].at_s > pair[0].at_s) {
+            if pair[1].at_s.partial_cmp(&pair[0].at_s) != Some(std::cmp::Ordering::Greater) {
                 return Err(invalid(format!(
                     "phase {:?} starts at {} s, not after {:?}",
                     pair[1].name, pair[1].at_s, pair[0].name
