@@ -2,7 +2,7 @@
 //! socket per participant flow towards the target (so the target tells flows apart as it would
 //! tell hosts apart), the profile's timeline, and control commands.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +65,26 @@ pub enum Event {
         flows: usize,
         up: LinkStats,
         down: LinkStats,
+        /// What was offered each way, by kind (`rtp/<payload type>`, `rtcp`, `stun`, `dtls`,
+        /// `other`): packets and bytes.
+        kinds: BTreeMap<String, [u64; 2]>,
     },
+}
+
+/// What kind of datagram this is on a WebRTC path (RFC 7983 demultiplexing; RTCP by its packet
+/// type, RFC 5761).
+pub fn kind_of(datagram: &[u8]) -> String {
+    match datagram.first() {
+        Some(0..=3) => "stun".into(),
+        Some(20..=63) => "dtls".into(),
+        Some(128..=191) if datagram.len() >= 2 => match datagram[1] {
+            192..=223 => "rtcp".into(),
+            // The padding bit: padding-only packets are a sender's bandwidth probes.
+            b if datagram[0] & 0x20 != 0 => format!("rtp/{} padded", b & 0x7f),
+            b => format!("rtp/{}", b & 0x7f),
+        },
+        _ => "other".into(),
+    }
 }
 
 /// One participant's flow: its address, and the socket its datagrams leave from.
@@ -120,6 +139,12 @@ pub async fn run(
     let mut flow_of: HashMap<SocketAddr, usize> = HashMap::new();
     let (back_tx, mut back_rx) = mpsc::unbounded_channel();
     let mut control_open = true;
+    let mut kinds: BTreeMap<String, [u64; 2]> = BTreeMap::new();
+    fn count(kinds: &mut BTreeMap<String, [u64; 2]>, way: &str, data: &[u8]) {
+        let entry = kinds.entry(format!("{way} {}", kind_of(data))).or_default();
+        entry[0] += 1;
+        entry[1] += data.len() as u64;
+    }
     let mut buf = vec![0u8; 65536];
     let say = |event: Event| events.send(event).is_ok();
     if !say(Event::Listening {
@@ -173,9 +198,11 @@ pub async fn run(
                         index
                     }
                 };
+                count(&mut kinds, "up", &buf[..n]);
                 up.send(Instant::now(), flow, buf[..n].to_vec());
             }
             Some((flow, data)) = back_rx.recv() => {
+                count(&mut kinds, "down", &data);
                 down.send(Instant::now(), flow, data);
             }
             command = control.recv(), if control_open => {
@@ -187,6 +214,7 @@ pub async fn run(
                     flows: flows.len(),
                     up: up.stats(),
                     down: down.stats(),
+                    kinds: kinds.clone(),
                 };
                 match command {
                     None => control_open = false,

@@ -273,28 +273,56 @@ async fn read_loop(mux: std::sync::Weak<UdpMux>, index: usize, socket: Arc<UdpSo
     }
 }
 
-/// The USERNAME of a STUN binding request (RFC 8489 §5, §14.3), if `data` is one.
-pub(crate) fn stun_username(data: &[u8]) -> Option<&str> {
-    const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
-    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
-    const USERNAME: u16 = 0x0006;
-    if data.len() < 20 || data[0..2] != BINDING_REQUEST || data[4..8] != MAGIC {
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+const STUN_USERNAME: u16 = 0x0006;
+const STUN_MESSAGE_INTEGRITY: u16 = 0x0008;
+
+/// The first attribute of type `kind` in a STUN binding request (RFC 8489 §5, §14), if `data` is
+/// one: its offset from the message's start and its value.
+fn stun_attribute(data: &[u8], kind: u16) -> Option<(usize, &[u8])> {
+    if data.len() < 20 || data[0..2] != STUN_BINDING_REQUEST || data[4..8] != STUN_MAGIC {
         return None;
     }
     let length = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let body = data.get(20..20 + length)?;
-    let mut rest = body;
-    while rest.len() >= 4 {
-        let kind = u16::from_be_bytes([rest[0], rest[1]]);
-        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-        let value = rest.get(4..4 + len)?;
-        if kind == USERNAME {
-            return std::str::from_utf8(value).ok();
+    data.get(20..20 + length)?;
+    let mut offset = 20;
+    while offset + 4 <= 20 + length {
+        let at = u16::from_be_bytes([data[offset], data[offset + 1]]);
+        let len = usize::from(u16::from_be_bytes([data[offset + 2], data[offset + 3]]));
+        let value = data.get(offset + 4..offset + 4 + len)?;
+        if at == kind {
+            return Some((offset, value));
         }
-        let padded = (4 + len).div_ceil(4) * 4;
-        rest = rest.get(padded..)?;
+        offset += (4 + len).div_ceil(4) * 4;
     }
     None
+}
+
+/// The USERNAME of a STUN binding request, if `data` is one.
+pub(crate) fn stun_username(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(stun_attribute(data, STUN_USERNAME)?.1).ok()
+}
+
+/// Whether `data` is a STUN binding request whose MESSAGE-INTEGRITY checks with the short-term
+/// credential `password` (RFC 8489 §14.5: HMAC-SHA1 over the message up to the attribute, with
+/// the header's length counting up to the attribute's end).
+pub(crate) fn stun_integrity_ok(data: &[u8], password: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some((offset, tag)) = stun_attribute(data, STUN_MESSAGE_INTEGRITY) else {
+        return false;
+    };
+    if tag.len() != 20 {
+        return false;
+    }
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(password) else {
+        return false;
+    };
+    let length = u16::try_from(offset + 24 - 20).unwrap_or(u16::MAX);
+    mac.update(&data[0..2]);
+    mac.update(&length.to_be_bytes());
+    mac.update(&data[4..offset]);
+    mac.verify_slice(tag).is_ok()
 }
 
 #[cfg(test)]
@@ -399,6 +427,27 @@ mod tests {
     fn username_is_read_after_a_padded_attribute() {
         let packet = binding_request(&[(0x0024, b"\x6e\x7f\x1e"), (0x0006, b"relayA:peerB")]);
         assert_eq!(stun_username(&packet), Some("relayA:peerB"));
+    }
+
+    /// RFC 5769 §2.1, the sample request (software name, priority, ICE-CONTROLLED, username,
+    /// integrity, fingerprint), with its password.
+    const RFC5769_REQUEST: &str = "000100582112a442b7e7a701bc34d686fa87dfae802200105354554e20746573742063\
+        6c69656e74002400046e0001ff80290008932ff9b151263b36000600096576746a3a68367659202020000800149a\
+        eaa70cbfd8cb56781ef2b5b2d3f249c1b571a280280004e57a3bcf";
+
+    #[test]
+    fn integrity_checks_with_the_right_password_only() {
+        let request = hex::decode(RFC5769_REQUEST.replace(' ', "")).expect("hex");
+        assert_eq!(stun_username(&request), Some("evtj:h6vY"));
+        assert!(stun_integrity_ok(&request, b"VOkJxbRl1RmTxUk/WvJxBt"));
+        assert!(!stun_integrity_ok(&request, b"VOkJxbRl1RmTxUk/WvJxBT"));
+        let mut tampered = request.clone();
+        tampered[30] ^= 1; // in the SOFTWARE attribute
+        assert!(!stun_integrity_ok(&tampered, b"VOkJxbRl1RmTxUk/WvJxBt"));
+        assert!(!stun_integrity_ok(
+            &binding_request(&[(0x0006, b"a:b")]),
+            b"x"
+        ));
     }
 
     #[test]

@@ -250,6 +250,19 @@ export async function expectMediaFlowing(page, from, { timeout = 30000, audio = 
   }
 }
 
+/** The agent opens a case of `item` (its page in `agentCtx`, camera ready) and the approver (in
+ * `approverCtx`) accepts it on the case page: a call of two. Returns both pages, the case id and
+ * both participant ids. */
+export async function startCall(server, agentCtx, approverCtx, item = 'id-loss') {
+  const opened = await openCase(await apiAs(server, 'agent'), item);
+  const agent = await pageAs(agentCtx, 'agent', `/#/case/${opened.id}`);
+  await agent.locator('.camera-panel[data-ready]').waitFor();
+  const approver = await pageAs(approverCtx, 'approver', `/#/case/${opened.id}`);
+  await approver.locator('#accept').click();
+  await waitText(approver.locator('.case-facts .badge'), '视频办理中');
+  return { caseId: opened.id, agent, approver, ...(await participantIds(server, opened.id)) };
+}
+
 /** The remote tile of `participant` on `page` shows a playing video (not paused, with frames). */
 export async function expectTilePlaying(page, participant) {
   await page.waitForFunction((p) => {
@@ -375,4 +388,136 @@ export async function expectSelfView(page, remoteId, { overlay }) {
   } else {
     assert.ok(!overlaps, `the self-view covers the other's picture: ${boxes}`);
   }
+}
+
+/** A free UDP port on loopback (for the relay, so that a proxy can stand in front of it). */
+export async function freeUdpPort() {
+  const { createSocket } = await import('node:dgram');
+  const socket = createSocket('udp4');
+  await new Promise((r) => socket.bind(0, '127.0.0.1', r));
+  const { port } = socket.address();
+  await new Promise((r) => socket.close(r));
+  return port;
+}
+
+/** `cloudhelp impair` in front of `target` (host:port): returns its port, the events it has
+ * reported (`events`), `send(command)` (`profile NAME`, `rebind`, `stats`), `waitFor(predicate)`
+ * for an event, `stats()` and `stop()`. */
+export async function startImpairment(target, profile = 'clean') {
+  const proc = spawn(binary(), ['impair', '--target', target, '--profile', profile], { stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const events = [];
+  const waiters = new Set();
+  createInterface({ input: proc.stdout }).on('line', (line) => {
+    const event = { ...JSON.parse(line), seenAt: Date.now() };
+    events.push(event);
+    for (const w of waiters) if (w.predicate(event)) { waiters.delete(w); w.resolve(event); }
+  });
+  const waitFor = (predicate, timeout = 30000) => {
+    const seen = events.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = { predicate, resolve };
+      waiters.add(w);
+      setTimeout(() => { if (waiters.delete(w)) reject(new Error(`the impairment proxy did not report it in ${timeout} ms: ${stderr}`)); }, timeout);
+    });
+  };
+  const listening = await waitFor((e) => e.event === 'listening', 10000);
+  const send = (command) => proc.stdin.write(`${command}\n`);
+  return {
+    port: Number(listening.address.split(':').pop()),
+    events,
+    send,
+    waitFor,
+    /** The next counters (offered, delivered, lost, queue_drops, blocked_drops per way). */
+    async stats() {
+      const after = events.length;
+      send('stats');
+      return waitFor((e) => e.event === 'stats' && events.indexOf(e) >= after);
+    },
+    /** Switches to `profile` and waits for its first phase. */
+    async profile(name) {
+      const after = events.length;
+      send(`profile ${name}`);
+      return waitFor((e) => e.event === 'phase' && e.profile === name && events.indexOf(e) >= after);
+    },
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await gone;
+    },
+  };
+}
+
+/** Makes every page of `context` reach the relay (its UDP port `relayPort`) only through the
+ * proxy at `proxyPort`, as if the proxy were the network between this browser and the relay: the
+ * relay's candidates are rewritten to the proxy's port, and the browser's own candidates are kept
+ * from the relay (it learns the proxy's address from the browser's checks instead). */
+export async function behindProxy(context, relayPort, proxyPort) {
+  await context.addInitScript(({ relayPort, proxyPort }) => {
+    const pattern = new RegExp(`(127\\.0\\.0\\.1 )${relayPort}( typ host)`, 'g');
+    const rewrite = (text) => text.replace(pattern, `$1${proxyPort}$2`);
+    const setRemote = RTCPeerConnection.prototype.setRemoteDescription;
+    RTCPeerConnection.prototype.setRemoteDescription = function (desc) {
+      return setRemote.call(this, desc?.sdp ? { type: desc.type, sdp: rewrite(desc.sdp) } : desc);
+    };
+    const addCandidate = RTCPeerConnection.prototype.addIceCandidate;
+    RTCPeerConnection.prototype.addIceCandidate = function (init) {
+      return addCandidate.call(this, init?.candidate ? { ...init, candidate: rewrite(init.candidate) } : init);
+    };
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (data) {
+      if (typeof data === 'string' && data.includes('"call.')) {
+        const msg = JSON.parse(data);
+        if (msg.type === 'call.candidate') return undefined;
+        if (typeof msg.sdp === 'string') {
+          msg.sdp = msg.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate:')).join('\r\n');
+          return send.call(this, JSON.stringify(msg));
+        }
+      }
+      return send.call(this, data);
+    };
+  }, { relayPort, proxyPort });
+}
+
+/** What the call panel's connection says about the link, summed over streams: inbound video
+ * (freezes, frames, width, loss), inbound audio (concealed and received samples), outbound video
+ * (bytes, width, what limits it), and the selected pair (available outgoing bitrate, RTT). */
+export async function linkFigures(page) {
+  return page.evaluate(async () => {
+    const pc = window.cloudhelp.call?.pc;
+    const f = {
+      at: performance.now(),
+      video: { freezeCount: 0, totalFreezesDuration: 0, framesDecoded: 0, frameWidth: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0 },
+      audio: { concealedSamples: 0, totalSamplesReceived: 0, packetsLost: 0, packetsReceived: 0 },
+      sent: { videoBytes: 0, audioBytes: 0, frameWidth: 0, qualityLimitationReason: 'none' },
+      pair: { availableOutgoingBitrate: 0, currentRoundTripTime: 0 },
+    };
+    if (!pc) return f;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        for (const k of ['freezeCount', 'totalFreezesDuration', 'framesDecoded', 'packetsLost', 'packetsReceived', 'bytesReceived']) f.video[k] += s[k] || 0;
+        f.video.frameWidth = Math.max(f.video.frameWidth, s.frameWidth || 0);
+      } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        for (const k of ['concealedSamples', 'totalSamplesReceived', 'packetsLost', 'packetsReceived']) f.audio[k] += s[k] || 0;
+      } else if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        f.sent.videoBytes += s.bytesSent || 0;
+        if ((s.frameWidth || 0) >= f.sent.frameWidth) {
+          f.sent.frameWidth = s.frameWidth || 0;
+          f.sent.qualityLimitationReason = s.qualityLimitationReason || 'none';
+        }
+      } else if (s.type === 'outbound-rtp' && s.kind === 'audio') {
+        f.sent.audioBytes += s.bytesSent || 0;
+      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        f.pair.availableOutgoingBitrate = s.availableOutgoingBitrate || 0;
+        f.pair.currentRoundTripTime = s.currentRoundTripTime || 0;
+      }
+    });
+    return f;
+  });
 }

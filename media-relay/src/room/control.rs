@@ -66,7 +66,7 @@ impl RoomCore {
             });
         }
         let (ufrag, pwd) = ice_credentials();
-        let pc = build_relay_connection(self.now, ufrag.clone(), pwd)?;
+        let pc = build_relay_connection(self.now, ufrag.clone(), pwd.clone())?;
         self.outputs.push_back(Output::Route {
             ufrag: ufrag.clone(),
             link,
@@ -75,6 +75,8 @@ impl RoomCore {
             id: participant.clone(),
             link,
             pc,
+            ice_pwds: vec![pwd],
+            latch: Default::default(),
             presence: Presence::Attached { attachment },
             negotiation: Negotiation::new(),
             transport: Transport::Connecting,
@@ -531,6 +533,13 @@ impl RoomCore {
                     link: member.link,
                 });
                 member.ufrags.push(ufrag.to_owned());
+            }
+        }
+        for line in sdp.lines() {
+            if let Some(pwd) = line.trim_end().strip_prefix("a=ice-pwd:")
+                && !member.ice_pwds.iter().any(|p| p == pwd)
+            {
+                member.ice_pwds.push(pwd.to_owned());
             }
         }
         Some(sdp)

@@ -35,6 +35,15 @@ impl RoomCore {
         let Some(index) = self.link_index(datagram.link) else {
             return; // a removed member's late packets
         };
+        let member = &mut self.members[index];
+        let pwds = &member.ice_pwds;
+        let data = &datagram.data;
+        if let Some(moved) = member.latch.heard(self.now, datagram.peer, || {
+            pwds.iter()
+                .any(|pwd| crate::socket::stun_integrity_ok(data, pwd.as_bytes()))
+        }) {
+            tracing::info!(participant = %member.id, to = %moved, "the participant's address changed: following it");
+        }
         let message = TaggedBytesMut {
             now: self.now,
             transport: TransportContext {

@@ -18,6 +18,7 @@
 //! waits on the participant for anything but the answer to its own offer, so there is no glare.
 
 mod control;
+mod latch;
 mod media;
 mod state;
 pub(crate) mod task;
@@ -169,6 +170,11 @@ struct Member {
     /// forwarders name their subscribers by it, and a rejoin gets a new one.
     link: u64,
     pc: RTCPeerConnection,
+    /// The relay's ICE passwords for this connection (the first, and each ICE restart's): a
+    /// binding request that passes integrity with one may move the path (`latch.rs`).
+    ice_pwds: Vec<String>,
+    /// Where the connection's datagrams go when the member's address changed under it.
+    latch: latch::PathLatch,
     presence: Presence,
     negotiation: Negotiation,
     transport: Transport,
@@ -463,10 +469,11 @@ impl RoomCore {
 
     /// Sends every datagram member `index`'s connection has ready.
     fn flush(&mut self, index: usize) {
-        while let Some(out) = self.members[index].pc.poll_write() {
+        let member = &mut self.members[index];
+        while let Some(out) = member.pc.poll_write() {
             self.outputs.push_back(Output::Transmit {
                 from: out.transport.local_addr,
-                to: out.transport.peer_addr,
+                to: member.latch.destination(out.transport.peer_addr),
                 data: out.message,
             });
         }
