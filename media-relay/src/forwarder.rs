@@ -53,7 +53,15 @@ impl Leg {
         Self {
             subscriber,
             sender,
-            rewriter: DownstreamRewriter::new(ssrc, payload_type, codec.clock_rate(), video),
+            rewriter: {
+                let rewriter =
+                    DownstreamRewriter::new(ssrc, payload_type, codec.clock_rate(), video);
+                if codec == Codec::Vp8 {
+                    rewriter.with_vp8()
+                } else {
+                    rewriter
+                }
+            },
             freezes: FreezeCounter::new(),
             selector: video.then(|| LayerSelector::new(1, LayerPolicy::default())),
             loss: 0.0,
@@ -174,7 +182,7 @@ impl Forwarder {
         forwarder
     }
 
-    fn video(&self) -> bool {
+    pub(crate) fn video(&self) -> bool {
         self.codec.kind() == MediaKind::Video
     }
 

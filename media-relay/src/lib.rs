@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod audio_loss;
 pub mod codec;
 mod directory;
 mod engine;

@@ -86,6 +86,8 @@ pub struct DownstreamRewriter {
     last_out: Option<(u32, Instant)>,
     /// The next forwarded packet comes from a new source: rebase its timestamps.
     rebase: bool,
+    /// VP8 legs: picture IDs, TL0PICIDX and KEYIDX continued across layer switches.
+    vp8: Option<crate::vp8::Vp8Numbering>,
 }
 
 impl DownstreamRewriter {
@@ -101,7 +103,14 @@ impl DownstreamRewriter {
             timestamp_offset: 0,
             last_out: None,
             rebase: false,
+            vp8: None,
         }
+    }
+
+    /// The leg carries VP8: its payload descriptors' numbering is continued across switches.
+    pub fn with_vp8(mut self) -> Self {
+        self.vp8 = Some(crate::vp8::Vp8Numbering::default());
+        self
     }
 
     /// The next forwarded packet comes from another source (a simulcast layer switch, which
@@ -132,9 +141,8 @@ impl DownstreamRewriter {
             self.waiting_for_keyframe = false;
         }
         let sequence_number = self.sequence.forward(packet.header.sequence_number)?;
-        if std::mem::take(&mut self.rebase)
-            && let Some((last, at)) = self.last_out
-        {
+        let switched = std::mem::take(&mut self.rebase);
+        if switched && let Some((last, at)) = self.last_out {
             // At least one tick later than the last frame sent, so the new frame is a new one.
             let elapsed = now.saturating_duration_since(at).as_secs_f64() * self.clock_rate as f64;
             let next = last.wrapping_add((elapsed as u32).max(1));
@@ -158,7 +166,10 @@ impl DownstreamRewriter {
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: packet.payload.clone(),
+            payload: match self.vp8.as_mut() {
+                Some(vp8) => vp8.rewrite(&packet.payload, switched),
+                None => packet.payload.clone(),
+            },
         })
     }
 }

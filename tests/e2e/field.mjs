@@ -5,9 +5,11 @@
 // The figures each test measured are printed as `# field:` lines (docs/field-networks.md).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   startServer, launchBrowser, newContext, startCall, expectMediaFlowing, freeUdpPort, startImpairment,
-  behindProxy, linkFigures,
+  behindProxy, linkFigures, freeTcpPort, startCoturn, spkiHash,
 } from './lib.mjs';
 
 let server;
@@ -172,5 +174,108 @@ test('an address change on the agent\'s path (the relay hears it from a new port
     assert.equal(await call.agent.evaluate(() => window.cloudhelp.call.pc.marked === true), true, 'the call was set up anew instead of going on');
   } finally {
     await call.close();
+  }
+});
+
+test('step-down (2 Mbit/s, then 300 kbit/s for 20 s, then 2 Mbit/s) on the agent\'s path: the agent\'s sending rate comes under the narrow link and climbs again; how fast, and the longest loss burst, are printed', async () => {
+  const call = await impairedCall();
+  try {
+    // The estimate climbs on a clean 2 Mbit/s path before the step.
+    await call.proxy.profile('step-down');
+    const samples = [];
+    let figures = await linkFigures(call.agent);
+    let counters = await call.proxy.stats();
+    const started = Date.now();
+    while (Date.now() - started < 60000) {
+      await call.agent.waitForTimeout(1000);
+      const [f, c] = await Promise.all([linkFigures(call.agent), call.proxy.stats()]);
+      const seconds = (f.at - figures.at) / 1000;
+      const sent = f.sent.videoBytes + f.sent.audioBytes - figures.sent.videoBytes - figures.sent.audioBytes;
+      const up = since(counters, c).up;
+      samples.push({
+        t: Math.round((Date.now() - started) / 1000),
+        phase: c.phase,
+        sentKbps: Math.round((sent * 8) / seconds / 1000),
+        dropped: up.queue_drops + up.lost,
+        offered: up.offered,
+      });
+      figures = f;
+      counters = c;
+    }
+    const low = samples.filter((s) => s.phase === 'low');
+    const high = samples.filter((s) => s.phase === 'high');
+    const again = samples.filter((s) => s.phase === 'high-again');
+    const before = Math.max(...high.slice(-5).map((s) => s.sentKbps));
+    // Seconds into a phase until the rate is under the narrow link (and stays so), and until it
+    // is back to half of what it was before the step.
+    const under = low.findIndex((s, i) => low.slice(i).every((x) => x.sentKbps <= 300));
+    const back = again.findIndex((s) => s.sentKbps >= before / 2);
+    // The longest run of seconds in which the link dropped more than a tenth of what was offered.
+    let burst = 0;
+    let run = 0;
+    for (const s of samples) {
+      run = s.offered > 0 && s.dropped / s.offered > 0.1 ? run + 1 : 0;
+      burst = Math.max(burst, run);
+    }
+    console.log(`# field: step-down, the agent's sending rate per second: ${samples.map((s) => `${s.t}s ${s.phase} ${s.sentKbps}`).join(', ')}`);
+    console.log(`# field: step-down: before the step ${before} kbit/s; under 300 kbit/s ${under < 0 ? 'never' : `${under + 1} s`} after the step down (goal <= 5 s); back to half ${back < 0 ? 'not within 20 s' : `${back + 1} s`} after the step up (goal <= 5 s); longest loss burst ${burst} s (goal <= 2 s)`);
+    assert.ok(low.length >= 15 && again.length >= 15, 'the profile ran its phases');
+    assert.ok(under >= 0 && under < 15, `the agent kept sending more than the 300 kbit/s link carries: ${JSON.stringify(low)}`);
+  } finally {
+    await call.close();
+  }
+});
+
+test('UDP blocked: the agent\'s browser reaches the relay through coturn over TLS (relay-only, with the credentials the server hands out), connects within 5 s, and media flows both ways', async () => {
+  // A server of its own, told about the TURN server; coturn on TLS only, with the server's own
+  // (self-signed) certificate, which this browser is told to trust.
+  const tlsPort = await freeTcpPort();
+  const secret = 'field-test-turn-secret';
+  const own = await startServer({ settings: { turn_urls: `["turns:127.0.0.1:${tlsPort}?transport=tcp"]`, turn_secret: secret } });
+  const cert = join(own.data, 'tls', 'cert.pem');
+  const coturn = await startCoturn({ tlsPort, secret, cert, key: join(own.data, 'tls', 'key.pem') });
+  const turnBrowser = await launchBrowser({ extraArgs: [`--ignore-certificate-errors-spki-list=${await spkiHash(readFileSync(cert, 'utf8'))}`] });
+  try {
+    const agentCtx = await newContext(turnBrowser, own);
+    // Nothing but the TURN server is reachable: the browser may use relayed candidates only.
+    await agentCtx.addInitScript(() => {
+      const Native = window.RTCPeerConnection;
+      // When the connection is made and when it connects, for the figure below.
+      function RelayOnly(config = {}) {
+        const pc = new Native({ ...config, iceTransportPolicy: 'relay' });
+        window.pcCreatedAt = performance.now();
+        pc.addEventListener('connectionstatechange', () => {
+          if (pc.connectionState === 'connected') window.pcConnectedAt ??= performance.now();
+        });
+        return pc;
+      }
+      RelayOnly.prototype = Native.prototype;
+      Object.setPrototypeOf(RelayOnly, Native);
+      window.RTCPeerConnection = RelayOnly;
+    });
+    const approverCtx = await newContext(turnBrowser, own);
+    const call = await startCall(own, agentCtx, approverCtx);
+    await call.agent.locator('.call-area[data-call-state="connected"]').waitFor({ timeout: 20000 });
+    const connectedMs = Math.round(await call.agent.evaluate(() => window.pcConnectedAt - window.pcCreatedAt));
+    const path = await call.agent.evaluate(async () => {
+      const report = await window.cloudhelp.call.pc.getStats();
+      let local = null;
+      report.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') local = report.get(s.localCandidateId);
+      });
+      return local && { type: local.candidateType, relayProtocol: local.relayProtocol, url: local.url };
+    });
+    console.log(`# field: udp-blocked: connected through ${JSON.stringify(path)} ${connectedMs} ms after the agent's connection was made (goal < 5000)`);
+    assert.equal(path?.type, 'relay', JSON.stringify(path));
+    assert.equal(path.relayProtocol, 'tls', JSON.stringify(path));
+    assert.ok(connectedMs < 5000, `connected only after ${connectedMs} ms`);
+    await expectMediaFlowing(call.approver, [call.agentId], { label: 'approver receiving the agent through TURN' });
+    await expectMediaFlowing(call.agent, [call.approverId], { label: 'agent receiving the approver through TURN' });
+    await agentCtx.close();
+    await approverCtx.close();
+  } finally {
+    await turnBrowser.close();
+    await coturn.stop();
+    await own.kill();
   }
 });

@@ -93,10 +93,11 @@ const FLAGS = [
  * given per context (see `newContext`), so a context without it sees the browser's refusal.
  * With `screen`, `getDisplayMedia` gets a fake 1280×720 "Entire screen" without a prompt (that
  * flag also accepts every media prompt, so only the screen-share tests use it). */
-export async function launchBrowser({ cameras = 1, screen = false } = {}) {
+export async function launchBrowser({ cameras = 1, screen = false, extraArgs = [] } = {}) {
   // `device-count` gives the fake camera siblings (for switching cameras).
   let args = cameras > 1 ? FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=device-count=${cameras}` : f)) : FLAGS;
   if (screen) args = [...args, '--use-fake-ui-for-media-stream', '--auto-select-desktop-capture-source=Entire screen'];
+  args = [...args, ...extraArgs];
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -520,4 +521,63 @@ export async function linkFigures(page) {
     });
     return f;
   });
+}
+
+/** A free TCP port on loopback. */
+export async function freeTcpPort() {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Debian's coturn on loopback, reachable only over TLS on `tlsPort` (no plain UDP or TCP
+ * listener: what a network that lets only HTTPS out leaves), with the shared `secret`, the
+ * certificate and key at `cert`/`key`; relays to loopback peers. Returns `stop()` and the log. */
+export async function startCoturn({ tlsPort, secret, cert, key }) {
+  const dir = mkdtempSync(join(tmpdir(), 'cloudhelp-coturn-'));
+  const config = [
+    'listening-ip=127.0.0.1', 'relay-ip=127.0.0.1', `tls-listening-port=${tlsPort}`,
+    // The plain listener is on a port nothing is told about; UDP and DTLS are off.
+    `listening-port=${tlsPort + 1}`, 'no-udp', 'no-dtls',
+    `min-port=${30000 + (tlsPort % 1000) * 10}`, `max-port=${30009 + (tlsPort % 1000) * 10}`,
+    'use-auth-secret', `static-auth-secret=${secret}`, 'realm=cloudhelp', 'fingerprint', 'no-cli',
+    'allow-loopback-peers', 'allowed-peer-ip=127.0.0.1', `cert=${cert}`, `pkey=${key}`,
+    `userdb=${join(dir, 'turndb')}`, `pidfile=${join(dir, 'turn.pid')}`, `log-file=${join(dir, 'turn.log')}`, 'simple-log',
+  ].join('\n');
+  writeFileSync(join(dir, 'turnserver.conf'), `${config}\n`);
+  const proc = spawn('turnserver', ['-c', join(dir, 'turnserver.conf')], { stdio: 'ignore' });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
+  // Ready when its TLS port takes connections.
+  const { connect } = await import('node:net');
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const ok = await new Promise((r) => {
+      const socket = connect(tlsPort, '127.0.0.1', () => { socket.destroy(); r(true); });
+      socket.on('error', () => r(false));
+    });
+    if (ok) break;
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`coturn did not start on ${tlsPort}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    log: () => { try { return readFileSync(join(dir, 'turn.log'), 'utf8'); } catch { return ''; } },
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await gone;
+    },
+  };
+}
+
+/** The base64 SHA-256 of a PEM certificate's public key (Chromium's
+ * `--ignore-certificate-errors-spki-list`, to trust a self-signed TURN server). */
+export async function spkiHash(certPem) {
+  const { X509Certificate, createHash } = await import('node:crypto');
+  const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64');
 }

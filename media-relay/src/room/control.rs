@@ -66,7 +66,8 @@ impl RoomCore {
             });
         }
         let (ufrag, pwd) = ice_credentials();
-        let pc = build_relay_connection(self.now, ufrag.clone(), pwd.clone())?;
+        let audio_loss = crate::audio_loss::DownstreamLoss::default();
+        let pc = build_relay_connection(self.now, ufrag.clone(), pwd.clone(), audio_loss.clone())?;
         self.outputs.push_back(Output::Route {
             ufrag: ufrag.clone(),
             link,
@@ -77,6 +78,7 @@ impl RoomCore {
             pc,
             ice_pwds: vec![pwd],
             latch: Default::default(),
+            audio_loss,
             presence: Presence::Attached { attachment },
             negotiation: Negotiation::new(),
             transport: Transport::Connecting,

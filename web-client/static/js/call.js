@@ -32,15 +32,6 @@ const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room
  * resolution and gives up frame rate instead (a document held to the camera barely moves), at
  * most this many frames a second, so a weak link still carries a readable picture. */
 const DOCUMENT_FPS = 5;
-/** The camera goes out in three simulcast layers, lowest first (a quarter, half and full size):
- * the relay gives each receiver the layer its downlink carries, so one weak link lowers only its
- * own picture, and the browser pauses the upper layers itself while its own uplink is short (a
- * small camera gets fewer: the browser drops layers below 320 px). */
-const CAMERA_LAYERS = [
-  { rid: 'q', scaleResolutionDownBy: 4 },
-  { rid: 'h', scaleResolutionDownBy: 2 },
-  { rid: 'f', scaleResolutionDownBy: 1 },
-];
 /** A shared screen: legibility over motion, a few frames a second are enough for a form. */
 const SCREEN_FPS = 5;
 /** The relay sends a shared screen in a stream of its own, named <participant>~screen. */
@@ -691,14 +682,14 @@ class CallPanel {
     const params = sender.getParameters();
     if (!params.encodings?.length) return; // not negotiated yet: applied after the answer
     params.degradationPreference = this.documentMode ? 'maintain-resolution' : 'balanced';
-    // A document is only worth the full size: the lower layers pause, so every receiver gets the
-    // full-size layer, at a few frames a second and as sharp as the link allows.
-    const top = params.encodings.length - 1;
-    params.encodings.forEach((encoding, i) => {
-      encoding.active = !this.documentMode || i === top;
-      if (this.documentMode) encoding.maxFramerate = DOCUMENT_FPS;
-      else delete encoding.maxFramerate;
-    });
+    for (const encoding of params.encodings) {
+      if (this.documentMode) {
+        encoding.maxFramerate = DOCUMENT_FPS;
+        encoding.scaleResolutionDownBy = 1;
+      } else {
+        delete encoding.maxFramerate;
+      }
+    }
     try { await sender.setParameters(params); } catch { /* a renegotiation raced it: applied again after it */ }
   }
 
@@ -945,11 +936,7 @@ class CallPanel {
     // Always one audio and one video m-section: receive-only when we have nothing to send, so
     // that the offer names Opus and VP8 either way.
     this.audioTx = pc.addTransceiver(audio || 'audio', { direction: audio ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
-    this.videoTx = pc.addTransceiver(video || 'video', {
-      direction: video ? 'sendrecv' : 'recvonly',
-      streams: stream ? [stream] : [],
-      sendEncodings: CAMERA_LAYERS.map((layer) => ({ ...layer })),
-    });
+    this.videoTx = pc.addTransceiver(video || 'video', { direction: video ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
     preferVp8(this.videoTx);
     this.offered = true;
     this.renderControls();
