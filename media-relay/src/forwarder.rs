@@ -368,6 +368,11 @@ impl Forwarder {
         let leg = self.legs.get_mut(leg)?;
         let loss = leg.loss;
         let decision = leg.selector.as_mut()?.on_estimate(now, estimate_bps, loss);
+        if decision == LayerDecision::Suspend {
+            // No video until it comes back on a keyframe; no hole in the sequence either.
+            leg.rewriter.pause(true);
+            return None;
+        }
         self.keyframe_for(now, decision)
     }
 
@@ -375,7 +380,7 @@ impl Forwarder {
     fn keyframe_for(&mut self, now: Instant, decision: LayerDecision) -> Option<usize> {
         match decision {
             LayerDecision::SwitchTo(layer) => self.want_keyframe(now, layer).then_some(layer),
-            LayerDecision::Keep => None,
+            LayerDecision::Keep | LayerDecision::Suspend => None,
         }
     }
 

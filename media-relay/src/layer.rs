@@ -28,6 +28,14 @@ pub struct LayerPolicy {
     /// How long a step up must last to count as having worked (the hold goes back to
     /// `up_hold`).
     pub proven_after: Duration,
+    /// Video gives way: on the lowest layer, when the estimate no longer carries it and the
+    /// subscriber reports more than this loss, the leg stops sending video altogether (audio,
+    /// which the estimate has already set aside, then goes through); it comes back as a step up
+    /// does, when the estimate has carried the lowest layer with headroom for the hold.
+    pub suspend_loss: f64,
+    /// …only for a lowest layer of at least this many bit/s: a small one costs the link little,
+    /// and the estimate's own floor would otherwise switch off video the link carries.
+    pub suspend_min_bps: u64,
 }
 
 impl Default for LayerPolicy {
@@ -38,6 +46,8 @@ impl Default for LayerPolicy {
             loss_step_down: 0.10,
             max_up_hold: Duration::from_secs(60),
             proven_after: Duration::from_secs(10),
+            suspend_loss: 0.25,
+            suspend_min_bps: 100_000,
         }
     }
 }
@@ -49,6 +59,9 @@ pub enum LayerDecision {
     Keep,
     /// A new target: ask that layer's publisher stream for a keyframe; the switch happens on it.
     SwitchTo(usize),
+    /// Stop sending this video: the link cannot carry even the lowest layer (video gives way
+    /// to audio). A later `SwitchTo` brings it back on a keyframe.
+    Suspend,
 }
 
 /// Chooses a simulcast layer for one subscriber of one published video.
@@ -68,6 +81,8 @@ pub struct LayerSelector {
     hold: Duration,
     /// When the last step up was taken, until it proved itself or failed.
     stepped_up_at: Option<Instant>,
+    /// No video is sent (it gave way to audio).
+    suspended: bool,
 }
 
 impl LayerSelector {
@@ -83,7 +98,13 @@ impl LayerSelector {
             up_since: None,
             estimated: false,
             stepped_up_at: None,
+            suspended: false,
         }
+    }
+
+    /// Whether the video gave way (nothing is sent until the link carries the lowest layer).
+    pub fn suspended(&self) -> bool {
+        self.suspended
     }
 
     /// The layer being forwarded, if any yet.
@@ -123,6 +144,8 @@ impl LayerSelector {
         }
         let ranked = self.ranked();
         match ranked.first() {
+            // Suspended: stays so until an estimate brings it back.
+            _ if self.suspended => LayerDecision::Keep,
             Some(&lowest) if !self.estimated => self.retarget(lowest),
             // The target stopped being sent: fall back to the lowest layer sent at once (the
             // next estimate climbs again) rather than freeze the picture.
@@ -153,6 +176,9 @@ impl LayerSelector {
         if ranked.is_empty() {
             return LayerDecision::Keep;
         }
+        if self.suspended {
+            return self.resume_when_carried(now, estimate_bps, ranked[0]);
+        }
         let cap = self.max_rank.min(ranked.len() - 1);
         // The highest rank the estimate carries as it is.
         let fits = ranked
@@ -169,8 +195,13 @@ impl LayerSelector {
         if loss > self.policy.loss_step_down {
             wanted = wanted.min(rank.saturating_sub(1));
         }
+        let lowest = ranked[0];
+        let give_way = rank == 0
+            && loss > self.policy.suspend_loss
+            && estimate_bps < self.bitrates[lowest]
+            && self.bitrates[lowest] >= self.policy.suspend_min_bps;
         if let Some(at) = self.stepped_up_at {
-            if wanted < rank {
+            if wanted < rank || give_way {
                 // The step up did not hold: wait longer before the next one.
                 self.hold = (self.hold * 2).min(self.policy.max_up_hold);
                 self.stepped_up_at = None;
@@ -178,6 +209,12 @@ impl LayerSelector {
                 self.hold = self.policy.up_hold;
                 self.stepped_up_at = None;
             }
+        }
+        if give_way {
+            self.suspended = true;
+            self.current = None;
+            self.up_since = None;
+            return LayerDecision::Suspend;
         }
         if wanted < rank {
             self.up_since = None;
@@ -203,10 +240,38 @@ impl LayerSelector {
         LayerDecision::Keep
     }
 
+    /// While suspended: back to `lowest` once the estimate has carried it with headroom for the
+    /// hold (a resume is a step up: one that fails doubles the hold).
+    fn resume_when_carried(
+        &mut self,
+        now: Instant,
+        estimate_bps: u64,
+        lowest: usize,
+    ) -> LayerDecision {
+        let needed = self.bitrates[lowest] as f64 * self.policy.up_headroom;
+        if (estimate_bps as f64) < needed {
+            self.up_since = None;
+            return LayerDecision::Keep;
+        }
+        let since = *self.up_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.hold {
+            return LayerDecision::Keep;
+        }
+        self.suspended = false;
+        self.up_since = None;
+        self.stepped_up_at = Some(now);
+        self.target = lowest;
+        self.current = None;
+        LayerDecision::SwitchTo(lowest)
+    }
+
     /// A packet of `layer` arrived; `keyframe_start` if it begins a keyframe. Returns whether to
     /// forward it: packets of the current layer only, the switch happening on the target's
-    /// keyframe.
+    /// keyframe; nothing while suspended.
     pub fn on_packet(&mut self, layer: usize, keyframe_start: bool) -> bool {
+        if self.suspended {
+            return false;
+        }
         if layer == self.target && keyframe_start && self.current != Some(layer) {
             self.current = Some(layer);
         }
@@ -309,6 +374,79 @@ mod tests {
     fn settle(selector: &mut LayerSelector, layer: usize) {
         assert!(selector.on_packet(layer, true));
         assert_eq!(selector.current(), Some(layer));
+    }
+
+    #[test]
+    fn a_single_layer_gives_way_on_a_link_that_cannot_carry_it_and_comes_back_held_like_a_step_up()
+    {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new(1, LayerPolicy::default());
+        s.set_bitrates(&[450_000]);
+        settle(&mut s, 0);
+        // Short of the layer but hardly losing: it stays (a slow estimate on a good link).
+        assert_eq!(s.on_estimate(t0, 250_000, 0.01), LayerDecision::Keep);
+        assert!(s.on_packet(0, false));
+        // Short of it and losing more than a quarter: video gives way.
+        assert_eq!(s.on_estimate(t0, 250_000, 0.4), LayerDecision::Suspend);
+        assert!(s.suspended());
+        assert!(
+            !s.on_packet(0, true),
+            "nothing while suspended, not even a keyframe"
+        );
+        assert_eq!(s.set_bitrates(&[450_000]), LayerDecision::Keep);
+        // The estimate recovers: back after the hold (3 s), on a keyframe.
+        let good = 600_000;
+        assert_eq!(s.on_estimate(t0 + S, good, 0.0), LayerDecision::Keep);
+        assert_eq!(s.on_estimate(t0 + 3 * S, good, 0.0), LayerDecision::Keep);
+        assert_eq!(
+            s.on_estimate(t0 + 4 * S, good, 0.0),
+            LayerDecision::SwitchTo(0)
+        );
+        assert!(!s.on_packet(0, false));
+        assert!(s.on_packet(0, true));
+        // It did not hold: suspended again, and the next try waits twice as long.
+        assert_eq!(
+            s.on_estimate(t0 + 5 * S, 200_000, 0.5),
+            LayerDecision::Suspend
+        );
+        assert_eq!(s.on_estimate(t0 + 6 * S, good, 0.0), LayerDecision::Keep);
+        assert_eq!(s.on_estimate(t0 + 11 * S, good, 0.0), LayerDecision::Keep);
+        assert_eq!(
+            s.on_estimate(t0 + 12 * S, good, 0.0),
+            LayerDecision::SwitchTo(0)
+        );
+        // A small layer never gives way: it costs the link little.
+        let mut small = LayerSelector::new(1, LayerPolicy::default());
+        small.set_bitrates(&[60_000]);
+        settle(&mut small, 0);
+        assert_eq!(small.on_estimate(t0, 10_000, 0.6), LayerDecision::Keep);
+    }
+
+    #[test]
+    fn with_simulcast_a_weak_link_goes_to_the_lowest_layer_before_the_video_gives_way() {
+        let t0 = Instant::now();
+        let mut s = selector();
+        settle(&mut s, 0);
+        assert_eq!(s.on_estimate(t0, 3_000_000, 0.0), LayerDecision::Keep);
+        let mut top = LayerSelector::new(3, LayerPolicy::default());
+        top.set_bitrates(&LAYERS);
+        top.on_estimate(t0, 0, 0.0);
+        settle(&mut top, 0);
+        // Climb to the middle layer, then the link fails badly: down one layer, not off.
+        for i in 1..=4 {
+            top.on_estimate(t0 + i * S, 700_000, 0.0);
+        }
+        assert_eq!(top.target(), 1);
+        settle(&mut top, 1);
+        assert_eq!(
+            top.on_estimate(t0 + 5 * S, 100_000, 0.5),
+            LayerDecision::SwitchTo(0)
+        );
+        settle(&mut top, 0);
+        assert_eq!(
+            top.on_estimate(t0 + 6 * S, 100_000, 0.5),
+            LayerDecision::Suspend
+        );
     }
 
     #[test]

@@ -850,3 +850,59 @@ fn below_what_even_the_middle_layer_needs_retransmissions_stay_within_their_budg
         after.missing()
     );
 }
+
+#[test]
+fn on_a_downlink_too_short_for_the_only_video_layer_the_video_gives_way_so_the_audio_gets_through_and_comes_back_on_a_keyframe()
+ {
+    let mut sim = call_of_two(19, Duration::ZERO);
+    // Alice sends one layer (~115 kbit/s) and audio (~40 kbit/s); Bob's downlink carries
+    // 100 kbit/s. Forwarding both would overfill its queue, losing audio with the video.
+    sim.client_mut("bob").downlink = Impairment {
+        delay: Duration::from_millis(40),
+        rate_bps: 100_000,
+        queue: Duration::from_millis(300),
+        ..Impairment::default()
+    };
+    sim.run_for(Duration::from_secs(20));
+    let audio = |sim: &Sim| {
+        sim.client("bob")
+            .track_from("alice", "audio")
+            .cloned()
+            .unwrap()
+    };
+    let video = |sim: &Sim| {
+        sim.client("bob")
+            .track_from("alice", "video")
+            .cloned()
+            .unwrap()
+    };
+    let (audio_before, video_before) = (audio(&sim), video(&sim));
+    sim.run_for(Duration::from_secs(20));
+    let (audio_after, video_after) = (audio(&sim), video(&sim));
+    let audio_sent = audio_after.packets - audio_before.packets;
+    let audio_lost = audio_after.missing() - audio_before.missing();
+    let video_sent = video_after.packets - video_before.packets;
+    // Forwarding everything, Bob lost more than half of the audio here (574 of 1,000); with the
+    // video out of the way only the tries to bring it back cost some.
+    assert!(
+        audio_sent >= 900 && audio_lost * 12 < audio_sent,
+        "Bob's audio: {audio_sent} packets, {audio_lost} lost in 20 s"
+    );
+    assert!(
+        video_sent < 300,
+        "the video gave way: {video_sent} packets in 20 s (it needs ~400)"
+    );
+    // The link recovers: the video comes back, on a keyframe.
+    sim.client_mut("bob").downlink = Impairment::default();
+    let keyframes = video_after.keyframes;
+    sim.run_for(Duration::from_secs(20));
+    let back = video(&sim);
+    assert!(
+        back.packets > video_after.packets + 200 && back.keyframes > keyframes,
+        "Bob's video is back: {} → {} packets, {} → {} keyframes",
+        video_after.packets,
+        back.packets,
+        keyframes,
+        back.keyframes
+    );
+}
