@@ -361,7 +361,6 @@ pub(crate) fn build_relay_connection(
     now: Instant,
     ufrag: String,
     pwd: String,
-    audio_loss: crate::audio_loss::DownstreamLoss,
 ) -> Result<rtc::peer_connection::RTCPeerConnection, Error> {
     let (engine, registry) = engine_and_registry(true)?;
     // The relay estimates each subscriber's downlink itself: transport-wide sequence numbers on
@@ -384,12 +383,6 @@ pub(crate) fn build_relay_connection(
         .with(
             Slot::from(3_500),
             RetransmissionBudget::new(DOWNLINK_INITIAL_BPS),
-        )
-        // On the write side after the receiver-report generator (10_000): the reports about a
-        // publisher's audio carry its subscribers' worst loss, for Opus FEC (`audio_loss.rs`).
-        .with(
-            Slot::from(9_500),
-            crate::audio_loss::AudioLossReport::new(audio_loss),
         );
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

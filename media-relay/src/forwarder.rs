@@ -182,7 +182,7 @@ impl Forwarder {
         forwarder
     }
 
-    pub(crate) fn video(&self) -> bool {
+    fn video(&self) -> bool {
         self.codec.kind() == MediaKind::Video
     }
 

@@ -10,7 +10,6 @@
 
 #![warn(missing_docs)]
 
-mod audio_loss;
 pub mod codec;
 mod directory;
 mod engine;

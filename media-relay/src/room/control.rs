@@ -66,8 +66,7 @@ impl RoomCore {
             });
         }
         let (ufrag, pwd) = ice_credentials();
-        let audio_loss = crate::audio_loss::DownstreamLoss::default();
-        let pc = build_relay_connection(self.now, ufrag.clone(), pwd.clone(), audio_loss.clone())?;
+        let pc = build_relay_connection(self.now, ufrag.clone(), pwd.clone())?;
         self.outputs.push_back(Output::Route {
             ufrag: ufrag.clone(),
             link,
@@ -78,7 +77,6 @@ impl RoomCore {
             pc,
             ice_pwds: vec![pwd],
             latch: Default::default(),
-            audio_loss,
             presence: Presence::Attached { attachment },
             negotiation: Negotiation::new(),
             transport: Transport::Connecting,

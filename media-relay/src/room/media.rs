@@ -256,26 +256,9 @@ impl RoomCore {
                 }
                 None
             });
-            self.share_audio_loss();
             if self.members[index].downlink().is_some() {
                 self.choose_layers(index);
             }
-        }
-    }
-
-    /// Tells each publisher's connection the worst loss its audio's subscribers report, which
-    /// its receiver reports then carry to the publisher's encoder (Opus FEC, `audio_loss.rs`).
-    fn share_audio_loss(&self) {
-        for member in &self.members {
-            let worst = member
-                .published
-                .iter()
-                .filter(|p| !p.forwarder.video())
-                .flat_map(|p| p.forwarder.legs.iter().map(|leg| leg.loss))
-                .fold(0.0_f64, f64::max);
-            member
-                .audio_loss
-                .set((worst * 256.0).clamp(0.0, 255.0) as u8);
         }
     }
 

@@ -175,9 +175,6 @@ struct Member {
     ice_pwds: Vec<String>,
     /// Where the connection's datagrams go when the member's address changed under it.
     latch: latch::PathLatch,
-    /// The worst loss the subscribers of this member's audio report, told to its encoder in the
-    /// relay's receiver reports (`audio_loss.rs`).
-    audio_loss: crate::audio_loss::DownstreamLoss,
     presence: Presence,
     negotiation: Negotiation,
     transport: Transport,
