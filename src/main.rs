@@ -84,8 +84,8 @@ enum Command {
         /// The relay's UDP address.
         #[arg(long, required_unless_present = "print_profile")]
         target: Option<SocketAddr>,
-        /// A named profile (clean, weak-4g, congested, outage-10s, step-down, udp-blocked,
-        /// address-change) or a JSON file of one.
+        /// A named profile (clean, weak-4g, congested, outage-10s, step-down, narrow-300k,
+        /// udp-blocked, address-change) or a JSON file of one.
         #[arg(long, default_value = "clean")]
         profile: String,
         /// Seeds loss and jitter, so that a run can be repeated.

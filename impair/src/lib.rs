@@ -6,7 +6,7 @@
 //! drop-tail queue, a propagation delay with jitter (order kept), random or bursty
 //! (Gilbert–Elliott) loss, and can be blocked (an outage, or UDP blocked). A [`Profile`] is a list
 //! of phases that change the two links over time; the named ones (`weak-4g`, `congested`,
-//! `outage-10s`, `step-down`, `udp-blocked`, `address-change`, `clean`) are what the tests and
+//! `outage-10s`, `step-down`, `narrow-300k`, `udp-blocked`, `address-change`, `clean`) are what the tests and
 //! docs/field-networks.md use, and any other can be given as JSON.
 //!
 //! The links and the timeline are sans-IO (`now` is passed in), so their behaviour is tested on

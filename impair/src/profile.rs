@@ -53,6 +53,7 @@ pub const NAMES: &[&str] = &[
     "congested",
     "outage-10s",
     "step-down",
+    "narrow-300k",
     "udp-blocked",
     "address-change",
 ];
@@ -123,6 +124,13 @@ impl Profile {
                 phase(20.0, "low", rate(300, 300, 20), rate(300, 300, 20)),
                 phase(40.0, "high-again", rate(2000, 300, 20), rate(2000, 300, 20)),
             ],
+            // A narrow line, clean otherwise: 300 kbit/s both ways, 40 ms each way.
+            "narrow-300k" => vec![phase(
+                0.0,
+                "narrow-300k",
+                rate(300, 300, 40),
+                rate(300, 300, 40),
+            )],
             // A network that lets no UDP through.
             "udp-blocked" => vec![phase(
                 0.0,

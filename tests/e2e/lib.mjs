@@ -581,3 +581,58 @@ export async function spkiHash(certPem) {
   const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
   return createHash('sha256').update(spki).digest('base64');
 }
+
+/** Writes a Y4M file (1920×1080, 2 frames at 5 frames/s, which Chromium's fake camera loops) of
+ * a document: `id` printed large, and lines of small text under it; rendered by `browser`.
+ * Returns its path. */
+export async function documentY4m(browser, id) {
+  const page = await browser.newPage();
+  try {
+    const planes = await page.evaluate((id) => {
+      const [w, h] = [1920, 1080];
+      const canvas = document.createElement('canvas');
+      canvas.width = w;
+      canvas.height = h;
+      const g = canvas.getContext('2d');
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, w, h);
+      g.fillStyle = '#000';
+      g.font = 'bold 64px monospace';
+      g.fillText(id, 360, 420);
+      g.font = '28px monospace';
+      for (let i = 0; i < 6; i++) g.fillText(`Line ${i + 1}: issued by the county public security bureau, valid ten years`, 360, 520 + i * 44);
+      const rgba = g.getImageData(0, 0, w, h).data;
+      // BT.601 full-range I420 (the C420jpeg of the header).
+      const y = new Uint8Array(w * h);
+      const u = new Uint8Array((w / 2) * (h / 2));
+      const v = new Uint8Array((w / 2) * (h / 2));
+      for (let j = 0; j < h; j++) {
+        for (let i = 0; i < w; i++) {
+          const k = (j * w + i) * 4;
+          y[j * w + i] = Math.round(0.299 * rgba[k] + 0.587 * rgba[k + 1] + 0.114 * rgba[k + 2]);
+        }
+      }
+      for (let j = 0; j < h / 2; j++) {
+        for (let i = 0; i < w / 2; i++) {
+          const k = (2 * j * w + 2 * i) * 4;
+          const [r, gr, b] = [rgba[k], rgba[k + 1], rgba[k + 2]];
+          u[j * (w / 2) + i] = Math.round(128 - 0.168736 * r - 0.331264 * gr + 0.5 * b);
+          v[j * (w / 2) + i] = Math.round(128 + 0.5 * r - 0.418688 * gr - 0.081312 * b);
+        }
+      }
+      const b64 = (a) => { let s = ''; for (let i = 0; i < a.length; i += 0x8000) s += String.fromCharCode(...a.subarray(i, i + 0x8000)); return btoa(s); };
+      return [b64(y), b64(u), b64(v)];
+    }, id);
+    const frame = Buffer.concat([Buffer.from('FRAME\n'), ...planes.map((p) => Buffer.from(p, 'base64'))]);
+    const path = join(mkdtempSync(join(tmpdir(), 'cloudhelp-doc-')), 'document.y4m');
+    writeFileSync(path, Buffer.concat([Buffer.from('YUV4MPEG2 W1920 H1080 F5:1 Ip A1:1 C420jpeg\n'), frame, frame]));
+    return path;
+  } finally {
+    await page.close();
+  }
+}
+
+/** Reads the text in a PNG with Debian's tesseract (English model, one block of text). */
+export function ocr(pngPath) {
+  return execFileSync('tesseract', [pngPath, 'stdout', '--psm', '6'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
