@@ -5,11 +5,12 @@
 // The figures each test measured are printed as `# field:` lines (docs/field-networks.md).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   startServer, launchBrowser, newContext, startCall, expectMediaFlowing, freeUdpPort, startImpairment,
-  behindProxy, linkFigures, freeTcpPort, startCoturn, spkiHash, documentY4m, ocr, ID_NUMBER, ARTIFACTS,
+  behindProxy, linkFigures, freeTcpPort, startCoturn, spkiHash, documentY4m, ocr, ID_NUMBER, ARTIFACTS, waitText,
 } from './lib.mjs';
 
 let server;
@@ -323,5 +324,47 @@ test('document mode (材料展示) over 300 kbit/s each way: the approver gets t
     await call.close();
   } finally {
     await docBrowser.close();
+  }
+});
+
+test('a starved uplink (80 kbit/s from the agent: its voice fits, its video does not): the agent\'s page stops sending video by itself and says so in plain words, the approver keeps hearing it and sees the camera off; when the link recovers the video comes back by itself', async () => {
+  const call = await impairedCall();
+  try {
+    const profile = {
+      name: 'starved-then-clean',
+      phases: [
+        { at_s: 0, name: 'starved', up: { rate_kbps: 80, queue_ms: 500, delay_ms: 40 }, down: { delay_ms: 40 } },
+        { at_s: 40, name: 'recovered' },
+      ],
+    };
+    const file = join(mkdtempSync(join(tmpdir(), 'cloudhelp-profile-')), 'starved.json');
+    writeFileSync(file, JSON.stringify(profile));
+    const started = Date.now();
+    await call.proxy.profile(file, 'starved-then-clean');
+    const notice = call.agent.locator('.call-link-notice');
+    await notice.waitFor({ state: 'visible', timeout: 38000 });
+    const stoppedAfter = Date.now() - started;
+    assert.match(await notice.innerText(), /只用语音/);
+    await call.agent.locator('.call-area[data-link="audio"]').waitFor();
+    await waitText(call.approver.locator(`.call-tile[data-participant="${call.agentId}"] .call-placeholder`), '摄像头已关闭');
+    // Once the queue the video filled has drained, the voice gets through.
+    await call.approver.waitForTimeout(6000);
+    const kindsBefore = (await call.proxy.stats()).kinds;
+    const heard = await measure(call.approver, 6);
+    const kindsAfter = (await call.proxy.stats()).kinds;
+    const sentUp = Object.fromEntries(Object.entries(kindsAfter).filter(([k]) => k.startsWith('up '))
+      .map(([k, [n, bytes]]) => [k.slice(3), `${Math.round(((bytes - (kindsBefore[k]?.[1] || 0)) * 8) / 6 / 1000)} kbit/s`]));
+    assert.ok(heard.audioReceived > 0, 'the approver no longer hears the agent');
+    // While the link stays narrow the page tries the camera again now and then (waiting longer
+    // after each try that fails); once it recovers, the camera stays.
+    const back = await call.proxy.waitFor((e) => e.event === 'phase' && e.phase === 'recovered', 45000);
+    await notice.waitFor({ state: 'hidden', timeout: 70000 });
+    const restoredAfter = Date.now() - back.seenAt;
+    const flowing = await expectMediaFlowing(call.approver, [call.agentId], { label: 'the approver receiving the agent after the link recovered', timeout: 40000 });
+    assert.notEqual(await call.agent.locator('.call-area').getAttribute('data-link'), 'audio');
+    console.log(`# field: starved uplink: video stopped by itself ${stoppedAfter} ms after the link narrowed (notice shown); audio at the approver meanwhile concealed ${pct(heard.audioConcealed)}, the agent sending ${JSON.stringify(sentUp)}; video back ${restoredAfter} ms after the link recovered, decoding again ${flowing.waitedMs} ms later`);
+    assert.equal(await call.agent.locator('#call-camera').innerText(), '关闭摄像头', 'the camera button is as the user left it');
+  } finally {
+    await call.close();
   }
 });

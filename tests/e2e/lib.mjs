@@ -439,11 +439,12 @@ export async function startImpairment(target, profile = 'clean') {
       send('stats');
       return waitFor((e) => e.event === 'stats' && events.indexOf(e) >= after);
     },
-    /** Switches to `profile` and waits for its first phase. */
-    async profile(name) {
+    /** Switches to a named profile (or a JSON file of one named `named`) and waits for its
+     * first phase. */
+    async profile(nameOrFile, named = nameOrFile) {
       const after = events.length;
-      send(`profile ${name}`);
-      return waitFor((e) => e.event === 'phase' && e.profile === name && events.indexOf(e) >= after);
+      send(`profile ${nameOrFile}`);
+      return waitFor((e) => e.event === 'phase' && e.profile === named && events.indexOf(e) >= after);
     },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;

@@ -39,6 +39,27 @@ const SCREEN_STREAM_SUFFIX = '~screen';
 /** After a capture (拍照: the agent is showing a document) document mode stays on this long,
  * unless it was switched on by hand. */
 const DOCUMENT_AFTER_CAPTURE_MS = 60000;
+/** The link watch: every LINK_WATCH_MS the browser's view of its uplink (the selected pair's
+ * availableOutgoingBitrate and round trip, and the loss the relay reports on our audio) decides
+ * how much video this page sends. Below LINK_LOW_BPS for two readings the camera goes out at
+ * LINK_LOW_FPS frames a second. Starved — that low, and the audio losing more than
+ * LINK_STARVED_LOSS or the round trip above LINK_STARVED_RTT_S (a full queue) — for three
+ * readings, the camera stops (只用语音, said in plain words) so that the voice gets through. (The
+ * browser's estimate alone never says so: it stays at ~70 kbit/s on a 40 kbit/s link.) Healthy
+ * again (little loss, a short round trip) for LINK_PATIENCE readings, the camera comes back at the
+ * low frame rate, and above LINK_RECOVER_BPS for five readings at full; a return that has to
+ * stop again within LINK_RETRY_WINDOW_MS doubles the patience (up to LINK_MAX_PATIENCE). */
+const LINK_WATCH_MS = 2000;
+const LINK_LOW_BPS = 150_000;
+const LINK_STARVED_LOSS = 0.1;
+const LINK_STARVED_RTT_S = 0.6;
+const LINK_HEALTHY_LOSS = 0.02;
+const LINK_HEALTHY_RTT_S = 0.3;
+const LINK_RECOVER_BPS = 250_000;
+const LINK_LOW_FPS = 10;
+const LINK_PATIENCE = 5;
+const LINK_MAX_PATIENCE = 30;
+const LINK_RETRY_WINDOW_MS = 20000;
 
 export function mountCallPanel(container, options) {
   const panel = new CallPanel(container, options);
@@ -274,6 +295,10 @@ class CallPanel {
     this.grid = h('div', { class: 'remote-videos call-grid' });
     this.reconnecting = h('div', { class: 'call-reconnecting', role: 'status', hidden: true }, t('call.reconnecting'));
     this.message = h('div', { class: 'call-message', role: 'status' });
+    // What the link watch did by itself, in plain words (only while it lasts).
+    this.linkNotice = h('div', { class: 'notice info call-link-notice', role: 'status', hidden: true });
+    this.linkLevel = 'good';
+    this.linkStreak = { level: 'good', count: 0 };
     this.note = h('p', { class: 'muted call-note' });
     this.micButton = h('button', { type: 'button', id: 'call-mute', class: 'small', onclick: () => this.toggleMic() });
     this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
@@ -299,7 +324,7 @@ class CallPanel {
     this.chat = new ChatBox((text) => this.live.send({ type: 'call.chat', case_id: this.caseId, text }));
     this.area = h('div', { class: 'call-area', dataset: { callArea: String(caseView.id), callState: 'idle' } },
       h('div', { class: 'call-stage' }, this.board.el, this.screenArea, this.grid, this.reconnecting),
-      this.note, this.message, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls, this.chat.el);
+      this.note, this.message, this.linkNotice, h('div', { class: 'row call-retry-row' }, this.retryButton), this.controls, this.chat.el);
     fill(container, this.area);
     this.renderControls();
 
@@ -417,6 +442,9 @@ class CallPanel {
   closePeer() {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers = [];
+    clearInterval(this.linkWatch);
+    this.linkWatch = null;
+    this.setLinkLevel('good');
     if (this.pc) {
       this.pc.onicecandidate = null;
       this.pc.ontrack = null;
@@ -499,7 +527,7 @@ class CallPanel {
         const track = stream.getTracks().find((tr) => tr.kind === kind) || null;
         sender?.replaceTrack(track).catch(() => {});
       }
-      if (this.documentMode) this.applyDocumentMode();
+      if (this.documentMode) this.applyVideoSending();
       old.getTracks().forEach((tr) => tr.stop());
       this.selfTile().attach(stream, () => {});
     }, 1000);
@@ -541,6 +569,8 @@ class CallPanel {
     if (video) video.enabled = !this.cameraOff;
     const self = this.tiles.get('self');
     if (self) { self.setMuted('audio', this.micOff); self.setMuted('video', this.cameraOff); }
+    // A disabled track still sends black frames (~30 kbit/s): with the camera off, nothing.
+    this.applyVideoSending();
   }
 
   toggleConsent() {
@@ -652,7 +682,7 @@ class CallPanel {
     clearTimeout(this.documentTimer);
     this.documentTimer = null;
     this.documentMode = on;
-    this.applyDocumentMode();
+    this.applyVideoSending();
     this.renderControls();
   }
 
@@ -664,17 +694,20 @@ class CallPanel {
     this.documentTimer = setTimeout(() => {
       this.documentTimer = null;
       this.documentMode = false;
-      this.applyDocumentMode();
+      this.applyVideoSending();
       this.renderControls();
     }, DOCUMENT_AFTER_CAPTURE_MS);
-    this.applyDocumentMode();
+    this.applyVideoSending();
     this.renderControls();
   }
 
   /** Tells the camera track and its encoder what matters now: detail and resolution (document
    * mode) or motion and frame rate (a face). Applied again after each negotiation and camera
    * change, since a new sender or track starts from the defaults. */
-  async applyDocumentMode() {
+  /** The camera's sending parameters: nothing while the camera is off; document mode (detail,
+   * resolution kept, DOCUMENT_FPS), or the link watch's lower frame rate on a weak uplink, or the
+   * browser's own balance. */
+  async applyVideoSending() {
     const track = this.localTrack('video');
     if (track && 'contentHint' in track) track.contentHint = this.documentMode ? 'detail' : '';
     const sender = this.senderOf('video');
@@ -682,13 +715,12 @@ class CallPanel {
     const params = sender.getParameters();
     if (!params.encodings?.length) return; // not negotiated yet: applied after the answer
     params.degradationPreference = this.documentMode ? 'maintain-resolution' : 'balanced';
+    const fps = this.documentMode ? DOCUMENT_FPS : (this.linkLevel === 'low' ? LINK_LOW_FPS : null);
     for (const encoding of params.encodings) {
-      if (this.documentMode) {
-        encoding.maxFramerate = DOCUMENT_FPS;
-        encoding.scaleResolutionDownBy = 1;
-      } else {
-        delete encoding.maxFramerate;
-      }
+      encoding.active = !this.cameraOff;
+      if (this.documentMode) encoding.scaleResolutionDownBy = 1;
+      if (fps) encoding.maxFramerate = fps;
+      else delete encoding.maxFramerate;
     }
     try { await sender.setParameters(params); } catch { /* a renegotiation raced it: applied again after it */ }
   }
@@ -701,7 +733,12 @@ class CallPanel {
   }
 
   toggleCamera() {
-    this.cameraOff = !this.cameraOff;
+    this.linkStoppedCamera = false; // the user's choice from now on
+    this.setCameraOff(!this.cameraOff);
+  }
+
+  setCameraOff(off) {
+    this.cameraOff = off;
     this.applyMuteToTracks();
     this.live.send({ type: 'call.mute', case_id: this.caseId, kind: 'video', muted: this.cameraOff });
     this.renderControls();
@@ -724,7 +761,7 @@ class CallPanel {
       this.local.stream.removeTrack(current);
       this.local.stream.addTrack(track);
       current.stop();
-      if (this.documentMode) this.applyDocumentMode();
+      if (this.documentMode) this.applyVideoSending();
       this.selfTile().attach(new MediaStream(this.local.stream.getTracks()), () => {});
       this.say(null, '');
     } catch (err) {
@@ -886,6 +923,7 @@ class CallPanel {
       const state = pc.connectionState;
       if (state === 'connected') {
         this.freshJoins = 0;
+        this.watchLink();
         if (this.phase !== 'reconnecting') this.setPhase('connected');
         if (this.message.querySelector('.notice.error')) this.say(null, '');
         this.retryButton.hidden = true;
@@ -980,6 +1018,72 @@ class CallPanel {
     }
   }
 
+  /** Starts the link watch (once per connection). */
+  watchLink() {
+    if (this.linkWatch) return;
+    this.linkStreak = { level: 'good', count: 0 };
+    this.linkHealthy = 0;
+    this.linkPatience = LINK_PATIENCE;
+    this.linkWatch = setInterval(() => this.readLink(), LINK_WATCH_MS);
+  }
+
+  async readLink() {
+    const pc = this.pc;
+    if (!pc || pc.connectionState !== 'connected' || !this.localTrack('video')) return;
+    let bps = null;
+    let rtt = 0;
+    let loss = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate) {
+        bps = s.availableOutgoingBitrate;
+        rtt = Math.max(rtt, s.currentRoundTripTime || 0);
+      }
+      if (s.type === 'remote-inbound-rtp' && s.kind === 'audio') loss = Math.max(loss, s.fractionLost || 0);
+    });
+    if (bps === null || this.pc !== pc) return;
+    // What this reading says, and how many readings in a row have said so.
+    const starved = bps < LINK_LOW_BPS && (loss > LINK_STARVED_LOSS || rtt > LINK_STARVED_RTT_S);
+    const says = starved ? 'audio' : bps < LINK_LOW_BPS ? 'low' : bps > LINK_RECOVER_BPS ? 'good' : 'between';
+    this.linkStreak = this.linkStreak.level === says ? { level: says, count: this.linkStreak.count + 1 } : { level: says, count: 1 };
+    this.linkHealthy = loss < LINK_HEALTHY_LOSS && rtt < LINK_HEALTHY_RTT_S ? this.linkHealthy + 1 : 0;
+    const { count } = this.linkStreak;
+    if (this.linkLevel === 'audio') {
+      if (this.linkHealthy >= this.linkPatience) {
+        this.linkBackAt = Date.now();
+        this.setLinkLevel('low');
+      }
+    } else if (says === 'audio' && count >= 3) {
+      const tooSoon = this.linkBackAt && Date.now() - this.linkBackAt < LINK_RETRY_WINDOW_MS;
+      this.linkPatience = tooSoon ? Math.min(this.linkPatience * 2, LINK_MAX_PATIENCE) : LINK_PATIENCE;
+      this.linkHealthy = 0;
+      this.setLinkLevel('audio');
+    } else if (says === 'low' && count >= 2 && this.linkLevel === 'good') {
+      this.setLinkLevel('low');
+    } else if (says === 'good' && count >= 5) {
+      this.setLinkLevel('good');
+    }
+  }
+
+  /** good → the browser's own balance; low → LINK_LOW_FPS; audio → the camera is not sent
+   * (as camera off, which the others see) and the panel says why, until the link recovers. A
+   * camera the user turned off, or 只用语音 pressed by hand, is left as it is. */
+  setLinkLevel(level) {
+    if (level === this.linkLevel) return;
+    const was = this.linkLevel;
+    this.linkLevel = level;
+    if (level === 'audio' && !this.audioOnly && !this.cameraOff) {
+      this.linkStoppedCamera = true;
+      this.setCameraOff(true);
+    } else if (was === 'audio' && this.linkStoppedCamera) {
+      this.linkStoppedCamera = false;
+      this.setCameraOff(false);
+    }
+    this.linkNotice.textContent = level === 'audio' ? t('call.link_audio_only') : '';
+    this.linkNotice.hidden = level !== 'audio';
+    this.area.dataset.link = level;
+    this.applyVideoSending();
+  }
+
   /** 只用语音: on a link too weak for video, send and receive audio only (our camera goes off, and
    * the relay stops sending us the others' video); off again, both come back (video on a
    * keyframe). */
@@ -1044,7 +1148,7 @@ class CallPanel {
     if (!pc || pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp });
     await this.flushCandidates();
-    if (this.documentMode) await this.applyDocumentMode();
+    await this.applyVideoSending(); // camera off, document mode, the link watch: set after each negotiation
     if (this.screenTx) await this.applyScreenParameters();
   }
 
