@@ -1029,7 +1029,18 @@ class CallPanel {
 
   async readLink() {
     const pc = this.pc;
-    if (!pc || pc.connectionState !== 'connected' || !this.localTrack('video')) return;
+    if (!pc || !this.localTrack('video')) return;
+    if (pc.connectionState !== 'connected') {
+      // An outage is not a narrow link: what the figures say about it is stale once the link is
+      // back, so the next two readings after it are not acted on.
+      this.linkStreak = { level: 'good', count: 0 };
+      this.linkSettle = 2;
+      return;
+    }
+    if (this.linkSettle > 0) {
+      this.linkSettle -= 1;
+      return;
+    }
     let bps = null;
     let rtt = 0;
     let loss = 0;
