@@ -137,6 +137,31 @@ test('congested (300 kbit/s each way, 150 ms RTT, 10 % loss) on the agent\'s pat
   }
 });
 
+test('weak-4g (600 kbit/s up, 2 Mbit/s down, 80 ms RTT, 3 % lost in fades) on the agent\'s path: the proxy impairs it as the profile says, audio and video keep arriving both ways, and the figures are printed', async () => {
+  const call = await impairedCall();
+  try {
+    await call.proxy.profile('weak-4g');
+    await call.agent.waitForTimeout(10000);
+    const before = await call.proxy.stats();
+    const [atApprover, atAgent] = await Promise.all([measure(call.approver, 30), measure(call.agent, 30)]);
+    const link = since(before, await call.proxy.stats());
+    for (const [who, m] of [['approver', atApprover], ['agent', atAgent]]) {
+      console.log(`# field: weak-4g, the ${who} receiving: video frozen ${pct(m.videoFrozen)} at ${m.framesPerSecond.toFixed(1)} frames/s, ${m.width} px; audio concealed ${pct(m.audioConcealed)}`);
+    }
+    console.log(`# field: weak-4g, the agent's path: ${JSON.stringify(link)}`);
+    for (const [name, way, kbps] of [['up', link.up, 600], ['down', link.down, 2000]]) {
+      const lostShare = way.lost / way.offered;
+      assert.ok(lostShare > 0.01 && lostShare < 0.06, `${name}: the proxy lost ${pct(lostShare)}`);
+      assert.ok((way.delivered_bytes * 8) / 30 / 1000 < kbps * 1.1, `${name}: more than ${kbps} kbit/s went through`);
+    }
+    for (const [who, m] of [['approver', atApprover], ['agent', atAgent]]) {
+      assert.ok(m.audioReceived > 0 && m.framesPerSecond > 1, `${who}: ${JSON.stringify(m)}`);
+    }
+  } finally {
+    await call.close();
+  }
+});
+
 test('outage-10s on the agent\'s path: media flows again both ways after the link returns, on the same connection', async () => {
   const call = await impairedCall();
   try {
