@@ -906,3 +906,35 @@ fn on_a_downlink_too_short_for_the_only_video_layer_the_video_gives_way_so_the_a
         back.keyframes
     );
 }
+
+#[test]
+fn a_late_joiner_and_a_replacing_join_get_a_simulcast_publishers_video() {
+    let mut sim = Sim::new(21, Duration::from_secs(10));
+    assert!(sim.join_with("alice", false, true));
+    assert!(sim.join("bob", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "bob", "alice"
+        ))
+    );
+    sim.run_for(Duration::from_secs(5));
+    // Carol comes in later: the layers have long been open.
+    assert!(sim.join("carol", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "carol", "alice"
+        )),
+        "the late joiner gets Alice's video"
+    );
+    // Bob reloads: a new connection replaces the old in one turn.
+    assert!(sim.join("bob", true));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| {
+            s.client("bob")
+                .received
+                .iter()
+                .any(|(id, r)| id.starts_with("alice-video-") && r.keyframes > 0)
+        }),
+        "the reloaded subscriber gets Alice's video again"
+    );
+}
