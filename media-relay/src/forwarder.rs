@@ -182,7 +182,7 @@ impl Forwarder {
         forwarder
     }
 
-    fn video(&self) -> bool {
+    pub(crate) fn video(&self) -> bool {
         self.codec.kind() == MediaKind::Video
     }
 

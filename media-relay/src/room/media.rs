@@ -465,7 +465,7 @@ impl RoomCore {
         }
     }
 
-    fn on_published(
+    pub(super) fn on_published(
         &mut self,
         index: usize,
         source: MediaStreamTrackId,
@@ -479,6 +479,12 @@ impl RoomCore {
             .find(|p| p.source == source)
         {
             // Another encoding of a track already published: a simulcast layer.
+            // The same stream opened again (webrtc-rs opens a receiver's streams anew after a
+            // renegotiation, and a simulcast layer first seen without its rid once more with it):
+            // not a new layer.
+            if published.forwarder.layers.iter().any(|l| l.ssrc == ssrc) {
+                return;
+            }
             let layer = published.forwarder.add_layer(ssrc);
             tracing::info!(room = %self.id, track_id = %published.track_id, layer, ?rid, "simulcast layer opened");
             return;

@@ -920,6 +920,7 @@ fn a_late_joiner_and_a_replacing_join_get_a_simulcast_publishers_video() {
     sim.run_for(Duration::from_secs(5));
     // Carol comes in later: the layers have long been open.
     assert!(sim.join("carol", false));
+
     assert!(
         sim.run_until_true(Duration::from_secs(5), |s| receives_video(
             s, "carol", "alice"
@@ -937,4 +938,47 @@ fn a_late_joiner_and_a_replacing_join_get_a_simulcast_publishers_video() {
         }),
         "the reloaded subscriber gets Alice's video again"
     );
+}
+
+#[test]
+fn a_stream_that_opens_again_is_not_taken_for_a_new_simulcast_layer() {
+    // webrtc-rs opens a receiver's streams anew after a renegotiation, and Chromium's first
+    // simulcast layer opens once without its rid and again with it: seen in Chromium, where the
+    // duplicates became layers that never carried a packet.
+    let mut sim = Sim::new(22, Duration::ZERO);
+    assert!(sim.join_with("alice", false, true));
+    assert!(sim.join("bob", false));
+    assert!(
+        sim.run_until_true(Duration::from_secs(5), |s| receives_video(
+            s, "bob", "alice"
+        ))
+    );
+    sim.run_for(Duration::from_secs(1));
+    let video = |sim: &Sim| {
+        let alice = &sim.core.members[0];
+        let k = alice
+            .published
+            .iter()
+            .position(|p| p.forwarder.video())
+            .expect("Alice's video");
+        (k, alice.published[k].forwarder.layers.len())
+    };
+    let (k, before) = video(&sim);
+    assert_eq!(before, 3);
+    let published = &sim.core.members[0].published[k];
+    let (source, receiver) = (published.source.clone(), published.receiver);
+    let ssrc = published.forwarder.layers[0].ssrc;
+    assert!(
+        published
+            .forwarder
+            .layers
+            .iter()
+            .all(|l| l.ssrc != 0xdead_beef)
+    );
+    sim.core
+        .on_published(0, source.clone(), receiver, ssrc, Some("q".into()));
+    assert_eq!(video(&sim).1, 3, "the same stream again: no new layer");
+    sim.core
+        .on_published(0, source, receiver, 0xdead_beef, Some("x".into()));
+    assert_eq!(video(&sim).1, 4, "another stream of the track: a layer");
 }
