@@ -42,18 +42,17 @@ const DOCUMENT_AFTER_CAPTURE_MS = 60000;
 /** The link watch: every LINK_WATCH_MS the browser's view of its uplink (the selected pair's
  * availableOutgoingBitrate and round trip, and the loss the relay reports on our audio) decides
  * how much video this page sends. Below LINK_LOW_BPS for two readings the camera goes out at
- * LINK_LOW_FPS frames a second. Starved — that low, and the audio losing more than
- * LINK_STARVED_LOSS or the round trip above LINK_STARVED_RTT_S (a full queue) — for three
+ * LINK_LOW_FPS frames a second. Starved — that low, and the round trip above LINK_STARVED_RTT_S
+ * (a queue the video fills) or the audio losing more than LINK_STARVED_LOSS — for three
  * readings, the camera stops (只用语音, said in plain words) so that the voice gets through. (The
  * browser's estimate alone never says so: it stays at ~70 kbit/s on a 40 kbit/s link.) Healthy
- * again (little loss, a short round trip) for LINK_PATIENCE readings, the camera comes back at the
+ * again (a short round trip, no more loss than that) for LINK_PATIENCE readings, the camera comes back at the
  * low frame rate, and above LINK_RECOVER_BPS for five readings at full; a return that has to
  * stop again within LINK_RETRY_WINDOW_MS doubles the patience (up to LINK_MAX_PATIENCE). */
 const LINK_WATCH_MS = 2000;
 const LINK_LOW_BPS = 150_000;
-const LINK_STARVED_LOSS = 0.1;
-const LINK_STARVED_RTT_S = 0.6;
-const LINK_HEALTHY_LOSS = 0.02;
+const LINK_STARVED_LOSS = 0.25;
+const LINK_STARVED_RTT_S = 0.5;
 const LINK_HEALTHY_RTT_S = 0.3;
 const LINK_RECOVER_BPS = 250_000;
 const LINK_LOW_FPS = 10;
@@ -1056,7 +1055,8 @@ class CallPanel {
     const starved = bps < LINK_LOW_BPS && (loss > LINK_STARVED_LOSS || rtt > LINK_STARVED_RTT_S);
     const says = starved ? 'audio' : bps < LINK_LOW_BPS ? 'low' : bps > LINK_RECOVER_BPS ? 'good' : 'between';
     this.linkStreak = this.linkStreak.level === says ? { level: says, count: this.linkStreak.count + 1 } : { level: says, count: 1 };
-    this.linkHealthy = loss < LINK_HEALTHY_LOSS && rtt < LINK_HEALTHY_RTT_S ? this.linkHealthy + 1 : 0;
+    // Healthy: no queue (a short round trip) and no more loss than a lossy line's own.
+    this.linkHealthy = rtt < LINK_HEALTHY_RTT_S && loss <= LINK_STARVED_LOSS ? this.linkHealthy + 1 : 0;
     const { count } = this.linkStreak;
     if (this.linkLevel === 'audio') {
       if (this.linkHealthy >= this.linkPatience) {
