@@ -43,6 +43,9 @@ impl RoomCore {
                 .any(|pwd| crate::socket::stun_integrity_ok(data, pwd.as_bytes()))
         }) {
             tracing::info!(participant = %member.id, to = %moved, "the participant's address changed: following it");
+            // What was lost while the old address was silent: fresh keyframes both ways, as
+            // after an ICE restart.
+            self.resync_video(index);
         }
         let message = TaggedBytesMut {
             now: self.now,
