@@ -47,8 +47,8 @@ pub fn media_kind(kind: RtpCodecKind) -> Option<MediaKind> {
     }
 }
 
-/// A media engine that knows the relay's codecs only (Opus; VP8 before H.264).
-fn media_engine() -> Result<MediaEngine, Error> {
+/// A media engine that knows the relay's codecs only (Opus, RED if `red`; VP8 before H.264).
+fn media_engine(red: bool) -> Result<MediaEngine, Error> {
     let mut engine = MediaEngine::default();
     for codec in Codec::ALL {
         engine.register_codec(
@@ -57,6 +57,16 @@ fn media_engine() -> Result<MediaEngine, Error> {
                 payload_type: codec.payload_type(),
             },
             rtp_kind(codec.kind()),
+        )?;
+    }
+    // Opus RED after Opus: offered to subscribers, taken from publishers that put it first.
+    if red {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: crate::red::rtp_codec(),
+                payload_type: crate::red::RED_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
         )?;
     }
     engine.register_header_extension(
@@ -301,11 +311,15 @@ fn default_interceptors(registry: Registry, engine: &mut MediaEngine) -> Result<
     Ok(configure_rtcp_reports(registry))
 }
 
-/// The media engine and interceptor chain both sides use: Opus, VP8 and H.264, the simulcast
-/// header extensions, the default interceptors (NACK, reports, TWCC) and the feedback the
-/// application acts on delivered to it (`reception`: estimates and receiver reports too).
-pub(crate) fn engine_and_registry(reception: bool) -> Result<(MediaEngine, Registry), Error> {
-    let mut engine = media_engine()?;
+/// The media engine and interceptor chain both sides use: Opus (and Opus RED if `red`), VP8
+/// and H.264, the simulcast header extensions, the default interceptors (NACK, reports, TWCC)
+/// and the feedback the application acts on delivered to it (`reception`: estimates and
+/// receiver reports too).
+pub(crate) fn engine_and_registry(
+    reception: bool,
+    red: bool,
+) -> Result<(MediaEngine, Registry), Error> {
+    let mut engine = media_engine(red)?;
     let registry = default_interceptors(Registry::new(), &mut engine)?;
     let registry = registry.with(
         Slot::from(14_000),
@@ -362,7 +376,7 @@ pub(crate) fn build_relay_connection(
     ufrag: String,
     pwd: String,
 ) -> Result<rtc::peer_connection::RTCPeerConnection, Error> {
-    let (engine, registry) = engine_and_registry(true)?;
+    let (engine, registry) = engine_and_registry(true, true)?;
     // The relay estimates each subscriber's downlink itself: transport-wide sequence numbers on
     // what it sends, and Google Congestion Control over the subscriber's TWCC feedback (read
     // back through `get_stats` as the outbound streams' `target_bitrate`).

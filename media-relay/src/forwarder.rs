@@ -16,7 +16,7 @@ use crate::layer::{BitrateMeter, LayerDecision, LayerPolicy, LayerSelector};
 use crate::messages::MediaKind;
 use crate::quality::FreezeCounter;
 use crate::recording::RecordingSink;
-use crate::rewrite::DownstreamRewriter;
+use crate::rewrite::{DownstreamRewriter, RedLeg};
 use crate::speaking::{SpeakingDetector, SpeakingPolicy};
 
 /// How often the layers' bitrates are measured and every leg's choice revisited.
@@ -41,25 +41,30 @@ pub(crate) struct Leg {
 }
 
 impl Leg {
-    /// A leg; video legs choose among layers and wait for a keyframe.
+    /// A leg; video legs choose among layers and wait for a keyframe. `payload_types` are the
+    /// codec's and RED's (audio, if the subscriber took it) on the subscriber's leg.
     pub(crate) fn new(
         subscriber: u64,
         sender: RTCRtpSenderId,
         ssrc: u32,
-        payload_type: u8,
+        payload_types: (u8, Option<u8>),
         codec: Codec,
     ) -> Self {
         let video = codec.kind() == MediaKind::Video;
+        let (payload_type, red) = payload_types;
         Self {
             subscriber,
             sender,
             rewriter: {
                 let rewriter =
                     DownstreamRewriter::new(ssrc, payload_type, codec.clock_rate(), video);
-                if codec == Codec::Vp8 {
-                    rewriter.with_vp8()
-                } else {
-                    rewriter
+                match codec {
+                    Codec::Vp8 => rewriter.with_vp8(),
+                    Codec::Opus => rewriter.with_red(RedLeg {
+                        publisher: crate::red::RED_PAYLOAD_TYPE,
+                        subscriber: red,
+                    }),
+                    Codec::H264 => rewriter,
                 }
             },
             freezes: FreezeCounter::new(),

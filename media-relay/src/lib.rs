@@ -23,6 +23,7 @@ pub mod metrics;
 mod participant;
 pub mod quality;
 pub mod recording;
+pub mod red;
 mod relay;
 pub mod rewrite;
 mod room;

@@ -211,7 +211,18 @@ fn write_track(
     };
     let mut filter = RecordingFilter::new();
     let (mut written, mut filtered) = (0u64, 0u64);
-    for packet in packets {
+    for mut packet in packets {
+        if codec == Codec::Opus {
+            // RED (`red.rs`): the file holds the primary frames, as from a plain Opus sender.
+            let red = packet.header.payload_type == crate::red::RED_PAYLOAD_TYPE;
+            match crate::red::plain(&packet.payload, red) {
+                Some(plain) => packet.payload = plain,
+                None => {
+                    filtered += 1;
+                    continue;
+                }
+            }
+        }
         match filter.admit(packet) {
             Some(packet) => match writer.write_rtp(&packet) {
                 Ok(()) => written += 1,
@@ -312,6 +323,15 @@ mod tests {
             sink.record(&packet(i, 960 * u32::from(i)));
         }
         sink.record(&packet(10, 9600)); // late
+        // RED packets: their primary frames are written as Opus.
+        for i in 50..60u16 {
+            let mut red = packet(i, 960 * u32::from(i));
+            let mut payload = vec![0x80 | 111, 0x0f, 0x00, 0x01, 111, 0xaa];
+            payload.extend_from_slice(&red.payload);
+            red.payload = payload.into();
+            red.header.payload_type = crate::red::RED_PAYLOAD_TYPE;
+            sink.record(&red);
+        }
         drop(sink);
         let recorded = result
             .blocking_recv()
@@ -323,9 +343,32 @@ mod tests {
         assert_eq!(recorded.sha256, hex::encode(Sha256::digest(&content)));
         assert_eq!(
             (recorded.packets_written, recorded.packets_skipped),
-            (50, 1)
+            (60, 1)
         );
+        // Each Ogg page holds one packet (the writer's close repeats the last with the
+        // end-of-stream flag): the RED ones hold their 4-byte primary only, as the plain ones.
+        let pages = ogg_packet_sizes(&content);
+        assert!(pages.len() >= 60, "{pages:?}");
+        assert!(pages.iter().all(|&size| size == 4), "{pages:?}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The size of the one packet on each Ogg page after the two header pages.
+    fn ogg_packet_sizes(file: &[u8]) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut at = 0;
+        let mut page = 0;
+        while at + 27 <= file.len() {
+            let segments = file[at + 26] as usize;
+            let lacing = &file[at + 27..at + 27 + segments];
+            let body: usize = lacing.iter().map(|&l| l as usize).sum();
+            if page >= 2 {
+                sizes.push(body);
+            }
+            at += 27 + segments + body;
+            page += 1;
+        }
+        sizes
     }
 
     #[test]

@@ -88,6 +88,18 @@ pub struct DownstreamRewriter {
     rebase: bool,
     /// VP8 legs: picture IDs, TL0PICIDX and KEYIDX continued across layer switches.
     vp8: Option<crate::vp8::Vp8Numbering>,
+    /// Audio legs of a publisher that may send RED: how its RED packets go out on this leg.
+    red: Option<RedLeg>,
+}
+
+/// How a leg passes on the publisher's RED packets (`red.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedLeg {
+    /// The payload type of the publisher's RED packets.
+    pub publisher: u8,
+    /// The payload type of RED on the subscriber's leg, if it took RED: RED packets go out
+    /// whole; otherwise only their primary goes out, as plain Opus.
+    pub subscriber: Option<u8>,
 }
 
 impl DownstreamRewriter {
@@ -104,7 +116,14 @@ impl DownstreamRewriter {
             last_out: None,
             rebase: false,
             vp8: None,
+            red: None,
         }
+    }
+
+    /// The leg carries audio from a publisher that may send RED.
+    pub fn with_red(mut self, red: RedLeg) -> Self {
+        self.red = Some(red);
+        self
     }
 
     /// The leg carries VP8: its payload descriptors' numbering is continued across switches.
@@ -134,6 +153,17 @@ impl DownstreamRewriter {
         keyframe_start: bool,
         now: Instant,
     ) -> Option<rtp::Packet> {
+        let (payload_type, plain) = match self.red {
+            Some(red) if packet.header.payload_type == red.publisher => match red.subscriber {
+                Some(payload_type) => (payload_type, None),
+                // Malformed RED is dropped: the subscriber counts it lost.
+                None => (
+                    self.payload_type,
+                    Some(crate::red::primary(&packet.payload)?),
+                ),
+            },
+            _ => (self.payload_type, None),
+        };
         if self.waiting_for_keyframe {
             if !keyframe_start {
                 return None;
@@ -160,15 +190,16 @@ impl DownstreamRewriter {
                 version: 2,
                 padding: packet.header.padding,
                 marker: packet.header.marker,
-                payload_type: self.payload_type,
+                payload_type,
                 sequence_number,
                 timestamp,
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: match self.vp8.as_mut() {
-                Some(vp8) => vp8.rewrite(&packet.payload, switched),
-                None => packet.payload.clone(),
+            payload: match (self.vp8.as_mut(), plain) {
+                (Some(vp8), _) => vp8.rewrite(&packet.payload, switched),
+                (None, Some(primary)) => primary,
+                (None, None) => packet.payload.clone(),
             },
         })
     }
@@ -204,6 +235,66 @@ mod tests {
         assert_eq!(out.header.payload_type, 96);
         assert!(!out.header.extension);
         assert_eq!(out.header.sequence_number, 10);
+    }
+
+    #[test]
+    fn red_goes_out_whole_to_a_red_leg_and_as_its_primary_to_a_plain_one() {
+        // RED: one redundant block of 2 bytes (timestamp offset 960), then the primary.
+        let red_payload = bytes::Bytes::from_static(&[0x80 | 111, 0x0f, 0x00, 0x02, 111, 1, 2, 9]);
+        let red = |seq| rtp::Packet {
+            header: rtp::header::Header {
+                payload_type: 63,
+                ..packet(seq).header
+            },
+            payload: red_payload.clone(),
+        };
+        let now = Instant::now();
+        let mut whole = DownstreamRewriter::new(42, 111, 48_000, false).with_red(RedLeg {
+            publisher: 63,
+            subscriber: Some(63),
+        });
+        let out = whole.rewrite(&red(5), false, now).unwrap();
+        assert_eq!(
+            (out.header.payload_type, out.payload),
+            (63, red_payload.clone())
+        );
+
+        let mut plain = DownstreamRewriter::new(43, 111, 48_000, false).with_red(RedLeg {
+            publisher: 63,
+            subscriber: None,
+        });
+        let out = plain.rewrite(&red(5), false, now).unwrap();
+        assert_eq!(out.header.payload_type, 111);
+        assert_eq!(&out.payload[..], &[9]);
+        // Malformed RED is dropped (the subscriber sees it as lost), and what follows goes on.
+        let mut broken = red(6);
+        broken.payload = bytes::Bytes::from_static(&[0x80 | 111, 0]);
+        assert!(plain.rewrite(&broken, false, now).is_none());
+        let next = plain.rewrite(&red(7), false, now).unwrap();
+        assert_eq!(
+            next.header.sequence_number,
+            out.header.sequence_number.wrapping_add(2)
+        );
+        // A publisher's plain Opus packet goes out as Opus on both legs.
+        let opus = rtp::Packet {
+            header: rtp::header::Header {
+                payload_type: 111,
+                ..packet(8).header
+            },
+            payload: bytes::Bytes::from_static(&[0xfc]),
+        };
+        assert_eq!(
+            whole
+                .rewrite(&opus, false, now)
+                .unwrap()
+                .header
+                .payload_type,
+            111
+        );
+        assert_eq!(
+            plain.rewrite(&opus, false, now).unwrap().payload,
+            opus.payload
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ async function measure(page, seconds) {
     sentKbps: ((b.sent.videoBytes + b.sent.audioBytes - a.sent.videoBytes - a.sent.audioBytes) * 8) / elapsed / 1000,
     limitedBy: b.sent.qualityLimitationReason,
     availableOutgoingKbps: b.pair.availableOutgoingBitrate / 1000,
+    audioCodecs: b.audio.codecs,
+    sentAudioCodecs: b.sent.audioCodecs,
   };
 }
 
@@ -85,10 +87,13 @@ function lossShare(a, b) {
 
 const pct = (x) => `${(x * 100).toFixed(1)} %`;
 
-/** The proxy's counters since `before` (a stats event), per way. */
+/** The proxy's counters since `before` (a stats event), per way; `kinds`: datagrams by kind
+ * (e.g. `up rtp/63`). */
 function since(before, after) {
   const way = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - a[k]]));
-  return { up: way(before.up, after.up), down: way(before.down, after.down) };
+  const kinds = Object.fromEntries(Object.entries(after.kinds)
+    .map(([k, [n]]) => [k, n - (before.kinds[k]?.[0] || 0)]).filter(([, n]) => n > 0));
+  return { up: way(before.up, after.up), down: way(before.down, after.down), kinds };
 }
 
 /** How long after `from` (ms since the epoch) video frames and audio samples from `who` rise on
@@ -125,7 +130,7 @@ async function measureUnder(call, profile) {
 /** The proxy really impaired the path: its loss model lost between `lossShares` of what was
  * offered each way, and no more than `kbps` (up, down) went through in the 30 s. */
 function assertImpaired(link, [least, most], kbps) {
-  for (const [name, way] of Object.entries(link)) {
+  for (const [name, way] of [['up', link.up], ['down', link.down]]) {
     const lostShare = way.lost / way.offered;
     assert.ok(lostShare > least && lostShare < most, `${name}: the proxy lost ${pct(lostShare)}`);
     assert.ok((way.delivered_bytes * 8) / 30 / 1000 < kbps[name] * 1.1, `${name}: more than ${kbps[name]} kbit/s went through`);
@@ -137,10 +142,18 @@ test('congested (300 kbit/s each way, 150 ms RTT, 10 % loss) on the agent\'s pat
   try {
     const { atApprover, atAgent, link } = await measureUnder(call, 'congested');
     assertImpaired(link, [0.07, 0.13], { up: 300, down: 300 });
-    // The goals (video frozen < 5 %, audio concealed < 2 %) are not met yet
-    // (docs/field-networks.md): the call must at least go on, with audio arriving both ways.
+    // Audio goes as Opus RED both ways (payload type 63, the relay's; plain Opus is 111): the
+    // agent's browser sends it, and the relay forwards the approver's to it whole.
+    for (const way of ['up', 'down']) {
+      assert.ok(link.kinds[`${way} rtp/63`] > 1000, `${way}: no RED (${JSON.stringify(link.kinds)})`);
+      assert.ok(!link.kinds[`${way} rtp/111`], `${way}: plain Opus (${JSON.stringify(link.kinds)})`);
+    }
+    // So 10 % random loss costs little audio: the goal is < 2 % (measured 0.4-0.9 % at the
+    // approver, 0.8-3.2 % at the agent, whose downlink's queue also drops runs of packets when
+    // the video tries to come back); without RED 6-11 % was concealed. The video goal (frozen
+    // < 5 %) is not met on the agent's side yet (docs/field-networks.md).
     for (const [who, m] of [['approver', atApprover], ['agent', atAgent]]) {
-      assert.ok(m.audioReceived > 0 && m.audioConcealed < 0.9, `${who}: no audio (${JSON.stringify(m)})`);
+      assert.ok(m.audioReceived > 0 && m.audioConcealed < 0.05, `${who}: audio concealed ${pct(m.audioConcealed)} (${JSON.stringify(m)})`);
     }
   } finally {
     await call.close();

@@ -576,17 +576,17 @@ impl RoomCore {
             let Some(mut rtp_sender) = self.members[index].pc.rtp_sender(sender) else {
                 continue;
             };
-            let mime = codec.mime_type();
-            let Some(payload_type) = rtp_sender
-                .get_parameters()
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|c| c.payload_type)
-            else {
+            let negotiated = &rtp_sender.get_parameters().rtp_parameters.codecs;
+            let payload_type_of = |mime: &str| {
+                negotiated
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                    .map(|c| c.payload_type)
+            };
+            let Some(payload_type) = payload_type_of(codec.mime_type()) else {
                 continue; // not negotiated (yet): the next exchange may settle it
             };
+            let red = payload_type_of(crate::red::MIME_TYPE);
             let forwarder = &mut self.members[p].published[k].forwarder;
             // Sender ids are per connection: the subscriber's own is the one.
             let mine = |l: &PendingLeg| l.subscriber == subscriber && l.sender == sender;
@@ -594,7 +594,7 @@ impl RoomCore {
                 continue;
             };
             let pending = forwarder.pending.remove(j);
-            let mut leg = Leg::new(subscriber, sender, pending.ssrc, payload_type, codec);
+            let mut leg = Leg::new(subscriber, sender, pending.ssrc, (payload_type, red), codec);
             leg.display = pending.display;
             leg.paused = codec.kind() == MediaKind::Video && !self.members[index].receives_video;
             let paused = leg.paused;

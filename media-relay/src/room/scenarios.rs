@@ -309,6 +309,66 @@ fn packets_lost_on_the_way_to_a_subscriber_are_repaired_by_retransmission() {
 }
 
 #[test]
+fn opus_red_reaches_a_subscriber_that_took_it_whole_and_one_that_did_not_as_plain_opus() {
+    let mut sim = Sim::new(21, Duration::ZERO);
+    sim.red = true;
+    assert!(sim.join("alice", false));
+    assert!(sim.join("bob", false));
+    sim.red = false;
+    assert!(sim.join("carol", false));
+    // 10 % random loss on both listeners' downlinks (audio is not retransmitted).
+    for listener in ["bob", "carol"] {
+        sim.client_mut(listener).downlink = Impairment {
+            delay: Duration::from_millis(40),
+            loss: 0.10,
+            ..Impairment::default()
+        };
+    }
+    sim.run_for(Duration::from_secs(20));
+    let bob = sim
+        .client("bob")
+        .track_from("alice", "audio")
+        .expect("bob hears alice");
+    let carol = sim
+        .client("carol")
+        .track_from("alice", "audio")
+        .expect("carol hears alice");
+    let red = crate::red::RED_PAYLOAD_TYPE;
+    let opus = crate::Codec::Opus.payload_type();
+    assert_eq!(bob.payload_types.keys().copied().collect::<Vec<_>>(), [red]);
+    assert_eq!(
+        carol.payload_types.keys().copied().collect::<Vec<_>>(),
+        [opus]
+    );
+    // Carol gets the primary alone: the 60-byte frame, no block headers, no copy.
+    assert_eq!(carol.last_payload_len, 60);
+    assert!(
+        bob.packets > 800 && carol.packets > 800,
+        "{} {}",
+        bob.packets,
+        carol.packets
+    );
+    // The same loss costs Carol one frame in ten; Bob gets almost all of them from the next
+    // packet's copy (both lost only ~1 % of the time).
+    let share = |r: &super::sim::Received| r.frames_missing() as f64 / (r.frames.len() as f64);
+    assert!(
+        share(carol) > 0.06,
+        "carol missed {:.1} %",
+        share(carol) * 100.0
+    );
+    assert!(share(bob) < 0.025, "bob missed {:.1} %", share(bob) * 100.0);
+    // Alice, who took RED, hears Carol's plain Opus as plain Opus.
+    let alice = sim
+        .client("alice")
+        .track_from("carol", "audio")
+        .expect("alice hears carol");
+    assert_eq!(
+        alice.payload_types.keys().copied().collect::<Vec<_>>(),
+        [opus]
+    );
+}
+
+#[test]
 fn packets_a_publisher_loses_on_its_way_to_the_relay_are_repaired_before_they_are_forwarded() {
     let mut sim = call_of_two(9, Duration::ZERO);
     sim.client_mut("alice").uplink = Impairment {

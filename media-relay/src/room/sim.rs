@@ -107,6 +107,13 @@ pub(super) struct Received {
     pub(super) layer_switches: u64,
     /// Switches whose first frame was not a keyframe (an undecodable picture).
     pub(super) switches_without_keyframe: u64,
+    /// Packets by payload type.
+    pub(super) payload_types: BTreeMap<u8, u64>,
+    /// Audio: the timestamps of the frames it could play, from a packet's primary or from a
+    /// later RED packet's redundant block.
+    pub(super) frames: BTreeMap<u32, ()>,
+    /// The length of the last payload.
+    pub(super) last_payload_len: usize,
 }
 
 impl Received {
@@ -141,6 +148,17 @@ impl Received {
         self.seen.insert(extended, ());
     }
 
+    /// Audio frames (one per 960 ticks) between the first and the last it could play that it
+    /// could not.
+    pub(super) fn frames_missing(&self) -> u64 {
+        match (self.frames.keys().next(), self.frames.keys().next_back()) {
+            (Some(first), Some(last)) => {
+                u64::from(last.wrapping_sub(*first) / 960) + 1 - self.frames.len() as u64
+            }
+            _ => 0,
+        }
+    }
+
     /// Sequence numbers between the first and the last received that never arrived.
     pub(super) fn missing(&self) -> u64 {
         match (self.seen.keys().next(), self.seen.keys().next_back()) {
@@ -164,6 +182,8 @@ struct Sending {
     /// The header extensions every packet carries (simulcast: mid and rid), found once the
     /// connection negotiated their ids.
     extensions: Option<Vec<(u8, Bytes)>>,
+    /// Audio sent as RED: the frame before, carried again in the next packet.
+    red: Option<Vec<u8>>,
 }
 
 /// A webrtc-rs peer playing a browser's part.
@@ -264,6 +284,9 @@ pub(super) struct Sim {
     pub(super) dropped: u64,
     /// Answers to commands the core refused.
     pub(super) refusals: Vec<crate::error::RelayError>,
+    /// Clients that join from now on take Opus RED and send their audio as RED, as Chromium
+    /// does when the page puts RED first.
+    pub(super) red: bool,
 }
 
 impl Sim {
@@ -291,6 +314,7 @@ impl Sim {
             unrouted: 0,
             dropped: 0,
             refusals: Vec::new(),
+            red: false,
         }
     }
 
@@ -338,7 +362,8 @@ impl Sim {
         }
         let host = 10 + self.clients.len() as u8;
         let addr = SocketAddr::from(([10, 0, 1, host], 5000));
-        let mut pc = client_connection(self.now).expect("client connection");
+        let red = self.red;
+        let mut pc = client_connection(self.now, red).expect("client connection");
         let mut sending = Vec::new();
         for (n, codec) in [Codec::Opus, Codec::Vp8].into_iter().enumerate() {
             let layers: &[(&'static str, usize)] = match codec {
@@ -377,6 +402,7 @@ impl Sim {
                     keyframe_wanted: true,
                     layer: (simulcast && codec == Codec::Vp8).then_some((*rid, *divisor)),
                     extensions: (!simulcast || codec != Codec::Vp8).then(Vec::new),
+                    red: (red && codec == Codec::Opus).then(Vec::new),
                 });
             }
         }
@@ -489,6 +515,7 @@ impl Sim {
             keyframe_wanted: true,
             layer: None,
             extensions: Some(Vec::new()),
+            red: None,
         });
         let sdp = client.offer(now);
         let track = Some(track_id);
@@ -881,12 +908,24 @@ impl Sim {
                     if video {
                         client.video_ssrc = Some(packet.header.ssrc);
                     }
-                    client.received.entry(track_id).or_default().on_packet(
-                        now,
-                        packet.header.sequence_number,
-                        keyframe,
-                        layer,
-                    );
+                    let received = client.received.entry(track_id).or_default();
+                    *received
+                        .payload_types
+                        .entry(packet.header.payload_type)
+                        .or_default() += 1;
+                    received.last_payload_len = packet.payload.len();
+                    if !video {
+                        let at = packet.header.timestamp;
+                        received.frames.insert(at, ());
+                        if packet.header.payload_type == crate::red::RED_PAYLOAD_TYPE {
+                            for back in
+                                crate::red::redundant_offsets(&packet.payload).unwrap_or_default()
+                            {
+                                received.frames.insert(at.wrapping_sub(u32::from(back)), ());
+                            }
+                        }
+                    }
+                    received.on_packet(now, packet.header.sequence_number, keyframe, layer);
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for packet in packets.iter().filter(|p| is_keyframe_request(p.as_ref())) {
@@ -970,13 +1009,18 @@ fn send_media(client: &mut Client, now: Instant) {
         let at = client.next_audio;
         client.next_audio += AUDIO_EVERY;
         for sending in client.sending.iter_mut().filter(|s| s.codec == Codec::Opus) {
-            write(
-                &mut client.pc,
-                sending,
-                at,
-                vec![(false, vec![0xfc; 60])],
-                960,
-            );
+            // 60 bytes of a frame numbered by its sequence.
+            let mut frame = vec![0xfc; 60];
+            frame[1..3].copy_from_slice(&sending.sequence.to_be_bytes());
+            let payload = match sending.red.as_mut() {
+                Some(before) => {
+                    let payload = red_payload(before, &frame);
+                    *before = frame;
+                    payload
+                }
+                None => frame,
+            };
+            write(&mut client.pc, sending, at, vec![(false, payload)], 960);
         }
     }
     while client.next_video <= now {
@@ -1045,7 +1089,10 @@ fn write(
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker,
-                payload_type: sending.codec.payload_type(),
+                payload_type: match sending.red {
+                    Some(_) => crate::red::RED_PAYLOAD_TYPE,
+                    None => sending.codec.payload_type(),
+                },
                 sequence_number: sending.sequence,
                 timestamp: sending.timestamp,
                 ssrc: sending.ssrc,
@@ -1062,6 +1109,22 @@ fn write(
         }
     }
     sending.timestamp = sending.timestamp.wrapping_add(step);
+}
+
+/// A RED payload (RFC 2198) of Opus frames: `before` (one frame back; empty at the start) and
+/// `frame`.
+fn red_payload(before: &[u8], frame: &[u8]) -> Vec<u8> {
+    let opus = Codec::Opus.payload_type();
+    let mut out = Vec::new();
+    if !before.is_empty() {
+        let word = (960u32 << 10) | before.len() as u32;
+        out.push(0x80 | opus);
+        out.extend_from_slice(&word.to_be_bytes()[1..]);
+    }
+    out.push(opus);
+    out.extend_from_slice(before);
+    out.extend_from_slice(frame);
+    out
 }
 
 /// One encoding a client sends: its codec, rid (empty without simulcast) and SSRC.

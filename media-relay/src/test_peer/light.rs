@@ -36,10 +36,10 @@ use crate::messages::{ClientMessage, IceCandidate, MediaKind, ServerMessage};
 /// How often the peer publishes its counts to [`LightPeer::report`] (and reports bandwidth).
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
-/// A webrtc-rs client connection with the relay's codecs and interceptors, gathering nothing
-/// (its host candidate is added by the caller).
-pub(crate) fn client_connection(now: Instant) -> Result<RTCPeerConnection, RelayError> {
-    let (engine, registry) = engine_and_registry(false)?;
+/// A webrtc-rs client connection with the relay's codecs (Opus RED too if `red`) and
+/// interceptors, gathering nothing (its host candidate is added by the caller).
+pub(crate) fn client_connection(now: Instant, red: bool) -> Result<RTCPeerConnection, RelayError> {
+    let (engine, registry) = engine_and_registry(false, red)?;
     // Checks paced as Chromium paces them (48 ms), 1.4 s per pair as webrtc-rs's default.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -217,7 +217,7 @@ impl LightPeer {
             .local_addr()
             .map_err(|e| RelayError::Config(format!("light peer UDP: {e}")))?;
         let now = Instant::now();
-        let mut pc = client_connection(now)?;
+        let mut pc = client_connection(now, false)?;
         let shared = Arc::new(Shared {
             report: Mutex::new(PeerReport::default()),
             changes: watch::Sender::new(0),

@@ -1034,7 +1034,8 @@ async fn build_peer_connection(
     relay_only: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
-    let (engine, registry) = crate::engine::engine_and_registry(false)?;
+    // Plain Opus: the relay gives these peers the primary of a publisher's RED.
+    let (engine, registry) = crate::engine::engine_and_registry(false, false)?;
     // A multicast socket fails where the namespace has none, and loopback peers need plain IPs.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)

@@ -975,6 +975,7 @@ class CallPanel {
     this.audioTx = pc.addTransceiver(audio || 'audio', { direction: audio ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
     this.videoTx = pc.addTransceiver(video || 'video', { direction: video ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
     preferVp8(this.videoTx);
+    preferRed(this.audioTx);
     this.offered = true;
     this.renderControls();
     await this.sendOffer({});
@@ -1286,6 +1287,20 @@ class CallPanel {
     });
     return out;
   }
+}
+
+/**
+ * Opus RED first: the browser then sends each audio packet with a copy of the one before, so a
+ * listener who loses one plays the copy instead of a gap (at about twice the audio bitrate; the
+ * relay gives listeners that did not take RED the newest frame alone).
+ */
+function preferRed(transceiver) {
+  try {
+    const codecs = RTCRtpReceiver.getCapabilities?.('audio')?.codecs || [];
+    const red = codecs.filter((c) => /^audio\/red$/i.test(c.mimeType));
+    const opus = codecs.filter((c) => /^audio\/opus$/i.test(c.mimeType));
+    if (red.length && opus.length) transceiver.setCodecPreferences([...red, ...opus]);
+  } catch { /* the browser's default order then: plain Opus */ }
 }
 
 /** The relay forwards VP8 only: put it first (and drop the rest) where the browser lets us. */
