@@ -233,6 +233,11 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         /// The others, in join order.
         others: Vec<ParticipantId>,
+        /// The participant's earlier place was given back, its connection with it (a resume);
+        /// `false`: a new place, which needs a new connection (a resume that came too late, or
+        /// to a relay that restarted, is a fresh join).
+        #[serde(default)]
+        resumed: bool,
     },
     /// The answer to the participant's offer.
     Answer {

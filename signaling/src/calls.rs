@@ -575,6 +575,7 @@ mod tests {
         let joined = ServerMessage::Joined {
             participant_id: participant_of(7),
             others: vec![participant_of(3)],
+            resumed: false,
         };
         let value = to_socket(42, &joined).unwrap();
         assert_eq!(value["type"], "call.joined");

@@ -720,19 +720,26 @@ test("a call of two: names on the tiles, network quality, the speaker's border, 
     await expectMediaFlowing(approver, [agentId], { label: 'approver after unmute' });
 
     // 材料展示: the agent's camera is sent for legibility (detail, resolution kept, frame rate
-    // given up); switched off, the call is a face again. A capture turns it on by itself.
+    // given up, the full-size simulcast layer alone); switched off, the call is a face again, in
+    // three layers. A capture turns it on by itself.
     const videoSending = (page) => page.evaluate(() => {
       const sender = window.cloudhelp.call.videoTx.sender;
       const p = sender.getParameters();
-      return { hint: sender.track.contentHint, preference: p.degradationPreference ?? null, fps: p.encodings[0].maxFramerate ?? null };
+      return {
+        hint: sender.track.contentHint,
+        preference: p.degradationPreference ?? null,
+        fps: p.encodings.at(-1).maxFramerate ?? null,
+        layers: p.encodings.map((e) => `${e.rid}${e.active ? '' : ' paused'}`).join(' '),
+      };
     });
+    assert.deepEqual(await videoSending(agent), { hint: '', preference: 'balanced', fps: null, layers: 'q h f' });
     await agent.locator('#call-document').click();
     await waitText(agent.locator('#call-document'), '退出材料展示');
-    assert.deepEqual(await videoSending(agent), { hint: 'detail', preference: 'maintain-resolution', fps: 5 });
+    assert.deepEqual(await videoSending(agent), { hint: 'detail', preference: 'maintain-resolution', fps: 5, layers: 'q paused h paused f' });
     await expectMediaFlowing(approver, [agentId], { label: 'approver in document mode' });
     await agent.locator('#call-document').click();
     await waitText(agent.locator('#call-document'), '材料展示');
-    assert.deepEqual(await videoSending(agent), { hint: '', preference: 'balanced', fps: null });
+    assert.deepEqual(await videoSending(agent), { hint: '', preference: 'balanced', fps: null, layers: 'q h f' });
     await agent.locator('#capture').click();
     await agent.locator('.call-area[data-document-mode="true"]').waitFor();
     assert.equal((await videoSending(agent)).hint, 'detail');

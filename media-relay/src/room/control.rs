@@ -97,7 +97,7 @@ impl RoomCore {
         });
         let index = self.members.len() - 1;
         // Who is here and what is published; the tracks come with the relay's offer.
-        self.welcome(index);
+        self.welcome(index, false);
         self.broadcast_except(
             index,
             ServerMessage::ParticipantJoined {
@@ -108,8 +108,9 @@ impl RoomCore {
         Ok(())
     }
 
-    /// What a (re)attached member is told first: who is here and what they publish.
-    fn welcome(&mut self, index: usize) {
+    /// What a (re)attached member is told first: who is here (and whether it got its place
+    /// back) and what they publish.
+    fn welcome(&mut self, index: usize, resumed: bool) {
         let participant = self.members[index].id.clone();
         let others: Vec<ParticipantId> = self
             .members
@@ -122,6 +123,7 @@ impl RoomCore {
             ServerMessage::Joined {
                 participant_id: participant.clone(),
                 others,
+                resumed,
             },
         );
         let existing: Vec<ServerMessage> = self
@@ -151,7 +153,7 @@ impl RoomCore {
         let old = self.members[index].presence.attachment();
         self.outputs.push_back(Output::Release { attachment: old });
         self.members[index].presence = Presence::Attached { attachment };
-        self.welcome(index);
+        self.welcome(index, true);
         // An offer sent while it was away (or lost with the old socket) is sent again.
         if self.members[index].negotiation.relay_offered()
             && let Some(sdp) = self.local_sdp(index)

@@ -220,9 +220,15 @@ fn a_member_who_resumes_within_the_grace_period_keeps_its_place_and_gets_a_snaps
     let alice = sim.client("alice");
     let snapshot = &alice.messages[joined_at - 2..];
     assert!(
-        snapshot.iter().any(|m| matches!(m, ServerMessage::Joined { others, .. } if others == &[ParticipantId::from("bob")])),
+        snapshot.iter().any(|m| matches!(m, ServerMessage::Joined { others, resumed: true, .. } if others == &[ParticipantId::from("bob")])),
         "{snapshot:?}"
     );
+    // A first join is a new place, and says so (a client resuming on its old connection leaves
+    // it for a new one then).
+    assert!(matches!(
+        alice.messages.first(),
+        Some(ServerMessage::Joined { resumed: false, .. })
+    ));
     assert!(
         snapshot.iter().any(|m| matches!(m, ServerMessage::TrackPublished { participant_id, .. } if participant_id == &ParticipantId::from("bob")))
     );

@@ -45,6 +45,9 @@ use crate::test_peer::media::{FrameSource, vp8_layer_tag};
 /// rid and the divisor of the frame sizes.
 const SIMULCAST: [(&str, usize); 3] = [("f", 1), ("h", 3), ("q", 9)];
 
+/// How many packets of a stream name its mid and rid (about 2 s of a layer at 15 frames/s).
+const NAMING_PACKETS: u32 = 60;
+
 /// The relay's one address in the simulated network.
 const RELAY: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
@@ -182,6 +185,10 @@ struct Sending {
     /// The header extensions every packet carries (simulcast: mid and rid), found once the
     /// connection negotiated their ids.
     extensions: Option<Vec<(u8, Bytes)>>,
+    /// Packets still to carry the extensions: like a browser, a simulcast layer names its mid
+    /// and rid only until the receiver has seen them (Chromium stops once a receiver report
+    /// names the SSRC); later packets are known by their SSRC alone.
+    naming_left: u32,
     /// Audio sent as RED: the frame before, carried again in the next packet.
     red: Option<Vec<u8>>,
 }
@@ -402,6 +409,7 @@ impl Sim {
                     keyframe_wanted: true,
                     layer: (simulcast && codec == Codec::Vp8).then_some((*rid, *divisor)),
                     extensions: (!simulcast || codec != Codec::Vp8).then(Vec::new),
+                    naming_left: NAMING_PACKETS,
                     red: (red && codec == Codec::Opus).then(Vec::new),
                 });
             }
@@ -515,6 +523,7 @@ impl Sim {
             keyframe_wanted: true,
             layer: None,
             extensions: Some(Vec::new()),
+            naming_left: NAMING_PACKETS,
             red: None,
         });
         let sdp = client.offer(now);
@@ -1100,8 +1109,11 @@ fn write(
             },
             payload: Bytes::from(payload),
         };
-        for (id, value) in extensions {
-            let _ = packet.header.set_extension(*id, value.clone());
+        if sending.naming_left > 0 {
+            sending.naming_left -= 1;
+            for (id, value) in extensions {
+                let _ = packet.header.set_extension(*id, value.clone());
+            }
         }
         sending.sequence = sending.sequence.wrapping_add(1);
         if let Some(mut sender) = pc.rtp_sender(sending.sender) {

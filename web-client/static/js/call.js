@@ -32,6 +32,15 @@ const KNOWN_REMOVALS = ['left', 'vanished', 'connection_lost', 'too_slow', 'room
  * resolution and gives up frame rate instead (a document held to the camera barely moves), at
  * most this many frames a second, so a weak link still carries a readable picture. */
 const DOCUMENT_FPS = 5;
+/** The camera goes out in three simulcast layers, lowest first (a quarter, half and full size):
+ * the relay gives each receiver the layer its downlink carries, so one weak link lowers only its
+ * own picture; the browser itself sends fewer layers while its uplink is short (the lowest alone
+ * on a weak link) and none below its smallest size (a small camera gets fewer). */
+const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4 },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'f', scaleResolutionDownBy: 1 },
+];
 /** A shared screen: legibility over motion, a few frames a second are enough for a form. */
 const SCREEN_FPS = 5;
 /** The relay sends a shared screen in a stream of its own, named <participant>~screen. */
@@ -700,12 +709,10 @@ class CallPanel {
     this.renderControls();
   }
 
-  /** Tells the camera track and its encoder what matters now: detail and resolution (document
-   * mode) or motion and frame rate (a face). Applied again after each negotiation and camera
-   * change, since a new sender or track starts from the defaults. */
   /** The camera's sending parameters: nothing while the camera is off; document mode (detail,
-   * resolution kept, DOCUMENT_FPS), or the link watch's lower frame rate on a weak uplink, or the
-   * browser's own balance. */
+   * resolution kept, DOCUMENT_FPS, the full-size layer alone), or the link watch's lower frame
+   * rate on a weak uplink, or the browser's own balance. Applied again after each negotiation and
+   * camera change, since a new sender or track starts from the defaults. */
   async applyVideoSending() {
     const track = this.localTrack('video');
     if (track && 'contentHint' in track) track.contentHint = this.documentMode ? 'detail' : '';
@@ -715,12 +722,14 @@ class CallPanel {
     if (!params.encodings?.length) return; // not negotiated yet: applied after the answer
     params.degradationPreference = this.documentMode ? 'maintain-resolution' : 'balanced';
     const fps = this.documentMode ? DOCUMENT_FPS : (this.linkLevel === 'low' ? LINK_LOW_FPS : null);
-    for (const encoding of params.encodings) {
-      encoding.active = !this.cameraOff;
-      if (this.documentMode) encoding.scaleResolutionDownBy = 1;
+    // A document is only worth the full size: the lower layers pause, so every receiver gets the
+    // full-size layer, at a few frames a second and as sharp as the link allows.
+    const top = params.encodings.length - 1;
+    params.encodings.forEach((encoding, i) => {
+      encoding.active = !this.cameraOff && (!this.documentMode || i === top);
       if (fps) encoding.maxFramerate = fps;
       else delete encoding.maxFramerate;
-    }
+    });
     try { await sender.setParameters(params); } catch { /* a renegotiation raced it: applied again after it */ }
   }
 
@@ -938,6 +947,13 @@ class CallPanel {
     this.sentSizes.clear(); // a new place on the relay (or a resumed one) hears them again
     this.reportSizesSoon();
     if (!this.pc) return;
+    if (this.resuming && !msg.resumed) {
+      // A new place (the relay restarted, or the grace period ran out): it needs a new
+      // connection, since the old one's streams were set up with a relay that is gone.
+      this.resuming = false;
+      this.rejoinFresh();
+      return;
+    }
     if (this.resuming) {
       this.resuming = false;
       this.resendMutes(); // pressed while the socket was down, they never reached the relay
@@ -973,7 +989,11 @@ class CallPanel {
     // Always one audio and one video m-section: receive-only when we have nothing to send, so
     // that the offer names Opus and VP8 either way.
     this.audioTx = pc.addTransceiver(audio || 'audio', { direction: audio ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
-    this.videoTx = pc.addTransceiver(video || 'video', { direction: video ? 'sendrecv' : 'recvonly', streams: stream ? [stream] : [] });
+    this.videoTx = pc.addTransceiver(video || 'video', {
+      direction: video ? 'sendrecv' : 'recvonly',
+      streams: stream ? [stream] : [],
+      sendEncodings: CAMERA_LAYERS.map((layer) => ({ ...layer })),
+    });
     preferVp8(this.videoTx);
     preferRed(this.audioTx);
     this.offered = true;
