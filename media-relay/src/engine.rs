@@ -378,8 +378,9 @@ pub(crate) fn build_relay_connection(
 ) -> Result<rtc::peer_connection::RTCPeerConnection, Error> {
     let (engine, registry) = engine_and_registry(true, true)?;
     // The relay estimates each subscriber's downlink itself: transport-wide sequence numbers on
-    // what it sends, and Google Congestion Control over the subscriber's TWCC feedback (read
-    // back through `get_stats` as the outbound streams' `target_bitrate`).
+    // what it sends, and Google Congestion Control over the subscriber's TWCC feedback, its loss
+    // half tolerant of a line's random loss (`downlink.rs`; read back through `get_stats` as the
+    // outbound streams' `target_bitrate`).
     let registry = registry
         .with(
             Slot::TwccSender,
@@ -387,11 +388,13 @@ pub(crate) fn build_relay_connection(
         )
         .with(
             Slot::CongestionControl,
-            rtc::interceptor::CongestionControlBuilder::new(rtc::interceptor::Gcc::new(
-                DOWNLINK_INITIAL_BPS,
-                DOWNLINK_MIN_BPS,
-                rtc::interceptor::GCC_MAX_BITRATE,
-            ))
+            rtc::interceptor::CongestionControlBuilder::new(
+                crate::downlink::DownlinkEstimator::new(
+                    DOWNLINK_INITIAL_BPS,
+                    DOWNLINK_MIN_BPS,
+                    rtc::interceptor::GCC_MAX_BITRATE,
+                ),
+            )
             .build(),
         )
         .with(

@@ -12,6 +12,7 @@
 
 pub mod codec;
 mod directory;
+mod downlink;
 mod engine;
 mod error;
 mod forwarder;

@@ -74,6 +74,8 @@ async function measure(page, seconds) {
     sentKbps: ((b.sent.videoBytes + b.sent.audioBytes - a.sent.videoBytes - a.sent.audioBytes) * 8) / elapsed / 1000,
     limitedBy: b.sent.qualityLimitationReason,
     availableOutgoingKbps: b.pair.availableOutgoingBitrate / 1000,
+    video: Object.fromEntries(['framesReceived', 'framesDropped', 'keyFramesDecoded', 'nackCount', 'pliCount'].map((k) => [k, b.video[k] - a.video[k]])),
+    sentLayers: b.sent.layers,
     audioCodecs: b.audio.codecs,
     sentAudioCodecs: b.sent.audioCodecs,
   };

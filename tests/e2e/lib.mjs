@@ -487,17 +487,18 @@ export async function behindProxy(context, relayPort, proxyPort) {
 }
 
 /** What the call panel's connection says about the link, summed over streams: inbound video
- * (freezes, frames, width, loss), inbound audio (concealed and received samples, codecs),
- * outbound video (bytes, width, what limits it), outbound audio (bytes, codecs), and the
+ * (freezes, frames received, decoded and dropped, keyframes, NACKs and PLIs sent, width,
+ * loss), inbound audio (concealed and received samples, codecs), outbound video (bytes, width,
+ * what limits it, each simulcast layer's size and rate), outbound audio (bytes, codecs), and the
  * selected pair (available outgoing bitrate, RTT). */
 export async function linkFigures(page) {
   return page.evaluate(async () => {
     const pc = window.cloudhelp.call?.pc;
     const f = {
       at: performance.now(),
-      video: { freezeCount: 0, totalFreezesDuration: 0, framesDecoded: 0, frameWidth: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0 },
+      video: { freezeCount: 0, totalFreezesDuration: 0, framesDecoded: 0, frameWidth: 0, packetsLost: 0, packetsReceived: 0, bytesReceived: 0, framesReceived: 0, framesDropped: 0, keyFramesDecoded: 0, nackCount: 0, pliCount: 0 },
       audio: { concealedSamples: 0, totalSamplesReceived: 0, packetsLost: 0, packetsReceived: 0, codecs: [] },
-      sent: { videoBytes: 0, audioBytes: 0, frameWidth: 0, qualityLimitationReason: 'none', audioCodecs: [] },
+      sent: { videoBytes: 0, audioBytes: 0, frameWidth: 0, qualityLimitationReason: 'none', audioCodecs: [], layers: [] },
       pair: { availableOutgoingBitrate: 0, currentRoundTripTime: 0 },
     };
     if (!pc) return f;
@@ -505,12 +506,13 @@ export async function linkFigures(page) {
     const codec = (s) => report.get(s.codecId)?.mimeType;
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        for (const k of ['freezeCount', 'totalFreezesDuration', 'framesDecoded', 'packetsLost', 'packetsReceived', 'bytesReceived']) f.video[k] += s[k] || 0;
+        for (const k of Object.keys(f.video)) if (k !== 'frameWidth') f.video[k] += s[k] || 0;
         f.video.frameWidth = Math.max(f.video.frameWidth, s.frameWidth || 0);
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         for (const k of ['concealedSamples', 'totalSamplesReceived', 'packetsLost', 'packetsReceived']) f.audio[k] += s[k] || 0;
         if (codec(s)) f.audio.codecs.push(codec(s));
       } else if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        f.sent.layers.push(`${s.rid || '-'}: ${s.frameWidth || 0} px, ${s.framesPerSecond || 0} frames/s`);
         f.sent.videoBytes += s.bytesSent || 0;
         if ((s.frameWidth || 0) >= f.sent.frameWidth) {
           f.sent.frameWidth = s.frameWidth || 0;

@@ -878,6 +878,41 @@ fn the_relay_estimates_a_weak_downlink_itself_and_sends_that_subscriber_a_lower_
 }
 
 #[test]
+fn a_downlink_that_loses_a_tenth_at_random_but_has_room_keeps_the_top_layer_and_its_estimate() {
+    // Bob's line loses 10 % of what is sent whatever the rate (a weak radio, the `congested`
+    // profile) but is not full: the loss is repaired by retransmission, and it is no reason to
+    // starve him (rtc's own loss half walked his estimate to the floor: the lowest layer).
+    let mut sim = Sim::new(23, Duration::ZERO);
+    assert!(sim.join_with("alice", false, true));
+    assert!(sim.join("bob", false));
+    sim.client_mut("bob").publishing = false;
+    sim.client_mut("bob").downlink = Impairment {
+        delay: Duration::from_millis(40),
+        loss: 0.10,
+        ..Impairment::default()
+    };
+    sim.run_for(Duration::from_secs(10));
+    let mut top = 0;
+    for _ in 0..30 {
+        sim.run_for(Duration::from_secs(1));
+        let layer = sim
+            .client("bob")
+            .track_from("alice", "video")
+            .and_then(|r| r.layer);
+        top += usize::from(layer == Some(2));
+    }
+    let estimate = sim.core.members[1].downlink().unwrap_or(0);
+    assert!(
+        top >= 25,
+        "Bob had the top layer {top} s of 30 (estimate {estimate} bit/s)"
+    );
+    assert!(
+        estimate >= 200_000,
+        "Bob's estimate fell to {estimate} bit/s"
+    );
+}
+
+#[test]
 fn below_what_even_the_middle_layer_needs_retransmissions_stay_within_their_budget_and_the_video_goes_on()
  {
     let mut sim = Sim::new(18, Duration::ZERO);
@@ -949,19 +984,22 @@ fn on_a_downlink_too_short_for_the_only_video_layer_the_video_gives_way_so_the_a
     let audio_lost = audio_after.missing() - audio_before.missing();
     let video_sent = video_after.packets - video_before.packets;
     // Forwarding everything, Bob lost more than half of the audio here (574 of 1,000); with the
-    // video out of the way only the tries to bring it back cost some.
+    // video out of the way only the tries to bring it back cost some (~6 % with rtc's own loss
+    // half, ~8.5 % with ours, which tolerates a line's random loss: a failed try is brought down
+    // a moment later, by the heavy loss or the queueing delay it causes).
     assert!(
-        audio_sent >= 900 && audio_lost * 12 < audio_sent,
+        audio_sent >= 900 && audio_lost * 10 < audio_sent,
         "Bob's audio: {audio_sent} packets, {audio_lost} lost in 20 s"
     );
     assert!(
         video_sent < 300,
         "the video gave way: {video_sent} packets in 20 s (it needs ~400)"
     );
-    // The link recovers: the video comes back, on a keyframe.
+    // The link recovers: the video comes back, on a keyframe (once the hold that the failed
+    // tries doubled has passed).
     sim.client_mut("bob").downlink = Impairment::default();
     let keyframes = video_after.keyframes;
-    sim.run_for(Duration::from_secs(20));
+    sim.run_for(Duration::from_secs(30));
     let back = video(&sim);
     assert!(
         back.packets > video_after.packets + 200 && back.keyframes > keyframes,
