@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { DICTIONARIES } from '../../web-client/static/js/i18n.js';
+import { LinkWatch, LINK_WATCH_MS, LINK_PATIENCE } from '../../web-client/static/js/linkwatch.js';
 import {
   ARTIFACTS, APPLICANT, ID_NUMBER, startServer, launchBrowser, newContext, newPage, login, pageAs, apiAs, participantIds,
   openCase, waitText, visibleUiText, untranslatedWords, usedKeys,
@@ -24,6 +25,51 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.kill();
+});
+
+// The link watch's decisions, on virtual time (readings every LINK_WATCH_MS; no browser).
+const STARVED = { bps: 80_000, rtt: 0.9, loss: 0.05 };
+const HEALTHY_LOW = { bps: 120_000, rtt: 0.1, loss: 0 };
+const GOOD = { bps: 800_000, rtt: 0.05, loss: 0 };
+/** Feeds `readings` to `watch` from `start` ms on; returns each reading's decision (null: none). */
+function feed(watch, readings, start = 0) {
+  return readings.map((r, i) => watch.reading(r, start + i * LINK_WATCH_MS));
+}
+const times = (n, reading) => Array.from({ length: n }, () => reading);
+
+test('the link watch stops the camera after three starved readings, brings it back at the low rate once healthy, and at full once good', () => {
+  const watch = new LinkWatch();
+  assert.deepEqual(feed(watch, times(3, STARVED)), [null, null, 'audio']);
+  const back = feed(watch, times(LINK_PATIENCE, HEALTHY_LOW), 10_000);
+  assert.deepEqual(back, [...times(LINK_PATIENCE - 1, null), 'low']);
+  const full = feed(watch, times(5, GOOD), 30_000);
+  assert.deepEqual(full, [null, null, null, null, 'good']);
+});
+
+test('the link watch does not stop the camera for a lossy line with a short round trip: it lowers the frame rate', () => {
+  const watch = new LinkWatch();
+  // 10 % of the audio lost at random, 0.15 s round trip, Chromium's estimate at its ~70 kbit/s floor.
+  assert.deepEqual(feed(watch, times(6, { bps: 70_000, rtt: 0.15, loss: 0.1 })), [null, 'low', null, null, null, null]);
+});
+
+test('the link watch does not act on the two readings after an outage: what they say is about the outage', () => {
+  const watch = new LinkWatch();
+  assert.deepEqual(feed(watch, times(2, STARVED)), [null, null]);
+  watch.disconnected();
+  // Without the settling, the third starved reading in a row (or the first after the outage,
+  // counting on from before it) would stop the camera.
+  assert.deepEqual(feed(watch, times(3, STARVED), 20_000), [null, null, null]);
+  assert.deepEqual(feed(watch, times(2, STARVED), 26_000), [null, 'audio']);
+});
+
+test('the link watch waits twice as long before the next return when a return had to stop again within 20 s', () => {
+  const watch = new LinkWatch();
+  feed(watch, times(3, STARVED));
+  assert.deepEqual(feed(watch, times(LINK_PATIENCE, HEALTHY_LOW), 6_000).at(-1), 'low');
+  // Starved again 10 s after coming back: the patience doubles.
+  assert.deepEqual(feed(watch, times(3, STARVED), 20_000).at(-1), 'audio');
+  const waited = feed(watch, times(2 * LINK_PATIENCE, HEALTHY_LOW), 30_000);
+  assert.equal(waited.indexOf('low'), 2 * LINK_PATIENCE - 1, JSON.stringify(waited));
 });
 
 test('every string the pages use is in both the Chinese and the English dictionary', () => {

@@ -15,6 +15,7 @@ import { watermark, unwatermark } from './watermark.js';
 import { AnnotationBoard } from './annotate.js';
 import { h, fill, busy } from './core.js';
 import { t } from './i18n.js';
+import { LinkWatch, LINK_WATCH_MS, LINK_LOW_FPS } from './linkwatch.js';
 
 const CALL_STATES = ['in_call', 'awaiting_material'];
 /** The server keeps a dropped participant's place for 30 s; after this long we join afresh. */
@@ -48,26 +49,6 @@ const SCREEN_STREAM_SUFFIX = '~screen';
 /** After a capture (拍照: the agent is showing a document) document mode stays on this long,
  * unless it was switched on by hand. */
 const DOCUMENT_AFTER_CAPTURE_MS = 60000;
-/** The link watch: every LINK_WATCH_MS the browser's view of its uplink (the selected pair's
- * availableOutgoingBitrate and round trip, and the loss the relay reports on our audio) decides
- * how much video this page sends. Below LINK_LOW_BPS for two readings the camera goes out at
- * LINK_LOW_FPS frames a second. Starved — that low, and the round trip above LINK_STARVED_RTT_S
- * (a queue the video fills) or the audio losing more than LINK_STARVED_LOSS — for three
- * readings, the camera stops (只用语音, said in plain words) so that the voice gets through. (The
- * browser's estimate alone never says so: it stays at ~70 kbit/s on a 40 kbit/s link.) Healthy
- * again (a short round trip, no more loss than that) for LINK_PATIENCE readings, the camera comes back at the
- * low frame rate, and above LINK_RECOVER_BPS for five readings at full; a return that has to
- * stop again within LINK_RETRY_WINDOW_MS doubles the patience (up to LINK_MAX_PATIENCE). */
-const LINK_WATCH_MS = 2000;
-const LINK_LOW_BPS = 150_000;
-const LINK_STARVED_LOSS = 0.25;
-const LINK_STARVED_RTT_S = 0.5;
-const LINK_HEALTHY_RTT_S = 0.3;
-const LINK_RECOVER_BPS = 250_000;
-const LINK_LOW_FPS = 10;
-const LINK_PATIENCE = 5;
-const LINK_MAX_PATIENCE = 30;
-const LINK_RETRY_WINDOW_MS = 20000;
 
 export function mountCallPanel(container, options) {
   const panel = new CallPanel(container, options);
@@ -306,7 +287,6 @@ class CallPanel {
     // What the link watch did by itself, in plain words (only while it lasts).
     this.linkNotice = h('div', { class: 'notice info call-link-notice', role: 'status', hidden: true });
     this.linkLevel = 'good';
-    this.linkStreak = { level: 'good', count: 0 };
     this.note = h('p', { class: 'muted call-note' });
     this.micButton = h('button', { type: 'button', id: 'call-mute', class: 'small', onclick: () => this.toggleMic() });
     this.cameraButton = h('button', { type: 'button', id: 'call-camera', class: 'small', onclick: () => this.toggleCamera() });
@@ -1038,12 +1018,10 @@ class CallPanel {
     }
   }
 
-  /** Starts the link watch (once per connection). */
+  /** Starts the link watch (once per connection): linkwatch.js decides, from the readings. */
   watchLink() {
     if (this.linkWatch) return;
-    this.linkStreak = { level: 'good', count: 0 };
-    this.linkHealthy = 0;
-    this.linkPatience = LINK_PATIENCE;
+    this.linkDecider = new LinkWatch();
     this.linkWatch = setInterval(() => this.readLink(), LINK_WATCH_MS);
   }
 
@@ -1051,14 +1029,7 @@ class CallPanel {
     const pc = this.pc;
     if (!pc || !this.localTrack('video')) return;
     if (pc.connectionState !== 'connected') {
-      // An outage is not a narrow link: what the figures say about it is stale once the link is
-      // back, so the next two readings after it are not acted on.
-      this.linkStreak = { level: 'good', count: 0 };
-      this.linkSettle = 2;
-      return;
-    }
-    if (this.linkSettle > 0) {
-      this.linkSettle -= 1;
+      this.linkDecider.disconnected();
       return;
     }
     let bps = null;
@@ -1072,28 +1043,8 @@ class CallPanel {
       if (s.type === 'remote-inbound-rtp' && s.kind === 'audio') loss = Math.max(loss, s.fractionLost || 0);
     });
     if (bps === null || this.pc !== pc) return;
-    // What this reading says, and how many readings in a row have said so.
-    const starved = bps < LINK_LOW_BPS && (loss > LINK_STARVED_LOSS || rtt > LINK_STARVED_RTT_S);
-    const says = starved ? 'audio' : bps < LINK_LOW_BPS ? 'low' : bps > LINK_RECOVER_BPS ? 'good' : 'between';
-    this.linkStreak = this.linkStreak.level === says ? { level: says, count: this.linkStreak.count + 1 } : { level: says, count: 1 };
-    // Healthy: no queue (a short round trip) and no more loss than a lossy line's own.
-    this.linkHealthy = rtt < LINK_HEALTHY_RTT_S && loss <= LINK_STARVED_LOSS ? this.linkHealthy + 1 : 0;
-    const { count } = this.linkStreak;
-    if (this.linkLevel === 'audio') {
-      if (this.linkHealthy >= this.linkPatience) {
-        this.linkBackAt = Date.now();
-        this.setLinkLevel('low');
-      }
-    } else if (says === 'audio' && count >= 3) {
-      const tooSoon = this.linkBackAt && Date.now() - this.linkBackAt < LINK_RETRY_WINDOW_MS;
-      this.linkPatience = tooSoon ? Math.min(this.linkPatience * 2, LINK_MAX_PATIENCE) : LINK_PATIENCE;
-      this.linkHealthy = 0;
-      this.setLinkLevel('audio');
-    } else if (says === 'low' && count >= 2 && this.linkLevel === 'good') {
-      this.setLinkLevel('low');
-    } else if (says === 'good' && count >= 5) {
-      this.setLinkLevel('good');
-    }
+    const level = this.linkDecider.reading({ bps, rtt, loss }, Date.now());
+    if (level) this.setLinkLevel(level);
   }
 
   /** good → the browser's own balance; low → LINK_LOW_FPS; audio → the camera is not sent
