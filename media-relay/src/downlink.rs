@@ -9,10 +9,10 @@
 //! Random loss does not grow with the rate, and what it costs is repaired downstream (NACK for
 //! video, Opus RED for audio), so the loss half here counts only the loss above
 //! [`TOLERATED_LOSS`]: a line losing 10 % each way holds the estimate where the delay half puts
-//! it. Congestion, unlike a line's own loss, shows first as
-//! queueing delay or as heavy loss: while the delay half has lowered its target within
-//! [`CONGESTION_MEMORY`], or while more than [`HEAVY_LOSS`] is lost, all loss counts (a
-//! drop-tail queue overfilled by a video that does not fit is brought down as fast as before).
+//! it. Congestion, unlike a line's own loss, shows first as queueing delay or as heavy loss:
+//! while the delay half has lowered its target within [`CONGESTION_MEMORY`], or while more than
+//! [`HEAVY_LOSS`] is lost, all loss counts (a drop-tail queue overfilled by a video that does not
+//! fit is brought down as fast as before).
 
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,9 @@ pub(crate) struct DownlinkEstimator {
     target: f64,
     /// The delay half's last target, and when it last went down.
     delay_target: f64,
+    delay_fell_at: Option<Instant>,
     /// All loss, smoothed over batches (feedback often reports a handful of packets at a time).
     average_loss: Option<f64>,
-    delay_fell_at: Option<Instant>,
 }
 
 impl DownlinkEstimator {
@@ -63,7 +63,7 @@ impl DownlinkEstimator {
 }
 
 /// Counts in hundredths of a packet: feedback often reports a handful of packets at a time, and
-/// a tenth of five packets is still half a packet.
+/// the tolerated share of a handful is rarely a whole number of packets.
 const SCALE: usize = 100;
 
 /// The loss above the tolerated share as `(lost, total)` for the loss controller, both in
