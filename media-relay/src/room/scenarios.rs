@@ -935,8 +935,11 @@ fn below_what_even_the_middle_layer_needs_retransmissions_stay_within_their_budg
     sim.run_for(Duration::from_secs(60));
     let after = video(&sim).unwrap();
     let lost_at_the_bottleneck = sim.dropped - dropped;
+    // 564 or 638 in a minute here (runs differ: rtc draws its own SSRCs), a little more than
+    // before the downlink estimate tolerated a line's random loss; thousands a second without
+    // the budget.
     assert!(
-        lost_at_the_bottleneck < 600,
+        lost_at_the_bottleneck < 900,
         "{lost_at_the_bottleneck} datagrams dropped at the bottleneck in a minute"
     );
     assert!(
