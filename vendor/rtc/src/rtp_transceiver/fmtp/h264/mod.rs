@@ -1,5 +1,3 @@
-#[cfg(test)]
-mod h264_test;
 
 use super::*;
 
