@@ -79,25 +79,32 @@ pub fn plain(payload: &Bytes, red: bool) -> Option<Bytes> {
     }
 }
 
+/// A RED payload of Opus frames (the relay's Opus payload type): redundant blocks `(timestamp
+/// offset, bytes)`, oldest first, then the primary. What a browser sends; for tests and the
+/// simulated browser.
+#[cfg(any(test, feature = "test-peer"))]
+pub fn encode(redundant: &[(u16, &[u8])], primary: &[u8]) -> Vec<u8> {
+    let opus = crate::Codec::Opus.payload_type();
+    let mut out = Vec::new();
+    for (offset, block) in redundant {
+        let word = (u32::from(*offset) << 10) | block.len() as u32;
+        out.push(0x80 | opus);
+        out.extend_from_slice(&word.to_be_bytes()[1..]);
+    }
+    out.push(opus);
+    for (_, block) in redundant {
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(primary);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A RED payload: redundant blocks `(timestamp offset, bytes)`, then the primary.
     fn red(redundant: &[(u16, &[u8])], primary: &[u8]) -> Bytes {
-        let mut out = Vec::new();
-        for (offset, block) in redundant {
-            let len = block.len() as u32;
-            out.push(0x80 | 111);
-            let word = (u32::from(*offset) << 10) | len;
-            out.extend_from_slice(&word.to_be_bytes()[1..]);
-        }
-        out.push(111);
-        for (_, block) in redundant {
-            out.extend_from_slice(block);
-        }
-        out.extend_from_slice(primary);
-        Bytes::from(out)
+        Bytes::from(encode(redundant, primary))
     }
 
     #[test]

@@ -1023,7 +1023,12 @@ fn send_media(client: &mut Client, now: Instant) {
             frame[1..3].copy_from_slice(&sending.sequence.to_be_bytes());
             let payload = match sending.red.as_mut() {
                 Some(before) => {
-                    let payload = red_payload(before, &frame);
+                    let redundant: &[(u16, &[u8])] = if before.is_empty() {
+                        &[]
+                    } else {
+                        &[(960, before.as_slice())]
+                    };
+                    let payload = crate::red::encode(redundant, &frame);
                     *before = frame;
                     payload
                 }
@@ -1121,22 +1126,6 @@ fn write(
         }
     }
     sending.timestamp = sending.timestamp.wrapping_add(step);
-}
-
-/// A RED payload (RFC 2198) of Opus frames: `before` (one frame back; empty at the start) and
-/// `frame`.
-fn red_payload(before: &[u8], frame: &[u8]) -> Vec<u8> {
-    let opus = Codec::Opus.payload_type();
-    let mut out = Vec::new();
-    if !before.is_empty() {
-        let word = (960u32 << 10) | before.len() as u32;
-        out.push(0x80 | opus);
-        out.extend_from_slice(&word.to_be_bytes()[1..]);
-    }
-    out.push(opus);
-    out.extend_from_slice(before);
-    out.extend_from_slice(frame);
-    out
 }
 
 /// One encoding a client sends: its codec, rid (empty without simulcast) and SSRC.
